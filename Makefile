@@ -1,0 +1,55 @@
+# Outpost: two commands on a fresh Debian machine.
+#   make demo  - broker, central bridge, gateway and a simulated crew
+#   make test  - set up everything and run the tests
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup deps test test-soak demo lint typecheck bench lock clean
+
+setup: $(STAMP) deps
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# System programs the tests and the demo run for real.
+deps:
+	@bash scripts/ensure-system-deps.sh
+
+test: setup
+	$(BIN)/python -m pytest -q -m "not soak" $(PYTEST_ARGS)
+	OUTPOST_SOAK_SCALE=$${OUTPOST_SOAK_SCALE:-0.2} $(BIN)/python -m pytest -q -m soak $(PYTEST_ARGS)
+
+test-soak: setup
+	OUTPOST_SOAK_SCALE=1 $(BIN)/python -m pytest -q -m soak $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python -m demo
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/central_ingest.py
+	$(BIN)/python bench/gateway_ingest.py
+	$(BIN)/python bench/drain.py
+
+# Re-pin the lock file from pyproject.toml in a throwaway venv.
+lock:
+	rm -rf .lockvenv && $(PY) -m venv .lockvenv
+	.lockvenv/bin/pip install --quiet -e '.[dev]'
+	{ echo "# Locked dependencies for Outpost (runtime + dev). Regenerate with: make lock"; \
+	  .lockvenv/bin/pip freeze --exclude-editable | grep -v '^outpost'; } > requirements.lock
+	rm -rf .lockvenv
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

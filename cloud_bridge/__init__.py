@@ -1,0 +1,1 @@
+"""Outpost's central side: replays envelopes into the central database, dispatches down."""

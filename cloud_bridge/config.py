@@ -1,0 +1,54 @@
+"""The bridge's configuration (``bridge.toml``), validated at the boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from outpost.config import Section, load_config
+from outpost.mqtt_config import MqttSection
+
+
+class CentralSection(Section):
+    database_url: str = "sqlite:///var/central/central.db"
+    data_dir: Path = Path("var/central")
+
+
+class AdminSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    # None: a random token is generated on first start and kept 0600 in
+    # data_dir/admin-token (its path is logged, never its value).
+    token: str | None = Field(default=None, min_length=16)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class BridgeMqttSection(MqttSection):
+    shared: bool = True  # MQTT 5 shared subscription, so workers split the load
+    session_expiry_s: int = Field(default=24 * 3600, ge=0)
+
+
+class FleetSection(Section):
+    silent_warn_s: float = Field(default=180, gt=0)
+    silent_critical_s: float = Field(default=900, gt=0)
+    backlog_warn_s: float = Field(default=3600, gt=0)
+    backlog_critical_s: float = Field(default=6 * 3600, gt=0)
+    disk_warn_mb: int = Field(default=1024, ge=0)
+    disk_critical_mb: int = Field(default=256, ge=0)
+    replica_lag_warn_s: float = Field(default=60, gt=0)
+    cert_warn_days: int = Field(default=30, ge=0)
+    history_days: int = Field(default=7, ge=0)
+
+
+class BridgeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    central: CentralSection = CentralSection()
+    admin: AdminSection = AdminSection()
+    mqtt: BridgeMqttSection = BridgeMqttSection()
+    fleet: FleetSection = FleetSection()
+
+
+def load(path: str | Path | None = None) -> BridgeConfig:
+    return load_config(BridgeConfig, path)

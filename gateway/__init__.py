@@ -1,0 +1,1 @@
+"""The Outpost gateway appliance: LAN API and web app, durable store, uplink."""

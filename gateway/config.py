@@ -1,0 +1,78 @@
+"""The gateway's configuration (``gateway.toml``), validated at the boundary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from outpost.config import Section, load_config
+from outpost.mqtt_config import MqttSection
+from outpost.wire.topics import GATEWAY_ID_PATTERN
+
+
+class GatewaySection(Section):
+    id: str = Field(default="site-a", pattern=GATEWAY_ID_PATTERN)
+    site: str = Field(default="Site A", max_length=63)
+    data_dir: Path = Path("var/gateway")
+
+
+class LanSection(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_attachment_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    token_ttl_s: int = Field(default=12 * 3600, ge=60)
+    signin_max_failures: int = Field(default=5, ge=1)
+    signin_lockout_s: int = Field(default=300, ge=1)
+    disk_free_floor_mb: int = Field(default=200, ge=0)
+    metrics_auth: bool = False  # require a bearer token on /metrics
+
+
+class StoreSection(Section):
+    # FULL: a commit is on disk before the device hears 201 (see docs/durability.md)
+    synchronous: str = Field(default="FULL", pattern="^(FULL|EXTRA)$")
+    queue_size: int = Field(default=10_000, ge=10)
+    max_batch: int = Field(default=256, ge=1)
+    history_retention_days: int = Field(default=30, ge=0)
+
+
+class GatewayMqttSection(MqttSection):
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    batch_max_envelopes: int = Field(default=200, ge=1, le=500)
+    batch_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    inflight_batches: int = Field(default=8, ge=1, le=100)
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    checkout_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_s: float = Field(default=60.0, gt=0)
+
+
+class DiscoverySection(Section):
+    enabled: bool = True
+    # Addresses or interface names to advertise on; 127.0.0.1 keeps a
+    # single-machine default from multicasting onto a real network.
+    interfaces: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+
+
+class ReplicationSection(Section):
+    enabled: bool = False
+    path: Path | None = None  # litestream file replica (e.g. a USB disk)
+    s3_url: str | None = None  # s3://bucket/path for an S3-compatible store
+    s3_endpoint: str | None = None
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: str | None = None
+
+
+class GatewayConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gateway: GatewaySection = GatewaySection()
+    lan: LanSection = LanSection()
+    store: StoreSection = StoreSection()
+    mqtt: GatewayMqttSection = GatewayMqttSection()
+    discovery: DiscoverySection = DiscoverySection()
+    replication: ReplicationSection = ReplicationSection()
+
+
+def load(path: str | Path | None = None) -> GatewayConfig:
+    return load_config(GatewayConfig, path)

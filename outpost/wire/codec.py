@@ -1,0 +1,91 @@
+"""The one versioned codec for every MQTT payload.
+
+Layout: one byte codec version, one byte compression (0 none, 1 zlib), then
+UTF-8 JSON. Batches cross metered satellite links, so anything over a small
+threshold is compressed. Decoding is strict and bounded: a payload that
+inflates past ``MAX_DECODED`` bytes is refused (no zip bombs), and the JSON
+must validate against the message schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from outpost.wire.schemas import Message
+
+CODEC_VERSION = 1
+RAW = 0
+ZLIB = 1
+COMPRESS_OVER = 256  # bytes of JSON; smaller payloads gain nothing
+MAX_DECODED = 16 * 1024 * 1024
+_HEADER = 2
+
+_adapter: TypeAdapter[Any] = TypeAdapter(Message)
+
+
+class DecodeError(ValueError):
+    """A payload that is not a valid message; the text says why, for logs and rejections."""
+
+
+def encode(message: Any, compress: bool | None = None) -> bytes:
+    """Serialise a schema message; compress when large enough (or when told)."""
+    body: bytes = message.model_dump_json().encode()
+    if compress is None:
+        compress = len(body) > COMPRESS_OVER
+    if compress:
+        return bytes((CODEC_VERSION, ZLIB)) + zlib.compress(body, 6)
+    return bytes((CODEC_VERSION, RAW)) + body
+
+
+def _inflate(data: bytes) -> bytes:
+    inflater = zlib.decompressobj()
+    try:
+        out = inflater.decompress(data, MAX_DECODED + 1)
+    except zlib.error as exc:
+        raise DecodeError(f"compressed body is corrupt: {exc}") from None
+    if len(out) > MAX_DECODED or inflater.unconsumed_tail:
+        raise DecodeError(f"payload inflates past {MAX_DECODED} bytes")
+    if not inflater.eof:
+        raise DecodeError("compressed body is truncated")
+    return out
+
+
+def decode(payload: bytes) -> Any:
+    """Parse and validate a payload into one of the schema messages."""
+    if len(payload) < _HEADER:
+        raise DecodeError("payload is too short to carry a codec header")
+    version, compression = payload[0], payload[1]
+    if version != CODEC_VERSION:
+        raise DecodeError(f"unsupported codec version {version} (this side speaks {CODEC_VERSION})")
+    body = payload[_HEADER:]
+    if compression == ZLIB:
+        body = _inflate(body)
+    elif compression != RAW:
+        raise DecodeError(f"unknown compression {compression}")
+    elif len(body) > MAX_DECODED:
+        raise DecodeError(f"payload is larger than {MAX_DECODED} bytes")
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DecodeError(f"body is not JSON: {exc}") from None
+    try:
+        return _adapter.validate_python(data)
+    except ValidationError as exc:
+        raise DecodeError(describe_validation(exc)) from None
+
+
+def describe_validation(exc: ValidationError, limit: int = 3) -> str:
+    """A readable one-line summary of a pydantic error: where and what."""
+    parts = []
+    for err in exc.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "message"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        parts.append(f"{loc}: {msg}")
+    more = len(exc.errors()) - limit
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""Fleet identity: certificate authority, per-gateway bundles, broker config."""

@@ -1,0 +1,93 @@
+import uuid
+import zlib
+from datetime import UTC, datetime
+
+import pytest
+
+from outpost.wire import (
+    DecodeError,
+    EnvelopeBatch,
+    GatewayState,
+    WireEnvelope,
+    decode,
+    encode,
+    topics,
+)
+
+
+def _envelope(seq: int = 1) -> WireEnvelope:
+    now = datetime.now(UTC)
+    return WireEnvelope(
+        envelope_id=uuid.uuid4(),
+        activity_id="act-1",
+        seq=seq,
+        base_version=1,
+        status="draft",
+        created_at=now,
+        received_at=now,
+        author="ana",
+        form_version=1,
+        record={"site_ok": True, "notes": "fence cut on north side " * 4},
+        tables={"readings": [{"meter": f"A{i}", "value": i * 1.5} for i in range(5)]},
+        attachments=[],
+    )
+
+
+def test_round_trip_and_compression() -> None:
+    batch = EnvelopeBatch(
+        gateway_id="site-a",
+        batch_id=uuid.uuid4(),
+        sent_at=datetime.now(UTC),
+        envelopes=[_envelope(i) for i in range(1, 51)],
+    )
+    raw = encode(batch)
+    assert raw[:2] == b"\x01\x01"
+    assert decode(raw) == batch
+    assert len(raw) < 0.35 * len(batch.model_dump_json())
+
+
+def test_small_messages_are_not_compressed() -> None:
+    msg = GatewayState(gateway_id="site-a", state="online", at=datetime.now(UTC))
+    assert encode(msg)[:2] == b"\x01\x00"
+    assert decode(encode(msg)) == msg
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b"", "too short"),
+        (b"\x02\x00{}", "unsupported codec version 2"),
+        (b"\x01\x07{}", "unknown compression"),
+        (b"\x01\x01not zlib", "corrupt"),
+        (b"\x01\x00{not json", "not JSON"),
+        (b'\x01\x00{"kind": "nope"}', "kind"),
+        (
+            b'\x01\x00{"kind": "state", "gateway_id": "site-a", "state": "online",'
+            b' "at": "2026-11-23T09:00:00Z", "extra": 1}',
+            "extra: unknown field",
+        ),
+        (
+            b'\x01\x00{"kind": "state", "gateway_id": "site-a", "state": "online"}',
+            "at: Field required",
+        ),
+    ],
+)
+def test_bad_payloads_have_readable_reasons(payload: bytes, problem: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode(payload)
+    assert problem in str(err.value)
+
+
+def test_zip_bomb_is_refused() -> None:
+    bomb = b"\x01\x01" + zlib.compress(b"[" + b" " * (20 * 1024 * 1024) + b"]")
+    with pytest.raises(DecodeError, match="inflates past"):
+        decode(bomb)
+
+
+def test_topics() -> None:
+    assert topics.topic("site-a", topics.UP_ENVELOPES) == "outpost/v1/gw/site-a/up/envelopes"
+    assert topics.parse("outpost/v1/gw/site-a/up/envelopes") == ("site-a", "up/envelopes")
+    assert topics.parse("other/x") is None
+    assert topics.parse("outpost/v1/gw/+/up") is None
+    with pytest.raises(ValueError, match="invalid gateway id"):
+        topics.topic("a/#", "state")
