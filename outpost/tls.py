@@ -6,8 +6,9 @@ the configured CA (or the system's CAs when ``ca`` is unset) and presents the
 client's certificate. Before building it, :func:`check_credentials` reads every
 configured file and raises :class:`~outpost.config.ConfigError` with one line
 naming the file and the problem (missing, unreadable, not PEM, key and
-certificate that do not belong together, not issued by the CA, expired or not
-yet valid), so a bad install stops start-up instead of looping on TLS errors.
+certificate that do not belong together, not issued by the CA, expired; a
+certificate not yet valid is only logged, since field clocks drift), so a
+bad install stops start-up instead of looping on TLS errors.
 
 :func:`certificate_expiry` lets status and heartbeat show an expiring
 certificate weeks ahead. All functions here do blocking file IO: call them at
@@ -17,6 +18,7 @@ start-up or from an executor, not from the event loop.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from outpost.config import ConfigError
 from outpost.mqtt_config import MqttSection
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "Credentials",
@@ -134,9 +138,13 @@ def _check_validity(path: Path, cert: x509.Certificate, what: str, now: dt.datet
             f"{path}: {what} expired on {cert.not_valid_after_utc:%Y-%m-%d %H:%M} UTC"
         )
     if now < cert.not_valid_before_utc:
-        raise ConfigError(
-            f"{path}: {what} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "
-            "(is the clock right?)"
+        # A gateway without a real-time clock may boot in the past; refusing to
+        # start would take the LAN service down too. Say it, and let TLS decide.
+        logger.warning(
+            "%s: %s is not valid before %s UTC; is this machine's clock right?",
+            path,
+            what,
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M}",
         )
 
 
