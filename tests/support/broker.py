@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -57,6 +58,10 @@ class Broker:
             "log_type notice",
             "log_type information",
         ]
+        if os.getuid() == 0:
+            # As root Mosquitto drops to user "mosquitto", which cannot write
+            # the test's temp dir: stay as we are.
+            lines.append("user root")
         if persistence:
             lines += ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
         if extra.strip():
