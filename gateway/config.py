@@ -52,6 +52,8 @@ class DiscoverySection(Section):
     # Addresses or interface names to advertise on; 127.0.0.1 keeps a
     # single-machine default from multicasting onto a real network.
     interfaces: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    # How often the interfaces' addresses are checked; a change re-announces.
+    address_poll_s: float = Field(default=10.0, gt=0)
 
 
 class ReplicationSection(Section):
