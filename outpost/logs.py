@@ -1,0 +1,111 @@
+"""Logging set-up shared by every Outpost command.
+
+One readable line per record. Under systemd (``$JOURNAL_STREAM`` names our
+stderr) each line starts with the syslog priority ``<N>``, which journald
+turns into the entry's level (``journalctl -p warning`` works) — and the
+timestamp is left to journald. Elsewhere a line carries its own time and level.
+
+Secrets never reach a log line: code logs paths, ids and sizes, never
+tokens, passwords, keys or payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import TextIO
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+_MAX_LINE = 4000  # one record, one journal entry of sane size
+
+_QUIET = {  # libraries that chatter at INFO
+    "aiohttp.access": logging.WARNING,
+    "apscheduler": logging.WARNING,
+}
+
+
+def _syslog_priority(levelno: int) -> int:
+    for level, prio in sorted(_PRIORITY.items(), reverse=True):
+        if levelno >= level:
+            return prio
+    return 7
+
+
+class JournalFormatter(logging.Formatter):
+    """``<N>logger: message`` — journald parses the prefix into PRIORITY=N."""
+
+    def __init__(self) -> None:
+        super().__init__("%(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        prio = _syslog_priority(record.levelno)
+        # A multi-line message (a traceback) must stay one entry per line
+        # with the same level, or journald files the tail as "info".
+        return "\n".join(f"<{prio}>{line}" for line in text[:_MAX_LINE].splitlines() or [""])
+
+
+def _plain_formatter() -> logging.Formatter:
+    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+
+def stderr_is_journal(
+    environ: Mapping[str, str] | None = None, stream: TextIO | None = None
+) -> bool:
+    """True when ``$JOURNAL_STREAM`` (``dev:inode``) is the stream we write to."""
+    environ = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    raw = environ.get("JOURNAL_STREAM", "")
+    dev, sep, ino = raw.partition(":")
+    if not sep:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+        return (st.st_dev, st.st_ino) == (int(dev), int(ino))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def parse_level(level: str | int) -> int:
+    """``"info"``/``"DEBUG"``/``20`` → a logging level; ValueError names the bad value."""
+    if isinstance(level, int):
+        return level
+    value = logging.getLevelNamesMapping().get(level.strip().upper())
+    if value is None:
+        raise ValueError(f"unknown log level {level!r} (use debug, info, warning or error)")
+    return value
+
+
+def setup_logging(
+    level: str | int = "info",
+    *,
+    environ: Mapping[str, str] | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Configure the root logger once, for a command's ``main()``.
+
+    ``OUTPOST_LOG_LEVEL`` in the environment, when set, wins over ``level``.
+    """
+    environ = os.environ if environ is None else environ
+    stream = sys.stderr if stream is None else stream
+    root = logging.getLogger()
+    root.setLevel(parse_level(environ.get("OUTPOST_LOG_LEVEL") or level))
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        JournalFormatter() if stderr_is_journal(environ, stream) else _plain_formatter()
+    )
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    if root.level > logging.DEBUG:
+        for name, quiet in _QUIET.items():
+            logging.getLogger(name).setLevel(quiet)
+    logging.captureWarnings(True)
