@@ -33,7 +33,11 @@ class DecodeError(ValueError):
 
 def encode(message: Any, compress: bool | None = None) -> bytes:
     """Serialise a schema message; compress when large enough (or when told)."""
-    body: bytes = message.model_dump_json().encode()
+    return encode_json(message.model_dump_json().encode(), compress)
+
+
+def encode_json(body: bytes, compress: bool | None = None) -> bytes:
+    """Frame an already-serialised message document (the receiver validates it)."""
     if compress is None:
         compress = len(body) > COMPRESS_OVER
     if compress:
