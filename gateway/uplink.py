@@ -1,0 +1,401 @@
+"""The gateway's link to central: store-and-forward up, dispatches down.
+
+One :class:`Uplink` per gateway process. It owns the MQTT client and:
+
+- drains the outbox the moment the broker acknowledges the connection, and
+  whenever the store commits new work, in compressed batches bounded in
+  count and bytes, with at most ``inflight_batches`` awaiting central's ack;
+- moves envelopes ``queued → sent`` on PUBACK and to ``applied``/``rejected``
+  only on central's application-level result; a batch without a result in
+  ``ack_timeout_s``, or across a reconnect, goes again (central dedupes by
+  envelope id, so this is safe);
+- applies what central sends down: results, dispatches, recalls, user and
+  permission snapshots, check-out answers;
+- answers check-out requests by asking central (request/response with
+  correlation data and a timeout), and fails fast when the link is down;
+- keeps the link's state for ``/api/v1/status``: up/down, since when, last
+  sync, bytes sent.
+
+All of it runs in the event loop; database work goes through the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from gateway import outbox
+from gateway.config import GatewayConfig
+from gateway.store.ops import recall_activity, replace_users, upsert_activity
+from gateway.store.store import Store
+from outpost import __version__
+from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received, Will
+from outpost.wire import topics
+from outpost.wire.codec import DecodeError, decode, encode, encode_json
+from outpost.wire.schemas import (
+    CheckoutAnswer,
+    CheckoutRequest,
+    Dispatch,
+    EnvelopeResults,
+    GatewayState,
+    Heartbeat,
+    Recall,
+    UserPush,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+ACK_CHECK_INTERVAL = 1.0
+
+
+class BackhaulDownError(ConnectionError):
+    """No link to central right now."""
+
+
+@dataclass
+class _Batch:
+    batch_id: str
+    envelope_ids: set[str]
+    sent_at: float = field(default_factory=time.monotonic)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Uplink:
+    """See the module docstring. Implements the gateway's ``Backhaul`` seam."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        store: Store,
+        *,
+        heartbeat: Callable[[], Awaitable[Heartbeat]] | None = None,
+    ) -> None:
+        self._config = config
+        self._mqtt_cfg = config.mqtt
+        self._store = store
+        self.gateway_id = config.gateway.id
+        self._heartbeat_source = heartbeat
+        gid = self.gateway_id
+        self._t_envelopes = topics.topic(gid, topics.UP_ENVELOPES)
+        self._t_checkout = topics.topic(gid, topics.UP_CHECKOUT)
+        self._t_heartbeat = topics.topic(gid, topics.UP_HEARTBEAT)
+        self._t_state = topics.topic(gid, topics.STATE)
+        self._t_checkout_answer = topics.topic(gid, topics.DOWN_CHECKOUT)
+        will = Will(
+            self._t_state,
+            encode(GatewayState(gateway_id=gid, state="offline", at=_now(), version=__version__)),
+            qos=1,
+            retain=True,
+        )
+        self._client = MqttClient(
+            self._mqtt_cfg,
+            client_id=self._mqtt_cfg.client_id or f"outpost-gw-{gid}",
+            on_message=self._async_on_message,
+            subscriptions=[(s, 1) for s in topics.gateway_subscriptions(gid)],
+            clean_start=False,
+            session_expiry_s=self._mqtt_cfg.session_expiry_s,
+            will=will,
+            on_connect=self._async_on_connect,
+            on_disconnect=self._async_on_disconnect,
+        )
+        self._wake = asyncio.Event()
+        self._awaiting: dict[str, _Batch] = {}
+        self._by_envelope: dict[str, str] = {}
+        self._publishing = 0
+        self._checkouts: dict[uuid.UUID, asyncio.Future[CheckoutAnswer]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._remove_listener: Callable[[], None] | None = None
+        self._up_since: datetime | None = None
+        self._down_since: datetime = _now()
+        self._last_sync: datetime | None = None
+        self.bytes_sent = 0
+        self.envelopes_sent = 0
+        self._started = time.monotonic()
+
+    # --- lifecycle -------------------------------------------------------------
+
+    async def async_start(self) -> None:
+        # Whatever was in flight when the process stopped goes again.
+        requeued = await self._store.async_write(lambda c: outbox.requeue(c))
+        if requeued:
+            _LOGGER.info("%d unacknowledged envelopes queued again after restart", requeued)
+        self._remove_listener = self._store.add_commit_listener(self._wake.set)
+        self._tasks = [
+            asyncio.create_task(self._async_drain(), name="uplink-drain"),
+            asyncio.create_task(self._async_watch_acks(), name="uplink-ack-timeouts"),
+        ]
+        await self._client.async_start()
+
+    async def async_stop(self) -> None:
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        if self._client.is_connected:
+            # A clean stop says so itself; the last will covers the unclean ones.
+            with contextlib.suppress(NotConnected, PublishFailed, TimeoutError):
+                await asyncio.wait_for(self._async_publish_state("offline"), 2)
+        await self._client.async_stop()
+
+    # --- Backhaul seam for the LAN API -------------------------------------------
+
+    @property
+    def is_up(self) -> bool:
+        return self._client.is_connected
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "link": "up" if self.is_up else "down",
+            "since": (self._up_since or self._down_since).isoformat()
+            if self.is_up
+            else self._down_since.isoformat(),
+            "last_sync": self._last_sync.isoformat() if self._last_sync else None,
+            "bytes_sent": self.bytes_sent,
+            "envelopes_sent": self.envelopes_sent,
+            "in_flight_batches": len(self._awaiting),
+            "broker": f"{self._mqtt_cfg.host}:{self._mqtt_cfg.port}",
+            "last_error": self._client.last_error,
+        }
+
+    async def async_checkout(self, activity_id: str, username: str) -> CheckoutAnswer:
+        """Ask central to check the activity out to ``username`` on this gateway.
+
+        Raises :class:`BackhaulDownError` at once when the link is down and
+        ``TimeoutError`` when central does not answer in time.
+        """
+        if not self.is_up:
+            raise BackhaulDownError("no backhaul to central right now")
+        request = CheckoutRequest(
+            gateway_id=self.gateway_id,
+            request_id=uuid.uuid4(),
+            activity_id=activity_id,
+            username=username,
+        )
+        fut: asyncio.Future[CheckoutAnswer] = asyncio.get_running_loop().create_future()
+        self._checkouts[request.request_id] = fut
+        try:
+            try:
+                await self._client.async_publish(
+                    self._t_checkout,
+                    encode(request),
+                    qos=1,
+                    response_topic=self._t_checkout_answer,
+                    correlation_data=request.request_id.bytes,
+                )
+            except (NotConnected, PublishFailed) as exc:
+                raise BackhaulDownError(str(exc)) from exc
+            answer = await asyncio.wait_for(fut, self._mqtt_cfg.checkout_timeout_s)
+        finally:
+            self._checkouts.pop(request.request_id, None)
+        if answer.ok and answer.activity is not None:
+            activity = answer.activity
+            await self._store.async_write(lambda c: upsert_activity(c, activity, username, _now()))
+        return answer
+
+    # --- connection events ------------------------------------------------------
+
+    async def _async_on_connect(self, session_present: bool) -> None:
+        self._up_since = _now()
+        _LOGGER.info(
+            "backhaul up (%s, session %s)",
+            self._mqtt_cfg.host,
+            "resumed" if session_present else "new",
+        )
+        # Batches without a result go again: central answers duplicates with
+        # their first outcome.
+        self._forget_in_flight()
+        await self._store.async_write(lambda c: outbox.requeue(c))
+        self._wake.set()
+        await self._async_publish_state("online")
+        await self.async_send_heartbeat()
+
+    async def _async_on_disconnect(self) -> None:
+        self._down_since = _now()
+        _LOGGER.warning("backhaul down; envelopes wait on disk until it returns")
+        for fut in self._checkouts.values():
+            if not fut.done():
+                fut.set_exception(BackhaulDownError("the link to central dropped"))
+
+    async def _async_publish_state(self, state: Literal["online", "offline"]) -> None:
+        msg = GatewayState(
+            gateway_id=self.gateway_id,
+            state=state,
+            at=_now(),
+            version=__version__,
+        )
+        await self._client.async_publish(self._t_state, encode(msg), qos=1, retain=True)
+
+    async def async_send_heartbeat(self) -> None:
+        """Publish one heartbeat now (the scheduler calls this periodically)."""
+        if self._heartbeat_source is None or not self.is_up:
+            return
+        beat = await self._heartbeat_source()
+        payload = encode(beat)
+        with contextlib.suppress(NotConnected, PublishFailed):
+            await self._client.async_publish(self._t_heartbeat, payload, qos=0)
+            self.bytes_sent += len(payload)
+
+    # --- draining the outbox -------------------------------------------------------
+
+    def _forget_in_flight(self) -> None:
+        self._awaiting.clear()
+        self._by_envelope.clear()
+
+    def _window_full(self) -> bool:
+        return len(self._awaiting) + self._publishing >= self._mqtt_cfg.inflight_batches
+
+    async def _async_drain(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.is_up and not self._window_full():
+                batch_id = str(uuid.uuid4())
+                claimed = await self._store.async_write(
+                    lambda c, b=batch_id: outbox.claim_batch(  # type: ignore[misc]
+                        c,
+                        b,
+                        max_envelopes=self._mqtt_cfg.batch_max_envelopes,
+                        max_bytes=self._mqtt_cfg.batch_max_bytes,
+                    )
+                )
+                if not claimed:
+                    break
+                self._publishing += 1
+                task = asyncio.create_task(
+                    self._async_publish_batch(batch_id, claimed), name=f"uplink-batch:{batch_id}"
+                )
+                task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task[None]) -> None:
+        self._publishing -= 1
+        if not task.cancelled() and task.exception() is not None:
+            _LOGGER.error("publishing a batch failed: %s", task.exception())
+        self._wake.set()
+
+    async def _async_publish_batch(self, batch_id: str, claimed: list[outbox.Claimed]) -> None:
+        ids = [c.envelope_id for c in claimed]
+        # The bodies are canonical WireEnvelope JSON already: splice them into
+        # the batch document rather than parsing and re-serialising each one.
+        head = json.dumps(
+            {"gateway_id": self.gateway_id, "batch_id": batch_id, "sent_at": _now().isoformat()}
+        )
+        envelopes_json = ",".join(c.body for c in claimed)
+        document = f'{{"kind":"envelope_batch",{head[1:-1]},"envelopes":[{envelopes_json}]}}'
+        payload = encode_json(document.encode())
+        try:
+            await self._client.async_publish(
+                self._t_envelopes,
+                payload,
+                qos=1,
+                user_properties=[(topics.ENVELOPE_IDS_PROPERTY, ",".join(ids))],
+            )
+        except (NotConnected, PublishFailed) as exc:
+            _LOGGER.info("batch of %d not sent (%s); it waits for the link", len(ids), exc)
+            await self._store.async_write(lambda c: outbox.requeue(c, ids))
+            return
+        self.bytes_sent += len(payload)
+        self.envelopes_sent += len(ids)
+        batch = _Batch(batch_id, set(ids))
+        self._awaiting[batch_id] = batch
+        for eid in ids:
+            self._by_envelope[eid] = batch_id
+        await self._store.async_write(lambda c: outbox.mark_sent(c, ids, _now()))
+
+    async def _async_watch_acks(self) -> None:
+        """A batch without central's result in time goes again."""
+        timeout = self._mqtt_cfg.ack_timeout_s
+        while True:
+            await asyncio.sleep(min(ACK_CHECK_INTERVAL, timeout / 2))
+            now = time.monotonic()
+            late = [b for b in self._awaiting.values() if now - b.sent_at > timeout]
+            if not late:
+                continue
+            ids: list[str] = []
+            for batch in late:
+                self._awaiting.pop(batch.batch_id, None)
+                for eid in batch.envelope_ids:
+                    self._by_envelope.pop(eid, None)
+                ids.extend(batch.envelope_ids)
+            _LOGGER.warning(
+                "no answer from central for %d envelopes in %.0fs; sending them again",
+                len(ids),
+                timeout,
+            )
+            await self._store.async_write(lambda c, i=ids: outbox.requeue(c, i))  # type: ignore[misc]
+            self._wake.set()
+
+    # --- downlink ---------------------------------------------------------------------
+
+    async def _async_on_message(self, msg: Received) -> None:
+        parsed = topics.parse(msg.topic)
+        if parsed is None or parsed[0] != self.gateway_id:
+            _LOGGER.warning("ignoring a message on unexpected topic %s", msg.topic[:200])
+            return
+        try:
+            message = decode(msg.payload)
+        except DecodeError as exc:
+            _LOGGER.warning("ignoring an undecodable message on %s: %s", msg.topic, exc)
+            return
+        if getattr(message, "gateway_id", None) != self.gateway_id:
+            _LOGGER.warning("ignoring a message for another gateway on %s", msg.topic)
+            return
+        if isinstance(message, EnvelopeResults):
+            await self._async_on_results(message)
+        elif isinstance(message, Dispatch):
+            d = message
+            await self._store.async_write(
+                lambda c: upsert_activity(c, d.activity, d.holder, d.dispatched_at)
+            )
+            _LOGGER.info("activity %s dispatched to %s", d.activity.id, d.holder)
+        elif isinstance(message, Recall):
+            r = message
+            await self._store.async_write(
+                lambda c: recall_activity(c, r.activity_id, r.reason, r.recalled_at)
+            )
+            _LOGGER.info("activity %s recalled by central: %s", r.activity_id, r.reason)
+        elif isinstance(message, UserPush):
+            u = message
+            await self._store.async_write(lambda c: replace_users(c, u))
+            _LOGGER.info("users updated from central: %d users", len(u.users))
+        elif isinstance(message, CheckoutAnswer):
+            fut = self._checkouts.get(message.request_id)
+            if fut is not None and not fut.done():
+                fut.set_result(message)
+        else:
+            _LOGGER.warning("ignoring a %s message on %s", type(message).__name__, msg.topic)
+
+    async def _async_on_results(self, message: EnvelopeResults) -> None:
+        now = _now()
+        await self._store.async_write(lambda c: outbox.apply_results(c, message.results, now))
+        self._last_sync = now
+        for result in message.results:
+            eid = str(result.envelope_id)
+            batch_id = self._by_envelope.pop(eid, None)
+            if batch_id is None:
+                continue
+            batch = self._awaiting.get(batch_id)
+            if batch is not None:
+                batch.envelope_ids.discard(eid)
+                if not batch.envelope_ids:
+                    del self._awaiting[batch_id]
+            if result.outcome == "rejected":
+                _LOGGER.warning(
+                    "central rejected envelope %s (%s): %s", eid, result.code, result.reason
+                )
+        self._wake.set()
