@@ -1,0 +1,77 @@
+"""Bringing the central database schema up to date at start, with Alembic.
+
+Migrations are numbered files in ``cloud_bridge/migrations/versions``. They
+run programmatically (no ``alembic.ini``), on SQLite and PostgreSQL alike.
+Before an SQLite file that already holds data is migrated, it is copied
+aside with SQLite's backup API, so a failed migration never costs data.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+logger = logging.getLogger(__name__)
+
+SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", SCRIPT_LOCATION)
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(_alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def _backup_sqlite(engine: Engine, revision: str) -> Path | None:
+    db = engine.url.database
+    if not db or db == ":memory:" or not Path(db).exists():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = Path(f"{db}.pre-migration-{revision}-{stamp}")
+    src = sqlite3.connect(db)
+    try:
+        dst = sqlite3.connect(target)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    return target
+
+
+def migrate(engine: Engine) -> str | None:
+    """Upgrade the schema to the newest revision; returns the revision now in place."""
+    head = head_revision()
+    current = current_revision(engine)
+    if current == head:
+        logger.debug("central database schema is current (revision %s)", head)
+        return head
+    if current is not None and engine.dialect.name == "sqlite":
+        backup = _backup_sqlite(engine, current)
+        if backup is not None:
+            logger.info("backed up the central database to %s before migrating", backup)
+    logger.info("migrating the central database from revision %s to %s", current, head)
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    logger.info("central database schema is at revision %s", head)
+    return head

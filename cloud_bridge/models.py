@@ -1,0 +1,193 @@
+"""The central database, as SQLAlchemy 2 typed ORM models.
+
+The schema itself is created by the Alembic migrations in
+``cloud_bridge/migrations``; these classes must match them.
+Times are stored as timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# Activity states.
+ONLINE = "online"
+OFFLINE = "offline"
+CANCELED = "canceled"
+# Ledger outcomes.
+APPLIED = "applied"
+REJECTED = "rejected"
+HELD = "held"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A datetime stored as UTC and always read back timezone-aware (SQLite drops tzinfo)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    username: Mapped[str] = mapped_column(String(64), primary_key=True)
+    password_hash: Mapped[str] = mapped_column(String(512))
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ActivityType(Base):
+    __tablename__ = "activity_types"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    form: Mapped[dict[str, Any]] = mapped_column(JSON)
+    form_version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Activity(Base):
+    __tablename__ = "activities"
+    __table_args__ = (Index("ix_activities_state", "state"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    type: Mapped[str] = mapped_column(String(64), ForeignKey("activity_types.name"))
+    responsible: Mapped[str] = mapped_column(String(64), ForeignKey("users.username"))
+    approver: Mapped[str | None] = mapped_column(String(64))
+    approved_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(16), default=ONLINE)
+    holder_gateway: Mapped[str | None] = mapped_column(String(64))
+    holder_user: Mapped[str | None] = mapped_column(String(64))
+    checked_out_at: Mapped[datetime | None]
+    # Counts check-outs; envelopes (and their seq) belong to one check-out.
+    checkout_no: Mapped[int] = mapped_column(Integer, default=0)
+    # Highest seq consumed (applied or rejected) in the current check-out.
+    last_seq: Mapped[int] = mapped_column(Integer, default=0)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    canceled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Record(Base):
+    """The applied parent record of an activity (the last applied envelope's)."""
+
+    __tablename__ = "records"
+
+    activity_id: Mapped[str] = mapped_column(
+        String(64), ForeignKey("activities.id"), primary_key=True
+    )
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    envelope_id: Mapped[str] = mapped_column(String(36))
+    seq: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    attachments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    form_version: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RecordRow(Base):
+    """One child row of an activity's applied record."""
+
+    __tablename__ = "record_rows"
+    __table_args__ = (UniqueConstraint("activity_id", "table_name", "row_index"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    activity_id: Mapped[str] = mapped_column(String(64), ForeignKey("activities.id"))
+    table_name: Mapped[str] = mapped_column(String(64))
+    row_index: Mapped[int] = mapped_column(Integer)
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+
+class LedgerEntry(Base):
+    """One envelope as central saw it: the idempotency key and its outcome.
+
+    Three clocks, never overwritten by one another: ``created_at`` (device),
+    ``received_at`` (gateway), ``applied_at`` (central, when decided);
+    ``arrived_at`` is when central first saw it.
+    """
+
+    __tablename__ = "envelope_ledger"
+    __table_args__ = (
+        Index("ix_ledger_activity_seq", "activity_id", "checkout_no", "seq"),
+        Index("ix_ledger_outcome", "outcome"),
+    )
+
+    envelope_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    activity_id: Mapped[str] = mapped_column(String(64))
+    checkout_no: Mapped[int] = mapped_column(Integer, default=0)
+    seq: Mapped[int] = mapped_column(Integer)
+    base_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))
+    author: Mapped[str] = mapped_column(String(64))
+    form_version: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(16))
+    code: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    received_at: Mapped[datetime]
+    arrived_at: Mapped[datetime] = mapped_column(default=utcnow)
+    applied_at: Mapped[datetime | None]
+    activity_version: Mapped[int | None] = mapped_column(Integer)
+    checked_in: Mapped[bool] = mapped_column(Boolean, default=False)
+    batch_id: Mapped[str | None] = mapped_column(String(36))
+    attachments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The whole envelope while it is held (waiting for a missing seq); cleared once decided.
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Gateway(Base):
+    __tablename__ = "gateways"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(16), default="unknown")
+    state_at: Mapped[datetime | None]
+    version: Mapped[str | None] = mapped_column(String(64))
+    last_heartbeat: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    heartbeat_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error_at: Mapped[datetime | None]

@@ -1,0 +1,501 @@
+"""The rules of an offline activity (DESIGN rules 1-6) and the admin's operations.
+
+Every function here is blocking: it takes an open :class:`Session` (one
+transaction) and runs in a DB thread. Refusals raise :class:`CentralError`
+with a stable code and one sentence a person understands.
+
+Check-out is atomic on SQLite and PostgreSQL alike: the rules are checked,
+then a conditional ``UPDATE … WHERE state = 'online'`` takes the activity;
+only the transaction whose update touched the row wins. (On SQLite the whole
+transaction also runs under ``BEGIN IMMEDIATE``.)
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from pydantic import ValidationError
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from cloud_bridge.errors import CentralError, bad_request, not_found
+from cloud_bridge.ledger import reject_held
+from cloud_bridge.models import (
+    CANCELED,
+    OFFLINE,
+    ONLINE,
+    Activity,
+    ActivityType,
+    Gateway,
+    LedgerEntry,
+    Record,
+    RecordRow,
+    User,
+    utcnow,
+)
+from outpost.forms import ActivityTypeDef, FormDefinition
+from outpost.wire.codec import describe_validation
+from outpost.wire.schemas import ActivityWire, EnvelopeResult, UserPush, UserWire
+from outpost.wire.topics import valid_gateway_id
+
+ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+
+_hasher = PasswordHasher()
+
+# Rule refusals: code -> HTTP status. All are "the activity's state says no".
+NOT_APPROVED = "not_approved"
+APPROVER_NOT_RESPONSIBLE = "approver_not_responsible"
+USER_NOT_OFFLINE = "user_not_offline"
+TYPE_NOT_OFFLINE = "type_not_offline"
+ALREADY_CHECKED_OUT = "already_checked_out"
+CHECKED_OUT = "checked_out"
+NOT_RESPONSIBLE = "not_responsible"
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return bool(_hasher.verify(password_hash, password))
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# --- users and activity types ------------------------------------------------
+
+
+def put_user(
+    session: Session,
+    username: str,
+    password: str | None,
+    offline: bool | None,
+    display_name: str | None = None,
+) -> tuple[User, bool]:
+    """Create or update a user; returns ``(user, created)``."""
+    if not USERNAME_RE.match(username):
+        raise bad_request(
+            "A username is 1-64 letters, digits or the characters _ . @ -.", "invalid_username"
+        )
+    user = session.get(User, username)
+    now = utcnow()
+    if user is None:
+        if not password:
+            raise bad_request("A new user needs a password.", "password_required")
+        user = User(
+            username=username,
+            password_hash=hash_password(password),
+            offline=bool(offline),
+            display_name=display_name,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(user)
+        session.flush()
+        return user, True
+    if password:
+        user.password_hash = hash_password(password)
+    if offline is not None:
+        user.offline = offline
+    if display_name is not None:
+        user.display_name = display_name
+    user.updated_at = now
+    session.flush()
+    return user, False
+
+
+def put_activity_type(session: Session, definition: ActivityTypeDef) -> tuple[ActivityType, bool]:
+    """Create an activity type, or update it (a changed form gets a new form_version)."""
+    form_json = definition.form.model_dump(mode="json", exclude_none=True)
+    existing = session.get(ActivityType, definition.name)
+    now = utcnow()
+    if existing is None:
+        created = ActivityType(
+            name=definition.name,
+            offline=definition.offline,
+            form=form_json,
+            form_version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(created)
+        session.flush()
+        return created, True
+    if existing.form != form_json:
+        existing.form = form_json
+        existing.form_version += 1
+    existing.offline = definition.offline
+    existing.updated_at = now
+    session.flush()
+    return existing, False
+
+
+def form_of(activity_type: ActivityType) -> FormDefinition:
+    return FormDefinition.model_validate(activity_type.form)
+
+
+# --- activities ------------------------------------------------------------------
+
+
+def get_activity(session: Session, activity_id: str, *, lock: bool = False) -> Activity:
+    stmt = (
+        select(Activity).where(Activity.id == activity_id).execution_options(populate_existing=True)
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    activity = session.scalars(stmt).first()
+    if activity is None:
+        raise not_found("activity", activity_id)
+    return activity
+
+
+def create_activity(
+    session: Session, title: str, type_name: str, responsible: str, activity_id: str | None = None
+) -> Activity:
+    if not title.strip() or len(title) > 300:
+        raise bad_request("An activity needs a title of 1-300 characters.", "invalid_title")
+    if session.get(ActivityType, type_name) is None:
+        raise CentralError("unknown_type", f"No activity type {type_name!r} exists.", 400)
+    if session.get(User, responsible) is None:
+        raise CentralError("unknown_user", f"No user {responsible!r} exists.", 400)
+    if activity_id is None:
+        activity_id = f"act-{uuid.uuid4().hex[:16]}"
+    elif not ACTIVITY_ID_RE.match(activity_id):
+        raise bad_request(
+            "An activity id is 1-64 letters, digits or the characters _ . : -.", "invalid_id"
+        )
+    elif session.get(Activity, activity_id) is not None:
+        raise CentralError("exists", f"An activity {activity_id!r} already exists.", 409)
+    now = utcnow()
+    activity = Activity(
+        id=activity_id,
+        title=title,
+        type=type_name,
+        responsible=responsible,
+        state=ONLINE,
+        checkout_no=0,
+        last_seq=0,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(activity)
+    session.flush()
+    return activity
+
+
+def list_activities(session: Session, state: str | None) -> list[Activity]:
+    stmt = select(Activity).order_by(Activity.created_at, Activity.id)
+    if state is not None:
+        stmt = stmt.where(Activity.state == state)
+    return list(session.scalars(stmt))
+
+
+def _refuse_if_checked_out(activity: Activity, action: str) -> None:
+    if activity.state == OFFLINE:
+        raise CentralError(
+            CHECKED_OUT,
+            f"Activity {activity.id!r} is checked out to gateway {activity.holder_gateway!r}; "
+            f"it cannot be {action} online until it is checked in.",
+        )
+    if activity.state == CANCELED:
+        raise CentralError(
+            "canceled", f"Activity {activity.id!r} was canceled; it cannot be {action}."
+        )
+
+
+def update_activity(
+    session: Session, activity_id: str, title: str | None, responsible: str | None
+) -> Activity:
+    """An online edit: refused while the activity is checked out (rule 2)."""
+    activity = get_activity(session, activity_id, lock=True)
+    _refuse_if_checked_out(activity, "edited")
+    if title is not None:
+        if not title.strip() or len(title) > 300:
+            raise bad_request("An activity needs a title of 1-300 characters.", "invalid_title")
+        activity.title = title
+    if responsible is not None:
+        if session.get(User, responsible) is None:
+            raise CentralError("unknown_user", f"No user {responsible!r} exists.", 400)
+        if responsible != activity.responsible:
+            # A new responsible user must approve again (rule 1).
+            activity.responsible = responsible
+            activity.approver = None
+            activity.approved_at = None
+    activity.version += 1
+    activity.updated_at = utcnow()
+    session.flush()
+    return activity
+
+
+def approve(session: Session, activity_id: str, approver: str) -> Activity:
+    """Record the approval (rule 1 itself is checked at dispatch)."""
+    activity = get_activity(session, activity_id, lock=True)
+    _refuse_if_checked_out(activity, "approved")
+    if session.get(User, approver) is None:
+        raise CentralError("unknown_user", f"No user {approver!r} exists.", 400)
+    now = utcnow()
+    activity.approver = approver
+    activity.approved_at = now
+    activity.updated_at = now
+    session.flush()
+    return activity
+
+
+def check_rules(session: Session, activity: Activity) -> tuple[User, ActivityType]:
+    """Rules 1 and 6 for taking ``activity`` offline; raises the first refusal."""
+    if activity.state == CANCELED:
+        raise CentralError("canceled", f"Activity {activity.id!r} was canceled.")
+    if activity.state == OFFLINE:
+        raise CentralError(
+            ALREADY_CHECKED_OUT,
+            f"Activity {activity.id!r} is already checked out to gateway "
+            f"{activity.holder_gateway!r}.",
+        )
+    if activity.approver is None:
+        raise CentralError(
+            NOT_APPROVED,
+            f"Activity {activity.id!r} is not approved; only approved ones go offline.",
+        )
+    if activity.approver != activity.responsible:
+        raise CentralError(
+            APPROVER_NOT_RESPONSIBLE,
+            f"Activity {activity.id!r} was approved by {activity.approver!r}, but only its "
+            f"responsible user {activity.responsible!r} may approve it for offline work.",
+        )
+    lock = session.get_bind().dialect.name != "sqlite"
+    user_stmt = select(User).where(User.username == activity.responsible)
+    type_stmt = select(ActivityType).where(ActivityType.name == activity.type)
+    if lock:
+        user_stmt = user_stmt.with_for_update(read=True)
+        type_stmt = type_stmt.with_for_update(read=True)
+    user = session.scalars(user_stmt).one()
+    activity_type = session.scalars(type_stmt).one()
+    if not activity_type.offline:
+        raise CentralError(
+            TYPE_NOT_OFFLINE,
+            f"Activities of type {activity_type.name!r} may not go offline; "
+            "enable offline work for the type first.",
+        )
+    if not user.offline:
+        raise CentralError(
+            USER_NOT_OFFLINE,
+            f"User {user.username!r}, responsible for activity {activity.id!r}, "
+            "may not work offline.",
+        )
+    return user, activity_type
+
+
+def activity_wire(session: Session, activity: Activity) -> ActivityWire:
+    activity_type = session.get(ActivityType, activity.type)
+    assert activity_type is not None  # foreign key
+    return ActivityWire(
+        id=activity.id,
+        title=activity.title,
+        type=activity.type,
+        form=form_of(activity_type),
+        form_version=activity_type.form_version,
+        responsible=activity.responsible,
+        version=activity.version,
+    )
+
+
+def check_out(
+    session: Session, activity_id: str, gateway_id: str, username: str | None = None
+) -> tuple[Activity, ActivityWire]:
+    """Take an activity offline to ``gateway_id`` for ``username`` (default: responsible).
+
+    Atomic: of two concurrent check-outs exactly one wins; the other gets
+    ``already_checked_out``.
+    """
+    if not valid_gateway_id(gateway_id):
+        raise bad_request(f"{gateway_id!r} is not a valid gateway id.", "invalid_gateway")
+    activity = get_activity(session, activity_id)
+    check_rules(session, activity)
+    holder = username or activity.responsible
+    if holder != activity.responsible:
+        raise CentralError(
+            NOT_RESPONSIBLE,
+            f"User {holder!r} is not responsible for activity {activity.id!r}; "
+            "only its responsible user may take it offline.",
+            403,
+        )
+    now = utcnow()
+    result = session.execute(
+        update(Activity)
+        .where(
+            Activity.id == activity_id,
+            Activity.state == ONLINE,
+            Activity.version == activity.version,
+            Activity.approver == activity.approver,
+        )
+        .values(
+            state=OFFLINE,
+            holder_gateway=gateway_id,
+            holder_user=holder,
+            checked_out_at=now,
+            checkout_no=Activity.checkout_no + 1,
+            last_seq=0,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        current = get_activity(session, activity_id)
+        if current.state == OFFLINE:
+            raise CentralError(
+                ALREADY_CHECKED_OUT,
+                f"Activity {activity_id!r} is already checked out to gateway "
+                f"{current.holder_gateway!r}.",
+            )
+        raise CentralError(
+            "changed", f"Activity {activity_id!r} changed while it was being checked out; retry."
+        )
+    activity = get_activity(session, activity_id)
+    touch_gateway(session, gateway_id)
+    return activity, activity_wire(session, activity)
+
+
+def undo_check_out(session: Session, activity_id: str, gateway_id: str, checkout_no: int) -> bool:
+    """Give back a check-out whose dispatch could not be sent (nothing applied yet)."""
+    result = session.execute(
+        update(Activity)
+        .where(
+            Activity.id == activity_id,
+            Activity.state == OFFLINE,
+            Activity.holder_gateway == gateway_id,
+            Activity.checkout_no == checkout_no,
+            Activity.last_seq == 0,
+        )
+        .values(state=ONLINE, holder_gateway=None, holder_user=None, checked_out_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+def cancel(
+    session: Session, activity_id: str, reason: str
+) -> tuple[Activity, str | None, list[tuple[str, EnvelopeResult]]]:
+    """Cancel an activity; returns it, the gateway to recall it from, and held envelopes' rejections."""
+    activity = get_activity(session, activity_id, lock=True)
+    if activity.state == CANCELED:
+        raise CentralError("canceled", f"Activity {activity_id!r} is already canceled.")
+    holder = activity.holder_gateway if activity.state == OFFLINE else None
+    results = reject_held(
+        session, activity, "canceled", f"Activity {activity_id!r} was canceled by central."
+    )
+    now = utcnow()
+    activity.state = CANCELED
+    activity.canceled_at = now
+    activity.holder_gateway = None
+    activity.holder_user = None
+    activity.version += 1
+    activity.updated_at = now
+    session.flush()
+    return activity, holder, results
+
+
+# --- reads for the admin ---------------------------------------------------------
+
+
+def record_of(session: Session, activity_id: str) -> dict[str, Any]:
+    activity = get_activity(session, activity_id)
+    record = session.get(Record, activity_id)
+    rows = session.scalars(
+        select(RecordRow)
+        .where(RecordRow.activity_id == activity_id)
+        .order_by(RecordRow.table_name, RecordRow.row_index)
+    )
+    tables: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        tables.setdefault(row.table_name, []).append(row.data)
+    return {
+        "activity_id": activity.id,
+        "version": activity.version,
+        "state": activity.state,
+        "record": record.data if record else None,
+        "tables": tables,
+        "attachments": record.attachments if record else [],
+        "status": record.status if record else None,
+        "envelope_id": record.envelope_id if record else None,
+        "seq": record.seq if record else None,
+        "form_version": record.form_version if record else None,
+        "updated_at": record.updated_at.isoformat() if record else None,
+    }
+
+
+def envelope_of(session: Session, envelope_id: str) -> LedgerEntry:
+    entry = session.get(LedgerEntry, envelope_id)
+    if entry is None:
+        raise not_found("envelope", envelope_id)
+    return entry
+
+
+def list_envelopes(
+    session: Session, activity_id: str | None, limit: int = 500
+) -> list[LedgerEntry]:
+    stmt = select(LedgerEntry).order_by(LedgerEntry.arrived_at.desc()).limit(limit)
+    if activity_id is not None:
+        stmt = stmt.where(LedgerEntry.activity_id == activity_id)
+    return list(session.scalars(stmt))
+
+
+# --- gateways and pushes -----------------------------------------------------------
+
+
+def touch_gateway(session: Session, gateway_id: str, now: datetime | None = None) -> Gateway:
+    now = now or utcnow()
+    gw = session.get(Gateway, gateway_id)
+    if gw is None:
+        gw = Gateway(id=gateway_id, first_seen=now, last_seen=now, state="unknown")
+        session.add(gw)
+    else:
+        gw.last_seen = max(gw.last_seen, now)
+    session.flush()
+    return gw
+
+
+def known_gateways(session: Session) -> list[str]:
+    return list(session.scalars(select(Gateway.id).order_by(Gateway.id)))
+
+
+def user_push(session: Session, gateway_id: str) -> UserPush:
+    """The snapshot of users and offline types a gateway holds (rule 6)."""
+    users = [
+        UserWire(
+            username=u.username,
+            password_hash=u.password_hash,
+            offline=u.offline,
+            display_name=u.display_name,
+        )
+        for u in session.scalars(select(User).order_by(User.username))
+    ]
+    types = list(
+        session.scalars(
+            select(ActivityType.name)
+            .where(ActivityType.offline.is_(True))
+            .order_by(ActivityType.name)
+        )
+    )
+    return UserPush(gateway_id=gateway_id, users=users, offline_types=types, pushed_at=utcnow())
+
+
+def parse_type_definition(data: Any) -> ActivityTypeDef:
+    try:
+        return ActivityTypeDef.model_validate(data)
+    except ValidationError as exc:
+        raise bad_request(
+            f"The activity type is not valid: {describe_validation(exc)}.", "invalid_type"
+        ) from None
+
+
+def count_by_state(session: Session) -> dict[str, int]:
+    rows = session.execute(select(Activity.state, func.count()).group_by(Activity.state))
+    return {state: int(n) for state, n in rows}
