@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from outpost.config import Section, load_config
 from outpost.mqtt_config import MqttSection
+from outpost.wire.topics import BRIDGE_SHARE_GROUP
 
 
 class CentralSection(Section):
@@ -26,6 +27,10 @@ class AdminSection(Section):
 
 class BridgeMqttSection(MqttSection):
     shared: bool = True  # MQTT 5 shared subscription, so workers split the load
+    # The shared-subscription group. Provisioned fleets get a random name that no
+    # gateway knows: a gateway joining the bridges' group would make Mosquitto drop
+    # the uplink messages it is dealt (see docs/provisioning.md).
+    share_group: str = Field(default=BRIDGE_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     session_expiry_s: int = Field(default=24 * 3600, ge=0)
 
 

@@ -47,12 +47,17 @@ def gateway_subscriptions(gateway_id: str) -> list[str]:
     return [topic(gateway_id, "down/#")]
 
 
-def bridge_subscriptions(shared: bool = True) -> list[str]:
-    """What the bridge subscribes to: every gateway's uplink and state."""
+def bridge_subscriptions(shared: bool = True, group: str = BRIDGE_SHARE_GROUP) -> list[str]:
+    """What the bridge subscribes to: every gateway's uplink and state.
+
+    ``group`` is the shared-subscription group; a provisioned fleet uses a
+    random one (``mqtt.share_group``), since Mosquitto lets any client join a
+    group and then drops the messages that member may not read.
+    """
     subs = [f"{ROOT}/+/up/#", f"{ROOT}/+/{STATE}"]
     if shared:
         # State is retained and tiny; every worker may see it. Uplink is shared.
-        subs[0] = f"$share/{BRIDGE_SHARE_GROUP}/{subs[0]}"
+        subs[0] = f"$share/{group}/{subs[0]}"
     return subs
 
 
