@@ -1,0 +1,715 @@
+// Outpost crew app: sign in, see your offline activities, fill them in, see
+// what is pending. Everything the crew saves goes first to IndexedDB on the
+// phone (the outbox), then to the gateway; nothing is lost when the phone
+// walks out of Wi-Fi range.
+
+import * as api from "./api.js";
+import * as db from "./db.js";
+import * as outbox from "./outbox.js";
+import { humanize, renderForm } from "./form.js";
+import { sha256Blob } from "./sha256.js";
+import { uuid4 } from "./uuid.js";
+import { badgeFor, plainCode, rejectionReason, relTime } from "./words.js";
+
+const REFRESH_MS = 15000;
+const PING_MS = 5000;
+
+const state = {
+  session: null, // {token, user: {username, display_name}, expires_at}
+  activities: [], // list entries (with details once fetched)
+  envelopes: [], // the gateway's view of the user's envelopes
+  status: null, // GET /api/v1/status
+  outbox: [], // envelopes still on this phone
+  fetchedAt: null,
+};
+
+const $ = (sel) => document.querySelector(sel);
+const main = () => $("#main");
+let current = null; // the screen's refresh function
+let refreshTimer = null;
+let pingTimer = null;
+const blobUrls = new Map();
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children) if (c !== null && c !== undefined && c !== false) node.append(c);
+  return node;
+}
+
+// --- small UI helpers ---------------------------------------------------------
+
+let toastTimer = null;
+function toast(message, kind = "info") {
+  const t = $("#toast");
+  t.textContent = message;
+  t.className = `toast toast-${kind} show`;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => t.classList.remove("show"), 5000);
+}
+
+/** A yes/no question in a real <dialog> (window.confirm is blocked in some webviews). */
+function ask(title, text, yes, no = "Cancel", danger = false) {
+  const dlg = $("#ask");
+  $("#ask-title").textContent = title;
+  $("#ask-text").textContent = text;
+  const ok = $("#ask-yes");
+  ok.textContent = yes;
+  ok.className = danger ? "btn btn-danger" : "btn btn-primary";
+  $("#ask-no").textContent = no;
+  return new Promise((resolve) => {
+    dlg.returnValue = "";
+    const done = () => {
+      dlg.removeEventListener("close", done);
+      resolve(dlg.returnValue === "yes");
+    };
+    dlg.addEventListener("close", done);
+    dlg.showModal();
+  });
+}
+
+function setTitle(text) {
+  document.title = text ? `${text} · Outpost` : "Outpost";
+}
+
+function renderReach() {
+  const up = api.isReachable();
+  const box = $("#reach");
+  box.className = up ? "reach reach-up" : "reach reach-down";
+  box.replaceChildren(
+    el("span", { class: "dot", "aria-hidden": "true" }),
+    el("span", { text: up ? "Gateway in reach" : "Gateway out of reach" }),
+  );
+  box.title = up
+    ? "This phone can talk to the gateway."
+    : "Your work is kept on this phone and sent when the gateway is in reach again.";
+}
+
+function renderNav() {
+  const nav = $("#nav");
+  if (!state.session) {
+    nav.hidden = true;
+    return;
+  }
+  nav.hidden = false;
+  const waiting = state.outbox.filter((r) => r.state === "waiting").length;
+  const rejected =
+    state.envelopes.filter((e) => e.state === "rejected").length +
+    state.outbox.filter((r) => r.state === "refused").length;
+  const route = location.hash || "#/activities";
+  const link = (href, text, extra) =>
+    el(
+      "a",
+      {
+        href,
+        class: "nav-link",
+        "aria-current": route.startsWith(href) ? "page" : null,
+      },
+      text,
+      extra,
+    );
+  const count = waiting + rejected;
+  nav.replaceChildren(
+    link("#/activities", "Activities"),
+    link(
+      "#/pending",
+      "Pending",
+      count ? el("span", { class: "count", "aria-label": `${count} need attention` }, String(count)) : null,
+    ),
+    el("button", { type: "button", class: "nav-link nav-signout", id: "signout", text: "Sign out", onclick: signOut }),
+  );
+  const who = state.session.user;
+  $("#who").textContent = who ? who.display_name || who.username : "";
+}
+
+// --- data --------------------------------------------------------------------
+
+function listOf(data, key) {
+  if (Array.isArray(data)) return data;
+  if (data && Array.isArray(data[key])) return data[key];
+  if (data && Array.isArray(data.items)) return data.items;
+  return [];
+}
+
+async function loadLocal() {
+  const [acts, box] = await Promise.all([db.getAll("activities"), outbox.pending()]);
+  state.activities = acts.sort((a, b) => (a.title || "").localeCompare(b.title || ""));
+  state.outbox = box;
+  const cached = await db.getMeta("gateway_view");
+  if (cached) {
+    state.envelopes = cached.envelopes || [];
+    state.status = cached.status || null;
+    state.fetchedAt = cached.fetchedAt || null;
+  }
+}
+
+/** Fetch the user's activities (with their forms, for offline use), envelopes, status. */
+async function refresh() {
+  if (!state.session) return;
+  try {
+    const [acts, envs, status] = await Promise.all([
+      api.request("GET", "/api/v1/activities"),
+      api.request("GET", "/api/v1/envelopes"),
+      api.request("GET", "/api/v1/status"),
+    ]);
+    const list = listOf(acts, "activities");
+    const details = await Promise.all(
+      list.map((a) => api.request("GET", `/api/v1/activities/${encodeURIComponent(a.id)}`).catch(() => null)),
+    );
+    if (!state.session) return;
+    const keep = new Set();
+    const rows = list.map((a, i) => {
+      keep.add(a.id);
+      return { ...a, ...(details[i] || {}), id: a.id };
+    });
+    const prior = await db.getAll("activities");
+    await db.putMany(rows.map((r) => ["activities", r]));
+    // Activities that left this gateway (checked in, recalled elsewhere) stay
+    // listed only while this phone still holds unsent work for them.
+    const box = await outbox.pending();
+    for (const p of prior) {
+      if (!keep.has(p.id) && !box.some((r) => r.activity_id === p.id)) await db.del("activities", p.id);
+    }
+    state.envelopes = listOf(envs, "envelopes");
+    state.status = status;
+    state.fetchedAt = new Date().toISOString();
+    await db.setMeta("gateway_view", { envelopes: state.envelopes, status, fetchedAt: state.fetchedAt });
+    await loadLocal();
+  } catch (err) {
+    if (!(err instanceof api.ApiError) || !err.retryable) console.warn("refresh:", err.message);
+  }
+  if (state.session && current) current();
+  renderNav();
+}
+
+function scheduleRefresh() {
+  clearInterval(refreshTimer);
+  clearInterval(pingTimer);
+  refreshTimer = setInterval(() => {
+    if (document.visibilityState === "visible" && api.isReachable()) refresh();
+  }, REFRESH_MS);
+  pingTimer = setInterval(() => {
+    if (!api.isReachable()) api.ping();
+  }, PING_MS);
+}
+
+async function blobUrl(sha) {
+  if (blobUrls.has(sha)) return blobUrls.get(sha);
+  const rec = await db.get("blobs", sha);
+  if (!rec) return null;
+  const url = URL.createObjectURL(rec.blob);
+  blobUrls.set(sha, url);
+  return url;
+}
+
+async function storeBlob(blob) {
+  const sha = await sha256Blob(blob);
+  await db.put("blobs", { sha256: sha, blob, type: blob.type, size: blob.size, saved_at: Date.now() });
+  return sha;
+}
+
+/** Every envelope known for an activity: the gateway's and this phone's, by seq. */
+function envelopesOf(activityId) {
+  const server = state.envelopes
+    .filter((e) => e.activity_id === activityId)
+    .map((e) => ({ ...e, where: "gateway" }));
+  const local = state.outbox
+    .filter((r) => r.activity_id === activityId)
+    .map((r) => ({
+      envelope_id: r.envelope_id,
+      activity_id: r.activity_id,
+      seq: r.seq,
+      status: r.body.status,
+      state: r.state === "refused" ? "refused" : "on_phone",
+      reason: r.error,
+      code: r.code,
+      where: "phone",
+      body: r.body,
+    }));
+  const ids = new Set(server.map((e) => e.envelope_id));
+  return [...server, ...local.filter((e) => !ids.has(e.envelope_id))].sort((a, b) => a.seq - b.seq);
+}
+
+function latestOf(activity) {
+  const all = envelopesOf(activity.id);
+  const fromDetail = activity.latest_envelope;
+  let latest = all[all.length - 1] || null;
+  if (fromDetail && (!latest || fromDetail.seq > latest.seq)) latest = { ...fromDetail, where: "gateway" };
+  return latest;
+}
+
+// --- screens ----------------------------------------------------------------
+
+function screenSignIn(message) {
+  current = null;
+  setTitle("Sign in");
+  renderNav();
+  const err = el("p", { class: "alert alert-error", id: "signin-error", role: "alert", hidden: !message });
+  if (message) err.textContent = message;
+  const user = el("input", {
+    id: "username",
+    name: "username",
+    autocomplete: "username",
+    autocapitalize: "none",
+    spellcheck: "false",
+    required: true,
+  });
+  const pass = el("input", {
+    id: "password",
+    name: "password",
+    type: "password",
+    autocomplete: "current-password",
+    required: true,
+  });
+  const submit = el("button", { type: "submit", class: "btn btn-primary btn-block", text: "Sign in" });
+  const form = el(
+    "form",
+    { class: "card signin", novalidate: true },
+    el("h1", { text: "Sign in" }),
+    el("p", { class: "muted", text: "Use the name and password you use on the central platform." }),
+    err,
+    el("div", { class: "field" }, el("label", { for: "username", text: "User name" }), user),
+    el("div", { class: "field" }, el("label", { for: "password", text: "Password" }), pass),
+    submit,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!user.value.trim() || !pass.value) {
+      err.hidden = false;
+      err.textContent = "Enter your user name and password.";
+      return;
+    }
+    submit.disabled = true;
+    submit.textContent = "Signing in…";
+    try {
+      const s = await api.request("POST", "/api/v1/session", {
+        json: { username: user.value.trim(), password: pass.value },
+        auth: false,
+      });
+      await startSession(s);
+      location.hash = "#/activities";
+      route();
+    } catch (e) {
+      err.hidden = false;
+      err.textContent =
+        e.status === 0 ? "The gateway is out of reach. Move closer to the site Wi-Fi and try again." : e.message;
+      submit.disabled = false;
+      submit.textContent = "Sign in";
+    }
+  });
+  main().replaceChildren(form);
+  user.focus();
+}
+
+function badge(b) {
+  return el("span", { class: `badge badge-${b.key}` }, el("span", { class: "badge-icon", "aria-hidden": "true", text: b.icon }), b.label);
+}
+
+function screenActivities() {
+  setTitle("Activities");
+  const draw = () => {
+    const list = el("ul", { class: "activity-list", "aria-label": "Your offline activities" });
+    for (const a of state.activities) {
+      const b = badgeFor(a, latestOf(a));
+      list.append(
+        el(
+          "li",
+          {},
+          el(
+            "a",
+            { class: "activity", href: `#/activity/${encodeURIComponent(a.id)}`, "data-activity": a.id },
+            el("span", { class: "activity-title", text: a.title || a.id }),
+            el("span", { class: "activity-meta", text: humanize(a.type || "") }),
+            badge(b),
+            b.detail ? el("span", { class: "activity-detail", text: b.detail }) : null,
+          ),
+        ),
+      );
+    }
+    const body = [el("h1", { text: "Your activities" })];
+    if (!state.activities.length) {
+      body.push(
+        el("p", { class: "empty" }, state.fetchedAt
+          ? "No offline activities for you on this gateway. Ask your lead to take one offline for you."
+          : "Loading your activities…"),
+      );
+    } else body.push(list);
+    if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated ${relTime(state.fetchedAt)}.` }));
+    main().replaceChildren(...body);
+  };
+  current = draw;
+  draw();
+}
+
+function screenActivity(id) {
+  let activity = state.activities.find((a) => a.id === id);
+  if (!activity) {
+    main().replaceChildren(
+      el("h1", { text: "Activity not found" }),
+      el("p", { text: "This activity is not among your offline activities on this gateway." }),
+      el("a", { href: "#/activities", class: "btn btn-secondary", text: "Back to activities" }),
+    );
+    current = null;
+    return;
+  }
+  setTitle(activity.title);
+  let ctl = null;
+  let workTimer = null;
+  let shownSeq = null;
+  let dirty = false;
+
+  const draw = async (force) => {
+    activity = state.activities.find((a) => a.id === id) || activity;
+    const latest = latestOf(activity);
+    const latestSeq = latest ? latest.seq : 0;
+    // While the crew is typing, a background refresh only updates the header.
+    if (!force && ctl && (dirty || latestSeq === shownSeq)) {
+      updateHeader(latest);
+      return;
+    }
+    shownSeq = latestSeq;
+    const work = await db.get("work", id);
+    let data = { record: {}, tables: {} };
+    const latestBody = latest && (latest.body || (latest.record ? latest : null));
+    if (latestBody) data = { record: latestBody.record || {}, tables: latestBody.tables || {} };
+    if (work && work.dirty && work.base_seq >= latestSeq) data = work.data;
+    dirty = !!(work && work.dirty && work.base_seq >= latestSeq);
+
+    const b = badgeFor(activity, latest);
+    const rejected = latest && (latest.state === "rejected" || latest.state === "refused");
+    const readOnly =
+      b.key === "canceled" ||
+      b.key === "applied" ||
+      (!rejected && latest && latest.status === "completed");
+    const formBox = el("div", { class: "form", id: "form" });
+    const header = el("div", { class: "activity-head", id: "activity-head" });
+    const problems = el("div", { id: "problems", class: "alert alert-error", role: "alert", tabindex: "-1", hidden: true });
+    const actions = el("div", { class: "actions" });
+    if (!readOnly) {
+      actions.append(
+        el("button", { type: "button", class: "btn btn-secondary", id: "save-draft", text: "Save draft", onclick: () => save("draft") }),
+        el("button", { type: "button", class: "btn btn-primary", id: "complete", text: "Mark completed", onclick: () => save("completed") }),
+      );
+    }
+    main().replaceChildren(
+      el("a", { href: "#/activities", class: "back", text: "‹ All activities" }),
+      header,
+      problems,
+      formBox,
+      readOnly ? null : actions,
+    );
+    updateHeader(latest);
+    const form = activity.form || { fields: [], tables: [] };
+    ctl = renderForm(formBox, form, {
+      readOnly,
+      data,
+      blobUrl,
+      storeBlob,
+      onChange: () => {
+        dirty = true;
+        clearTimeout(workTimer);
+        workTimer = setTimeout(keepWork, 400);
+      },
+    });
+  };
+
+  function updateHeader(latest) {
+    const head = $("#activity-head");
+    if (!head) return;
+    const b = badgeFor(activity, latest);
+    const parts = [
+      el("h1", { text: activity.title || activity.id }),
+      el("p", { class: "activity-meta" }, `${humanize(activity.type || "")} · version ${activity.version ?? "?"} `, badge(b)),
+    ];
+    if (b.detail) parts.push(el("p", { class: "status-line", text: b.detail }));
+    if (latest && (latest.state === "rejected" || latest.state === "refused")) {
+      parts.push(
+        el(
+          "div",
+          { class: "alert alert-error", role: "alert", id: "rejection" },
+          el("strong", { text: latest.state === "refused" ? "The gateway refused your last save." : "Central refused your last save." }),
+          el("p", { text: rejectionReason(latest) }),
+          el("p", { text: "Correct the form and save it again; the refused version is kept for the record." }),
+        ),
+      );
+    }
+    if (b.key === "canceled") {
+      parts.push(el("div", { class: "alert alert-warn", role: "status", text: activity.recall_reason ? `Canceled by central: ${activity.recall_reason}` : "Central canceled this activity: it can no longer be changed." }));
+    } else if (latest && latest.status === "completed" && b.key !== "rejected") {
+      parts.push(el("p", { class: "alert alert-info", text: "Completed: this form is read-only now." }));
+    }
+    head.replaceChildren(...parts);
+  }
+
+  async function keepWork() {
+    if (!ctl || !state.session) return;
+    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: true, base_seq: shownSeq || 0, at: Date.now() });
+  }
+
+  async function save(status) {
+    const { record, tables, attachments, problems } = ctl.collect(status === "completed");
+    const box = $("#problems");
+    if (problems.length) {
+      box.hidden = false;
+      box.replaceChildren(
+        el("strong", { text: status === "completed" ? "Before completing, fix these:" : "Fix these before saving:" }),
+        el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))),
+      );
+      box.focus();
+      return;
+    }
+    box.hidden = true;
+    if (status === "completed") {
+      const yes = await ask(
+        "Mark completed?",
+        "The form becomes read-only. It is sent to central as soon as the gateway has backhaul.",
+        "Mark completed",
+      );
+      if (!yes) return;
+    }
+    const seq = await nextSeq(id);
+    const body = {
+      envelope_id: uuid4(),
+      activity_id: id,
+      seq,
+      base_version: activity.version ?? 0,
+      status,
+      created_at: new Date().toISOString(),
+      record,
+      tables,
+      attachments,
+    };
+    if (activity.form_version) body.form_version = activity.form_version;
+    await outbox.enqueue(body, state.session.user.username);
+    await db.setMeta(`seq:${id}`, seq);
+    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: false, base_seq: seq, at: Date.now() });
+    dirty = false;
+    state.outbox = await outbox.pending();
+    toast(status === "completed" ? "Completed and saved on this phone. Sending…" : "Draft saved on this phone. Sending…");
+    renderNav();
+    await draw(true);
+  }
+
+  current = () => draw(false);
+  draw(true);
+}
+
+async function nextSeq(activityId) {
+  const seqs = [0, (await db.getMeta(`seq:${activityId}`)) || 0];
+  for (const e of envelopesOf(activityId)) seqs.push(e.seq || 0);
+  const a = state.activities.find((x) => x.id === activityId);
+  if (a && a.latest_envelope) seqs.push(a.latest_envelope.seq || 0);
+  return Math.max(...seqs) + 1;
+}
+
+function screenPending() {
+  setTitle("Pending");
+  const draw = () => {
+    const s = state.status || {};
+    const title = (id) => (state.activities.find((a) => a.id === id) || {}).title || id;
+    const onPhone = state.outbox.filter((r) => r.state === "waiting");
+    const refused = state.outbox.filter((r) => r.state === "refused");
+    const rejected = state.envelopes.filter((e) => e.state === "rejected");
+    const counts = s.counts || {};
+    const up = backhaulUp(s);
+
+    const phone = el("section", { class: "card", "aria-labelledby": "h-phone" }, el("h2", { id: "h-phone", text: "On this phone" }));
+    phone.append(
+      el("p", { class: "big-number", id: "count-phone" }, String(onPhone.length), el("span", { text: onPhone.length === 1 ? " save not yet at the gateway" : " saves not yet at the gateway" })),
+    );
+    if (onPhone.length) {
+      phone.append(
+        el("ul", { class: "plain" }, ...onPhone.map((r) =>
+          el("li", { text: `${title(r.activity_id)} · save ${r.seq} (${r.body.status})${r.tries ? ` · tried ${r.tries}×: ${r.error}` : ""}` }),
+        )),
+        el("button", { type: "button", class: "btn btn-secondary", text: "Send now", onclick: () => outbox.kick() }),
+      );
+    }
+
+    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway" }));
+    gw.append(
+      el("p", { class: `backhaul ${up === true ? "up" : up === false ? "down" : ""}`, id: "backhaul" },
+        up === true ? "Backhaul is up: completed work goes to central." : up === false ? "Backhaul is down: completed work waits on the gateway, safely stored." : "Backhaul state unknown (gateway out of reach)."),
+    );
+    if (s.last_sync) gw.append(el("p", { text: `Last exchange with central: ${relTime(s.last_sync)}.` }));
+    else if (state.status) gw.append(el("p", { text: "No exchange with central yet." }));
+    if (s.oldest_pending_s != null) gw.append(el("p", { text: `Oldest waiting item: ${relTime(new Date(Date.now() - s.oldest_pending_s * 1000).toISOString())}.` }));
+    const dl = el("dl", { class: "counts", id: "counts" });
+    for (const [key, label] of [
+      ["stored", "Drafts kept"],
+      ["queued", "Waiting for backhaul"],
+      ["sent", "Sent, waiting for central"],
+      ["applied", "Applied by central"],
+      ["rejected", "Refused by central"],
+    ]) {
+      dl.append(el("div", { "data-state": key }, el("dt", { text: label }), el("dd", { text: String(counts[key] ?? 0) })));
+    }
+    gw.append(dl);
+    if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: `As of ${relTime(state.fetchedAt)}.` }));
+
+    const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: "Refused" }));
+    if (!rejected.length && !refused.length) rej.append(el("p", { text: "Nothing was refused." }));
+    const items = el("ul", { class: "rejections", id: "rejections" });
+    for (const e of rejected) {
+      items.append(el("li", { class: "rejection", "data-envelope": e.envelope_id },
+        el("strong", { text: `${title(e.activity_id)} · save ${e.seq}` }),
+        el("p", { text: `${plainCode(e.code)}: ${rejectionReason(e)}` }),
+        el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: "Open and correct" }),
+      ));
+    }
+    for (const r of refused) {
+      items.append(el("li", { class: "rejection", "data-envelope": r.envelope_id },
+        el("strong", { text: `${title(r.activity_id)} · save ${r.seq}` }),
+        el("p", { text: `The gateway refused it: ${r.error}` }),
+        el("button", { type: "button", class: "btn btn-secondary", text: "Dismiss", onclick: async () => {
+          await outbox.discard(r.envelope_id);
+        } }),
+      ));
+    }
+    if (items.children.length) rej.append(items);
+    main().replaceChildren(el("h1", { text: "Pending" }), phone, gw, rej);
+  };
+  current = draw;
+  draw();
+}
+
+function backhaulUp(s) {
+  if (!s) return null;
+  if (typeof s.backhaul === "string") return s.backhaul === "up";
+  if (s.backhaul && typeof s.backhaul === "object" && "up" in s.backhaul) return !!s.backhaul.up;
+  if (typeof s.backhaul_up === "boolean") return s.backhaul_up;
+  if (typeof s.backhaul === "boolean") return s.backhaul;
+  return null;
+}
+
+// --- session -----------------------------------------------------------------
+
+async function startSession(s) {
+  const prev = await db.getMeta("session");
+  if (prev && prev.user && s.user && prev.user.username !== s.user.username) {
+    // Another crew member signed in on this phone: drop the previous one's view.
+    await db.clear("activities");
+    await db.clear("work");
+    await db.setMeta("gateway_view", null);
+  }
+  await db.setMeta("session", s);
+  state.session = s;
+  api.setToken(s.token);
+  outbox.setUser(s.user.username);
+  await loadLocal();
+  scheduleRefresh();
+  refresh();
+  outbox.kick();
+}
+
+async function signOut() {
+  const waiting = (await outbox.pending()).filter((r) => r.state === "waiting").length;
+  const text = waiting
+    ? `${waiting} save${waiting === 1 ? " has" : "s have"} not reached the gateway yet and will be lost. Everything the app keeps on this phone is wiped.`
+    : "Everything the app keeps on this phone is wiped. Your saved work is safe on the gateway.";
+  if (!(await ask("Sign out?", text, "Sign out", "Stay signed in", waiting > 0))) return;
+  try {
+    await api.request("DELETE", "/api/v1/session", { timeout: 4000 });
+  } catch {
+    // Out of reach: the token expires on the gateway by itself.
+  }
+  await wipe();
+  screenSignIn();
+  toast("Signed out. Nothing of yours is left on this phone.");
+}
+
+/** Remove everything this app kept on the device. */
+async function wipe() {
+  state.session = null;
+  clearInterval(refreshTimer);
+  clearInterval(pingTimer);
+  api.setToken(null);
+  outbox.setUser(null);
+  Object.assign(state, { activities: [], envelopes: [], status: null, outbox: [], fetchedAt: null });
+  for (const url of blobUrls.values()) URL.revokeObjectURL(url);
+  blobUrls.clear();
+  await db.destroy();
+  try {
+    localStorage.clear();
+    sessionStorage.clear();
+  } catch {
+    // storage disabled
+  }
+  if ("caches" in window) {
+    for (const key of await caches.keys()) await caches.delete(key);
+  }
+  if ("serviceWorker" in navigator) {
+    for (const reg of await navigator.serviceWorker.getRegistrations()) await reg.unregister();
+  }
+  location.hash = "";
+}
+
+// --- routing -------------------------------------------------------------------
+
+function route() {
+  if (!state.session) {
+    screenSignIn();
+    return;
+  }
+  const h = location.hash || "#/activities";
+  const m = h.match(/^#\/activity\/(.+)$/);
+  if (m) screenActivity(decodeURIComponent(m[1]));
+  else if (h.startsWith("#/pending")) screenPending();
+  else screenActivities();
+  renderNav();
+  main().focus({ preventScroll: true });
+}
+
+async function boot() {
+  renderReach();
+  api.onReachChange(() => {
+    renderReach();
+    if (api.isReachable()) refresh();
+  });
+  api.onSessionLost.addEventListener("lost", () => {
+    if (!state.session) return;
+    state.session = null;
+    clearInterval(refreshTimer);
+    outbox.setUser(null);
+    db.setMeta("session", null);
+    screenSignIn("Your session ended. Sign in again: what you saved on this phone is kept and sent afterwards.");
+  });
+  outbox.events.addEventListener("change", async () => {
+    if (!state.session) return;
+    const before = state.outbox.length;
+    state.outbox = await outbox.pending();
+    renderNav();
+    if (state.outbox.length < before) refresh();
+    else if (current) current();
+  });
+  window.addEventListener("hashchange", route);
+  $("#ask").addEventListener("cancel", () => {
+    $("#ask").returnValue = "";
+  });
+
+  if (window.isSecureContext && "serviceWorker" in navigator) {
+    navigator.serviceWorker.register("/sw.js", { scope: "/" }).catch((err) => {
+      console.warn("service worker not registered:", err.message);
+    });
+  }
+
+  // Only open the database when a session was kept (a fresh phone stays empty).
+  const dbs = indexedDB.databases ? await indexedDB.databases() : [{ name: "outpost" }];
+  const s = dbs.some((d) => d.name === "outpost") ? await db.getMeta("session") : null;
+  if (s && s.token && (!s.expires_at || new Date(s.expires_at) > new Date())) {
+    await startSession(s);
+  }
+  route();
+  api.ping();
+}
+
+boot().catch((err) => {
+  console.error("The app failed to start:", err);
+  main().replaceChildren(el("p", { class: "alert alert-error", text: `The app failed to start: ${err.message}` }));
+});

@@ -1,0 +1,189 @@
+// The device outbox: envelopes (and the photos/signatures they name) wait in
+// IndexedDB until the gateway acknowledges them, and are retried while the
+// page is open. The envelope id makes every retry safe: the gateway answers
+// a repeated id with its first answer.
+//
+// Order of one delivery: for each attachment, HEAD (how much has arrived),
+// PUT the rest in Content-Range chunks; then POST the envelope.
+
+import * as db from "./db.js";
+import { ApiError, isReachable, onReachChange, request } from "./api.js";
+
+const CHUNK = 256 * 1024;
+const MIN_DELAY = 2000;
+const MAX_DELAY = 30000;
+
+export const events = new EventTarget();
+let running = false;
+let again = false;
+let timer = null;
+let delay = MIN_DELAY;
+let username = null;
+
+function emit() {
+  events.dispatchEvent(new Event("change"));
+}
+
+export function setUser(name) {
+  username = name;
+}
+
+/** Store an envelope durably on the device, then try to deliver it. */
+export async function enqueue(body, author) {
+  await db.put("outbox", {
+    envelope_id: body.envelope_id,
+    activity_id: body.activity_id,
+    seq: body.seq,
+    author,
+    body,
+    state: "waiting", // waiting | refused
+    error: null,
+    tries: 0,
+    queued_at: Date.now(),
+  });
+  emit();
+  kick();
+}
+
+/** Everything still on this phone for the signed-in user, oldest first. */
+export async function pending() {
+  const rows = await db.getAll("outbox");
+  return rows
+    .filter((r) => !username || r.author === username)
+    .sort((a, b) => a.queued_at - b.queued_at || a.seq - b.seq);
+}
+
+/** Drop an envelope the gateway refused (the crew saw why and moved on). */
+export async function discard(envelopeId) {
+  await db.del("outbox", envelopeId);
+  emit();
+}
+
+/** Try now (and keep trying while the page is open). */
+export function kick() {
+  clearTimeout(timer);
+  timer = null;
+  if (running) {
+    again = true;
+    return;
+  }
+  running = true;
+  flush()
+    .catch((err) => console.warn("outbox: delivery pass failed:", err && err.message))
+    .finally(() => {
+      running = false;
+      if (again) {
+        again = false;
+        kick();
+      }
+    });
+}
+
+function schedule(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(kick, ms);
+}
+
+async function flush() {
+  if (!username) return;
+  const rows = (await pending()).filter((r) => r.state === "waiting");
+  if (!rows.length) {
+    delay = MIN_DELAY;
+    return;
+  }
+  for (const row of rows) {
+    try {
+      await deliver(row);
+      await db.del("outbox", row.envelope_id);
+      delay = MIN_DELAY;
+      emit();
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.retryable || err.status === 401) {
+        // Out of reach or session gone: keep everything, try again later.
+        row.tries += 1;
+        row.error = err.message;
+        await db.put("outbox", row);
+        emit();
+        if (err.status !== 401) schedule(delay);
+        delay = Math.min(delay * 2, MAX_DELAY);
+        return;
+      }
+      // The gateway looked at it and said no: keep it visible with its reason.
+      row.state = "refused";
+      row.error = err.message;
+      row.code = err.code;
+      await db.put("outbox", row);
+      emit();
+    }
+  }
+}
+
+async function deliver(row) {
+  for (const sha of row.body.attachments || []) await upload(sha);
+  await request("POST", "/api/v1/envelopes", { json: row.body });
+}
+
+/** Bytes of `sha256` the gateway already holds, and whether it is complete. */
+async function arrived(sha) {
+  const resp = await request("HEAD", `/api/v1/attachments/${sha}`, { raw: true });
+  if (resp.status === 404) return { offset: 0, complete: false };
+  const h = (name) => resp.headers.get(name);
+  const offset = Number(h("Upload-Offset") ?? h("X-Received-Bytes") ?? 0) || 0;
+  const complete =
+    (h("X-Upload-Complete") ?? h("Upload-Complete") ?? "").toString().match(/^(1|true|\?1)$/i) !==
+      null || (resp.status === 200 && !h("Upload-Offset") && !h("X-Received-Bytes"));
+  return { offset, complete };
+}
+
+async function upload(sha) {
+  const state = await arrived(sha);
+  if (state.complete) return;
+  const rec = await db.get("blobs", sha);
+  if (!rec) {
+    throw new ApiError(409, "blob_missing", "A photo or signature of this form is no longer on this phone.");
+  }
+  const blob = rec.blob;
+  const total = blob.size;
+  let offset = Math.min(state.offset, total);
+  if (total === 0) offset = 0;
+  do {
+    const end = Math.min(offset + CHUNK, total);
+    const resp = await request("PUT", `/api/v1/attachments/${sha}`, {
+      body: blob.slice(offset, end),
+      headers: {
+        "Content-Type": "application/octet-stream",
+        "Content-Range": total ? `bytes ${offset}-${end - 1}/${total}` : "bytes */0",
+      },
+      raw: true,
+      timeout: 60000,
+    });
+    if (resp.status === 416 || resp.status === 409) {
+      // The gateway holds a different amount than we thought: ask again.
+      const again = await arrived(sha);
+      if (again.complete) return;
+      offset = again.offset;
+      continue;
+    }
+    if (!resp.ok && resp.status !== 308) {
+      let message = `The gateway refused a photo upload (${resp.status}).`;
+      let code = `http_${resp.status}`;
+      try {
+        const data = await resp.json();
+        message = data.error.message;
+        code = data.error.code;
+      } catch {
+        // keep the generic sentence
+      }
+      throw new ApiError(resp.status, code, message);
+    }
+    offset = end;
+  } while (offset < total);
+}
+
+onReachChange((up) => {
+  if (up) kick();
+});
+window.addEventListener("online", () => kick());
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible" && isReachable()) kick();
+});
