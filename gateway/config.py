@@ -25,6 +25,8 @@ class LanSection(Section):
     token_ttl_s: int = Field(default=12 * 3600, ge=60)
     signin_max_failures: int = Field(default=5, ge=1)
     signin_lockout_s: int = Field(default=300, ge=1)
+    # each further failed sign-in waits slowdown * 2**(failures-1) s (capped at 10 s)
+    signin_slowdown_s: float = Field(default=0.5, ge=0, le=10)
     disk_free_floor_mb: int = Field(default=200, ge=0)
     metrics_auth: bool = False  # require a bearer token on /metrics
 
@@ -38,6 +40,7 @@ class StoreSection(Section):
 
 
 class GatewayMqttSection(MqttSection):
+    enabled: bool = True  # false: a LAN-only gateway (check-outs answer 503)
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     batch_max_envelopes: int = Field(default=200, ge=1, le=500)
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024)

@@ -1,0 +1,1 @@
+"""The gateway's LAN API: views, errors, middlewares, OpenAPI document."""

@@ -1,0 +1,58 @@
+"""Prometheus metrics of one gateway app (its own registry, so apps never collide)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "outpost_http_requests",
+            "LAN API requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "outpost_http_request_seconds",
+            "LAN API request latency",
+            ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=self.registry,
+        )
+        self.envelopes_stored = Counter(
+            "outpost_envelopes_stored",
+            "Envelopes committed from devices",
+            ["status"],
+            registry=self.registry,
+        )
+        self.signin_failures = Counter(
+            "outpost_signin_failures", "Failed sign-ins", registry=self.registry
+        )
+        self.envelopes = Gauge(
+            "outpost_envelopes",
+            "Envelopes on the gateway by state",
+            ["state"],
+            registry=self.registry,
+        )
+        self.oldest_pending = Gauge(
+            "outpost_oldest_pending_seconds",
+            "Age of the oldest envelope waiting to be sent or acknowledged",
+            registry=self.registry,
+        )
+        self.disk_free = Gauge(
+            "outpost_disk_free_bytes", "Free bytes in the data directory", registry=self.registry
+        )
+        self.disk_low = Gauge(
+            "outpost_disk_low", "1 while below the free-space floor", registry=self.registry
+        )
+        self.backhaul_up = Gauge(
+            "outpost_backhaul_up", "1 while the link to central is up", registry=self.registry
+        )
+        self.store_batches = Gauge(
+            "outpost_store_commits", "Group commits since start", registry=self.registry
+        )
+        self.store_items = Gauge(
+            "outpost_store_items", "Writes committed since start", registry=self.registry
+        )

@@ -1,0 +1,223 @@
+"""Read queries behind the LAN API (run on reader connections via ``store.async_read``)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, or_, select
+
+from gateway.store.ops import get_meta, utcnow
+from gateway.store.schema import (
+    ENVELOPE_STATES,
+    META_LAST_SYNC,
+    OFFLINE,
+    QUEUED,
+    RECALLED,
+    REJECTED,
+    SENT,
+    activities,
+    attachments,
+    envelopes,
+)
+
+REJECTED_LIST_LIMIT = 50
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _mine(username: str) -> Any:
+    return or_(activities.c.responsible == username, activities.c.holder == username)
+
+
+def _progress(state: str, count: int, completed: bool) -> str:
+    """The status crews see: not_started, in_progress, completed, canceled."""
+    if state == RECALLED:
+        return "canceled"
+    if completed:
+        return "completed"
+    return "in_progress" if count else "not_started"
+
+
+def _summary(row: Any, count: int, last_seq: int, completed: bool) -> dict[str, Any]:
+    return {
+        "id": row.id,
+        "title": row.title,
+        "type": row.type,
+        "responsible": row.responsible,
+        "holder": row.holder,
+        "version": row.version,
+        "form_version": row.form_version,
+        "dispatched_at": iso(row.dispatched_at),
+        "status": _progress(row.state, count, completed),
+        "read_only": row.state != OFFLINE or completed,
+        "next_seq": last_seq + 1,
+        "envelopes": count,
+        "recall_reason": row.recall_reason,
+    }
+
+
+def _envelope_stats(conn: Connection, activity_ids: list[str]) -> dict[str, tuple[int, int, bool]]:
+    if not activity_ids:
+        return {}
+    completed = func.max(and_(envelopes.c.status == "completed", envelopes.c.state != REJECTED))
+    rows = conn.execute(
+        select(
+            envelopes.c.activity_id,
+            func.count(),
+            func.max(envelopes.c.seq),
+            completed,
+        )
+        .where(envelopes.c.activity_id.in_(activity_ids))
+        .group_by(envelopes.c.activity_id)
+    ).all()
+    return {r[0]: (int(r[1]), int(r[2] or 0), bool(r[3])) for r in rows}
+
+
+def list_activities(conn: Connection, username: str) -> list[dict[str, Any]]:
+    """The user's offline activities (and recalled ones, shown as canceled)."""
+    rows = conn.execute(
+        select(activities)
+        .where(_mine(username), activities.c.state.in_((OFFLINE, RECALLED)))
+        .order_by(activities.c.dispatched_at, activities.c.id)
+    ).all()
+    stats = _envelope_stats(conn, [r.id for r in rows])
+    return [_summary(r, *stats.get(r.id, (0, 0, False))) for r in rows]
+
+
+def envelope_view(row: Any, with_body: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "envelope_id": row.envelope_id,
+        "activity_id": row.activity_id,
+        "author": row.author,
+        "seq": row.seq,
+        "status": row.status,
+        "state": row.state,
+        "code": row.code,
+        "reason": row.reason,
+        "base_version": row.base_version,
+        "form_version": row.form_version,
+        "created_at": iso(row.created_at),
+        "received_at": iso(row.received_at),
+        "sent_at": iso(row.sent_at),
+        "result_at": iso(row.result_at),
+    }
+    if with_body:
+        body = json.loads(row.body)
+        out["record"] = body.get("record", {})
+        out["tables"] = body.get("tables", {})
+        out["attachments"] = body.get("attachments", [])
+    return out
+
+
+def activity_detail(conn: Connection, username: str, activity_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(activities).where(
+            activities.c.id == activity_id,
+            _mine(username),
+            activities.c.state.in_((OFFLINE, RECALLED)),
+        )
+    ).first()
+    if row is None:
+        return None
+    stats = _envelope_stats(conn, [row.id]).get(row.id, (0, 0, False))
+    out = _summary(row, *stats)
+    out["form"] = json.loads(row.form)
+    latest = conn.execute(
+        select(envelopes)
+        .where(envelopes.c.activity_id == row.id)
+        .order_by(envelopes.c.seq.desc())
+        .limit(1)
+    ).first()
+    out["latest_envelope"] = envelope_view(latest, with_body=True) if latest else None
+    return out
+
+
+def activity_visible(conn: Connection, username: str, activity_id: str) -> bool:
+    return (
+        conn.execute(
+            select(activities.c.id).where(activities.c.id == activity_id, _mine(username))
+        ).first()
+        is not None
+    )
+
+
+def list_envelopes(
+    conn: Connection, username: str, activity_id: str | None
+) -> list[dict[str, Any]]:
+    """The user's envelopes: their own, and any on activities they hold or are responsible for."""
+    query = (
+        select(envelopes)
+        .join(activities, activities.c.id == envelopes.c.activity_id)
+        .where(or_(envelopes.c.author == username, _mine(username)))
+    )
+    if activity_id is not None:
+        query = query.where(envelopes.c.activity_id == activity_id)
+    rows = conn.execute(query.order_by(envelopes.c.activity_id, envelopes.c.seq)).all()
+    return [envelope_view(r) for r in rows]
+
+
+def store_status(conn: Connection) -> dict[str, Any]:
+    counts = dict.fromkeys(ENVELOPE_STATES, 0)
+    for state, n in conn.execute(
+        select(envelopes.c.state, func.count()).group_by(envelopes.c.state)
+    ).all():
+        counts[state] = int(n)
+    oldest = conn.execute(
+        select(func.min(envelopes.c.received_at)).where(envelopes.c.state.in_((QUEUED, SENT)))
+    ).scalar_one()
+    oldest_age = None
+    if oldest is not None:
+        oldest_dt = (
+            datetime.fromisoformat(str(oldest)) if not isinstance(oldest, datetime) else oldest
+        )
+        oldest_age = max(0.0, (utcnow() - oldest_dt).total_seconds())
+    rejected = conn.execute(
+        select(
+            envelopes.c.envelope_id,
+            envelopes.c.activity_id,
+            envelopes.c.author,
+            envelopes.c.seq,
+            envelopes.c.code,
+            envelopes.c.reason,
+            envelopes.c.result_at,
+        )
+        .where(envelopes.c.state == REJECTED)
+        .order_by(envelopes.c.result_at.desc())
+        .limit(REJECTED_LIST_LIMIT)
+    ).all()
+    activity_counts: dict[str, int] = {
+        str(state): int(n)
+        for state, n in conn.execute(
+            select(activities.c.state, func.count()).group_by(activities.c.state)
+        ).all()
+    }
+    partial = conn.execute(
+        select(func.count()).select_from(attachments).where(attachments.c.complete.is_(False))
+    ).scalar_one()
+    return {
+        "counts": counts,
+        "oldest_pending_s": oldest_age,
+        "rejected": [
+            {
+                "envelope_id": r.envelope_id,
+                "activity_id": r.activity_id,
+                "author": r.author,
+                "seq": r.seq,
+                "code": r.code,
+                "reason": r.reason,
+                "at": iso(r.result_at),
+            }
+            for r in rejected
+        ],
+        "activities": {k: int(v) for k, v in activity_counts.items()},
+        "attachments_incomplete": int(partial),
+        "last_sync": get_meta(conn, META_LAST_SYNC),
+    }
+
+
+def attachment_row(conn: Connection, sha256: str) -> Any:
+    return conn.execute(select(attachments).where(attachments.c.sha256 == sha256)).first()

@@ -1,0 +1,481 @@
+"""The LAN API's handlers (DESIGN "Gateway LAN API")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import ClientConnectionError, ClientPayloadError, web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Connection, select, update
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+import outpost
+from gateway.api import queries
+from gateway.api.errors import ApiError
+from gateway.api.keys import (
+    AUTH_KEY,
+    BACKHAUL_KEY,
+    BLOBS_KEY,
+    CONFIG_KEY,
+    DISK_KEY,
+    METRICS_KEY,
+    STARTED_KEY,
+    STORE_KEY,
+    UPLOAD_LOCKS_KEY,
+    principal,
+)
+from gateway.api.openapi import openapi_document
+from gateway.api.submit import answer, body_hash, store_envelope
+from gateway.store.ops import upsert_activity, utcnow
+from gateway.store.schema import attachments, envelopes
+from outpost.wire.codec import describe_validation
+from outpost.wire.schemas import EnvelopeBody
+
+logger = logging.getLogger(__name__)
+routes = web.RouteTableDef()
+
+M = TypeVar("M", bound=BaseModel)
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+UPLOAD_CHUNK = 256 * 1024
+
+
+class SignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+async def read_body(request: web.Request, model: type[M], code: str = "invalid_body") -> M:
+    """Parse and validate a JSON body strictly; every failure is a clear 400/413."""
+    raw = await request.read()  # over client_max_size -> 413 via the error middleware
+    if not raw.strip():
+        raise ApiError(400, "empty_body", "Send a JSON object in the request body.")
+    try:
+        return model.model_validate_json(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "json_invalid":
+            raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
+        if first["type"] == "model_type" and not first["loc"]:
+            raise ApiError(400, code, "The request body must be a JSON object.") from None
+        raise ApiError(
+            400,
+            code,
+            f"The request body is not valid: {describe_validation(exc)}.",
+            problems=[
+                {
+                    "field": ".".join(str(p) for p in e["loc"]),
+                    "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
+                }
+                for e in exc.errors()[:20]
+            ],
+        ) from None
+
+
+def _activity_id(request: web.Request) -> str:
+    activity_id = request.match_info["activity_id"]
+    if not ACTIVITY_ID_RE.match(activity_id):
+        raise ApiError(404, "activity_not_found", "There is no such activity on this gateway.")
+    return activity_id
+
+
+# --- health, metrics, docs ----------------------------------------------------
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    store = request.app[STORE_KEY]
+    if not store.is_open:
+        raise ApiError(503, "store_closed", "The gateway's store is not open.")
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    app = request.app
+    m = app[METRICS_KEY]
+    store = app[STORE_KEY]
+    status = await store.async_read(queries.store_status)
+    for state, n in status["counts"].items():
+        m.envelopes.labels(state).set(n)
+    m.oldest_pending.set(status["oldest_pending_s"] or 0)
+    disk = await app[DISK_KEY].async_snapshot()
+    m.disk_free.set(disk["free_bytes"])
+    m.disk_low.set(1 if disk["low"] else 0)
+    m.backhaul_up.set(1 if app[BACKHAUL_KEY].is_up else 0)
+    m.store_batches.set(store.batches)
+    m.store_items.set(store.items)
+    return web.Response(
+        body=generate_latest(m.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+# --- session ------------------------------------------------------------------
+
+
+@routes.post("/api/v1/session")
+async def sign_in(request: web.Request) -> web.Response:
+    body = await read_body(request, SignIn)
+    client = request.remote or "unknown"
+    try:
+        token, who = await request.app[AUTH_KEY].async_sign_in(body.username, body.password, client)
+    except ApiError as exc:
+        if exc.status in (401, 429):
+            request.app[METRICS_KEY].signin_failures.inc()
+        raise
+    return web.json_response(
+        {"token": token, "user": who.public(), "expires_at": queries.iso(who.expires_at)}
+    )
+
+
+@routes.delete("/api/v1/session")
+async def sign_out(request: web.Request) -> web.Response:
+    await request.app[AUTH_KEY].async_sign_out(principal(request))
+    return web.Response(status=204)
+
+
+# --- activities -----------------------------------------------------------------
+
+
+@routes.get("/api/v1/activities")
+async def list_activities(request: web.Request) -> web.Response:
+    user = principal(request).username
+    found = await request.app[STORE_KEY].async_read(lambda c: queries.list_activities(c, user))
+    return web.json_response({"activities": found})
+
+
+@routes.get("/api/v1/activities/{activity_id}")
+async def get_activity(request: web.Request) -> web.Response:
+    user = principal(request).username
+    activity_id = _activity_id(request)
+    found = await request.app[STORE_KEY].async_read(
+        lambda c: queries.activity_detail(c, user, activity_id)
+    )
+    if found is None:
+        raise ApiError(
+            404,
+            "activity_not_found",
+            f"No activity {activity_id!r} is checked out to you on this gateway.",
+        )
+    return web.json_response(found)
+
+
+@routes.post("/api/v1/activities/{activity_id}/checkout")
+async def checkout(request: web.Request) -> web.Response:
+    user = principal(request).username
+    activity_id = _activity_id(request)
+    backhaul = request.app[BACKHAUL_KEY]
+    down = ApiError(
+        503,
+        "backhaul_down",
+        "The gateway has no connection to central right now, and taking an activity "
+        "offline needs one; try again when the link is up.",
+    )
+    if not backhaul.is_up:
+        raise down
+    try:
+        result = await backhaul.async_checkout(activity_id, user)
+    except ConnectionError:
+        raise down from None
+    except TimeoutError:
+        raise ApiError(
+            504, "checkout_timeout", "Central did not answer the check-out in time; try again."
+        ) from None
+    if not result.ok:
+        raise ApiError(
+            409,
+            result.code or "checkout_refused",
+            result.reason or "Central refused to check this activity out.",
+        )
+    if result.activity is not None:
+        activity = result.activity
+        now = utcnow()
+        await request.app[STORE_KEY].async_write(lambda c: upsert_activity(c, activity, user, now))
+    found = await request.app[STORE_KEY].async_read(
+        lambda c: queries.activity_detail(c, user, activity_id)
+    )
+    return web.json_response({"checked_out": True, "activity": found})
+
+
+# --- envelopes ------------------------------------------------------------------
+
+
+@routes.post("/api/v1/envelopes")
+async def post_envelope(request: web.Request) -> web.Response:
+    app = request.app
+    user = principal(request).username
+    body = await read_body(request, EnvelopeBody, "invalid_envelope")
+    digest = body_hash(body)
+    store = app[STORE_KEY]
+    if await app[DISK_KEY].async_is_low():
+        # A retry of something already saved still gets its answer; new data waits.
+        envelope_id = str(body.envelope_id)
+        row = await store.async_read(
+            lambda c: c.execute(
+                select(envelopes).where(envelopes.c.envelope_id == envelope_id)
+            ).first()
+        )
+        if row is None or row.body_hash != digest or row.author != user:
+            await app[DISK_KEY].async_check()
+        return _created(answer(row), replayed=True)
+    received_at = utcnow()
+    result, replayed = await store.async_write(
+        lambda c: store_envelope(c, body, digest, user, received_at)
+    )
+    if not replayed:
+        app[METRICS_KEY].envelopes_stored.labels(body.status).inc()
+    return _created(result, replayed)
+
+
+def _created(result: dict[str, Any], replayed: bool) -> web.Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return web.json_response(result, status=201, headers=headers)
+
+
+@routes.get("/api/v1/envelopes")
+async def list_envelopes(request: web.Request) -> web.Response:
+    user = principal(request).username
+    activity_id = request.query.get("activity_id")
+    store = request.app[STORE_KEY]
+    if activity_id is not None and (
+        not ACTIVITY_ID_RE.match(activity_id)
+        or not await store.async_read(lambda c: queries.activity_visible(c, user, activity_id))
+    ):
+        raise ApiError(
+            404,
+            "activity_not_found",
+            f"No activity {activity_id!r} is checked out to you on this gateway.",
+        )
+    found = await store.async_read(lambda c: queries.list_envelopes(c, user, activity_id))
+    return web.json_response({"envelopes": found})
+
+
+# --- attachments ----------------------------------------------------------------
+
+
+def _sha(request: web.Request) -> str:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.match(sha):
+        raise ApiError(
+            400,
+            "invalid_sha256",
+            "An attachment's address is its SHA-256: 64 lowercase hex digits.",
+        )
+    return sha
+
+
+def _upload_state(row: Any, sha: str) -> dict[str, Any]:
+    return {
+        "sha256": sha,
+        "size": row.size if row else None,
+        "received": row.received if row else 0,
+        "complete": bool(row.complete) if row else False,
+    }
+
+
+def _offset_headers(state: dict[str, Any]) -> dict[str, str]:
+    headers = {
+        "Upload-Offset": str(state["received"]),
+        "X-Upload-Complete": "true" if state["complete"] else "false",
+    }
+    if state["size"] is not None:
+        headers["Upload-Length"] = str(state["size"])
+    return headers
+
+
+@routes.head("/api/v1/attachments/{sha256}")
+async def head_attachment(request: web.Request) -> web.Response:
+    sha = _sha(request)
+    row = await request.app[STORE_KEY].async_read(lambda c: queries.attachment_row(c, sha))
+    state = _upload_state(row, sha)
+    return web.Response(status=200 if row else 404, headers=_offset_headers(state))
+
+
+def _parse_range(request: web.Request) -> tuple[int, int]:
+    """``(start, total)`` of this request's part of the blob."""
+    header = request.headers.get("Content-Range")
+    length = request.content_length
+    if header is None:
+        if length is None:
+            raise ApiError(
+                411, "length_required", "Send Content-Length (or Content-Range) with the upload."
+            )
+        return 0, length
+    match = RANGE_RE.match(header.strip())
+    if not match:
+        raise ApiError(
+            400,
+            "invalid_range",
+            "Content-Range must look like 'bytes START-END/TOTAL' with byte offsets.",
+        )
+    start, end, total = (int(g) for g in match.groups())
+    if end < start or end >= total:
+        raise ApiError(400, "invalid_range", "Content-Range's END must be within START..TOTAL-1.")
+    if length is not None and length != end - start + 1:
+        raise ApiError(
+            400, "invalid_range", "Content-Length does not match the size given by Content-Range."
+        )
+    return start, total
+
+
+@routes.put("/api/v1/attachments/{sha256}")
+async def put_attachment(request: web.Request) -> web.Response:
+    app = request.app
+    sha = _sha(request)
+    user = principal(request).username
+    locks = app[UPLOAD_LOCKS_KEY]
+    lock = locks.setdefault(sha, asyncio.Lock())
+    try:
+        async with lock:
+            return await _upload(request, sha, user)
+    finally:
+        if not lock.locked() and locks.get(sha) is lock:
+            del locks[sha]
+
+
+async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
+    app = request.app
+    store = app[STORE_KEY]
+    blobs = app[BLOBS_KEY]
+    loop = asyncio.get_running_loop()
+    row = await store.async_read(lambda c: queries.attachment_row(c, sha))
+    if row is not None and row.complete:
+        state = _upload_state(row, sha)
+        return web.json_response(state, headers=_offset_headers(state))
+    start, total = _parse_range(request)
+    limit = app[CONFIG_KEY].lan.max_attachment_bytes
+    if total > limit:
+        raise ApiError(
+            413, "attachment_too_large", f"Files may be at most {limit // (1024 * 1024)} MB."
+        )
+    received = row.received if row is not None else 0
+    if row is not None and row.size != total and received > 0:
+        raise ApiError(
+            409,
+            "size_mismatch",
+            f"This upload was started with a total size of {row.size} bytes, not {total}.",
+        )
+    if start > received:
+        state = _upload_state(row, sha)
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"The upload must continue at byte {received}.",
+            headers=_offset_headers(state),
+            received=received,
+        )
+    await app[DISK_KEY].async_check()
+    now = utcnow()
+    fh = await loop.run_in_executor(None, blobs.open_at, sha, start)
+    written = start
+    cut: BaseException | None = None
+    try:
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            if written + len(chunk) > total:
+                raise ApiError(400, "body_too_long", "The body is longer than Content-Range says.")
+            await loop.run_in_executor(None, blobs.write, fh, chunk)
+            written += len(chunk)
+    except (ClientPayloadError, ClientConnectionError, ConnectionResetError) as exc:
+        cut = exc  # keep what arrived: a cut link must not restart a 5 MB photo
+    finally:
+        durable = await asyncio.shield(loop.run_in_executor(None, blobs.finish, fh))
+        await asyncio.shield(
+            store.async_write(lambda c: _record_upload(c, sha, total, durable, user, now))
+        )
+    if cut is not None:
+        logger.info("upload of %s cut at %d of %d bytes", sha[:12], durable, total)
+        raise ApiError(400, "upload_interrupted", "The upload was cut off; resume it.")
+    if durable < total:
+        state = {"sha256": sha, "size": total, "received": durable, "complete": False}
+        return web.json_response(state, status=202, headers=_offset_headers(state))
+    ok = await loop.run_in_executor(None, blobs.verify_and_commit, sha)
+    if not ok:
+        await store.async_write(lambda c: _record_upload(c, sha, total, 0, user, now))
+        raise ApiError(
+            422,
+            "hash_mismatch",
+            "The file's SHA-256 does not match the address it was sent to; "
+            "upload it again from the start.",
+        )
+    rel = blobs.relative(blobs.final_path(sha))
+    await store.async_write(lambda c: _complete_upload(c, sha, rel))
+    state = {"sha256": sha, "size": total, "received": total, "complete": True}
+    return web.json_response(state, status=201, headers=_offset_headers(state))
+
+
+def _record_upload(
+    conn: Connection, sha: str, size: int, received: int, user: str, now: Any
+) -> None:
+    stmt = sqlite_insert(attachments).values(
+        sha256=sha, size=size, received=received, complete=False, uploaded_by=user, created_at=now
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[attachments.c.sha256],
+            set_={"size": size, "received": received},
+            where=attachments.c.complete.is_(False),
+        )
+    )
+
+
+def _complete_upload(conn: Connection, sha: str, path: str) -> None:
+    conn.execute(
+        update(attachments)
+        .where(attachments.c.sha256 == sha)
+        .values(received=attachments.c.size, complete=True, path=path, completed_at=utcnow())
+    )
+
+
+# --- status ---------------------------------------------------------------------
+
+
+@routes.get("/api/v1/status")
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    config = app[CONFIG_KEY]
+    store = app[STORE_KEY]
+    data = await store.async_read(queries.store_status)
+    backhaul = app[BACKHAUL_KEY].status()
+    disk = await app[DISK_KEY].async_snapshot()
+    db_bytes = await asyncio.get_running_loop().run_in_executor(None, _db_bytes, store.path)
+    return web.json_response(
+        {
+            "gateway": {
+                "id": config.gateway.id,
+                "site": config.gateway.site,
+                "version": outpost.__version__,
+                "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
+            },
+            "backhaul": backhaul,
+            "last_sync": backhaul.get("last_sync") or data["last_sync"],
+            "envelopes": data["counts"],
+            "oldest_pending_s": data["oldest_pending_s"],
+            "rejected": data["rejected"],
+            "activities": data["activities"],
+            "attachments_incomplete": data["attachments_incomplete"],
+            "disk": {**disk, "db_bytes": db_bytes},
+        }
+    )
+
+
+def _db_bytes(path: Path) -> int:
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += Path(str(path) + suffix).stat().st_size
+    return total

@@ -1,0 +1,191 @@
+"""Assembling the gateway: the aiohttp application, its background services, serving.
+
+- ``create_app(config, store, backhaul=..., extra_cleanup_ctx=[...])`` builds
+  the LAN API app on an open ``Store``.
+- ``background_contexts(config, store, backhaul)`` is THE list of background
+  services (uplink, mDNS, scheduler, replication, systemd notify, …): each
+  is an aiohttp ``cleanup_ctx`` async generator, started in order after the
+  HTTP app is set up and stopped in reverse. Add new services there.
+- ``running_gateway(config)`` opens the store, serves the app and yields a
+  ``RunningGateway`` (tests, demo); ``run(config)`` serves until SIGTERM/SIGINT
+  (the CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.api.disk import DiskGuard
+from gateway.api.keys import (
+    AUTH_KEY,
+    BACKHAUL_KEY,
+    BLOBS_KEY,
+    CONFIG_KEY,
+    DISK_KEY,
+    METRICS_KEY,
+    STARTED_KEY,
+    STORE_KEY,
+    UPLOAD_LOCKS_KEY,
+)
+from gateway.api.metrics import Metrics
+from gateway.api.middleware import MIDDLEWARES
+from gateway.api.views import routes
+from gateway.auth import Auth
+from gateway.backhaul import Backhaul, OfflineBackhaul
+from gateway.config import GatewayConfig
+from gateway.heartbeat import HeartbeatSource
+from gateway.scheduler import scheduler_ctx
+from gateway.store import Store
+from gateway.store.blobs import BlobFiles
+from gateway.store.store import DB_FILENAME
+from gateway.uplink import Uplink, uplink_ctx
+
+logger = logging.getLogger(__name__)
+
+CleanupCtx = (
+    Callable[[web.Application], contextlib.AbstractAsyncContextManager[None]]
+    | Callable[[web.Application], AsyncIterator[None]]
+)
+
+
+def store_for(config: GatewayConfig) -> Store:
+    """A (not yet opened) store configured from ``[gateway]`` and ``[store]``."""
+    return Store(
+        config.gateway.data_dir / DB_FILENAME,
+        synchronous=config.store.synchronous,
+        queue_size=config.store.queue_size,
+        max_batch=config.store.max_batch,
+    )
+
+
+def background_contexts(
+    config: GatewayConfig, store: Store, backhaul: Backhaul
+) -> list[CleanupCtx]:
+    """The appliance's background services, in start order (stopped in reverse).
+
+    The one place to add uplink, mDNS, scheduler, replication, sd_notify, …
+    """
+    contexts: list[CleanupCtx] = []
+    if isinstance(backhaul, Uplink):
+        contexts.append(uplink_ctx)
+    contexts.append(scheduler_ctx)
+    return contexts
+
+
+def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
+    """The MQTT uplink to central, or always-down when ``[mqtt] enabled = false``."""
+    if not config.mqtt.enabled:
+        return OfflineBackhaul()
+    source = HeartbeatSource(config.gateway.id, store, config.gateway.data_dir)
+    return Uplink(config, store, heartbeat=source)
+
+
+def create_app(
+    config: GatewayConfig,
+    store: Store,
+    *,
+    backhaul: Backhaul | None = None,
+    extra_cleanup_ctx: Sequence[CleanupCtx] = (),
+) -> web.Application:
+    """The LAN API app on an open ``store``; ``backhaul`` defaults to always-down."""
+    app = web.Application(client_max_size=config.lan.max_body_bytes, middlewares=MIDDLEWARES)
+    app[CONFIG_KEY] = config
+    app[STORE_KEY] = store
+    app[BACKHAUL_KEY] = backhaul if backhaul is not None else OfflineBackhaul()
+    app[AUTH_KEY] = Auth(
+        store,
+        token_ttl_s=config.lan.token_ttl_s,
+        max_failures=config.lan.signin_max_failures,
+        lockout_s=config.lan.signin_lockout_s,
+        slowdown_s=config.lan.signin_slowdown_s,
+    )
+    app[METRICS_KEY] = Metrics()
+    app[DISK_KEY] = DiskGuard(config.gateway.data_dir, config.lan.disk_free_floor_mb * 1024 * 1024)
+    app[BLOBS_KEY] = BlobFiles(config.gateway.data_dir)
+    app[UPLOAD_LOCKS_KEY] = {}
+    app[STARTED_KEY] = time.monotonic()
+    app.add_routes(routes)
+    app.cleanup_ctx.extend(extra_cleanup_ctx)
+    return app
+
+
+@dataclass
+class RunningGateway:
+    config: GatewayConfig
+    store: Store
+    app: web.Application
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(
+    config: GatewayConfig,
+    *,
+    backhaul: Backhaul | None = None,
+    extra_cleanup_ctx: Sequence[CleanupCtx] | None = None,
+    store: Store | None = None,
+) -> AsyncIterator[RunningGateway]:
+    """Open the store (unless given an open one), serve the app, clean up on exit.
+
+    ``extra_cleanup_ctx`` defaults to ``background_contexts(...)``; pass ``[]``
+    for the LAN API alone.
+    """
+    own_store = store is None
+    store = store if store is not None else store_for(config)
+    if own_store:
+        await store.async_open()
+    try:
+        backhaul = backhaul if backhaul is not None else default_backhaul(config, store)
+        contexts = (
+            background_contexts(config, store, backhaul)
+            if extra_cleanup_ctx is None
+            else list(extra_cleanup_ctx)
+        )
+        app = create_app(config, store, backhaul=backhaul, extra_cleanup_ctx=contexts)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, config.lan.host, config.lan.port, reuse_address=True)
+            await site.start()
+            host, port = runner.addresses[0][:2]
+            logger.info("gateway %s listening on http://%s:%d", config.gateway.id, host, port)
+            yield RunningGateway(config, store, app, runner, str(host), int(port))
+        finally:
+            await runner.cleanup()
+    finally:
+        if own_store:
+            await store.async_close()
+
+
+async def async_serve(config: GatewayConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or SIGTERM/SIGINT)."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with running_gateway(config):
+            await stop.wait()
+            logger.info("stopping gateway %s", config.gateway.id)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+def run(config: GatewayConfig) -> None:
+    """The appliance's main: serve the LAN API and background services until told to stop."""
+    asyncio.run(async_serve(config))

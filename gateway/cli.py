@@ -1,0 +1,67 @@
+"""``outpost-gateway``: run the appliance, or check its config.
+
+    outpost-gateway run --config gateway.toml
+    outpost-gateway run --config gateway.toml --check-config
+    outpost-gateway check-config --config gateway.toml
+
+A bad config prints one line naming the key and the problem and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gateway import config as gateway_config
+from gateway.store import StoreError
+from outpost.config import ConfigError
+
+PROG = "outpost-gateway"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description="Outpost edge sync gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve the LAN API, uplink, mDNS and replication")
+    run.add_argument("--config", metavar="FILE", help="gateway.toml (defaults if omitted)")
+    run.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    check = sub.add_parser("check-config", help="validate the config and exit")
+    check.add_argument("--config", metavar="FILE")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        config = gateway_config.load(args.config)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check-config" or args.check_config:
+        print(f"{PROG}: config OK (gateway {config.gateway.id}, data in {config.gateway.data_dir})")
+        return 0
+    logging.basicConfig(
+        level=args.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    from gateway.app import run  # heavy imports only when serving
+
+    try:
+        run(config)
+    except StoreError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

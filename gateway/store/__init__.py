@@ -1,0 +1,13 @@
+"""The gateway's durable store: SQLite (WAL) through SQLAlchemy Core.
+
+- ``schema``: the tables (import them to write queries)
+- ``store``: ``Store`` — one writer thread with group commit, a reader pool
+- ``migration``: numbered migrations, backups, corrupt files moved aside
+- ``ops``: writes that arrive from central (dispatch, recall, users)
+- ``blobs``: attachment files on disk
+"""
+
+from gateway.store.migration import StoreError
+from gateway.store.store import DB_FILENAME, Store, StoreClosedError, open_store
+
+__all__ = ["DB_FILENAME", "Store", "StoreClosedError", "StoreError", "open_store"]

@@ -1,0 +1,215 @@
+"""Numbered schema migrations, tracked in ``PRAGMA user_version``.
+
+Opening the database: a file that is not a healthy SQLite database is moved
+aside (with its ``-wal``/``-shm``) and logged loudly, never silently reused; a
+file whose schema is older is backed up (SQLite backup API) before the
+numbered steps run, each in its own transaction and logged; a file newer than
+this code refuses to start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """The database cannot be opened as it is; ``str()`` is one sentence for a person."""
+
+
+_SCHEMA_1 = """
+CREATE TABLE activities (
+    id VARCHAR(64) NOT NULL,
+    title VARCHAR(300) NOT NULL,
+    type VARCHAR(64) NOT NULL,
+    form TEXT NOT NULL,
+    form_version INTEGER NOT NULL,
+    responsible VARCHAR(64) NOT NULL,
+    version INTEGER NOT NULL,
+    holder VARCHAR(64) NOT NULL,
+    dispatched_at VARCHAR(32) NOT NULL,
+    state VARCHAR(16) NOT NULL,
+    checked_in_at VARCHAR(32),
+    recalled_at VARCHAR(32),
+    recall_reason TEXT,
+    updated_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (id)
+);
+CREATE INDEX ix_activities_holder ON activities (holder, state);
+CREATE INDEX ix_activities_responsible ON activities (responsible, state);
+CREATE TABLE attachments (
+    sha256 VARCHAR(64) NOT NULL,
+    size INTEGER NOT NULL,
+    received INTEGER NOT NULL,
+    complete BOOLEAN NOT NULL,
+    path TEXT,
+    uploaded_by VARCHAR(64),
+    created_at VARCHAR(32) NOT NULL,
+    completed_at VARCHAR(32),
+    PRIMARY KEY (sha256)
+);
+CREATE TABLE meta (
+    "key" VARCHAR(64) NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY ("key")
+);
+CREATE TABLE offline_types (
+    name VARCHAR(64) NOT NULL,
+    PRIMARY KEY (name)
+);
+CREATE TABLE sessions (
+    token_hash VARCHAR(64) NOT NULL,
+    username VARCHAR(64) NOT NULL,
+    client VARCHAR(200),
+    created_at VARCHAR(32) NOT NULL,
+    expires_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (token_hash)
+);
+CREATE INDEX ix_sessions_username ON sessions (username);
+CREATE TABLE signin_failures (
+    "key" VARCHAR(300) NOT NULL,
+    failures INTEGER NOT NULL,
+    last_at VARCHAR(32) NOT NULL,
+    locked_until VARCHAR(32),
+    PRIMARY KEY ("key")
+);
+CREATE TABLE users (
+    username VARCHAR(64) NOT NULL,
+    password_hash VARCHAR(512) NOT NULL,
+    offline BOOLEAN NOT NULL,
+    display_name VARCHAR(200),
+    updated_at VARCHAR(32) NOT NULL,
+    PRIMARY KEY (username)
+);
+CREATE TABLE envelopes (
+    envelope_id VARCHAR(36) NOT NULL,
+    activity_id VARCHAR(64) NOT NULL,
+    author VARCHAR(64) NOT NULL,
+    seq INTEGER NOT NULL,
+    status VARCHAR(16) NOT NULL,
+    base_version INTEGER NOT NULL,
+    created_at VARCHAR(32) NOT NULL,
+    received_at VARCHAR(32) NOT NULL,
+    form_version INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    body_hash VARCHAR(64) NOT NULL,
+    size INTEGER NOT NULL,
+    state VARCHAR(16) NOT NULL,
+    code VARCHAR(64),
+    reason TEXT,
+    sent_at VARCHAR(32),
+    result_at VARCHAR(32),
+    batch_id VARCHAR(36),
+    attempts INTEGER NOT NULL,
+    PRIMARY KEY (envelope_id),
+    FOREIGN KEY(activity_id) REFERENCES activities (id)
+);
+CREATE UNIQUE INDEX ix_envelopes_activity_seq ON envelopes (activity_id, seq);
+CREATE INDEX ix_envelopes_batch ON envelopes (batch_id);
+CREATE INDEX ix_envelopes_state_received ON envelopes (state, received_at);
+"""
+
+
+def _step_1_initial(conn: sqlite3.Connection) -> None:
+    for statement in _SCHEMA_1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+# (version, description, step). Never edit a released step: add a new one.
+MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
+    (1, "initial schema", _step_1_initial),
+]
+LATEST = MIGRATIONS[-1][0]
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def _move_aside(path: Path, why: str) -> Path:
+    target = path.with_name(f"{path.name}.corrupt-{_stamp()}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            src.rename(Path(str(target) + suffix))
+    logger.error(
+        "database %s is unusable (%s); moved aside to %s and starting a new one "
+        "(restore from the replica to recover its data)",
+        path,
+        why,
+        target,
+    )
+    return target
+
+
+def _health(path: Path) -> str | None:
+    """None when the file is a healthy SQLite database, else what is wrong."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as exc:
+        return str(exc)
+    finally:
+        conn.close()
+    if rows != [("ok",)]:
+        return "; ".join(str(r[0]) for r in rows[:3])
+    return None
+
+
+def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
+    target = path.with_name(f"{path.name}.v{version}-{_stamp()}.bak")
+    dest = sqlite3.connect(target)
+    try:
+        conn.backup(dest)
+    finally:
+        dest.close()
+    logger.info("backed up %s (schema %d) to %s before migrating", path, version, target)
+    return target
+
+
+def prepare(path: Path) -> int:
+    """Make ``path`` a healthy database at the latest schema; return the version found."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size > 0:
+        problem = _health(path)
+        if problem is not None:
+            _move_aside(path, problem)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA foreign_keys=OFF")  # table rebuilds in steps need it off
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        if found > LATEST:
+            raise StoreError(
+                f"database {path} has schema version {found}, newer than this gateway "
+                f"supports ({LATEST}); install the newer gateway or restore an older replica"
+            )
+        if found == LATEST:
+            return found
+        if found > 0:
+            _backup(conn, path, found)
+        for version, description, step in MIGRATIONS:
+            if version <= found:
+                continue
+            logger.info("migrating %s to schema %d: %s", path, version, description)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                step(conn)
+                conn.execute(f"PRAGMA user_version={version}")
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return found
+    finally:
+        conn.close()
