@@ -27,12 +27,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from aiohttp import web
+
 from gateway import outbox
+from gateway.api.keys import BACKHAUL_KEY
 from gateway.config import GatewayConfig
 from gateway.store.ops import recall_activity, replace_users, upsert_activity
 from gateway.store.store import Store
@@ -122,6 +125,7 @@ class Uplink:
         self.bytes_sent = 0
         self.envelopes_sent = 0
         self._started = time.monotonic()
+        self._stopping = False
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -138,6 +142,7 @@ class Uplink:
         await self._client.async_start()
 
     async def async_stop(self) -> None:
+        self._stopping = True
         if self._remove_listener is not None:
             self._remove_listener()
             self._remove_listener = None
@@ -227,7 +232,8 @@ class Uplink:
 
     async def _async_on_disconnect(self) -> None:
         self._down_since = _now()
-        _LOGGER.warning("backhaul down; envelopes wait on disk until it returns")
+        if not self._stopping:
+            _LOGGER.warning("backhaul down; envelopes wait on disk until it returns")
         for fut in self._checkouts.values():
             if not fut.done():
                 fut.set_exception(BackhaulDownError("the link to central dropped"))
@@ -399,3 +405,14 @@ class Uplink:
                     "central rejected envelope %s (%s): %s", eid, result.code, result.reason
                 )
         self._wake.set()
+
+
+async def uplink_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Run the app's uplink (its ``Backhaul``) for the life of the app."""
+    uplink = app[BACKHAUL_KEY]
+    assert isinstance(uplink, Uplink)
+    await uplink.async_start()
+    try:
+        yield
+    finally:
+        await uplink.async_stop()

@@ -1,0 +1,250 @@
+"""Drain benchmark: a gateway's queued backlog to central, against the raw broker.
+
+    .venv/bin/python bench/drain.py [--envelopes 10000]
+
+In one run, through the same local Mosquitto:
+
+1. raw limit — paho publishes the same envelope JSON documents as QoS 1
+   messages (one per envelope, 100 in flight) to a paho subscriber: the
+   time the broker and a Python client need to move those bytes;
+2. Outpost — a gateway store holding N completed envelopes (~2 KiB, 5 child
+   rows each) drains through the real uplink to a real ``outpost-bridge``
+   process (SQLite central DB); the clock stops when every envelope is
+   ``applied`` on the gateway, i.e. central committed it and its ack came
+   back and was committed on the gateway.
+
+Prints the drain time beside the raw transfer time (ratio; aim <= 2x) and
+the bytes the uplink put on the wire beside the raw JSON size (aim <= 0.35x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.api.submit import body_hash, store_envelope  # noqa: E402
+from gateway.config import GatewayConfig  # noqa: E402
+from gateway.store.ops import upsert_activity  # noqa: E402
+from gateway.store.schema import APPLIED, envelopes  # noqa: E402
+from gateway.store.store import open_store  # noqa: E402
+from gateway.uplink import Uplink  # noqa: E402
+from outpost.forms import FormDefinition  # noqa: E402
+from outpost.localbroker import Broker, free_port, wait_port  # noqa: E402
+from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
+
+GW = "bench-gw"
+ACTIVITIES = 20
+FORM = {
+    "fields": [
+        {"name": "site_ok", "type": "boolean", "required": True},
+        {"name": "notes", "type": "text"},
+        {"name": "inspector_remarks", "type": "text"},
+    ],
+    "tables": [
+        {
+            "name": "readings",
+            "fields": [
+                {"name": "meter", "type": "text", "required": True},
+                {"name": "value", "type": "number"},
+                {"name": "comment", "type": "text"},
+            ],
+        }
+    ],
+}
+WORDS = "north fence cut gate rusted meter reading transformer oil level normal high low".split()
+
+
+def text(rng: Any, n: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def make_bodies(n: int) -> list[EnvelopeBody]:
+    import random
+
+    rng = random.Random(7)
+    per = n // ACTIVITIES
+    out = []
+    for a in range(ACTIVITIES):
+        for s in range(1, per + 1):
+            out.append(
+                EnvelopeBody(
+                    envelope_id=uuid.uuid4(),
+                    activity_id=f"bench-{a}",
+                    seq=s,
+                    base_version=0,
+                    status="completed" if s == per else "draft",
+                    created_at=datetime.now(UTC),
+                    record={
+                        "site_ok": rng.random() > 0.2,
+                        "notes": text(rng, 60),
+                        "inspector_remarks": text(rng, 60),
+                    },
+                    tables={
+                        "readings": [
+                            {"meter": f"M{a}-{i}", "value": round(rng.uniform(0, 500), 2),
+                             "comment": text(rng, 8)}
+                            for i in range(5)
+                        ]
+                    },
+                )
+            )
+    return out
+
+
+def raw_transfer(broker: Broker, payloads: list[bytes]) -> float:
+    """Seconds for paho to move ``payloads`` as QoS 1 messages to a subscriber."""
+    done = threading.Event()
+    received = 0
+
+    def on_message(c: Any, u: Any, m: Any) -> None:
+        nonlocal received
+        received += 1
+        if received == len(payloads):
+            done.set()
+
+    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-sub", protocol=paho.MQTTv5)
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe("raw/#", qos=1)
+    sub.loop_start()
+    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-pub", protocol=paho.MQTTv5)
+    pub.max_inflight_messages_set(100)
+    pub.connect(broker.host, broker.port)
+    pub.loop_start()
+    time.sleep(0.5)
+    start = time.perf_counter()
+    infos = [pub.publish("raw/envelopes", p, qos=1) for p in payloads]
+    for info in infos:
+        info.wait_for_publish(60)
+    done.wait(120)
+    elapsed = time.perf_counter() - start
+    for c in (pub, sub):
+        c.loop_stop()
+        c.disconnect()
+    assert received == len(payloads), f"raw subscriber got {received} of {len(payloads)}"
+    return elapsed
+
+
+async def drain(broker: Broker, workdir: Path, bodies: list[EnvelopeBody]) -> tuple[float, int]:
+    admin = free_port()
+    bridge_cfg = workdir / "bridge.toml"
+    bridge_cfg.write_text(
+        f'[central]\ndatabase_url = "sqlite:///{workdir}/central.db"\ndata_dir = "{workdir}/central"\n'
+        f'[admin]\nport = {admin}\ntoken = "bench-token-0123456789"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+    )
+    bridge = subprocess.Popen(
+        [str(Path(sys.executable).parent / "outpost-bridge"), "run", "--config", str(bridge_cfg)],
+        stdout=open(workdir / "bridge.log", "wb"),  # noqa: SIM115
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_port(admin, 30)
+        await seed_central(admin, bodies)
+        config = GatewayConfig.model_validate(
+            {"gateway": {"id": GW, "data_dir": str(workdir / "gw")},
+             "mqtt": {"host": broker.host, "port": broker.port}}
+        )
+        store = await asyncio.get_running_loop().run_in_executor(None, open_store, workdir / "gw")
+        form = FormDefinition.model_validate(FORM)
+        for a in range(ACTIVITIES):
+            act = ActivityWire(id=f"bench-{a}", title="bench", type="bench", form=form,
+                               form_version=1, responsible="crew", version=0)
+            await store.async_write(lambda c, act=act: upsert_activity(c, act, "crew", datetime.now(UTC)))
+        for i in range(0, len(bodies), 500):
+            chunk = bodies[i : i + 500]
+
+            def put(c: Any, chunk: list[EnvelopeBody] = chunk) -> None:
+                for b in chunk:
+                    store_envelope(c, b, body_hash(b), "crew", datetime.now(UTC))
+
+            await store.async_write(put)
+        uplink = Uplink(config, store)
+        start = time.perf_counter()
+        await uplink.async_start()
+
+        def applied(c: Any) -> int:
+            return int(c.execute(select(func.count()).where(envelopes.c.state == APPLIED)).scalar_one())
+
+        while await store.async_read(applied) < len(bodies):
+            await asyncio.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        sent = uplink.bytes_sent
+        await uplink.async_stop()
+        await store.async_close()
+        return elapsed, sent
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
+
+
+async def seed_central(admin: int, bodies: list[EnvelopeBody]) -> None:
+    """Central needs the type, the user and the activities checked out to the gateway."""
+    import aiohttp
+
+    headers = {"Authorization": "Bearer bench-token-0123456789"}
+    base = f"http://127.0.0.1:{admin}/api/v1"
+    async with aiohttp.ClientSession(headers=headers) as http:
+        async def call(method: str, path: str, body: Any) -> Any:
+            async with http.request(method, base + path, json=body) as r:
+                data = await r.json(content_type=None)
+                if r.status >= 300:
+                    raise RuntimeError(f"{method} {path}: {r.status} {data}")
+                return data
+
+        await call("POST", "/activity-types", {"name": "bench", "offline": True, "form": FORM})
+        await call("PUT", "/users/crew", {"password": "bench-password", "offline": True})
+        ids = []
+        for _a in range(ACTIVITIES):
+            act = await call("POST", "/activities", {"title": "bench", "type": "bench", "responsible": "crew"})
+            await call("POST", f"/activities/{act['id']}/approve", {"approver": "crew"})
+            await call("POST", f"/activities/{act['id']}/dispatch", {"gateway_id": GW})
+            ids.append(act["id"])
+    # the gateway's copies must carry central's ids and versions
+    for b_index, b in enumerate(bodies):
+        a = int(b.activity_id.split("-")[1])
+        bodies[b_index] = b.model_copy(update={"activity_id": ids[a]})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--envelopes", type=int, default=10_000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="outpost-drain-"))
+    broker = Broker(workdir / "broker", persistence=True).start()
+    try:
+        bodies = make_bodies(args.envelopes)
+        raw_json = [b.model_dump_json().encode() for b in bodies]
+        raw_bytes = sum(len(p) for p in raw_json)
+        raw_s = raw_transfer(broker, raw_json)
+        outpost_s, wire_bytes = asyncio.run(drain(broker, workdir, bodies))
+        n = len(bodies)
+        print(f"envelopes                : {n} ({raw_bytes / n:.0f} B JSON each, {ACTIVITIES} activities)")
+        print(f"raw paho QoS 1 transfer  : {raw_s:.2f} s ({n / raw_s:.0f} msg/s)")
+        print(f"outpost drain to applied : {outpost_s:.2f} s ({n / outpost_s:.0f} envelopes/s)")
+        print(f"drain / raw time         : {outpost_s / raw_s:.2f}x (aim <= 2x)")
+        print(f"bytes on the wire        : {wire_bytes} vs raw JSON {raw_bytes} = {wire_bytes / raw_bytes:.3f}x (aim <= 0.35x)")
+    finally:
+        broker.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+"""``make demo``: a broker, the central bridge, a gateway and a crew's day.
+
+Everything runs on this machine on free ports, with its files under
+``var/demo/`` (removed and recreated on each run):
+
+1. start Mosquitto, the bridge (SQLite) and a gateway as real processes;
+2. as the central admin: an activity type, two crew members allowed to
+   work offline, three activities approved and dispatched to the gateway;
+3. as a crew member on the gateway's LAN API: sign in, drafts, completion;
+4. the backhaul is cut (the broker stops), the crew keeps working: nothing
+   is lost, envelopes wait on the gateway's disk;
+5. the backhaul returns and everything is applied centrally, once;
+
+then it prints where everything is and runs until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from outpost.localbroker import Broker, free_port, wait_port
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var" / "demo"
+ADMIN_TOKEN = "demo-admin-token-" + uuid.uuid4().hex[:12]
+GATEWAY_ID = "site-a"
+FORM = {
+    "fields": [
+        {"name": "site_ok", "type": "boolean", "required": True},
+        {"name": "notes", "type": "text"},
+        {"name": "risk", "type": "choice", "options": ["low", "medium", "high"]},
+    ],
+    "tables": [
+        {
+            "name": "readings",
+            "fields": [
+                {"name": "meter", "type": "text", "required": True},
+                {"name": "value", "type": "number"},
+            ],
+        }
+    ],
+}
+CREW = {"ana": "correct horse battery", "ben": "staple gun lantern"}
+
+
+def say(step: str, text: str = "") -> None:
+    stamp = datetime.now().strftime("%H:%M:%S")
+    print(f"[{stamp}] {step}{(' — ' + text) if text else ''}", flush=True)
+
+
+class DemoError(Exception):
+    pass
+
+
+class Api:
+    """A small JSON client that turns error bodies into readable failures."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str, token: str | None = None):
+        self.session = session
+        self.base = base
+        self.token = token
+
+    async def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        async with self.session.request(method, self.base + path, json=body, headers=headers) as r:
+            data = await r.json(content_type=None) if r.content_length != 0 else None
+            if r.status not in ok:
+                raise DemoError(f"{method} {path} answered {r.status}: {data}")
+            return data
+
+
+def write_configs(broker: Broker, lan_port: int, admin_port: int) -> tuple[Path, Path]:
+    bridge = VAR / "bridge.toml"
+    bridge.write_text(
+        f"""[central]
+database_url = "sqlite:///{VAR / 'central' / 'central.db'}"
+data_dir = "{VAR / 'central'}"
+[admin]
+host = "127.0.0.1"
+port = {admin_port}
+token = "{ADMIN_TOKEN}"
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+keepalive = 10
+"""
+    )
+    gateway = VAR / "gateway.toml"
+    gateway.write_text(
+        f"""[gateway]
+id = "{GATEWAY_ID}"
+site = "Demo substation"
+data_dir = "{VAR / 'gateway'}"
+[lan]
+host = "127.0.0.1"
+port = {lan_port}
+disk_free_floor_mb = 50
+[mqtt]
+host = "127.0.0.1"
+port = {broker.port}
+keepalive = 10
+heartbeat_s = 10
+[discovery]
+enabled = true
+interfaces = ["127.0.0.1"]
+"""
+    )
+    return bridge, gateway
+
+
+def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+    fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+async def wait_until(what: str, check: Any, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.2)
+
+
+def envelope(activity: dict[str, Any], seq: int, status: str, record: dict[str, Any],
+             readings: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "envelope_id": str(uuid.uuid4()),
+        "activity_id": activity["id"],
+        "seq": seq,
+        "base_version": activity["version"],
+        "status": status,
+        "created_at": datetime.now(UTC).isoformat(),
+        "record": record,
+        "tables": {"readings": readings},
+        "attachments": [],
+    }
+
+
+async def counts(gw: Api) -> dict[str, int]:
+    status = await gw.call("GET", "/api/v1/status")
+    return dict(status.get("envelopes", {}).get("counts", status.get("counts", {})))
+
+
+def fmt(c: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v) or "none"
+
+
+async def story(broker: Broker, lan: int, admin: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        central = Api(http, f"http://127.0.0.1:{admin}", ADMIN_TOKEN)
+        gw = Api(http, f"http://127.0.0.1:{lan}")
+
+        say("central", "defining the 'inspection' form and the crew")
+        await central.call("POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM})
+        for user, password in CREW.items():
+            await central.call("PUT", f"/api/v1/users/{user}", {"password": password, "offline": True})
+
+        async def gateway_knows_users() -> bool:
+            r = await http.post(f"http://127.0.0.1:{lan}/api/v1/session",
+                                json={"username": "ana", "password": CREW["ana"]})
+            ok = r.status == 201 or r.status == 200
+            if ok:
+                gw.token = (await r.json())["token"]
+            r.release()
+            return ok
+
+        await wait_until("the gateway to receive the crew's credentials", gateway_knows_users)
+        say("crew", "ana signed in on the gateway (offline credentials pushed from central)")
+
+        acts = []
+        for title in ("North fence inspection", "Transformer T2 readings", "Battery room check"):
+            act = await central.call("POST", "/api/v1/activities",
+                                     {"title": title, "type": "inspection", "responsible": "ana"})
+            await central.call("POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "ana"})
+            await central.call("POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": GATEWAY_ID})
+            acts.append(act)
+        say("central", f"{len(acts)} activities approved by ana and dispatched to {GATEWAY_ID}")
+
+        async def all_offline() -> list[dict[str, Any]] | None:
+            items = await gw.call("GET", "/api/v1/activities")
+            items = items.get("activities", items) if isinstance(items, dict) else items
+            return items if len(items) >= len(acts) else None
+
+        listed = await wait_until("the dispatches to reach the gateway", all_offline)
+        say("gateway", f"ana sees {len(listed)} offline activities")
+        by_id = {a["id"]: a for a in listed}
+
+        a1, a2, a3 = (by_id[a["id"]] for a in acts)
+        await gw.call("POST", "/api/v1/envelopes", envelope(a1, 1, "draft", {"site_ok": True}, []))
+        await gw.call("POST", "/api/v1/envelopes", envelope(
+            a1, 2, "draft", {"site_ok": True, "notes": "fence cut on north side"},
+            [{"meter": "F1", "value": 1.0}]))
+        say("crew", f"two drafts saved on '{a1['title']}' — drafts stay on the gateway: {fmt(await counts(gw))}")
+        await gw.call("POST", "/api/v1/envelopes", envelope(
+            a1, 3, "completed", {"site_ok": False, "notes": "fence cut on north side", "risk": "high"},
+            [{"meter": "F1", "value": 1.0}, {"meter": "F2", "value": 0.0}]))
+        say("crew", f"'{a1['title']}' completed: it goes up with its drafts, in order")
+
+        async def applied(n: int) -> bool:
+            return (await counts(gw)).get("applied", 0) >= n
+
+        await wait_until("the first activity to be applied centrally", lambda: applied(3))
+        say("central", f"applied; the gateway now shows {fmt(await counts(gw))}")
+
+        say("backhaul", "CUT — the satellite link drops (the broker stops)")
+        broker.stop()
+        await wait_until("the gateway to notice", lambda: link_is(gw, "down"), 30)
+        for seq, status in ((1, "draft"), (2, "completed")):
+            await gw.call("POST", "/api/v1/envelopes", envelope(
+                a2, seq, status, {"site_ok": True, "risk": "low"},
+                [{"meter": f"T2-{i}", "value": 230.0 + i} for i in range(5)]))
+        await gw.call("POST", "/api/v1/envelopes", envelope(a3, 1, "completed", {"site_ok": True}, []))
+        say("crew", f"kept working while dark; safe on the gateway's disk: {fmt(await counts(gw))}")
+
+        say("backhaul", "BACK — the link returns (the broker starts)")
+        broker.start()
+        await wait_until("the backlog to drain", lambda: applied(6), 60)
+        say("central", f"everything applied exactly once: {fmt(await counts(gw))}")
+        online = await central.call("GET", "/api/v1/activities?state=online")
+        online = online.get("activities", online) if isinstance(online, dict) else online
+        say("central", f"{len(online)} activities checked back in and online again")
+        record = await central.call("GET", f"/api/v1/activities/{a1['id']}/record")
+        say("central", f"record of '{a1['title']}': {record.get('record', record)}")
+
+
+async def link_is(gw: Api, state: str) -> bool:
+    status = await gw.call("GET", "/api/v1/status")
+    backhaul = status.get("backhaul", {})
+    return bool(backhaul.get("link") == state)
+
+
+def main() -> int:
+    if VAR.exists():
+        shutil.rmtree(VAR)
+    (VAR / "central").mkdir(parents=True)
+    (VAR / "gateway").mkdir(parents=True)
+    bin_dir = Path(sys.executable).parent
+    broker = Broker(VAR / "broker", persistence=True)
+    lan, admin = free_port(), free_port()
+    bridge_cfg, gateway_cfg = write_configs(broker, lan, admin)
+    procs: list[subprocess.Popen[bytes]] = []
+    exit_code = 0
+    try:
+        broker.start()
+        say("broker", f"Mosquitto on 127.0.0.1:{broker.port}")
+        procs.append(start([str(bin_dir / "outpost-bridge"), "run", "--config", str(bridge_cfg)], VAR / "bridge.log"))
+        procs.append(start([str(bin_dir / "outpost-gateway"), "run", "--config", str(gateway_cfg)], VAR / "gateway.log"))
+        for port, name, proc in ((admin, "bridge", procs[0]), (lan, "gateway", procs[1])):
+            try:
+                wait_port(port, timeout=30)
+            except TimeoutError:
+                raise DemoError(f"the {name} did not start (exit {proc.poll()}); see {VAR}/{name}.log") from None
+        say("start", f"central bridge (admin API :{admin}) and gateway {GATEWAY_ID} (LAN API :{lan}) are up")
+        asyncio.run(story(broker, lan, admin))
+        print()
+        print("Outpost is running:")
+        print(f"  crews' web app and LAN API  http://127.0.0.1:{lan}/")
+        print(f"  gateway status              http://127.0.0.1:{lan}/api/v1/status")
+        print(f"  central admin API           http://127.0.0.1:{admin}/api/v1/gateways")
+        print(f"  admin token                 {ADMIN_TOKEN}")
+        print(f"  crew sign-in                ana / {CREW['ana']}")
+        print(f"  logs and data               {VAR}")
+        print("Press Ctrl-C to stop.", flush=True)
+        if os.environ.get("OUTPOST_DEMO_EXIT"):
+            return 0
+        with contextlib.suppress(KeyboardInterrupt):
+            while all(p.poll() is None for p in procs):
+                time.sleep(0.5)
+            for p, name in zip(procs, ("bridge", "gateway"), strict=True):
+                if p.poll() is not None:
+                    say("stopped", f"the {name} exited with {p.returncode}; see {VAR}/{name}.log")
+                    exit_code = 1
+    except DemoError as exc:
+        say("FAILED", str(exc))
+        exit_code = 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        say("stop", "stopping gateway, bridge and broker")
+        for p in reversed(procs):
+            stop(p)
+        broker.stop()
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

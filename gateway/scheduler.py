@@ -1,0 +1,106 @@
+"""Periodic work on the gateway (APScheduler 3 in the event loop).
+
+Jobs: the heartbeat to central, and retention of finished history. Late
+jobs are coalesced rather than skipped silently (APScheduler's default grace
+of 1 s would drop them on a busy Pi).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+from aiohttp import web
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import Connection, and_, delete, select
+
+from gateway.api.keys import BACKHAUL_KEY, CONFIG_KEY, STORE_KEY
+from gateway.store.schema import (
+    APPLIED,
+    CHECKED_IN,
+    RECALLED,
+    REJECTED,
+    activities,
+    envelopes,
+    sessions,
+)
+from gateway.uplink import Uplink
+
+_LOGGER = logging.getLogger(__name__)
+# APScheduler logs every run at INFO; a Pi's journal has better uses.
+logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def expire_history(conn: Connection, before: datetime) -> int:
+    """Forget activities that left the offline list before ``before``.
+
+    Only activities central checked in or recalled, and only when every one
+    of their envelopes reached a final state: unsent field data is never
+    expired.
+    """
+    finished = select(activities.c.id).where(
+        and_(
+            activities.c.state.in_((CHECKED_IN, RECALLED)),
+            activities.c.updated_at < before,
+            ~select(envelopes.c.envelope_id)
+            .where(
+                and_(
+                    envelopes.c.activity_id == activities.c.id,
+                    envelopes.c.state.not_in((APPLIED, REJECTED)),
+                )
+            )
+            .exists(),
+        )
+    )
+    ids = list(conn.execute(finished).scalars())
+    if not ids:
+        return 0
+    conn.execute(delete(envelopes).where(envelopes.c.activity_id.in_(ids)))
+    conn.execute(delete(activities).where(activities.c.id.in_(ids)))
+    return len(ids)
+
+
+def expire_sessions(conn: Connection, now: datetime) -> int:
+    return conn.execute(delete(sessions).where(sessions.c.expires_at < now)).rowcount
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Start the scheduler inside the running loop; stop it on shutdown."""
+    config = app[CONFIG_KEY]
+    store = app[STORE_KEY]
+    backhaul = app[BACKHAUL_KEY]
+    scheduler = AsyncIOScheduler(
+        timezone=UTC,
+        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+    )
+
+    async def retention() -> None:
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(days=config.store.history_retention_days)
+        gone = await store.async_write(lambda c: expire_history(c, cutoff))
+        await store.async_write(lambda c: expire_sessions(c, now))
+        if gone:
+            _LOGGER.info("retention: %d finished activities older than %s removed", gone, cutoff)
+
+    if isinstance(backhaul, Uplink):
+        scheduler.add_job(
+            backhaul.async_send_heartbeat,
+            "interval",
+            seconds=config.mqtt.heartbeat_s,
+            id="heartbeat",
+            name="heartbeat to central",
+        )
+    scheduler.add_job(
+        retention,
+        "interval",
+        hours=1,
+        id="retention",
+        name="history retention",
+        next_run_time=datetime.now(UTC) + timedelta(seconds=30),
+    )
+    scheduler.start()
+    try:
+        yield
+    finally:
+        scheduler.shutdown(wait=False)
