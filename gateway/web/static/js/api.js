@@ -5,10 +5,11 @@
 // never reaches the gateway (Wi-Fi out of range, gateway off) is status 0.
 
 export class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, details = {}) {
     super(message);
     this.status = status;
     this.code = code;
+    this.details = details; // the rest of the gateway's error object (problems, expected_seq…)
   }
 
   /** Worth trying again later (not reached, timeout, gateway busy). */
@@ -75,17 +76,19 @@ export async function request(method, path, opts = {}) {
   if (!resp.ok && !(raw && resp.status < 500 && resp.status !== 401)) {
     let code = `http_${resp.status}`;
     let message = `The gateway answered ${resp.status} ${resp.statusText}.`.replace(" .", ".");
+    let details = {};
     try {
       const data = await resp.json();
       if (data && data.error) {
         code = data.error.code || code;
         message = data.error.message || message;
+        details = data.error;
       }
     } catch {
       // not JSON: keep the generic sentence
     }
     if (resp.status === 401 && auth) onSessionLost.dispatchEvent(new Event("lost"));
-    throw new ApiError(resp.status, code, message);
+    throw new ApiError(resp.status, code, message, details);
   }
   if (raw) return resp;
   if (resp.status === 204) return null;

@@ -12,6 +12,9 @@ import { uuid4 } from "./uuid.js";
 import { badgeFor, plainCode, rejectionReason, relTime } from "./words.js";
 
 const REFRESH_MS = 15000;
+// The gateway validates every envelope against the form (outpost/forms.py),
+// drafts included, so a draft needs its required answers before it can go.
+const DRAFTS_NEED_REQUIRED = true;
 const PING_MS = 5000;
 
 const state = {
@@ -170,13 +173,19 @@ async function refresh() {
     });
     const prior = await db.getAll("activities");
     await db.putMany(rows.map((r) => ["activities", r]));
-    // Activities that left this gateway (checked in, recalled elsewhere) stay
-    // listed only while this phone still holds unsent work for them.
+    state.envelopes = listOf(envs, "envelopes");
+    // An activity leaves the gateway's list once central applied its completed
+    // upload (checked in): keep showing it as applied while the gateway still
+    // reports that envelope, or while this phone holds unsent work for it.
     const box = await outbox.pending();
     for (const p of prior) {
-      if (!keep.has(p.id) && !box.some((r) => r.activity_id === p.id)) await db.del("activities", p.id);
+      if (keep.has(p.id)) continue;
+      const applied = state.envelopes.some(
+        (e) => e.activity_id === p.id && e.status === "completed" && e.state === "applied",
+      );
+      if (applied) await db.put("activities", { ...p, state: "checked_in", read_only: true });
+      else if (!box.some((r) => r.activity_id === p.id)) await db.del("activities", p.id);
     }
-    state.envelopes = listOf(envs, "envelopes");
     state.status = status;
     state.fetchedAt = new Date().toISOString();
     await db.setMeta("gateway_view", { envelopes: state.envelopes, status, fetchedAt: state.fetchedAt });
@@ -453,14 +462,19 @@ function screenActivity(id) {
   }
 
   async function save(status) {
-    const { record, tables, attachments, problems } = ctl.collect(status === "completed");
+    const { record, tables, attachments, problems } = ctl.collect(status === "completed" || DRAFTS_NEED_REQUIRED);
     const box = $("#problems");
     if (problems.length) {
+      await keepWork();
       box.hidden = false;
-      box.replaceChildren(
-        el("strong", { text: status === "completed" ? "Before completing, fix these:" : "Fix these before saving:" }),
-        el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))),
-      );
+      box.className = "alert alert-error";
+      let lead = "Before completing, fix these:";
+      if (status === "draft") {
+        lead = problems.every((p) => p.required)
+          ? "Kept on this phone. The gateway keeps a draft once these are filled in:"
+          : "Fix these before saving:";
+      }
+      box.replaceChildren(el("strong", { text: lead }), el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))));
       box.focus();
       return;
     }
@@ -532,7 +546,7 @@ function screenPending() {
       );
     }
 
-    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway" }));
+    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway (whole site)" }));
     gw.append(
       el("p", { class: `backhaul ${up === true ? "up" : up === false ? "down" : ""}`, id: "backhaul" },
         up === true ? "Backhaul is up: completed work goes to central." : up === false ? "Backhaul is down: completed work waits on the gateway, safely stored." : "Backhaul state unknown (gateway out of reach)."),
@@ -687,6 +701,10 @@ async function boot() {
     renderNav();
     if (state.outbox.length < before) refresh();
     else if (current) current();
+  });
+  outbox.events.addEventListener("delivered", (ev) => {
+    const what = ev.detail.status === "completed" ? "Completed form" : "Draft";
+    toast(`${what} saved on the gateway.`, "ok");
   });
   window.addEventListener("hashchange", route);
   $("#ask").addEventListener("cancel", () => {

@@ -97,7 +97,7 @@ export function renderForm(container, form, opts) {
 
     const group = (legendText, ...controls) => {
       const fs = el("fieldset", { class: "choices", "aria-describedby": errId });
-      fs.append(el("legend", {}, legendText, reqMark), ...controls);
+      fs.append(el("legend", {}, legendText, reqMark), el("div", { class: "choice-row" }, ...controls));
       return fs;
     };
 
@@ -365,7 +365,9 @@ export function renderForm(container, form, opts) {
           const v = row[f.name] ?? null;
           const label = `${prefix}${f.label || humanize(f.name)}`;
           const p = problemFor(f, v, label);
-          if (p && (complete || v !== null)) problems.push({ key: `${where}${f.name}`, message: p });
+          if (p && (complete || v !== null)) {
+            problems.push({ key: `${where}${f.name}`, message: p, required: v === null });
+          }
           if ((f.type === "attachment" || f.type === "signature") && v) attachments.add(v);
           out[f.name] = v;
         }

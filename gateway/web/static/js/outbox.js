@@ -96,6 +96,7 @@ async function flush() {
       await deliver(row);
       await db.del("outbox", row.envelope_id);
       delay = MIN_DELAY;
+      events.dispatchEvent(new CustomEvent("delivered", { detail: row.body }));
       emit();
     } catch (err) {
       if (!(err instanceof ApiError) || err.retryable || err.status === 401) {
@@ -120,7 +121,21 @@ async function flush() {
 
 async function deliver(row) {
   for (const sha of row.body.attachments || []) await upload(sha);
-  await request("POST", "/api/v1/envelopes", { json: row.body });
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await request("POST", "/api/v1/envelopes", { json: row.body });
+      return;
+    } catch (err) {
+      // Another phone saved this activity meanwhile: this envelope was never
+      // stored (the gateway checks the id first), so it takes the next number.
+      const expected = err instanceof ApiError && err.code === "seq_mismatch" && err.details.expected_seq;
+      if (!expected || attempt >= 3) throw err;
+      row.body = { ...row.body, seq: expected };
+      row.seq = expected;
+      await db.put("outbox", row);
+      await db.setMeta(`seq:${row.activity_id}`, expected);
+    }
+  }
 }
 
 /** Bytes of `sha256` the gateway already holds, and whether it is complete. */
