@@ -1,0 +1,246 @@
+"""The store engine: pragmas, group commit, savepoints, readers, migrations, corruption."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, func, insert, select, text
+
+from gateway.store import Store, StoreClosedError, StoreError, migration
+from gateway.store.engine import LoopAccessError
+from gateway.store.ops import get_meta, set_meta, utcnow
+from gateway.store.schema import meta, metadata
+
+
+def _put(key: str, value: str) -> Any:
+    def work(conn: Connection) -> str:
+        set_meta(conn, key, value)
+        return key
+
+    return work
+
+
+async def test_pragmas_on_every_connection(store: Store) -> None:
+    def pragmas(conn: Connection) -> dict[str, Any]:
+        return {
+            name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "query_only")
+        }
+
+    read = await store.async_read(pragmas)
+    assert read == {
+        "journal_mode": "wal",
+        "synchronous": 2,  # FULL
+        "foreign_keys": 1,
+        "busy_timeout": 10_000,
+        "query_only": 1,
+    }
+    written = await store.async_write(pragmas)
+    assert written["synchronous"] == 2 and written["query_only"] == 0
+    assert written["journal_mode"] == "wal"
+
+
+async def test_concurrent_writes_share_commits(store: Store) -> None:
+    before = store.batches
+    keys = await asyncio.gather(*(store.async_write(_put(f"k{i}", "v")) for i in range(200)))
+    assert keys == [f"k{i}" for i in range(200)]
+    batches = store.batches - before
+    assert batches < 200, "200 concurrent writes should share commits"
+    count = await store.async_read(
+        lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one()
+    )
+    assert count == 200
+
+
+async def test_one_failing_item_does_not_poison_its_batch(store: Store) -> None:
+    def bad(conn: Connection) -> None:
+        set_meta(conn, "bad", "half-written")
+        raise ValueError("refused")
+
+    results = await asyncio.gather(
+        store.async_write(_put("a", "1")),
+        store.async_write(bad),
+        store.async_write(_put("b", "2")),
+        return_exceptions=True,
+    )
+    assert results[0] == "a" and results[2] == "b"
+    assert isinstance(results[1], ValueError)
+    values = await store.async_read(lambda c: {k: get_meta(c, k) for k in ("a", "b", "bad")})
+    assert values == {"a": "1", "b": "2", "bad": None}
+
+
+async def test_ack_means_committed_on_disk(store: Store) -> None:
+    await store.async_write(_put("durable", "yes"))
+    # An independent connection (another process would see the same) finds it.
+    conn = sqlite3.connect(store.path)
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key='durable'").fetchone()
+    finally:
+        conn.close()
+    assert row == ("yes",)
+
+
+async def test_commit_listener_runs_in_the_loop_after_commit(store: Store) -> None:
+    seen = asyncio.Event()
+    loop_thread: list[threading.Thread] = []
+
+    def listener() -> None:
+        loop_thread.append(threading.current_thread())
+        seen.set()
+
+    remove = store.add_commit_listener(listener)
+    await store.async_write(_put("x", "1"))
+    await asyncio.wait_for(seen.wait(), 5)
+    assert loop_thread[0] is threading.current_thread()
+    remove()
+
+
+async def test_reads_do_not_wait_for_writes(store: Store) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow_write(conn: Connection) -> None:
+        set_meta(conn, "slow", "1")
+        started.set()
+        release.wait(10)
+
+    await store.async_write(_put("before", "1"))
+    write = asyncio.ensure_future(store.async_write(slow_write))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
+    # The writer holds an open write transaction; a read still answers at once
+    # with the last committed state.
+    value = await asyncio.wait_for(
+        store.async_read(lambda c: (get_meta(c, "before"), get_meta(c, "slow"))), 2
+    )
+    assert value == ("1", None)
+    release.set()
+    await write
+
+
+async def test_database_access_from_the_loop_fails_loudly(store: Store) -> None:
+    assert store._reader is not None
+    with pytest.raises(LoopAccessError), store._reader.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    with pytest.raises(RuntimeError):
+        store.write_sync(_put("nope", "1"))
+
+
+async def test_closed_store_refuses_work(gateway_config: Any) -> None:
+    from gateway.app import store_for
+
+    s = await store_for(gateway_config).async_open()
+    await s.async_write(_put("a", "1"))
+    await s.async_close()
+    with pytest.raises(StoreClosedError):
+        await s.async_write(_put("b", "1"))
+    with pytest.raises(StoreClosedError):
+        await s.async_read(lambda c: get_meta(c, "a"))
+
+
+def test_fresh_file_has_latest_schema_matching_the_tables(tmp_path: Path) -> None:
+    s = Store(tmp_path / "g.db").open()
+    try:
+
+        def columns(conn: Connection) -> dict[str, list[str]]:
+            out = {}
+            for table in metadata.sorted_tables:
+                rows = conn.exec_driver_sql(f"PRAGMA table_info({table.name})").all()
+                out[table.name] = [r[1] for r in rows]
+            return out
+
+        found = s.read_sync(columns)
+        assert found == {t.name: [c.name for c in t.columns] for t in metadata.sorted_tables}
+        version = s.read_sync(lambda c: c.exec_driver_sql("PRAGMA user_version").scalar())
+        assert version == migration.LATEST
+    finally:
+        s.close()
+
+
+def test_migration_backs_up_then_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+    s = Store(path).open()
+    s.write_sync(_put("keep", "me"))
+    s.close()
+
+    def step_2(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE meta ADD COLUMN note TEXT")
+
+    monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (2, "add note", step_2)])
+    monkeypatch.setattr(migration, "LATEST", 2)
+    caplog.set_level("INFO", logger="gateway.store.migration")
+    assert migration.prepare(path) == 1
+    backups = list(tmp_path.glob("g.db.v1-*.bak"))
+    assert len(backups) == 1
+    conn = sqlite3.connect(backups[0])
+    assert conn.execute("SELECT value FROM meta WHERE key='keep'").fetchone() == ("me",)
+    conn.close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("SELECT value, note FROM meta").fetchall() == [("me", None)]
+    conn.close()
+    assert "migrating" in caplog.text and "add note" in caplog.text
+
+
+def test_failed_migration_step_leaves_the_old_schema(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "g.db"
+    Store(path).open().close()
+
+    def broken(conn: sqlite3.Connection) -> None:
+        conn.execute("ALTER TABLE meta ADD COLUMN half TEXT")
+        raise sqlite3.OperationalError("step failed")
+
+    monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (2, "broken", broken)])
+    monkeypatch.setattr(migration, "LATEST", 2)
+    with pytest.raises(sqlite3.OperationalError):
+        migration.prepare(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert "half" not in [r[1] for r in conn.execute("PRAGMA table_info(meta)")]
+    conn.close()
+
+
+def test_corrupt_file_is_moved_aside_not_reused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "g.db"
+    path.write_bytes(b"this is not a database" * 100)
+    s = Store(path).open()
+    try:
+        s.write_sync(_put("fresh", "1"))
+    finally:
+        s.close()
+    aside = list(tmp_path.glob("g.db.corrupt-*"))
+    assert len(aside) == 1
+    assert aside[0].read_bytes().startswith(b"this is not a database")
+    assert "unusable" in caplog.text
+
+
+def test_newer_schema_refuses_to_start(tmp_path: Path) -> None:
+    path = tmp_path / "g.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={migration.LATEST + 5}")
+    conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    with pytest.raises(StoreError, match="newer than this gateway supports"):
+        Store(path).open()
+
+
+def test_write_sync_from_a_thread(tmp_path: Path) -> None:
+    s = Store(tmp_path / "g.db").open()
+    try:
+        assert s.write_sync(lambda c: c.execute(insert(meta).values(key="t", value="1")).rowcount)
+        with pytest.raises(ValueError):
+            s.write_sync(lambda c: (_ for _ in ()).throw(ValueError("x")))
+        assert s.read_sync(lambda c: get_meta(c, "t")) == "1"
+        assert utcnow().tzinfo is not None
+    finally:
+        s.close()
