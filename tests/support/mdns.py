@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import textwrap
+from collections.abc import Callable
 from typing import Any
 
 # A browser no one here wrote: python-zeroconf's own threaded ServiceBrowser,
@@ -38,45 +39,61 @@ THIRD_PARTY_BROWSER = textwrap.dedent(
 )
 
 
-class BrowserProcess:
-    """A line-oriented browser subprocess: ``await expect(...)`` reads until a match."""
+class PeerProcess:
+    """A peer subprocess speaking JSON lines: ``await expect(event=...)`` waits for one."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.events: list[dict[str, Any]] = []
 
     @classmethod
-    async def start(cls, *argv: str) -> BrowserProcess:
+    async def start(
+        cls, *argv: str, env: dict[str, str] | None = None, cwd: str | None = None
+    ) -> PeerProcess:
         proc = await asyncio.create_subprocess_exec(
             *argv,
+            env=env,
+            cwd=cwd,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
         )
         return cls(proc)
 
-    async def expect(self, timeout: float = 8.0, **fields: object) -> dict[str, Any]:
-        """An event (seen already or next to come) whose fields equal ``fields``."""
+    async def expect(
+        self,
+        timeout: float = 8.0,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        **fields: object,
+    ) -> dict[str, Any]:
+        """An event (seen already or next to come) whose fields equal ``fields``
+        and for which ``where`` (if given) is true."""
+
+        def matches(event: dict[str, Any]) -> bool:
+            if not all(event.get(k) == v for k, v in fields.items()):
+                return False
+            return where is None or where(event)
+
         for event in self.events:  # events may arrive in any order
-            if all(event.get(k) == v for k, v in fields.items()):
+            if matches(event):
                 return event
         try:
-            return await asyncio.wait_for(self._next_matching(fields), timeout)
+            return await asyncio.wait_for(self._next_matching(matches), timeout)
         except TimeoutError:
-            raise AssertionError(f"browser never said {fields}; it said: {self.events}") from None
+            raise AssertionError(f"peer never said {fields}; it said: {self.events}") from None
 
-    async def _next_matching(self, fields: dict[str, object]) -> dict[str, Any]:
+    async def _next_matching(self, matches: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
         assert self.proc.stdout is not None
         while True:
             raw = await self.proc.stdout.readline()
             if not raw:
-                raise AssertionError(f"browser exited; it said: {self.events}")
+                raise AssertionError(f"peer exited; it said: {self.events}")
             try:
                 event: dict[str, Any] = json.loads(raw)
             except ValueError:
                 event = {"event": "output", "text": raw.decode(errors="replace")}
             self.events.append(event)
-            if all(event.get(k) == v for k, v in fields.items()):
+            if matches(event):
                 return event
 
     async def close(self) -> None:
@@ -88,3 +105,45 @@ class BrowserProcess:
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
+
+
+# A gateway advertising in its own process (e.g. inside a network namespace):
+# an aiohttp app with discovery_ctx, announced once the site listens, the way
+# `outpost-gateway run` does it. argv[1] is a JSON GatewayConfig; it prints
+# JSON lines and withdraws (goodbye) when its stdin closes.
+ADVERTISER = textwrap.dedent(
+    """
+    import asyncio, json, sys
+    from aiohttp import web
+    from gateway.config import GatewayConfig
+    from gateway.discovery import DISCOVERY_KEY, async_announce, discovery_ctx
+
+    def say(**event):
+        print(json.dumps(event), flush=True)
+
+    async def index(request):
+        return web.Response(text="outpost web app")
+
+    async def main():
+        config = GatewayConfig.model_validate(json.loads(sys.argv[1]))
+        app = web.Application()
+        app.router.add_get("/", index)
+        app.cleanup_ctx.append(discovery_ctx(config))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, config.lan.host, config.lan.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        await async_announce(app, port)
+        advertiser = app[DISCOVERY_KEY]
+        await advertiser.async_wait_announced(10)
+        say(event="announced", port=port, names=list(advertiser.service_names),
+            addresses=list(advertiser.addresses))
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, sys.stdin.read)
+        await runner.cleanup()
+        say(event="stopped")
+
+    asyncio.run(main())
+    """
+)

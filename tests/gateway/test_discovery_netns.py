@@ -1,0 +1,294 @@
+"""mDNS with real multicast between two network namespaces joined by a veth pair.
+
+The test creates the namespaces (``ip netns add``) with 10.x addresses that
+exist only inside them and removes them after: nothing is multicast on this
+machine's real interfaces. Needs root and ``ip``; skipped with the reason
+otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.mdns import ADVERTISER, THIRD_PARTY_BROWSER, PeerProcess
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class NetnsPair:
+    ns_a: str
+    ns_b: str
+    if_a: str
+    if_b: str
+    addr_a: str
+    addr_b: str
+    subnet: str  # "10.x.y"
+
+    def exec_argv(self, ns: str, *argv: str) -> list[str]:
+        return ["ip", "netns", "exec", ns, *argv]
+
+
+def _ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True, timeout=10)
+
+
+@pytest.fixture
+def netns_pair() -> Iterator[NetnsPair]:
+    if os.geteuid() != 0:
+        pytest.skip(
+            "creating network namespaces needs root (ip netns add); mDNS netns test skipped"
+        )
+    if shutil.which("ip") is None:
+        pytest.skip("the `ip` command (iproute2) is missing; mDNS netns test skipped")
+    tag = uuid.uuid4().hex[:6]
+    subnet = f"10.{random.randint(200, 250)}.{random.randint(0, 255)}"
+    pair = NetnsPair(
+        ns_a=f"outpost-mdns-{tag}-a",
+        ns_b=f"outpost-mdns-{tag}-b",
+        if_a=f"opm{tag}a",
+        if_b=f"opm{tag}b",
+        addr_a=f"{subnet}.1",
+        addr_b=f"{subnet}.2",
+        subnet=subnet,
+    )
+    made: list[str] = []
+    try:
+        for ns in (pair.ns_a, pair.ns_b):
+            _ip("netns", "add", ns)
+            made.append(ns)
+        _ip(
+            "link",
+            "add",
+            pair.if_a,
+            "netns",
+            pair.ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            pair.if_b,
+            "netns",
+            pair.ns_b,
+        )
+        for ns, ifname, addr in (
+            (pair.ns_a, pair.if_a, pair.addr_a),
+            (pair.ns_b, pair.if_b, pair.addr_b),
+        ):
+            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
+            _ip("-n", ns, "link", "set", ifname, "up")
+            _ip("-n", ns, "link", "set", "lo", "up")
+    except subprocess.CalledProcessError as exc:
+        for ns in made:
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        pytest.skip(f"cannot create network namespaces here: {exc.stderr.strip() or exc}")
+    try:
+        yield pair
+    finally:
+        for ns in made:  # deleting a namespace deletes its end of the veth pair too
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
+
+
+def gateway_config(gateway_id: str, site: str, interfaces: list[str]) -> str:
+    return json.dumps(
+        {
+            "gateway": {"id": gateway_id, "site": site},
+            "lan": {"host": "0.0.0.0", "port": 0},
+            "discovery": {"interfaces": interfaces, "address_poll_s": 0.2},
+        }
+    )
+
+
+async def start_in(pair: NetnsPair, ns: str, *argv: str) -> PeerProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return await PeerProcess.start(*pair.exec_argv(ns, *argv), env=env, cwd=str(REPO))
+
+
+async def run_in(pair: NetnsPair, ns: str, *argv: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *pair.exec_argv(ns, *argv),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=str(REPO),
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_discover_in_one_namespace_finds_the_gateway_in_the_other(
+    netns_pair: NetnsPair,
+) -> None:
+    pair = netns_pair
+    gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
+    gateway = await start_in(
+        pair,
+        pair.ns_a,
+        sys.executable,
+        "-c",
+        ADVERTISER,
+        gateway_config(gateway_id, "Pit 3", [pair.if_a]),
+    )
+    try:
+        announced = await gateway.expect(event="announced")
+        assert announced["addresses"] == [pair.addr_a]
+
+        # the technician's command, run on the other side of the link
+        rc, out, err = await run_in(
+            pair,
+            pair.ns_b,
+            sys.executable,
+            "-m",
+            "gateway.discover",
+            "--timeout",
+            "2",
+            "--interface",
+            pair.addr_b,
+            "--json",
+        )
+        assert rc == 0, err
+        found = json.loads(out)
+        assert [(g["gateway_id"], g["site"], g["addresses"], g["port"]) for g in found] == [
+            (gateway_id, "Pit 3", [pair.addr_a], announced["port"])
+        ]
+        # the advertised URL serves the web app across the link
+        rc, out, err = await run_in(
+            pair,
+            pair.ns_b,
+            sys.executable,
+            "-c",
+            f"import urllib.request; print(urllib.request.urlopen({found[0]['url']!r}, timeout=5).read().decode())",
+        )
+        assert (rc, out.strip()) == (0, "outpost web app"), err
+
+        rc, out, err = await run_in(
+            pair,
+            pair.ns_b,
+            sys.executable,
+            "-m",
+            "gateway.discover",
+            "--timeout",
+            "1",
+            "--interface",
+            pair.addr_b,
+        )
+        assert rc == 0, err
+        header, row = out.splitlines()
+        assert header.split() == ["ID", "SITE", "ADDRESS", "PORT", "HOST"]
+        assert row.split() == [
+            gateway_id,
+            "Pit",
+            "3",
+            pair.addr_a,
+            str(announced["port"]),
+            f"outpost-{gateway_id}.local",
+        ]
+    finally:
+        await gateway.close()
+
+
+async def test_address_change_is_reannounced_and_stop_says_goodbye(netns_pair: NetnsPair) -> None:
+    pair = netns_pair
+    gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
+    browser = await start_in(
+        pair,
+        pair.ns_b,
+        sys.executable,
+        "-c",
+        THIRD_PARTY_BROWSER,
+        pair.addr_b,
+        "_outpost._tcp.local.",
+    )
+    gateway = await start_in(
+        pair,
+        pair.ns_a,
+        sys.executable,
+        "-c",
+        ADVERTISER,
+        gateway_config(gateway_id, "Pit 4", [pair.if_a]),
+    )
+    try:
+        await browser.expect(event="browsing")
+        announced = await gateway.expect(event="announced")
+        name = next(n for n in announced["names"] if n.endswith("._outpost._tcp.local."))
+        added = await browser.expect(event="added", name=name)
+        assert added["addresses"] == [pair.addr_a]
+
+        # DHCP hands the gateway a new address: the browser learns it without a restart
+        new_addr = f"{pair.subnet}.3"
+        # (as DHCP clients do: the new address is kept when the old primary goes)
+        subprocess.run(
+            [
+                *pair.exec_argv(pair.ns_a, "sysctl", "-qw"),
+                f"net.ipv4.conf.{pair.if_a}.promote_secondaries=1",
+            ],
+            check=True,
+            timeout=10,
+        )
+        _ip("-n", pair.ns_a, "addr", "add", f"{new_addr}/24", "dev", pair.if_a)
+        _ip("-n", pair.ns_a, "addr", "del", f"{pair.addr_a}/24", "dev", pair.if_a)
+        # the re-announcement reaches the browser at once; its cache-flush bit
+        # retires the old address within 1 s (RFC 6762 10.2)
+        await browser.expect(event="updated", name=name, where=lambda e: new_addr in e["addresses"])
+        rc, out, err = await run_in(
+            pair, pair.ns_b, sys.executable, "-m", "gateway.discover",
+            "--timeout", "1.5", "--interface", pair.addr_b, "--json",
+        )  # fmt: skip
+        assert rc == 0, err
+        assert [g["addresses"] for g in json.loads(out)] == [[new_addr]]
+
+        await gateway.close()  # stdin closed: runner cleanup -> goodbye
+        await browser.expect(event="removed", name=name)
+    finally:
+        await gateway.close()
+        await browser.close()
+
+
+async def test_two_gateways_with_one_name_are_kept_apart(netns_pair: NetnsPair) -> None:
+    pair = netns_pair
+    gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
+    first = await start_in(
+        pair,
+        pair.ns_a,
+        sys.executable,
+        "-c",
+        ADVERTISER,
+        gateway_config(gateway_id, "Twin", [pair.addr_a]),
+    )
+    second: PeerProcess | None = None
+    try:
+        first_names = (await first.expect(event="announced"))["names"]
+        second = await start_in(
+            pair,
+            pair.ns_b,
+            sys.executable,
+            "-c",
+            ADVERTISER,
+            gateway_config(gateway_id, "Twin", [pair.addr_b]),
+        )
+        second_names = (await second.expect(event="announced", timeout=10))["names"]
+        assert first_names == [
+            f"Outpost Twin ({gateway_id})._outpost._tcp.local.",
+            f"Outpost Twin ({gateway_id})._http._tcp.local.",
+        ]
+        assert second_names == [
+            f"Outpost Twin ({gateway_id})-2._outpost._tcp.local.",
+            f"Outpost Twin ({gateway_id})-2._http._tcp.local.",
+        ]
+    finally:
+        if second is not None:
+            await second.close()
+        await first.close()
