@@ -42,6 +42,7 @@ from gateway.auth import Auth
 from gateway.backhaul import Backhaul, OfflineBackhaul
 from gateway.config import GatewayConfig
 from gateway.heartbeat import HeartbeatSource
+from gateway.replication import replication_ctx, status_for_db
 from gateway.scheduler import scheduler_ctx
 from gateway.store import Store
 from gateway.store.blobs import BlobFiles
@@ -73,7 +74,8 @@ def background_contexts(
 
     The one place to add uplink, mDNS, scheduler, replication, sd_notify, …
     """
-    contexts: list[CleanupCtx] = []
+    # Replication first, so it stops last: the others' final writes reach the replica.
+    contexts: list[CleanupCtx] = [replication_ctx]
     if isinstance(backhaul, Uplink):
         contexts.append(uplink_ctx)
     contexts.append(scheduler_ctx)
@@ -84,7 +86,12 @@ def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
     """The MQTT uplink to central, or always-down when ``[mqtt] enabled = false``."""
     if not config.mqtt.enabled:
         return OfflineBackhaul()
-    source = HeartbeatSource(config.gateway.id, store, config.gateway.data_dir)
+    source = HeartbeatSource(
+        config.gateway.id,
+        store,
+        config.gateway.data_dir,
+        replication=lambda: status_for_db(store.path),
+    )
     return Uplink(config, store, heartbeat=source)
 
 

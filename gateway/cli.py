@@ -3,6 +3,7 @@
     outpost-gateway run --config gateway.toml
     outpost-gateway run --config gateway.toml --check-config
     outpost-gateway check-config --config gateway.toml
+    outpost-gateway restore --config gateway.toml [--force]
 
 A bad config prints one line naming the key and the problem and exits 2.
 """
@@ -30,11 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     check = sub.add_parser("check-config", help="validate the config and exit")
     check.add_argument("--config", metavar="FILE")
+    restore = sub.add_parser("restore", help="rebuild the data directory from the replica")
+    restore.add_argument("--config", metavar="FILE", required=True)
+    restore.add_argument(
+        "--force", action="store_true", help="replace an existing database (kept beside it)"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "restore":
+        from gateway.restore import restore_main
+
+        return restore_main(args)
     try:
         config = gateway_config.load(args.config)
     except ConfigError as exc:

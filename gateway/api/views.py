@@ -33,6 +33,7 @@ from gateway.api.keys import (
 )
 from gateway.api.openapi import openapi_document
 from gateway.api.submit import answer, body_hash, store_envelope
+from gateway.replication import replication_status
 from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.schema import attachments, envelopes
 from outpost.wire.codec import describe_validation
@@ -469,6 +470,7 @@ async def status(request: web.Request) -> web.Response:
             "activities": data["activities"],
             "attachments_incomplete": data["attachments_incomplete"],
             "disk": {**disk, "db_bytes": db_bytes},
+            "replication": replication_status(app),
         }
     )
 
