@@ -48,6 +48,7 @@ from gateway.store import Store
 from gateway.store.blobs import BlobFiles
 from gateway.store.store import DB_FILENAME
 from gateway.uplink import Uplink, uplink_ctx
+from gateway.web import setup_web
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def create_app(
     app[UPLOAD_LOCKS_KEY] = {}
     app[STARTED_KEY] = time.monotonic()
     app.add_routes(routes)
+    setup_web(app)  # the crews' web app at /
     app.cleanup_ctx.extend(extra_cleanup_ctx)
     return app
 
