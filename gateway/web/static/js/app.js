@@ -128,7 +128,8 @@ function renderNav() {
     el("button", { type: "button", class: "nav-link nav-signout", id: "signout", text: "Sign out", onclick: signOut }),
   );
   const who = state.session.user;
-  $("#who").textContent = who ? who.display_name || who.username : "";
+  const site = state.status && state.status.gateway && state.status.gateway.site;
+  $("#who").textContent = [who ? who.display_name || who.username : "", site].filter(Boolean).join(" · ");
 }
 
 // --- data --------------------------------------------------------------------
@@ -530,7 +531,7 @@ function screenPending() {
     const onPhone = state.outbox.filter((r) => r.state === "waiting");
     const refused = state.outbox.filter((r) => r.state === "refused");
     const rejected = state.envelopes.filter((e) => e.state === "rejected");
-    const counts = s.counts || {};
+    const counts = s.envelopes || {};
     const up = backhaulUp(s);
 
     const phone = el("section", { class: "card", "aria-labelledby": "h-phone" }, el("h2", { id: "h-phone", text: "On this phone" }));
@@ -593,13 +594,10 @@ function screenPending() {
   draw();
 }
 
+/** true/false from GET /api/v1/status's backhaul.link, null when not known. */
 function backhaulUp(s) {
-  if (!s) return null;
-  if (typeof s.backhaul === "string") return s.backhaul === "up";
-  if (s.backhaul && typeof s.backhaul === "object" && "up" in s.backhaul) return !!s.backhaul.up;
-  if (typeof s.backhaul_up === "boolean") return s.backhaul_up;
-  if (typeof s.backhaul === "boolean") return s.backhaul;
-  return null;
+  const link = s && s.backhaul && s.backhaul.link;
+  return link === "up" ? true : link === "down" ? false : null;
 }
 
 // --- session -----------------------------------------------------------------

@@ -143,43 +143,40 @@ async function arrived(sha) {
   const resp = await request("HEAD", `/api/v1/attachments/${sha}`, { raw: true });
   if (resp.status === 404) return { offset: 0, complete: false };
   const h = (name) => resp.headers.get(name);
-  const offset = Number(h("Upload-Offset") ?? h("X-Received-Bytes") ?? 0) || 0;
-  const complete =
-    (h("X-Upload-Complete") ?? h("Upload-Complete") ?? "").toString().match(/^(1|true|\?1)$/i) !==
-      null || (resp.status === 200 && !h("Upload-Offset") && !h("X-Received-Bytes"));
-  return { offset, complete };
+  return { offset: Number(h("Upload-Offset") || 0) || 0, complete: h("X-Upload-Complete") === "true" };
 }
 
 async function upload(sha) {
-  const state = await arrived(sha);
-  if (state.complete) return;
   const rec = await db.get("blobs", sha);
+  // A blob never tried before starts at 0 (a PUT of something the gateway
+  // already has just answers "complete"); a resumed one asks first.
+  const state = rec && !rec.attempted ? { offset: 0, complete: false } : await arrived(sha);
+  if (state.complete) return;
   if (!rec) {
     throw new ApiError(409, "blob_missing", "A photo or signature of this form is no longer on this phone.");
   }
+  if (!rec.attempted) await db.put("blobs", { ...rec, attempted: true });
   const blob = rec.blob;
   const total = blob.size;
   let offset = Math.min(state.offset, total);
-  if (total === 0) offset = 0;
+  let resyncs = 0;
+  let stalls = 0;
   do {
     const end = Math.min(offset + CHUNK, total);
+    const headers = { "Content-Type": "application/octet-stream" };
+    if (total) headers["Content-Range"] = `bytes ${offset}-${end - 1}/${total}`;
     const resp = await request("PUT", `/api/v1/attachments/${sha}`, {
       body: blob.slice(offset, end),
-      headers: {
-        "Content-Type": "application/octet-stream",
-        "Content-Range": total ? `bytes ${offset}-${end - 1}/${total}` : "bytes */0",
-      },
+      headers,
       raw: true,
       timeout: 60000,
     });
-    if (resp.status === 416 || resp.status === 409) {
-      // The gateway holds a different amount than we thought: ask again.
-      const again = await arrived(sha);
-      if (again.complete) return;
-      offset = again.offset;
+    if (resp.status === 416 && resyncs++ < 3) {
+      // The gateway holds less than we thought (its answer says where to go on).
+      offset = Math.min(Number(resp.headers.get("Upload-Offset") || 0) || 0, total);
       continue;
     }
-    if (!resp.ok && resp.status !== 308) {
+    if (!resp.ok) {
       let message = `The gateway refused a photo upload (${resp.status}).`;
       let code = `http_${resp.status}`;
       try {
@@ -191,7 +188,12 @@ async function upload(sha) {
       }
       throw new ApiError(resp.status, code, message);
     }
-    offset = end;
+    if (resp.headers.get("X-Upload-Complete") === "true") return;
+    // Go on from what the gateway says is durably on its disk.
+    const durable = Number(resp.headers.get("Upload-Offset"));
+    const next = Number.isFinite(durable) && resp.headers.has("Upload-Offset") ? durable : end;
+    if (next <= offset && ++stalls > 3) throw new ApiError(0, "stalled", "The photo upload is not moving on.");
+    offset = next;
   } while (offset < total);
 }
 
