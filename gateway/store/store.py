@@ -24,6 +24,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,6 +92,7 @@ class Store:
         self._thread: threading.Thread | None = None
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._closed = True
+        self._busy_since: float | None = None  # monotonic start of the batch in hand
         self.batches = 0  # committed batches (for metrics and tests)
         self.items = 0  # committed work items
 
@@ -135,6 +137,17 @@ class Store:
     @property
     def is_open(self) -> bool:
         return not self._closed
+
+    def is_healthy(self, stuck_after_s: float = 30.0) -> bool:
+        """Loop-safe, no IO: the writer thread runs and no batch has hung for ``stuck_after_s``.
+
+        A failing commit (e.g. a full disk) is not "unhealthy": a restart would
+        not fix it. A dead or hung writer is (systemd's watchdog restarts us).
+        """
+        if self._closed or self._thread is None or not self._thread.is_alive():
+            return False
+        since = self._busy_since
+        return since is None or time.monotonic() - since < stuck_after_s
 
     # --- loop API ---------------------------------------------------------
 
@@ -208,7 +221,11 @@ class Store:
                         stopping = True
                         break
                     batch.append(nxt)
-                self._commit_batch(conn, batch)
+                self._busy_since = time.monotonic()
+                try:
+                    self._commit_batch(conn, batch)
+                finally:
+                    self._busy_since = None
         # Anything queued after the stop sentinel is refused, not lost silently.
         while True:
             try:
