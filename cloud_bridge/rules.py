@@ -327,6 +327,13 @@ def check_out(
             "only its responsible user may take it offline.",
             403,
         )
+    # The gateway numbers an activity's envelopes after the highest seq it holds for it:
+    # 1 on a gateway that never had it, onwards on one that had it before.
+    last_seq = session.scalar(
+        select(func.max(LedgerEntry.seq)).where(
+            LedgerEntry.activity_id == activity_id, LedgerEntry.gateway_id == gateway_id
+        )
+    )
     now = utcnow()
     result = session.execute(
         update(Activity)
@@ -342,7 +349,7 @@ def check_out(
             holder_user=holder,
             checked_out_at=now,
             checkout_no=Activity.checkout_no + 1,
-            last_seq=0,
+            last_seq=last_seq or 0,
             updated_at=now,
         )
         .execution_options(synchronize_session=False)
@@ -364,7 +371,14 @@ def check_out(
 
 
 def undo_check_out(session: Session, activity_id: str, gateway_id: str, checkout_no: int) -> bool:
-    """Give back a check-out whose dispatch could not be sent (nothing applied yet)."""
+    """Give back a check-out whose dispatch could not be sent (nothing arrived for it yet)."""
+    arrived = session.scalar(
+        select(func.count())
+        .select_from(LedgerEntry)
+        .where(LedgerEntry.activity_id == activity_id, LedgerEntry.checkout_no == checkout_no)
+    )
+    if arrived:
+        return False
     result = session.execute(
         update(Activity)
         .where(
@@ -372,7 +386,6 @@ def undo_check_out(session: Session, activity_id: str, gateway_id: str, checkout
             Activity.state == OFFLINE,
             Activity.holder_gateway == gateway_id,
             Activity.checkout_no == checkout_no,
-            Activity.last_seq == 0,
         )
         .values(state=ONLINE, holder_gateway=None, holder_user=None, checked_out_at=None)
         .execution_options(synchronize_session=False)

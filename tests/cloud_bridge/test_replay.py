@@ -36,7 +36,7 @@ def test_apply_draft_then_completed_checks_in(
     r2 = replayer.apply_envelopes(
         "site-a", [envelope(aid, 2, status="completed", tables={"readings": [{"meter": "Z"}]})]
     )
-    ((gw, res),) = r2
+    ((_gw, res),) = r2
     assert res.outcome == "applied" and res.checked_in and res.activity_version == 2
     rec = record(db, aid)
     assert rec["state"] == "online" and rec["version"] == 2
@@ -261,3 +261,22 @@ def test_concurrent_duplicate_delivery(db: Database, seed: Seeded, group_commit:
             by_id.setdefault(r.envelope_id, set()).add((r.outcome, r.code, r.applied_at))
     assert all(len(v) == 1 for v in by_id.values())
     assert record(db, aid)["seq"] == 10
+
+
+def test_second_check_out_continues_the_gateways_seq(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    """A gateway numbers after the highest seq it holds; another gateway starts at 1."""
+    aid = seed.ready("site-a")
+    replayer.apply_envelopes("site-a", [envelope(aid, 1), envelope(aid, 2, status="completed")])
+    with db.session() as s:
+        rules.approve(s, aid, "ana")
+        rules.check_out(s, aid, "site-a")
+    ((_, res),) = replayer.apply_envelopes(
+        "site-a", [envelope(aid, 3, base_version=2, status="completed")]
+    )
+    assert (res.outcome, res.checked_in) == ("applied", True)
+    with db.session() as s:
+        rules.check_out(s, aid, "site-b")
+    ((_, res),) = replayer.apply_envelopes("site-b", [envelope(aid, 1, base_version=3)])
+    assert res.outcome == "applied"

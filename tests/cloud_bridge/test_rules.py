@@ -133,7 +133,13 @@ def test_concurrent_dispatch_exactly_one_wins(db: Database, seed: Seeded, rounds
         wins: list[str] = []
         losses: list[str] = []
 
-        def go(gateway: str, aid: str = aid, barrier: threading.Barrier = barrier) -> None:
+        def go(
+            gateway: str,
+            aid: str = aid,
+            barrier: threading.Barrier = barrier,
+            wins: list[str] = wins,
+            losses: list[str] = losses,
+        ) -> None:
             barrier.wait()
             try:
                 dispatch(db, aid, gateway)

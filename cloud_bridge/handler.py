@@ -1,0 +1,221 @@
+"""What the bridge does with one uplink message, independent of the MQTT client.
+
+:meth:`UplinkHandler.async_handle` takes a received message and returns the
+messages to publish in answer. Database work runs in the DB threads and is
+committed before this returns, so an answer never leaves before its commit.
+
+A payload that cannot be decoded, fails the schema, arrives on the wrong
+leaf, or names a gateway other than its topic's is logged with its topic
+(truncated), noted on that gateway's row for the fleet view, and dropped:
+nothing else waits for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cloud_bridge import rules
+from cloud_bridge.dbrunner import DbRunner
+from cloud_bridge.errors import CentralError
+from cloud_bridge.models import Gateway, utcnow
+from cloud_bridge.replay import Replayer, Results
+from outpost.mqtt import Received
+from outpost.wire import topics
+from outpost.wire.codec import DecodeError, decode
+from outpost.wire.schemas import (
+    MAX_BATCH_ENVELOPES,
+    CheckoutAnswer,
+    CheckoutRequest,
+    EnvelopeBatch,
+    EnvelopeResults,
+    GatewayState,
+    Heartbeat,
+    UserPush,
+)
+
+logger = logging.getLogger(__name__)
+
+TOPIC_LOG_MAX = 200
+
+# Which message kind each uplink leaf carries.
+_EXPECTED: dict[str, type[Any]] = {
+    topics.UP_ENVELOPES: EnvelopeBatch,
+    topics.UP_CHECKOUT: CheckoutRequest,
+    topics.UP_HEARTBEAT: Heartbeat,
+    topics.STATE: GatewayState,
+}
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to publish (QoS 1) in answer to an uplink message."""
+
+    topic: str
+    message: Any
+    correlation_data: bytes | None = None
+
+
+def short(topic: str) -> str:
+    return topic if len(topic) <= TOPIC_LOG_MAX else topic[:TOPIC_LOG_MAX] + "…"
+
+
+def results_messages(results: Results, batch_id: Any = None) -> list[Outgoing]:
+    """Group results by gateway into EnvelopeResults messages for ``down/results``."""
+    by_gateway: dict[str, list[Any]] = {}
+    for gateway_id, result in results:
+        by_gateway.setdefault(gateway_id, []).append(result)
+    out: list[Outgoing] = []
+    for gateway_id, items in by_gateway.items():
+        for i in range(0, len(items), MAX_BATCH_ENVELOPES):
+            out.append(
+                Outgoing(
+                    topics.topic(gateway_id, topics.DOWN_RESULTS),
+                    EnvelopeResults(
+                        gateway_id=gateway_id,
+                        batch_id=batch_id,
+                        results=items[i : i + MAX_BATCH_ENVELOPES],
+                    ),
+                )
+            )
+    return out
+
+
+class UplinkHandler:
+    def __init__(self, runner: DbRunner, replayer: Replayer) -> None:
+        self.runner = runner
+        self.replayer = replayer
+        self.dropped = 0  # payloads refused (for tests and metrics)
+
+    async def async_handle(self, msg: Received) -> list[Outgoing]:
+        parsed = topics.parse(msg.topic)
+        if parsed is None:
+            logger.warning("dropping a message on a topic that is not ours: %s", short(msg.topic))
+            self.dropped += 1
+            return []
+        gateway_id, leaf = parsed
+        expected = _EXPECTED.get(leaf)
+        if expected is None:
+            return await self._async_drop(gateway_id, msg.topic, f"unknown topic leaf {leaf!r}")
+        try:
+            message = decode(msg.payload)
+        except DecodeError as exc:
+            return await self._async_drop(gateway_id, msg.topic, f"undecodable payload: {exc}")
+        if not isinstance(message, expected):
+            return await self._async_drop(
+                gateway_id,
+                msg.topic,
+                f"a {getattr(message, 'kind', '?')!r} message does not belong on {leaf!r}",
+            )
+        if message.gateway_id != gateway_id:
+            return await self._async_drop(
+                gateway_id,
+                msg.topic,
+                f"payload names gateway {message.gateway_id!r} but arrived on the topic of "
+                f"{gateway_id!r}",
+            )
+        if isinstance(message, EnvelopeBatch):
+            return await self._async_batch(gateway_id, message)
+        if isinstance(message, CheckoutRequest):
+            return await self._async_checkout(gateway_id, message, msg)
+        if isinstance(message, Heartbeat):
+            await self.runner.async_tx(lambda s: record_heartbeat(s, message))
+            return []
+        assert isinstance(message, GatewayState)
+        went_online = await self.runner.async_tx(lambda s: record_state(s, message))
+        if went_online:
+            push = await self.runner.async_tx(lambda s: rules.user_push(s, gateway_id))
+            return [Outgoing(topics.topic(gateway_id, topics.DOWN_USERS), push)]
+        return []
+
+    async def _async_drop(self, gateway_id: str, topic: str, problem: str) -> list[Outgoing]:
+        self.dropped += 1
+        logger.warning("dropping a message on %s: %s", short(topic), problem[:500])
+        await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
+        return []
+
+    async def _async_batch(self, gateway_id: str, batch: EnvelopeBatch) -> list[Outgoing]:
+        results = await self.runner.async_call(self.replayer.apply_batch, gateway_id, batch)
+        rejected = sum(1 for _, r in results if r.outcome == "rejected")
+        logger.info(
+            "batch %s from %s: %d envelopes, %d results (%d rejected)",
+            batch.batch_id,
+            gateway_id,
+            len(batch.envelopes),
+            len(results),
+            rejected,
+        )
+        return results_messages(results, batch.batch_id)
+
+    async def _async_checkout(
+        self, gateway_id: str, request: CheckoutRequest, msg: Received
+    ) -> list[Outgoing]:
+        def work(session: Session) -> CheckoutAnswer:
+            try:
+                _, wire = rules.check_out(
+                    session, request.activity_id, gateway_id, request.username
+                )
+            except CentralError as exc:
+                return CheckoutAnswer(
+                    gateway_id=gateway_id,
+                    request_id=request.request_id,
+                    ok=False,
+                    code=exc.code,
+                    reason=exc.message,
+                )
+            return CheckoutAnswer(
+                gateway_id=gateway_id, request_id=request.request_id, ok=True, activity=wire
+            )
+
+        answer = await self.runner.async_tx(work)
+        logger.info(
+            "check-out of %s to %s for %s: %s",
+            request.activity_id,
+            gateway_id,
+            request.username,
+            "granted" if answer.ok else answer.code,
+        )
+        reply_to = topics.topic(gateway_id, topics.DOWN_CHECKOUT)
+        # Honour an MQTT 5 response topic, but only inside the asking gateway's downlink.
+        own_down = topics.topic(gateway_id, "down/")
+        if msg.response_topic and msg.response_topic.startswith(own_down):
+            reply_to = msg.response_topic
+        return [Outgoing(reply_to, answer, msg.correlation_data)]
+
+
+# --- gateway bookkeeping (blocking, DB threads) -----------------------------------
+
+
+def note_error(session: Session, gateway_id: str, problem: str) -> None:
+    gw = rules.touch_gateway(session, gateway_id)
+    gw.last_error = problem[:2000]
+    gw.last_error_at = utcnow()
+
+
+def record_heartbeat(session: Session, hb: Heartbeat) -> None:
+    gw = rules.touch_gateway(session, hb.gateway_id)
+    gw.last_heartbeat = hb.model_dump(mode="json")
+    gw.heartbeat_at = utcnow()
+    gw.version = hb.version
+    if gw.state != "online":
+        # A heartbeat proves the gateway is up even if its state message was missed.
+        gw.state = "online"
+        gw.state_at = gw.heartbeat_at
+
+
+def record_state(session: Session, state: GatewayState) -> bool:
+    """Record ``online``/``offline``; True when the gateway (re)appeared online."""
+    gw: Gateway = rules.touch_gateway(session, state.gateway_id)
+    gw.state = state.state
+    gw.state_at = state.at
+    if state.version:
+        gw.version = state.version
+    return state.state == "online"
+
+
+def push_for_all(session: Session) -> list[UserPush]:
+    """A user snapshot for every known gateway (after users or types changed)."""
+    return [rules.user_push(session, gid) for gid in rules.known_gateways(session)]

@@ -1,0 +1,117 @@
+"""The whole central side in one object: database, MQTT bridge, admin API.
+
+For the CLI, the demo and tests::
+
+    bridge = Bridge(config)
+    await bridge.async_start()      # migrates, connects MQTT, listens for the admin API
+    bridge.admin_url, bridge.admin_token
+    await bridge.async_wait_mqtt(timeout=10)
+    ...
+    await bridge.async_stop()
+
+or ``await run_bridge(config, stop_event)`` which serves until the event is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+from aiohttp import web
+
+from cloud_bridge.admin import load_or_create_token, make_app
+from cloud_bridge.bridge import MqttBridge
+from cloud_bridge.config import BridgeConfig
+from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
+from cloud_bridge.dbrunner import DbRunner
+from cloud_bridge.handler import UplinkHandler
+from cloud_bridge.migration import migrate
+from cloud_bridge.replay import Replayer
+
+logger = logging.getLogger(__name__)
+
+
+class Bridge:
+    def __init__(self, config: BridgeConfig, *, client_id: str | None = None) -> None:
+        self.config = config
+        self._client_id = client_id
+        self.db: Database | None = None
+        self.runner: DbRunner | None = None
+        self.handler: UplinkHandler | None = None
+        self.mqtt: MqttBridge | None = None
+        self.admin_token = ""
+        self.admin_url = ""
+        self._site_runner: web.AppRunner | None = None
+
+    async def async_start(self) -> None:
+        cfg = self.config
+        self.db = await asyncio.to_thread(Database.from_url, cfg.central.database_url)
+        try:
+            revision = await asyncio.to_thread(migrate, self.db.engine)
+            logger.info(
+                "central database ready (%s, schema %s)", self.db.engine.url.drivername, revision
+            )
+            self.admin_token = await asyncio.to_thread(self._token)
+            self.runner = DbRunner(self.db)
+            self.handler = UplinkHandler(self.runner, Replayer(self.db))
+            self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
+            await self.mqtt.async_start()
+            app = make_app(self.runner, self.mqtt, self.admin_token, cfg.admin.max_body_bytes)
+            self._site_runner = web.AppRunner(app, access_log=None)
+            await self._site_runner.setup()
+            site = web.TCPSite(self._site_runner, cfg.admin.host, cfg.admin.port)
+            await site.start()
+        except BaseException:
+            await self.async_stop()
+            raise
+        port = cfg.admin.port
+        for addr in self._site_runner.addresses:
+            port = int(addr[1])
+            break
+        self.admin_url = f"http://{cfg.admin.host}:{port}"
+        mark_loop_thread()
+        logger.info(
+            "admin API on %s; MQTT broker %s:%s as %s",
+            self.admin_url,
+            cfg.mqtt.host,
+            cfg.mqtt.port,
+            self.mqtt.client_id,
+        )
+
+    def _token(self) -> str:
+        if self.config.admin.token:
+            return self.config.admin.token
+        token, path = load_or_create_token(Path(self.config.central.data_dir))
+        logger.info("admin token is in %s", path)
+        return token
+
+    async def async_wait_mqtt(self, timeout: float = 10.0) -> None:
+        assert self.mqtt is not None
+        await self.mqtt.client.async_wait_connected(timeout)
+
+    async def async_stop(self) -> None:
+        unmark_loop_thread()
+        if self._site_runner is not None:
+            await self._site_runner.cleanup()
+            self._site_runner = None
+        if self.mqtt is not None:
+            await self.mqtt.async_stop()
+            self.mqtt = None
+        if self.runner is not None:
+            await asyncio.to_thread(self.runner.shutdown)
+            self.runner = None
+        if self.db is not None:
+            await asyncio.to_thread(self.db.dispose)
+            self.db = None
+
+
+async def run_bridge(config: BridgeConfig, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set, then shut down cleanly."""
+    bridge = Bridge(config)
+    await bridge.async_start()
+    try:
+        await stop.wait()
+    finally:
+        logger.info("stopping")
+        await bridge.async_stop()

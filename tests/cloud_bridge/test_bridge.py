@@ -1,0 +1,197 @@
+"""The bridge over a real Mosquitto: end to end, bad payloads, check-out, pushes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+import zlib
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from cloud_bridge.server import Bridge
+from outpost.wire import topics
+from outpost.wire.schemas import (
+    CheckoutAnswer,
+    CheckoutRequest,
+    Dispatch,
+    GatewayState,
+    Heartbeat,
+    Recall,
+    UserPush,
+)
+from tests.cloud_bridge.conftest import Admin, FakeGateway, envelope
+
+MakeGateway = Callable[[str], Awaitable[FakeGateway]]
+
+
+async def test_end_to_end_dispatch_replay_check_in(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    gw = await gateways("site-a")
+    aid = await admin.seed()
+    out = await admin.ok("POST", f"/api/v1/activities/{aid}/dispatch", {"gateway_id": "site-a"})
+    assert (out["state"], out["holder_gateway"], out["holder_user"]) == ("offline", "site-a", "ana")
+    dispatch = await gw.expect("down/dispatch")
+    assert isinstance(dispatch, Dispatch)
+    assert dispatch.activity.id == aid and dispatch.holder == "ana"
+    assert dispatch.activity.form.tables[0].name == "readings"
+    online = await admin.ok("GET", "/api/v1/activities?state=online")
+    assert aid not in [a["id"] for a in online["activities"]]
+    offline = await admin.ok("GET", "/api/v1/activities?state=offline")
+    assert aid in [a["id"] for a in offline["activities"]]
+
+    e1 = envelope(aid, 1, base_version=dispatch.activity.version)
+    e2 = envelope(aid, 2, base_version=dispatch.activity.version, status="completed")
+    await gw.publish(topics.UP_ENVELOPES, gw.batch([e1, e2]))
+    results = await gw.results(2)
+    assert [results[e.envelope_id].outcome for e in (e1, e2)] == ["applied", "applied"]
+    assert results[e2.envelope_id].checked_in
+
+    rec = await admin.ok("GET", f"/api/v1/activities/{aid}/record")
+    assert rec["record"] == e2.record and rec["tables"] == e2.tables
+    assert rec["state"] == "online" and rec["version"] == 2
+    env = await admin.ok("GET", f"/api/v1/envelopes/{e1.envelope_id}")
+    assert env["outcome"] == "applied" and env["applied_at"] and env["received_at"]
+    online = await admin.ok("GET", "/api/v1/activities?state=online")
+    assert aid in [a["id"] for a in online["activities"]]
+
+    # Redelivery of the same batch: the same answers, no second effect.
+    await gw.publish(topics.UP_ENVELOPES, gw.batch([e1, e2]))
+    again = await gw.results(2)
+    assert again == results
+    envs = await admin.ok("GET", f"/api/v1/envelopes?activity_id={aid}")
+    assert len(envs["envelopes"]) == 2
+
+
+async def test_bad_payloads_are_dropped_and_others_flow(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    bad = await gateways("site-bad")
+    good = await gateways("site-good")
+    aid = await admin.seed()
+    await admin.ok("POST", f"/api/v1/activities/{aid}/dispatch", {"gateway_id": "site-good"})
+    await good.expect("down/dispatch")
+    e1 = envelope(aid, 1)
+    payloads: list[bytes] = [
+        b"\x00\xff garbage",  # not our codec
+        b"\x01\x01" + b"not zlib",  # corrupt compression
+        b"\x01\x00{not json",
+        b"\x01\x00" + json.dumps({"kind": "envelope_batch", "gateway_id": "site-bad"}).encode(),
+        b"\x01\x01" + zlib.compress(json.dumps({"kind": "heartbeat", "surprise": 1}).encode()),
+    ]
+    for p in payloads:
+        await bad.publish(topics.UP_ENVELOPES, p)
+    # A batch that names another gateway than its topic's.
+    await bad.publish(topics.UP_ENVELOPES, bad.batch([e1], gateway_id="site-good"))
+    # A message of the wrong kind for the leaf.
+    await bad.publish(
+        topics.UP_ENVELOPES,
+        GatewayState(gateway_id="site-bad", state="online", at=datetime.now(UTC)),
+    )
+    # The good gateway's batch still goes through, after all of that.
+    await good.publish(topics.UP_ENVELOPES, good.batch([e1]))
+    (res,) = (await good.results(1)).values()
+    assert res.outcome == "applied"
+    assert bridge.mqtt is not None and bridge.mqtt.connected
+    assert bridge.handler is not None
+    async with asyncio.timeout(10):
+        while bridge.handler.dropped < len(payloads) + 2:
+            await asyncio.sleep(0.05)
+    info = await admin.ok("GET", "/api/v1/gateways/site-bad")
+    assert "does not belong" in info["last_error"]
+    assert bad.inbox.empty()  # nothing answered to garbage
+    # The envelope the mismatched batch carried was not recorded for anyone.
+    env = await admin.ok("GET", f"/api/v1/envelopes/{e1.envelope_id}")
+    assert env["gateway_id"] == "site-good"
+
+
+async def test_checkout_request_answers_on_response_topic(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    gw = await gateways("site-a")
+    aid = await admin.seed()
+    req = CheckoutRequest(
+        gateway_id="site-a", request_id=uuid.uuid4(), activity_id=aid, username="ana"
+    )
+    await gw.publish(
+        topics.UP_CHECKOUT,
+        req,
+        response_topic=topics.topic("site-a", topics.DOWN_CHECKOUT),
+        correlation_data=req.request_id.bytes,
+    )
+    async with asyncio.timeout(10):
+        while True:
+            leaf, answer, raw = await gw.inbox.get()
+            if leaf == topics.DOWN_CHECKOUT:
+                break
+    assert isinstance(answer, CheckoutAnswer)
+    assert answer.ok and answer.request_id == req.request_id and answer.activity is not None
+    assert raw.correlation_data == req.request_id.bytes
+    # A second request (another gateway) is refused with the rule's code.
+    other = await gateways("site-b")
+    req2 = CheckoutRequest(
+        gateway_id="site-b", request_id=uuid.uuid4(), activity_id=aid, username="ana"
+    )
+    await other.publish(topics.UP_CHECKOUT, req2)
+    answer2 = await other.expect(topics.DOWN_CHECKOUT)
+    assert (answer2.ok, answer2.code) == (False, "already_checked_out")
+    assert answer2.reason
+
+
+async def test_state_heartbeat_and_user_pushes(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    gw = await gateways("site-a")
+    await admin.seed()
+    now = datetime.now(UTC)
+    await gw.publish(
+        topics.STATE, GatewayState(gateway_id="site-a", state="online", at=now, version="0.1.0")
+    )
+    push = await gw.expect(topics.DOWN_USERS)
+    assert isinstance(push, UserPush)
+    assert [u.username for u in push.users] == ["ana"] and push.offline_types == ["inspection"]
+    hb = Heartbeat(
+        gateway_id="site-a",
+        sent_at=now,
+        version="0.1.0",
+        uptime_s=5,
+        counts={"queued": 2, "sent": 1},
+        oldest_pending_s=12.5,
+        rejected=0,
+        disk_free_bytes=10**9,
+        db_bytes=4096,
+        devices=3,
+    )
+    await gw.publish(topics.UP_HEARTBEAT, hb)
+    async with asyncio.timeout(10):
+        while True:
+            info = await admin.ok("GET", "/api/v1/gateways/site-a")
+            if info["heartbeat_at"]:
+                break
+            await asyncio.sleep(0.05)
+    assert info["online"] and info["backlog"] == 3 and info["disk_free_bytes"] == 10**9
+    fleet = await admin.ok("GET", "/api/v1/gateways")
+    assert [g["id"] for g in fleet["gateways"]] == ["site-a"]
+    # A permission change is pushed to every known gateway.
+    await admin.ok("PUT", "/api/v1/users/bob", {"password": "another secret", "offline": False})
+    push = await gw.expect(topics.DOWN_USERS)
+    assert {(u.username, u.offline) for u in push.users} == {("ana", True), ("bob", False)}
+
+
+async def test_cancel_recalls_from_the_holder(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    gw = await gateways("site-a")
+    aid = await admin.seed()
+    await admin.ok("POST", f"/api/v1/activities/{aid}/dispatch", {"gateway_id": "site-a"})
+    await gw.expect(topics.DOWN_DISPATCH)
+    status, body = await admin.call("PATCH", f"/api/v1/activities/{aid}", {"title": "x"})
+    assert (status, body["error"]["code"]) == (409, "checked_out")
+    out = await admin.ok("POST", f"/api/v1/activities/{aid}/cancel", {"reason": "site flooded"})
+    assert out["state"] == "canceled" and out["recalled_from"] == "site-a" and out["recall_sent"]
+    recall = await gw.expect(topics.DOWN_DISPATCH)
+    assert isinstance(recall, Recall) and recall.reason == "site flooded"
+    await gw.publish(topics.UP_ENVELOPES, gw.batch([envelope(aid, 1)]))
+    (res,) = (await gw.results(1)).values()
+    assert (res.outcome, res.code) == ("rejected", "canceled")
