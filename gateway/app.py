@@ -41,7 +41,9 @@ from gateway.api.views import routes
 from gateway.auth import Auth
 from gateway.backhaul import Backhaul, OfflineBackhaul
 from gateway.config import GatewayConfig
+from gateway.discovery import async_announce, discovery_ctx
 from gateway.heartbeat import HeartbeatSource
+from gateway.qr import qr_svg_handler
 from gateway.replication import replication_ctx, status_for_db
 from gateway.scheduler import scheduler_ctx
 from gateway.store import Store
@@ -80,6 +82,8 @@ def background_contexts(
     if isinstance(backhaul, Uplink):
         contexts.append(uplink_ctx)
     contexts.append(scheduler_ctx)
+    if config.discovery.enabled:
+        contexts.append(discovery_ctx)  # last, so its goodbye goes out first at stop
     return contexts
 
 
@@ -121,6 +125,7 @@ def create_app(
     app[UPLOAD_LOCKS_KEY] = {}
     app[STARTED_KEY] = time.monotonic()
     app.add_routes(routes)
+    app.router.add_get("/qr.svg", qr_svg_handler)  # the gateway's address as a QR code
     setup_web(app)  # the crews' web app at /
     app.cleanup_ctx.extend(extra_cleanup_ctx)
     return app
@@ -172,6 +177,7 @@ async def running_gateway(
             await site.start()
             host, port = runner.addresses[0][:2]
             logger.info("gateway %s listening on http://%s:%d", config.gateway.id, host, port)
+            await async_announce(app, int(port))  # mDNS only once HTTP listens
             yield RunningGateway(config, store, app, runner, str(host), int(port))
         finally:
             await runner.cleanup()

@@ -4,6 +4,8 @@
     outpost-gateway run --config gateway.toml --check-config
     outpost-gateway check-config --config gateway.toml
     outpost-gateway restore --config gateway.toml [--force]
+    outpost-gateway discover [--timeout S] [--interface ADDR] [--json]
+    outpost-gateway qr --config gateway.toml [--svg FILE] [--png FILE]
 
 A bad config prints one line naming the key and the problem and exits 2.
 """
@@ -16,6 +18,8 @@ import sys
 from collections.abc import Sequence
 
 from gateway import config as gateway_config
+from gateway.discover import add_discover_arguments, discover_main
+from gateway.qr import add_qr_arguments, qr_main
 from gateway.store import StoreError
 from outpost.config import ConfigError
 
@@ -36,11 +40,19 @@ def _parser() -> argparse.ArgumentParser:
     restore.add_argument(
         "--force", action="store_true", help="replace an existing database (kept beside it)"
     )
+    discover = sub.add_parser("discover", help="list the gateways answering on the LAN (mDNS)")
+    add_discover_arguments(discover)
+    qr = sub.add_parser("qr", help="print the gateway's URL and a QR code of it")
+    add_qr_arguments(qr)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "discover":
+        return discover_main(args)
+    if args.command == "qr":
+        return qr_main(args)
     if args.command == "restore":
         from gateway.restore import restore_main
 

@@ -310,24 +310,21 @@ class Advertiser:
 DISCOVERY_KEY = web.AppKey("outpost_discovery", Advertiser)
 
 
-def discovery_ctx(
-    config: GatewayConfig,
-) -> Callable[[web.Application], AsyncIterator[None]]:
-    """A ``cleanup_ctx`` entry: creates the advertiser, withdraws it at cleanup.
+async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
+    """A ``cleanup_ctx`` service: creates the advertiser from the app's config,
+    withdraws it (goodbye) at cleanup.
 
-    Append it only when ``config.discovery.enabled``. Announcing waits for
-    :func:`async_announce` (called once the site listens, with the real port).
+    Add it only when ``discovery.enabled``. Announcing waits for
+    :func:`async_announce`, called once the site listens, with the real port.
     """
+    from gateway.api.keys import CONFIG_KEY  # the app's state; imported late (heavy)
 
-    async def _discovery(app: web.Application) -> AsyncIterator[None]:
-        advertiser = Advertiser.from_config(config)
-        app[DISCOVERY_KEY] = advertiser
-        try:
-            yield
-        finally:
-            await advertiser.async_stop()
-
-    return _discovery
+    advertiser = Advertiser.from_config(app[CONFIG_KEY])
+    app[DISCOVERY_KEY] = advertiser
+    try:
+        yield
+    finally:
+        await advertiser.async_stop()
 
 
 async def async_announce(app: web.Application, port: int) -> None:

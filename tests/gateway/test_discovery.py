@@ -16,6 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from zeroconf import ServiceInfo
 
+from gateway.api.keys import CONFIG_KEY
 from gateway.config import GatewayConfig
 from gateway.discover import FoundGateway, async_discover
 from gateway.discovery import (
@@ -31,7 +32,7 @@ from gateway.discovery import (
     txt_properties,
 )
 from outpost import __version__
-from tests.support.mdns import THIRD_PARTY_BROWSER, BrowserProcess
+from tests.support.mdns import THIRD_PARTY_BROWSER, PeerProcess
 
 LOOPBACK = ["127.0.0.1"]
 
@@ -138,7 +139,7 @@ async def test_announced_services_carry_id_site_api_and_path(advertiser: Adverti
 async def test_python_zeroconf_browser_in_another_process_sees_announce_and_goodbye(
     advertiser: Advertiser,
 ) -> None:
-    browser = await BrowserProcess.start(
+    browser = await PeerProcess.start(
         sys.executable, "-c", THIRD_PARTY_BROWSER, "127.0.0.1", OUTPOST_SERVICE, HTTP_SERVICE
     )
     try:
@@ -174,9 +175,14 @@ async def test_discovery_ctx_announces_the_listening_port_and_withdraws_on_clean
     config = GatewayConfig.model_validate(
         {"gateway": {"id": gateway_id, "site": "Ctx Site"}, "discovery": {"interfaces": LOOPBACK}}
     )
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(text="web app")
+
     app = web.Application()
-    app.router.add_get("/", lambda _: web.Response(text="web app"))
-    app.cleanup_ctx.append(discovery_ctx(config))
+    app[CONFIG_KEY] = config
+    app.router.add_get("/", index)
+    app.cleanup_ctx.append(discovery_ctx)
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:
