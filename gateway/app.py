@@ -51,6 +51,12 @@ from gateway.store.blobs import BlobFiles
 from gateway.store.store import DB_FILENAME
 from gateway.uplink import Uplink, uplink_ctx
 from gateway.web import setup_web
+from outpost.notify import (
+    Notifier,
+    async_install_test_stall_trigger,
+    start_watchdog,
+    stop_watchdog,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -192,11 +198,22 @@ async def async_serve(config: GatewayConfig, stop: asyncio.Event | None = None) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # systemd (Type=notify): READY once the store is open and the API listens;
+    # WATCHDOG pings while the loop turns and the store writer is healthy.
+    notifier = Notifier.from_env()
+    async_install_test_stall_trigger()  # test-only, off unless OUTPOST_TEST_STALL_SIGNAL=1
     try:
-        async with running_gateway(config):
-            await stop.wait()
+        async with running_gateway(config) as gw:
+            notifier.ready(f"gateway {config.gateway.id} serving on {gw.url}")
+            watchdog = start_watchdog(notifier, gw.store.is_healthy)
+            try:
+                await stop.wait()
+            finally:
+                notifier.stopping(f"gateway {config.gateway.id} stopping")
+                await stop_watchdog(watchdog)
             logger.info("stopping gateway %s", config.gateway.id)
     finally:
+        notifier.close()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
 

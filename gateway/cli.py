@@ -13,7 +13,6 @@ A bad config prints one line naming the key and the problem and exits 2.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
@@ -22,6 +21,7 @@ from gateway.discover import add_discover_arguments, discover_main
 from gateway.qr import add_qr_arguments, qr_main
 from gateway.store import StoreError
 from outpost.config import ConfigError
+from outpost.logs import setup_logging
 
 PROG = "outpost-gateway"
 
@@ -65,11 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config" or args.check_config:
         print(f"{PROG}: config OK (gateway {config.gateway.id}, data in {config.gateway.data_dir})")
         return 0
-    logging.basicConfig(
-        level=args.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_logging(args.log_level)  # journald priorities under systemd
     from gateway.app import run  # heavy imports only when serving
 
     try:
