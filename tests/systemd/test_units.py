@@ -150,7 +150,13 @@ def test_gateway_unit_has_what_the_appliance_promises() -> None:
     assert s["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6 AF_NETLINK"]
     assert s["ProtectSystem"] == ["strict"] and s["MemoryDenyWriteExecute"] == ["yes"]
     assert s["StateDirectory"] == ["outpost"] and s["ConfigurationDirectory"] == ["outpost"]
-    assert s["LoadCredential"] == ["mqtt_key:/etc/outpost/tls/gateway.key"]
+    # The provisioned key is required; the S3 keys are looked up by name
+    # (relative), which systemd skips when missing.
+    assert s["LoadCredential"] == [
+        "mqtt_key:/etc/outpost/tls/gateway.key",
+        "s3_access_key_id:outpost.s3_access_key_id",
+        "s3_secret_access_key:outpost.s3_secret_access_key",
+    ]
     assert s["Environment"][-1] == "OUTPOST_MQTT_KEY=%d/mqtt_key"
     # A 1 GB Pi keeps room for the OS, the page cache and SQLite.
     max_mb = int(s["MemoryMax"][0].removesuffix("M"))
