@@ -13,6 +13,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -292,3 +293,72 @@ async def test_two_gateways_with_one_name_are_kept_apart(netns_pair: NetnsPair) 
         if second is not None:
             await second.close()
         await first.close()
+
+
+async def test_real_gateway_run_is_found_serves_its_qr_and_says_goodbye_on_sigterm(
+    netns_pair: NetnsPair, tmp_path: Path
+) -> None:
+    """`outpost-gateway run` in one namespace; a technician's laptop in the other."""
+    pair = netns_pair
+    gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
+    config = tmp_path / "gateway.toml"
+    config.write_text(
+        f"""
+[gateway]
+id = "{gateway_id}"
+site = "Substation 9"
+data_dir = "{tmp_path / "data"}"
+[lan]
+host = "0.0.0.0"
+port = 8080
+[mqtt]
+enabled = false
+[discovery]
+interfaces = ["{pair.if_a}"]
+""",
+        encoding="utf-8",
+    )
+    browser = await start_in(
+        pair, pair.ns_b, sys.executable, "-c", THIRD_PARTY_BROWSER, pair.addr_b, "_http._tcp.local."
+    )
+    gateway = await start_in(
+        pair, pair.ns_a, sys.executable, "-m", "gateway", "run", "--config", str(config)
+    )
+    try:
+        await browser.expect(event="browsing")
+        # a generic DNS-SD browser finds the web app: _http._tcp with path=/
+        added = await browser.expect(
+            event="added", where=lambda e: e.get("props", {}).get("id") == gateway_id
+        )
+        assert (added["addresses"], added["port"]) == ([pair.addr_a], 8080)
+        assert added["props"]["path"] == "/"
+        assert added["server"] == f"outpost-{gateway_id}.local."
+
+        rc, out, err = await run_in(
+            pair, pair.ns_b, sys.executable, "-m", "gateway", "discover",
+            "--timeout", "1.5", "--interface", pair.addr_b, "--json",
+        )  # fmt: skip
+        assert rc == 0, err
+        (found,) = [g for g in json.loads(out) if g["gateway_id"] == gateway_id]
+        assert (found["site"], found["url"]) == ("Substation 9", f"http://{pair.addr_a}:8080/")
+
+        # the status page's QR code names the address the phone reached the gateway by
+        rc, out, err = await run_in(
+            pair, pair.ns_b, sys.executable, "-c",
+            "import urllib.request, sys; r = urllib.request.urlopen(sys.argv[1], timeout=5); "
+            "print(r.headers['Content-Type']); print(r.read().decode())",
+            f"http://{pair.addr_a}:8080/qr.svg",
+        )  # fmt: skip
+        assert rc == 0, err
+        content_type, svg = out.split("\n", 1)
+        assert content_type.startswith("image/svg+xml")
+        assert f"<title>http://{pair.addr_a}:8080/</title>" in svg
+
+        assert gateway.proc.pid is not None
+        # SIGTERM to the gateway (the child of `ip netns exec`, which execs it)
+        gateway.proc.send_signal(signal.SIGTERM)
+        await browser.expect(event="removed", name=added["name"])
+        assert await asyncio.wait_for(gateway.proc.wait(), 10) == 0
+    finally:
+        await gateway.close()
+        await browser.close()
