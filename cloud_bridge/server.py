@@ -28,6 +28,7 @@ from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.handler import UplinkHandler
 from cloud_bridge.migration import migrate
 from cloud_bridge.replay import Replayer
+from outpost.notify import Notifier, start_watchdog, stop_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -110,8 +111,16 @@ async def run_bridge(config: BridgeConfig, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set, then shut down cleanly."""
     bridge = Bridge(config)
     await bridge.async_start()
+    # systemd (Type=notify): READY once the database is migrated and the admin
+    # API listens; WATCHDOG pings while the event loop turns.
+    notifier = Notifier.from_env()
+    notifier.ready(f"bridge admin API on {bridge.admin_url}")
+    watchdog = start_watchdog(notifier, lambda: True)
     try:
         await stop.wait()
     finally:
         logger.info("stopping")
+        notifier.stopping("bridge stopping")
+        await stop_watchdog(watchdog)
         await bridge.async_stop()
+        notifier.close()
