@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup deps test test-soak demo lint typecheck bench lock clean
+.PHONY: setup deps test test-soak demo lint typecheck bench lock clean install uninstall
 
 setup: $(STAMP) deps
 
@@ -50,6 +50,16 @@ lock:
 	{ echo "# Locked dependencies for Outpost (runtime + dev). Regenerate with: make lock"; \
 	  .lockvenv/bin/pip freeze --exclude-editable | grep -v '^outpost'; } > requirements.lock
 	rm -rf .lockvenv
+
+# The appliance as systemd services (docs/install.md), as root:
+#   make install [PREFIX=/opt/outpost] [DESTDIR=/stage] [INSTALL_ARGS="--bundle site-a.bundle --port80"]
+#   make uninstall [PURGE=1]   (keeps /var/lib/outpost and /etc/outpost unless PURGE=1)
+PREFIX ?= /opt/outpost
+install:
+	bash scripts/install.sh --prefix $(PREFIX) $(if $(DESTDIR),--root $(DESTDIR)) $(INSTALL_ARGS)
+
+uninstall:
+	bash scripts/uninstall.sh --prefix $(PREFIX) $(if $(DESTDIR),--root $(DESTDIR)) $(if $(PURGE),--purge)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
