@@ -26,7 +26,11 @@ class AdminSection(Section):
 
 
 class BridgeMqttSection(MqttSection):
-    shared: bool = True  # MQTT 5 shared subscription, so workers split the load
+    # MQTT 5 shared subscription, so several workers split the load. Off by default:
+    # Mosquitto 2.0.x does not restore shared subscriptions from persistence, so after a
+    # broker restart uplink published before the bridge resubscribes is lost (measured;
+    # gateways resend after their ack timeout). A plain subscription survives it.
+    shared: bool = False
     # The shared-subscription group. Provisioned fleets get a random name that no
     # gateway knows: a gateway joining the bridges' group would make Mosquitto drop
     # the uplink messages it is dealt (see docs/provisioning.md).

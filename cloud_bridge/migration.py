@@ -70,6 +70,8 @@ def migrate(engine: Engine) -> str | None:
             logger.info("backed up the central database to %s before migrating", backup)
     logger.info("migrating the central database from revision %s to %s", current, head)
     cfg = _alembic_config()
+    # Alembic announces its plugins and context at INFO; our own lines say what matters.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
