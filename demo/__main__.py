@@ -73,7 +73,9 @@ class Api:
         self.base = base
         self.token = token
 
-    async def call(self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)) -> Any:
+    async def call(
+        self, method: str, path: str, body: Any = None, ok: tuple[int, ...] = (200, 201)
+    ) -> Any:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         async with self.session.request(method, self.base + path, json=body, headers=headers) as r:
             data = await r.json(content_type=None) if r.content_length != 0 else None
@@ -86,8 +88,8 @@ def write_configs(broker: Broker, lan_port: int, admin_port: int) -> tuple[Path,
     bridge = VAR / "bridge.toml"
     bridge.write_text(
         f"""[central]
-database_url = "sqlite:///{VAR / 'central' / 'central.db'}"
-data_dir = "{VAR / 'central'}"
+database_url = "sqlite:///{VAR / "central" / "central.db"}"
+data_dir = "{VAR / "central"}"
 [admin]
 host = "127.0.0.1"
 port = {admin_port}
@@ -103,7 +105,7 @@ keepalive = 10
         f"""[gateway]
 id = "{GATEWAY_ID}"
 site = "Demo substation"
-data_dir = "{VAR / 'gateway'}"
+data_dir = "{VAR / "gateway"}"
 [lan]
 host = "127.0.0.1"
 port = {lan_port}
@@ -148,8 +150,13 @@ async def wait_until(what: str, check: Any, timeout: float = 60.0) -> Any:
         await asyncio.sleep(0.2)
 
 
-def envelope(activity: dict[str, Any], seq: int, status: str, record: dict[str, Any],
-             readings: list[dict[str, Any]]) -> dict[str, Any]:
+def envelope(
+    activity: dict[str, Any],
+    seq: int,
+    status: str,
+    record: dict[str, Any],
+    readings: list[dict[str, Any]],
+) -> dict[str, Any]:
     return {
         "envelope_id": str(uuid.uuid4()),
         "activity_id": activity["id"],
@@ -165,7 +172,7 @@ def envelope(activity: dict[str, Any], seq: int, status: str, record: dict[str, 
 
 async def counts(gw: Api) -> dict[str, int]:
     status = await gw.call("GET", "/api/v1/status")
-    return dict(status.get("envelopes", {}).get("counts", status.get("counts", {})))
+    return dict(status["envelopes"])
 
 
 def fmt(c: dict[str, int]) -> str:
@@ -178,13 +185,19 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         gw = Api(http, f"http://127.0.0.1:{lan}")
 
         say("central", "defining the 'inspection' form and the crew")
-        await central.call("POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM})
+        await central.call(
+            "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
+        )
         for user, password in CREW.items():
-            await central.call("PUT", f"/api/v1/users/{user}", {"password": password, "offline": True})
+            await central.call(
+                "PUT", f"/api/v1/users/{user}", {"password": password, "offline": True}
+            )
 
         async def gateway_knows_users() -> bool:
-            r = await http.post(f"http://127.0.0.1:{lan}/api/v1/session",
-                                json={"username": "ana", "password": CREW["ana"]})
+            r = await http.post(
+                f"http://127.0.0.1:{lan}/api/v1/session",
+                json={"username": "ana", "password": CREW["ana"]},
+            )
             ok = r.status == 201 or r.status == 200
             if ok:
                 gw.token = (await r.json())["token"]
@@ -196,16 +209,23 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
 
         acts = []
         for title in ("North fence inspection", "Transformer T2 readings", "Battery room check"):
-            act = await central.call("POST", "/api/v1/activities",
-                                     {"title": title, "type": "inspection", "responsible": "ana"})
-            await central.call("POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "ana"})
-            await central.call("POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": GATEWAY_ID})
+            act = await central.call(
+                "POST",
+                "/api/v1/activities",
+                {"title": title, "type": "inspection", "responsible": "ana"},
+            )
+            await central.call(
+                "POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "ana"}
+            )
+            await central.call(
+                "POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": GATEWAY_ID}
+            )
             acts.append(act)
         say("central", f"{len(acts)} activities approved by ana and dispatched to {GATEWAY_ID}")
 
         async def all_offline() -> list[dict[str, Any]] | None:
             items = await gw.call("GET", "/api/v1/activities")
-            items = items.get("activities", items) if isinstance(items, dict) else items
+            items = items["activities"]
             return items if len(items) >= len(acts) else None
 
         listed = await wait_until("the dispatches to reach the gateway", all_offline)
@@ -214,13 +234,32 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
 
         a1, a2, a3 = (by_id[a["id"]] for a in acts)
         await gw.call("POST", "/api/v1/envelopes", envelope(a1, 1, "draft", {"site_ok": True}, []))
-        await gw.call("POST", "/api/v1/envelopes", envelope(
-            a1, 2, "draft", {"site_ok": True, "notes": "fence cut on north side"},
-            [{"meter": "F1", "value": 1.0}]))
-        say("crew", f"two drafts saved on '{a1['title']}' — drafts stay on the gateway: {fmt(await counts(gw))}")
-        await gw.call("POST", "/api/v1/envelopes", envelope(
-            a1, 3, "completed", {"site_ok": False, "notes": "fence cut on north side", "risk": "high"},
-            [{"meter": "F1", "value": 1.0}, {"meter": "F2", "value": 0.0}]))
+        await gw.call(
+            "POST",
+            "/api/v1/envelopes",
+            envelope(
+                a1,
+                2,
+                "draft",
+                {"site_ok": True, "notes": "fence cut on north side"},
+                [{"meter": "F1", "value": 1.0}],
+            ),
+        )
+        say(
+            "crew",
+            f"two drafts saved on '{a1['title']}' — drafts stay on the gateway: {fmt(await counts(gw))}",
+        )
+        await gw.call(
+            "POST",
+            "/api/v1/envelopes",
+            envelope(
+                a1,
+                3,
+                "completed",
+                {"site_ok": False, "notes": "fence cut on north side", "risk": "high"},
+                [{"meter": "F1", "value": 1.0}, {"meter": "F2", "value": 0.0}],
+            ),
+        )
         say("crew", f"'{a1['title']}' completed: it goes up with its drafts, in order")
 
         async def applied(n: int) -> bool:
@@ -233,10 +272,20 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         broker.stop()
         await wait_until("the gateway to notice", lambda: link_is(gw, "down"), 30)
         for seq, status in ((1, "draft"), (2, "completed")):
-            await gw.call("POST", "/api/v1/envelopes", envelope(
-                a2, seq, status, {"site_ok": True, "risk": "low"},
-                [{"meter": f"T2-{i}", "value": 230.0 + i} for i in range(5)]))
-        await gw.call("POST", "/api/v1/envelopes", envelope(a3, 1, "completed", {"site_ok": True}, []))
+            await gw.call(
+                "POST",
+                "/api/v1/envelopes",
+                envelope(
+                    a2,
+                    seq,
+                    status,
+                    {"site_ok": True, "risk": "low"},
+                    [{"meter": f"T2-{i}", "value": 230.0 + i} for i in range(5)],
+                ),
+            )
+        await gw.call(
+            "POST", "/api/v1/envelopes", envelope(a3, 1, "completed", {"site_ok": True}, [])
+        )
         say("crew", f"kept working while dark; safe on the gateway's disk: {fmt(await counts(gw))}")
 
         say("backhaul", "BACK — the link returns (the broker starts)")
@@ -244,7 +293,7 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         await wait_until("the backlog to drain", lambda: applied(6), 60)
         say("central", f"everything applied exactly once: {fmt(await counts(gw))}")
         online = await central.call("GET", "/api/v1/activities?state=online")
-        online = online.get("activities", online) if isinstance(online, dict) else online
+        online = online["activities"] if isinstance(online, dict) else online
         say("central", f"{len(online)} activities checked back in and online again")
         record = await central.call("GET", f"/api/v1/activities/{a1['id']}/record")
         say("central", f"record of '{a1['title']}': {record.get('record', record)}")
@@ -270,14 +319,29 @@ def main() -> int:
     try:
         broker.start()
         say("broker", f"Mosquitto on 127.0.0.1:{broker.port}")
-        procs.append(start([str(bin_dir / "outpost-bridge"), "run", "--config", str(bridge_cfg)], VAR / "bridge.log"))
-        procs.append(start([str(bin_dir / "outpost-gateway"), "run", "--config", str(gateway_cfg)], VAR / "gateway.log"))
+        procs.append(
+            start(
+                [str(bin_dir / "outpost-bridge"), "run", "--config", str(bridge_cfg)],
+                VAR / "bridge.log",
+            )
+        )
+        procs.append(
+            start(
+                [str(bin_dir / "outpost-gateway"), "run", "--config", str(gateway_cfg)],
+                VAR / "gateway.log",
+            )
+        )
         for port, name, proc in ((admin, "bridge", procs[0]), (lan, "gateway", procs[1])):
             try:
                 wait_port(port, timeout=30)
             except TimeoutError:
-                raise DemoError(f"the {name} did not start (exit {proc.poll()}); see {VAR}/{name}.log") from None
-        say("start", f"central bridge (admin API :{admin}) and gateway {GATEWAY_ID} (LAN API :{lan}) are up")
+                raise DemoError(
+                    f"the {name} did not start (exit {proc.poll()}); see {VAR}/{name}.log"
+                ) from None
+        say(
+            "start",
+            f"central bridge (admin API :{admin}) and gateway {GATEWAY_ID} (LAN API :{lan}) are up",
+        )
         asyncio.run(story(broker, lan, admin))
         print()
         print("Outpost is running:")
