@@ -14,11 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from provisioning import broker, bundle, configs
+from provisioning.bundle import BundleKind
 from provisioning.ca import (
     BRIDGE_PREFIX,
     CA_KEY,
     CRL,
     Fleet,
+    Issued,
     bridge_cn,
     check_gateway_id,
     pem_cert,
@@ -100,6 +102,55 @@ def cmd_init_ca(args: argparse.Namespace) -> None:
     )
 
 
+def _render_config(fleet: Fleet, kind: str, cn: str, details: dict[str, str]) -> str:
+    """The bundle's config, from what the index records about the identity."""
+    host, port = _parse_broker(details["broker"])
+    root = bundle.DEFAULT_ROOT
+    data_dir = details.get("data_dir", configs.DEFAULT_DATA_DIR)
+    if kind == "gateway":
+        interfaces = [i for i in details.get("interfaces", "").split(",") if i]
+        return configs.gateway_toml(
+            cn, details["site"], host, port, root, data_dir=data_dir, interfaces=interfaces
+        )
+    group = fleet.get("share_group")
+    if not isinstance(group, str):
+        group = f"outpost-bridge-{secrets.token_hex(8)}"
+        fleet.set("share_group", group)
+    return configs.bridge_toml(
+        cn,
+        host,
+        port,
+        root,
+        share_group=group,
+        data_dir=data_dir,
+        database_url=details.get("database_url", configs.DEFAULT_DATABASE_URL),
+    )
+
+
+def _issue_bundle(
+    fleet: Fleet, kind: BundleKind, cn: str, details: dict[str, str], days: int, out: Path
+) -> Issued:
+    """A new key and certificate for ``cn`` and the bundle holding them, written to ``out``."""
+    toml = _render_config(fleet, kind, cn, details)  # fails before anything is issued
+    issued = fleet.issue(cn, kind, days, details=details)
+    data = bundle.build(
+        kind,
+        cn,
+        {
+            f"{kind}.toml": toml,
+            "tls/ca.crt": pem_cert(fleet.ca_cert).decode(),
+            f"tls/{kind}.crt": issued.cert_pem.decode(),
+            f"tls/{kind}.key": issued.key_pem.decode(),
+        },
+        fleet.ca_key,
+        fleet.ca_cert,
+        bundle.DEFAULT_ROOT,
+    )
+    bundle.write(out, data)
+    fleet.save()
+    return issued
+
+
 def cmd_add_gateway(args: argparse.Namespace) -> None:
     gateway_id: str = args.id
     check_gateway_id(gateway_id)
@@ -111,40 +162,17 @@ def cmd_add_gateway(args: argparse.Namespace) -> None:
         if existing is not None:
             raise ProvisionError(
                 f"gateway {gateway_id!r} already exists (certificate valid until "
-                f"{_date(existing.not_after)}); revoke it first to issue a new identity"
+                f"{_date(existing.not_after)}); use `renew` for a new certificate, "
+                "or revoke it first to issue a new identity"
             )
-        root = bundle.DEFAULT_ROOT
-        toml = configs.gateway_toml(
-            gateway_id,
-            args.site,
-            host,
-            port,
-            root,
-            data_dir=args.data_dir,
-            interfaces=args.interface,
-        )
+        details = {
+            "site": args.site,
+            "broker": f"{host}:{port}",
+            "data_dir": args.data_dir,
+            "interfaces": ",".join(args.interface or []),
+        }
         out = _bundle_out(args, args.dir, gateway_id)
-        issued = fleet.issue(
-            gateway_id,
-            "gateway",
-            args.days,
-            details={"site": args.site, "broker": f"{host}:{port}"},
-        )
-        data = bundle.build(
-            "gateway",
-            gateway_id,
-            {
-                "gateway.toml": toml,
-                "tls/ca.crt": pem_cert(fleet.ca_cert).decode(),
-                "tls/gateway.crt": issued.cert_pem.decode(),
-                "tls/gateway.key": issued.key_pem.decode(),
-            },
-            fleet.ca_key,
-            fleet.ca_cert,
-            root,
-        )
-        bundle.write(out, data)
-        fleet.save()
+        issued = _issue_bundle(fleet, "gateway", gateway_id, details, args.days, out)
     _say(
         f"Issued gateway {gateway_id!r} ({args.site}, broker {host}:{port}), certificate valid until "
         f"{_date(issued.record.not_after)}.",
@@ -162,43 +190,45 @@ def cmd_add_bridge(args: argparse.Namespace) -> None:
         if existing is not None:
             raise ProvisionError(
                 f"bridge {cn!r} already exists (certificate valid until {_date(existing.not_after)}); "
-                "revoke it first, or give another name"
+                "use `renew`, revoke it first, or give another name"
             )
-        group = fleet.get("share_group")
-        if not isinstance(group, str):
-            group = f"outpost-bridge-{secrets.token_hex(8)}"
-            fleet.set("share_group", group)
-        root = bundle.DEFAULT_ROOT
-        toml = configs.bridge_toml(
-            cn,
-            host,
-            port,
-            root,
-            share_group=group,
-            data_dir=args.data_dir,
-            database_url=args.database_url,
-        )
+        details = {
+            "broker": f"{host}:{port}",
+            "data_dir": args.data_dir,
+            "database_url": args.database_url,
+        }
         out = _bundle_out(args, args.dir, cn)
-        issued = fleet.issue(cn, "bridge", args.days, details={"broker": f"{host}:{port}"})
-        data = bundle.build(
-            "bridge",
-            cn,
-            {
-                "bridge.toml": toml,
-                "tls/ca.crt": pem_cert(fleet.ca_cert).decode(),
-                "tls/bridge.crt": issued.cert_pem.decode(),
-                "tls/bridge.key": issued.key_pem.decode(),
-            },
-            fleet.ca_key,
-            fleet.ca_cert,
-            root,
-        )
-        bundle.write(out, data)
-        fleet.save()
+        issued = _issue_bundle(fleet, "bridge", cn, details, args.days, out)
     _say(
         f"Issued bridge identity {cn!r} (broker {host}:{port}), certificate valid until "
         f"{_date(issued.record.not_after)}; bundle: {out} (0600).",
         f"Run `{PROG} broker-config` again so the broker's ACL lets {cn!r} in.",
+    )
+
+
+def cmd_renew(args: argparse.Namespace) -> None:
+    cn: str = args.id
+    Fleet.open(args.dir)
+    with locked(args.dir):
+        fleet = Fleet.open(args.dir)
+        current = fleet.active(cn)
+        if current is None or current.kind == "broker":
+            raise ProvisionError(
+                f"{cn!r} has no valid certificate to renew in {args.dir} "
+                "(revoked or expired identities get a new one with add-gateway/add-bridge)"
+            )
+        details = dict(current.details)
+        if args.broker is not None:
+            host, port = _parse_broker(args.broker)
+            details["broker"] = f"{host}:{port}"
+        kind: BundleKind = "gateway" if current.kind == "gateway" else "bridge"
+        out = _bundle_out(args, args.dir, cn)
+        issued = _issue_bundle(fleet, kind, cn, details, args.days, out)
+    _say(
+        f"Renewed {kind} {cn!r}: new key and certificate valid until {_date(issued.record.not_after)}; "
+        f"the old one stays valid until {_date(current.not_after)}.",
+        f"Bundle: {out}; on the device: {PROG} install {out.name} --force "
+        f"(replaces {kind}.toml: keep local settings in /etc/outpost/{kind}.env), then restart outpost-{kind}",
     )
 
 
@@ -323,6 +353,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=configs.DEFAULT_DATA_DIR, help="bridge data directory")
     p.add_argument("--database-url", default=configs.DEFAULT_DATABASE_URL, help="central DB URL")
     p.set_defaults(func=cmd_add_bridge)
+
+    p = sub.add_parser("renew", help="a new key and certificate for an identity, same settings")
+    fleet_dir(p)
+    p.add_argument("id", help=f"gateway id, or {BRIDGE_PREFIX}NAME for a bridge")
+    p.add_argument("--broker", help="HOST:PORT, if the broker address changed")
+    p.add_argument("--out", type=Path, help="bundle file or directory (default DIR/bundles/)")
+    p.add_argument("--days", type=int, default=825, help="certificate validity (default 825)")
+    p.set_defaults(func=cmd_renew)
 
     p = sub.add_parser("broker-config", help="write the Mosquitto config, ACL, CA and CRL")
     fleet_dir(p)

@@ -303,3 +303,43 @@ def test_installed_gateway_config_loads_and_its_credentials_check(
     creds = check_credentials(cfg.mqtt)
     assert creds.cert_expires is not None
     assert os.access(root / "tls" / "ca.crt", os.R_OK)
+
+
+def test_renew_issues_a_new_certificate_with_the_same_settings(
+    fleet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(
+        capsys,
+        "add-gateway",
+        "site-a",
+        "--site",
+        "Quarry",
+        "--broker",
+        "mq:8883",
+        "--interface",
+        "eth0",
+        "--dir",
+        str(fleet_dir),
+    )
+    path = fleet_dir / "bundles" / "site-a.bundle"
+    old = json.loads(path.read_text())
+    root = tmp_path / "root"
+    assert run(capsys, "install", str(path), "--root", str(root))[0] == 0
+    rc, out, err = run(capsys, "renew", "site-a", "--dir", str(fleet_dir))
+    assert rc == 0 and err == "" and len(out.splitlines()) == 2 and "--force" in out
+    new = json.loads(path.read_text())
+    assert new["files"]["tls/gateway.crt"] != old["files"]["tls/gateway.crt"]
+    assert new["files"]["tls/gateway.key"] != old["files"]["tls/gateway.key"]
+    cfg = GatewayConfig.model_validate(tomllib.loads(new["files"]["gateway.toml"]))
+    assert (cfg.gateway.site, cfg.mqtt.host, cfg.discovery.interfaces) == ("Quarry", "mq", ["eth0"])
+    rc, _, err = run(capsys, "install", str(path), "--root", str(root))
+    assert rc == 1 and "--force" in err
+    assert run(capsys, "install", str(path), "--root", str(root), "--force")[0] == 0
+    installed = x509.load_pem_x509_certificate((root / "tls" / "gateway.crt").read_bytes())
+    assert installed == x509.load_pem_x509_certificate(new["files"]["tls/gateway.crt"].encode())
+    # Revoking the id revokes both certificates; a revoked id cannot be renewed.
+    assert run(capsys, "revoke", "site-a", "--dir", str(fleet_dir))[0] == 0
+    crl = x509.load_pem_x509_crl((fleet_dir / "crl.pem").read_bytes())
+    assert len(list(crl)) == 2
+    rc, _, err = run(capsys, "renew", "site-a", "--dir", str(fleet_dir))
+    assert rc == 1 and "no valid certificate to renew" in err
