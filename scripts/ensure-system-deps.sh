@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make sure the system programs Outpost's tests and demo run for real exist:
-# mosquitto (broker), chromium (browser tests), systemd-analyze (unit checks).
+# mosquitto (broker), chromium (browser tests), systemd-analyze (unit checks),
+# iproute2 + avahi-daemon/avahi-utils/dbus (mDNS tests in network namespaces).
 # On Debian as root they are installed; otherwise one line says what to install.
 set -euo pipefail
 
@@ -8,6 +9,12 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+# mDNS tests: network namespaces (ip), and Debian's avahi-browse as a third-party
+# browser; the test runs avahi-daemon on a private D-Bus inside its own namespace.
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
+command -v avahi-browse >/dev/null 2>&1 || need+=(avahi-utils)
+command -v avahi-daemon >/dev/null 2>&1 || [ -x /usr/sbin/avahi-daemon ] || need+=(avahi-daemon)
+command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
