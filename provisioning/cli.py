@@ -154,6 +154,8 @@ def _issue_bundle(
 def cmd_add_gateway(args: argparse.Namespace) -> None:
     gateway_id: str = args.id
     check_gateway_id(gateway_id)
+    if not args.site.strip() or len(args.site) > 63:
+        raise ProvisionError(f"--site {args.site!r}: give the site's name in 1 to 63 characters")
     host, port = _parse_broker(args.broker)
     Fleet.open(args.dir)  # a clear error before taking the lock if there is no fleet
     with locked(args.dir):

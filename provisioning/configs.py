@@ -10,6 +10,8 @@ import datetime as dt
 import json
 import tomllib
 
+from pydantic import ValidationError
+
 from cloud_bridge.config import BridgeConfig
 from gateway.config import GatewayConfig
 from outpost.config import ConfigError, load_config
@@ -125,9 +127,15 @@ def bridge_toml(
 def _check(model: type[GatewayConfig] | type[BridgeConfig], text: str, name: str) -> None:
     try:
         model.model_validate(tomllib.loads(text))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(part) for part in first["loc"])
+        raise ProvisionError(
+            f"the generated {name} would not load: {loc}: {first['msg']} (got {first.get('input')!r})"
+        ) from None
     except (tomllib.TOMLDecodeError, ValueError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ProvisionError(f"the generated {name} would not load: {first}") from None
+        first_line = str(exc).splitlines()[0]
+        raise ProvisionError(f"the generated {name} would not load: {first_line}") from None
 
 
 def load_installed(
