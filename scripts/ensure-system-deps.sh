@@ -15,6 +15,8 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v avahi-browse >/dev/null 2>&1 || need+=(avahi-utils)
 command -v avahi-daemon >/dev/null 2>&1 || [ -x /usr/sbin/avahi-daemon ] || need+=(avahi-daemon)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+# zbarimg reads back the gateway's QR codes in the tests
+command -v zbarimg >/dev/null 2>&1 || need+=(zbar-tools)
 
 [ ${#need[@]} -eq 0 ] && exit 0
 
