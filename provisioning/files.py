@@ -19,7 +19,9 @@ def write_file(path: Path, data: bytes | str, mode: int = PUBLIC) -> None:
     raw = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # a stale temp file from a crash; never write through a link
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
         try:
             os.fchmod(fd, mode)  # the umask must not narrow or widen what we chose
             os.write(fd, raw)
