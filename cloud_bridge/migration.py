@@ -59,6 +59,8 @@ def _backup_sqlite(engine: Engine, revision: str) -> Path | None:
 
 def migrate(engine: Engine) -> str | None:
     """Upgrade the schema to the newest revision; returns the revision now in place."""
+    # Alembic announces its plugins and context at INFO; our own lines say what matters.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     head = head_revision()
     current = current_revision(engine)
     if current == head:
@@ -70,8 +72,6 @@ def migrate(engine: Engine) -> str | None:
             logger.info("backed up the central database to %s before migrating", backup)
     logger.info("migrating the central database from revision %s to %s", current, head)
     cfg = _alembic_config()
-    # Alembic announces its plugins and context at INFO; our own lines say what matters.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")

@@ -217,7 +217,8 @@ class FakeGateway:
             client_id=f"fake-{gateway_id}",
             on_message=self._on_message,
             subscriptions=[(topics.topic(gateway_id, "down/#"), 1)],
-            clean_start=True,
+            clean_start=False,  # like a real gateway: what central sends while away waits
+            session_expiry_s=300,
         )
 
     async def _on_message(self, msg: Received) -> None:

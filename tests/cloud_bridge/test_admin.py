@@ -1,0 +1,170 @@
+"""The admin API: auth, clear errors, rules through HTTP, OpenAPI, dispatch without a broker."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import aiohttp
+
+from cloud_bridge.admin import load_or_create_token
+from cloud_bridge.server import Bridge
+from cloud_bridge.views import ROUTES
+from tests.cloud_bridge.conftest import FORM, Admin
+from tests.support.broker import Broker
+
+
+async def test_auth_is_required(bridge: Bridge, admin: Admin) -> None:
+    for token in (None, "wrong-token-0123456789", ""):
+        status, body = await admin.call("GET", "/api/v1/activities", token=token)
+        assert status == 401
+        assert body["error"]["code"] == "unauthorized" and body["error"]["message"]
+    async with admin.session.get(
+        admin.base + "/api/v1/gateways", headers={"Authorization": "Basic abc"}
+    ) as resp:
+        assert resp.status == 401
+    # Liveness and the API description need no token.
+    status, body = await admin.call("GET", "/healthz", token=None)
+    assert status == 200 and body["database"] and body["mqtt"]
+    status, doc = await admin.call("GET", "/api/v1/openapi.json", token=None)
+    assert status == 200 and doc["openapi"].startswith("3.")
+
+
+async def test_openapi_lists_every_route(bridge: Bridge, admin: Admin) -> None:
+    doc = await admin.ok("GET", "/api/v1/openapi.json")
+    documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+    assert documented == {(r.method, r.path) for r in ROUTES}
+    for path in (
+        "/api/v1/activities/{activity_id}/dispatch",
+        "/api/v1/users/{username}",
+        "/api/v1/gateways/{gateway_id}",
+    ):
+        assert path in doc["paths"]
+
+
+async def test_errors_are_json_sentences(bridge: Bridge, admin: Admin) -> None:
+    cases = [
+        ("POST", "/api/v1/activities", {"title": "x"}, 400, "invalid_body"),
+        (
+            "POST",
+            "/api/v1/activities",
+            {"title": "x", "type": "nope", "responsible": "ana"},
+            400,
+            "unknown_type",
+        ),
+        ("POST", "/api/v1/activity-types", {"name": "Bad Name", "form": {}}, 400, "invalid_type"),
+        ("PUT", "/api/v1/users/ana", {"offline": True}, 400, "password_required"),
+        ("PUT", "/api/v1/users/ana", {"password": "short"}, 400, "invalid_body"),
+        ("PUT", "/api/v1/users/bad%20name", {"password": "long enough"}, 400, "invalid_username"),
+        ("GET", "/api/v1/activities/nope", None, 404, "not_found"),
+        ("GET", "/api/v1/envelopes/nope", None, 404, "not_found"),
+        ("GET", "/api/v1/gateways/nope", None, 404, "not_found"),
+        ("GET", "/api/v1/activities?state=weird", None, 400, "invalid_state"),
+        ("GET", "/api/v1/nothing-here", None, 404, "not_found"),
+        ("DELETE", "/api/v1/activities", None, 405, "method_not_allowed"),
+    ]
+    for method, path, body, status, code in cases:
+        got_status, got = await admin.call(method, path, body)
+        assert (got_status, got["error"]["code"]) == (status, code), (method, path, got)
+        assert got["error"]["message"].endswith(".")
+    # Not JSON at all, and a body past the limit.
+    headers = {"Authorization": f"Bearer {admin_token(bridge)}"}
+    async with admin.session.post(
+        admin.base + "/api/v1/activities", data=b"{nope", headers=headers
+    ) as resp:
+        assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
+    huge = {"name": "big", "form": {"fields": []}, "pad": "x" * (128 * 1024)}
+    async with admin.session.post(
+        admin.base + "/api/v1/activity-types", json=huge, headers=headers
+    ) as resp:
+        assert resp.status == 413 and (await resp.json())["error"]["code"] == "body_too_large"
+
+
+def admin_token(bridge: Bridge) -> str:
+    return bridge.admin_token
+
+
+async def test_rules_over_http(bridge: Bridge, admin: Admin) -> None:
+    await admin.ok("PUT", "/api/v1/users/ana", {"password": "correct horse", "offline": False})
+    await admin.ok("PUT", "/api/v1/users/boss", {"password": "correct horse", "offline": True})
+    await admin.ok(
+        "POST", "/api/v1/activity-types", {"name": "inspection", "offline": False, "form": FORM}
+    )
+    act = await admin.ok(
+        "POST", "/api/v1/activities", {"title": "Fence", "type": "inspection", "responsible": "ana"}
+    )
+    assert act["state"] == "online" and act["version"] == 1 and act["id"]
+    path = f"/api/v1/activities/{act['id']}"
+
+    async def refusal() -> tuple[int, str]:
+        status, body = await admin.call("POST", path + "/dispatch", {"gateway_id": "site-a"})
+        return status, body["error"]["code"]
+
+    assert await refusal() == (409, "not_approved")
+    await admin.ok("POST", path + "/approve", {"approver": "boss"})
+    assert await refusal() == (409, "approver_not_responsible")
+    await admin.ok("POST", path + "/approve", {"approver": "ana"})
+    assert await refusal() == (409, "type_not_offline")
+    await admin.ok(
+        "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
+    )
+    assert await refusal() == (409, "user_not_offline")
+    await admin.ok("PUT", "/api/v1/users/ana", {"offline": True})
+    status, body = await admin.call("POST", path + "/dispatch", {"gateway_id": "Not Valid"})
+    assert (status, body["error"]["code"]) == (400, "invalid_gateway")
+    out = await admin.ok("POST", path + "/dispatch", {"gateway_id": "site-a"})
+    assert out["state"] == "offline"
+    status, body = await admin.call("POST", path + "/dispatch", {"gateway_id": "site-b"})
+    assert (status, body["error"]["code"]) == (409, "already_checked_out")
+    status, body = await admin.call("POST", path + "/approve", {"approver": "ana"})
+    assert (status, body["error"]["code"]) == (409, "checked_out")
+    users = await admin.ok("GET", "/api/v1/users")
+    assert all("password" not in str(u) for u in users["users"])
+
+
+async def test_dispatch_without_broker_is_503_and_stays_online(
+    bridge: Bridge, admin: Admin, broker: Broker
+) -> None:
+    aid = await admin.seed()
+    broker.stop()
+    status, body = await admin.call(
+        "POST", f"/api/v1/activities/{aid}/dispatch", {"gateway_id": "site-a"}
+    )
+    assert (status, body["error"]["code"]) == (503, "broker_unavailable")
+    act = await admin.ok("GET", f"/api/v1/activities/{aid}")
+    assert act["state"] == "online" and act["holder_gateway"] is None
+    status, body = await admin.call("GET", "/healthz", token=None)
+    assert status == 200 and body["mqtt"] is False
+
+
+def test_generated_token_is_private_and_stable(tmp_path: Path) -> None:
+    token, path = load_or_create_token(tmp_path / "data")
+    assert len(token) >= 32
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    again, _ = load_or_create_token(tmp_path / "data")
+    assert again == token
+
+
+async def test_generated_token_used_when_config_has_none(tmp_path: Path, broker: Broker) -> None:
+    from cloud_bridge.config import AdminSection, BridgeConfig, BridgeMqttSection, CentralSection
+
+    config = BridgeConfig(
+        central=CentralSection(database_url=f"sqlite:///{tmp_path}/c.db", data_dir=tmp_path / "d"),
+        admin=AdminSection(port=0),
+        mqtt=BridgeMqttSection(host="127.0.0.1", port=broker.port),
+    )
+    b = Bridge(config)
+    await b.async_start()
+    try:
+        token = (tmp_path / "d" / "admin-token").read_text().strip()
+        assert b.admin_token == token
+        async with (
+            aiohttp.ClientSession() as s,
+            s.get(
+                b.admin_url + "/api/v1/gateways", headers={"Authorization": f"Bearer {token}"}
+            ) as resp,
+        ):
+            assert resp.status == 200
+    finally:
+        await b.async_stop()
