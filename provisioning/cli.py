@@ -110,7 +110,14 @@ def _render_config(fleet: Fleet, kind: str, cn: str, details: dict[str, str]) ->
     if kind == "gateway":
         interfaces = [i for i in details.get("interfaces", "").split(",") if i]
         return configs.gateway_toml(
-            cn, details["site"], host, port, root, data_dir=data_dir, interfaces=interfaces
+            cn,
+            details["site"],
+            host,
+            port,
+            root,
+            data_dir=data_dir,
+            interfaces=interfaces,
+            replica=details.get("replica") or None,
         )
     group = fleet.get("share_group")
     if not isinstance(group, str):
@@ -172,6 +179,7 @@ def cmd_add_gateway(args: argparse.Namespace) -> None:
             "broker": f"{host}:{port}",
             "data_dir": args.data_dir,
             "interfaces": ",".join(args.interface or []),
+            "replica": args.replica or "",
         }
         out = _bundle_out(args, args.dir, gateway_id)
         issued = _issue_bundle(fleet, "gateway", gateway_id, details, args.days, out)
@@ -343,6 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=configs.DEFAULT_DATA_DIR, help="gateway data directory")
     p.add_argument(
         "--interface", action="append", help="LAN interface or address to advertise mDNS on"
+    )
+    p.add_argument(
+        "--replica",
+        help="litestream replica: a path (e.g. /mnt/usb/outpost-replica) or s3://bucket/path",
     )
     p.set_defaults(func=cmd_add_gateway)
 

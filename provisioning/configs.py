@@ -54,6 +54,7 @@ def gateway_toml(
     *,
     data_dir: str = DEFAULT_DATA_DIR,
     interfaces: list[str] | None = None,
+    replica: str | None = None,
 ) -> str:
     lines = [
         f"# Outpost gateway {gateway_id!r} at {site!r}: written by `outpost-provision add-gateway` on {_today()}.",
@@ -80,12 +81,20 @@ def gateway_toml(
         lines.append(
             '# interfaces = ["eth0"]  # where to advertise _outpost._tcp (default: 127.0.0.1 only)'
         )
-    lines += [
-        "",
-        "[replication]",
-        "enabled = false",
-        '# path = "/mnt/usb/outpost-replica"  # litestream file replica; set enabled = true',
-    ]
+    lines += ["", "[replication]"]
+    if replica and replica.startswith("s3://"):
+        lines += [
+            "enabled = true",
+            f"s3_url = {_s(replica)}",
+            "# credentials: systemd credentials or OUTPOST_REPLICATION_S3_* in gateway.env",
+        ]
+    elif replica:
+        lines += ["enabled = true", f"path = {_s(replica)}"]
+    else:
+        lines += [
+            "enabled = false",
+            '# path = "/mnt/usb/outpost-replica"  # litestream file replica; set enabled = true',
+        ]
     text = "\n".join(lines) + "\n"
     _check(GatewayConfig, text, "gateway.toml")
     return text

@@ -318,6 +318,8 @@ def test_renew_issues_a_new_certificate_with_the_same_settings(
         "mq:8883",
         "--interface",
         "eth0",
+        "--replica",
+        "/mnt/usb/replica",
         "--dir",
         str(fleet_dir),
     )
@@ -332,6 +334,7 @@ def test_renew_issues_a_new_certificate_with_the_same_settings(
     assert new["files"]["tls/gateway.key"] != old["files"]["tls/gateway.key"]
     cfg = GatewayConfig.model_validate(tomllib.loads(new["files"]["gateway.toml"]))
     assert (cfg.gateway.site, cfg.mqtt.host, cfg.discovery.interfaces) == ("Quarry", "mq", ["eth0"])
+    assert cfg.replication.enabled and cfg.replication.path == Path("/mnt/usb/replica")
     rc, _, err = run(capsys, "install", str(path), "--root", str(root))
     assert rc == 1 and "--force" in err
     assert run(capsys, "install", str(path), "--root", str(root), "--force")[0] == 0
@@ -343,3 +346,13 @@ def test_renew_issues_a_new_certificate_with_the_same_settings(
     assert len(list(crl)) == 2
     rc, _, err = run(capsys, "renew", "site-a", "--dir", str(fleet_dir))
     assert rc == 1 and "no valid certificate to renew" in err
+
+
+def test_add_gateway_with_an_s3_replica(
+    fleet_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["add-gateway", "site-s3", "--site", "S", "--broker", "h:8883", "--dir", str(fleet_dir)]
+    assert run(capsys, *args, "--replica", "s3://fleet-backups/site-s3")[0] == 0
+    doc = json.loads((fleet_dir / "bundles" / "site-s3.bundle").read_text())
+    cfg = GatewayConfig.model_validate(tomllib.loads(doc["files"]["gateway.toml"]))
+    assert cfg.replication.enabled and cfg.replication.s3_url == "s3://fleet-backups/site-s3"
