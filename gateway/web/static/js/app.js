@@ -15,7 +15,7 @@ const REFRESH_MS = 15000;
 // The gateway validates every envelope against the form (outpost/forms.py),
 // drafts included, so a draft needs its required answers before it can go.
 const DRAFTS_NEED_REQUIRED = true;
-const PING_MS = 5000;
+const PING_MS = 3000;
 
 const state = {
   session: null, // {token, user: {username, display_name}, expires_at}
@@ -154,7 +154,25 @@ async function loadLocal() {
 }
 
 /** Fetch the user's activities (with their forms, for offline use), envelopes, status. */
-async function refresh() {
+let refreshing = null;
+let refreshAgain = false;
+
+function refresh() {
+  if (refreshing) {
+    refreshAgain = true;
+    return refreshing;
+  }
+  refreshing = doRefresh().finally(() => {
+    refreshing = null;
+    if (refreshAgain) {
+      refreshAgain = false;
+      refresh();
+    }
+  });
+  return refreshing;
+}
+
+async function doRefresh() {
   if (!state.session) return;
   try {
     const [acts, envs, status] = await Promise.all([
@@ -543,7 +561,7 @@ function screenPending() {
         el("ul", { class: "plain" }, ...onPhone.map((r) =>
           el("li", { text: `${title(r.activity_id)} · save ${r.seq} (${r.body.status})${r.tries ? ` · tried ${r.tries}×: ${r.error}` : ""}` }),
         )),
-        el("button", { type: "button", class: "btn btn-secondary", text: "Send now", onclick: () => outbox.kick() }),
+        el("button", { type: "button", class: "btn btn-secondary", text: "Send now", onclick: () => outbox.kick(true) }),
       );
     }
 
@@ -616,7 +634,6 @@ async function startSession(s) {
   outbox.setUser(s.user.username);
   await loadLocal();
   scheduleRefresh();
-  refresh();
   outbox.kick();
 }
 
@@ -676,6 +693,8 @@ function route() {
   else screenActivities();
   renderNav();
   main().focus({ preventScroll: true });
+  // Opening a screen shows fresh data when the gateway is in reach.
+  if (api.isReachable()) refresh();
 }
 
 async function boot() {

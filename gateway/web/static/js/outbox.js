@@ -59,8 +59,9 @@ export async function discard(envelopeId) {
   emit();
 }
 
-/** Try now (and keep trying while the page is open). */
-export function kick() {
+/** Try now (and keep trying while the page is open); `fresh` forgets the back-off. */
+export function kick(fresh = false) {
+  if (fresh) delay = MIN_DELAY;
   clearTimeout(timer);
   timer = null;
   if (running) {
@@ -198,9 +199,9 @@ async function upload(sha) {
 }
 
 onReachChange((up) => {
-  if (up) kick();
+  if (up) kick(true);
 });
-window.addEventListener("online", () => kick());
+window.addEventListener("online", () => kick(true));
 document.addEventListener("visibilitychange", () => {
   if (document.visibilityState === "visible" && isReachable()) kick();
 });

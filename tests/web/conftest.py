@@ -1,0 +1,323 @@
+"""Browser fixtures: Debian's Chromium driven by Playwright against a real gateway process.
+
+- ``chromium_browser``: one headless Chromium per module (``/usr/bin/chromium``; never
+  ``playwright install``). ``outpost.test`` resolves to 127.0.0.1 inside it,
+  so ``http://outpost.test:PORT/`` is a LAN-like name: NOT a secure context
+  (no service worker, no ``crypto.subtle``), exactly like a phone on site Wi-Fi.
+- ``gateway``: ``outpost-gateway run --config`` on a free port with a fresh
+  data_dir, seeded with alice (may work offline) and activities act-1/act-2
+  whose form has every field type.
+- ``crew``: a phone-sized page (390x844, touch) that records console errors
+  and page errors; a test fails if any appear.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.app import store_for
+from gateway.config import load as load_gateway_config
+from gateway.store.ops import replace_users, upsert_activity
+from outpost.forms import FormDefinition
+from outpost.localbroker import free_port
+from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, user_push
+
+CHROMIUM = Path("/usr/bin/chromium")
+LAN_NAME = "outpost.test"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+
+FORM = FormDefinition.model_validate(
+    {
+        "fields": [
+            {"name": "site_ok", "type": "boolean", "required": True, "label": "Site is safe"},
+            {"name": "notes", "type": "text"},
+            {"name": "reading_count", "type": "integer"},
+            {"name": "temperature", "type": "number"},
+            {"name": "visit_date", "type": "date"},
+            {"name": "visit_time", "type": "datetime"},
+            {"name": "weather", "type": "choice", "options": ["sun", "rain", "snow"]},
+            {"name": "photo", "type": "attachment"},
+            {"name": "signature", "type": "signature", "label": "Crew lead signature"},
+        ],
+        "tables": [
+            {
+                "name": "readings",
+                "fields": [
+                    {"name": "meter", "type": "text", "required": True},
+                    {"name": "value", "type": "number"},
+                ],
+            }
+        ],
+    }
+)
+
+pytestmark = pytest.mark.browser
+
+
+def chromium_missing() -> str | None:
+    if not CHROMIUM.exists():
+        return "Debian's chromium is not installed (apt-get install chromium; scripts/ensure-system-deps.sh)"
+    return None
+
+
+# --- the gateway ------------------------------------------------------------------
+
+
+@dataclass
+class GatewayProcess:
+    """``outpost-gateway run`` as a child process on a free port."""
+
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def config_path(self) -> Path:
+        return self.workdir / "gateway.toml"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "gateway.db"
+
+    @property
+    def lan_url(self) -> str:
+        """Through a LAN-like name: not a secure context."""
+        return f"http://{LAN_NAME}:{self.port}"
+
+    @property
+    def local_url(self) -> str:
+        """Through 127.0.0.1: a secure context (service worker allowed)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            "[gateway]\n"
+            'id = "site-web"\n'
+            'site = "North Quarry"\n'
+            f'data_dir = "{self.data_dir}"\n'
+            "[lan]\n"
+            'host = "127.0.0.1"\n'
+            f"port = {self.port}\n"
+            "disk_free_floor_mb = 0\n"
+            "signin_slowdown_s = 0\n"
+            "[discovery]\nenabled = false\n"
+            "[mqtt]\nenabled = false\n"
+        )
+
+    def seed(self) -> None:
+        """alice and bob may work offline; act-1 and act-2 are alice's."""
+
+        def work(conn: Any) -> None:
+            replace_users(conn, user_push("alice", "bob"))
+            for act_id in ("act-1", "act-2"):
+                upsert_activity(conn, activity(act_id, "alice", FORM), "alice", DISPATCHED_AT)
+
+        def seed_store() -> None:
+            store = store_for(load_gateway_config(self.config_path)).open()
+            try:
+                store.write_sync(work)
+            finally:
+                store.close()
+
+        # Playwright's sync API keeps an event loop set on this thread, and the
+        # store refuses blocking writes from a loop's thread: seed from another.
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(seed_store).result()
+
+    def start(self) -> None:
+        exe = Path(sys.executable).parent / "outpost-gateway"
+        self.log = self.workdir / "gateway.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(exe), "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.local_url}/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"gateway did not start:\n{self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    # -- the LAN API, as a script would call it (to check what arrived) --
+
+    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(f"{self.local_url}{path}", data=data, method=method)
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            raw = r.read()
+        return json.loads(raw) if raw else None
+
+    def token(self, username: str = "alice") -> str:
+        answer = self.call(
+            "POST", "/api/v1/session", body={"username": username, "password": PASSWORDS[username]}
+        )
+        return str(answer["token"])
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+    if reason := chromium_missing():
+        pytest.skip(reason)
+    gw = GatewayProcess(tmp_path / "gateway")
+    gw.write_config()
+    gw.seed()
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+# --- the browser -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chromium_browser() -> Iterator[Any]:
+    if reason := chromium_missing():
+        pytest.skip(reason)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                f"--host-resolver-rules=MAP {LAN_NAME} 127.0.0.1",
+            ],
+        )
+        yield b
+        b.close()
+
+
+@dataclass
+class Crew:
+    """One phone: a browser context and its page, with every console error kept."""
+
+    context: Any
+    page: Any
+    errors: list[str] = field(default_factory=list)
+    # Chromium logs a fetch that cannot reach the gateway as a console error
+    # ("Failed to load resource: net::ERR_…"); tests that cut the network allow those.
+    allow_network_errors: bool = False
+
+    def sign_in(self, url: str, username: str = "alice") -> None:
+        page = self.page
+        page.goto(url + "/")
+        page.get_by_label("User name").fill(username)
+        page.get_by_label("Password").fill(PASSWORDS[username])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_selector("[data-activity]")
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+
+    def forgive(self, *needles: str) -> None:
+        """Drop console errors the test caused on purpose (each needle must match one)."""
+        for needle in needles:
+            hits = [e for e in self.errors if needle in e]
+            assert hits, f"expected a console error containing {needle!r}: {self.errors}"
+            self.errors.remove(hits[0])
+
+    def unexpected_errors(self) -> list[str]:
+        if not self.allow_network_errors:
+            return self.errors
+        return [e for e in self.errors if "net::ERR_" not in e]
+
+
+@pytest.fixture
+def crew(chromium_browser: Any) -> Iterator[Crew]:
+    context = chromium_browser.new_context(
+        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="en-GB"
+    )
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    c = Crew(context, page)
+    page.on(
+        "console",
+        lambda m: c.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})")
+        if m.type == "error"
+        else None,
+    )
+    page.on("pageerror", lambda e: c.errors.append(f"page error: {e}"))
+    yield c
+    context.close()
+    assert not c.unexpected_errors(), c.unexpected_errors()
+
+
+# --- test data -------------------------------------------------------------------------
+
+
+def png_photo(width: int = 360, height: int = 270) -> bytes:
+    """A real PNG (a sky-to-ground gradient with sensor noise), ~300 KB: more than one chunk."""
+    rng = int.from_bytes(os.urandom(8), "big") | 1
+    rows = bytearray()
+    for y in range(height):
+        rows.append(0)  # filter: none
+        for x in range(width):
+            rng = (rng * 6364136223846793005 + 1442695040888963407) & (2**64 - 1)
+            noise = (rng >> 59) & 0x1F
+            if y < height * 0.55:
+                r, g, b = 90 + y // 3, 150 + y // 4, 235
+            else:
+                r, g, b = 110 + x // 8, 95 + x // 10, 60
+            rows += bytes(((r + noise) & 0xFF, (g + noise) & 0xFF, (b + noise) & 0xFF))
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return len(data).to_bytes(4, "big") + body + zlib.crc32(body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes((8, 2, 0, 0, 0))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(bytes(rows), 1))
+        + chunk(b"IEND", b"")
+    )

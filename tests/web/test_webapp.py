@@ -1,0 +1,351 @@
+"""The crews' web app in a real headless Chromium against a real gateway process.
+
+Loaded through a LAN-like name (``http://outpost.test:PORT``), the app runs
+where phones run it: not a secure context, so no service worker and no
+``crypto.subtle``; the service-worker mode is tested from 127.0.0.1 (a
+secure context). Screenshots of the main screens land in docs/screenshots/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from playwright.sync_api import Page, Route, expect
+from sqlalchemy import create_engine, update
+
+from gateway.store.schema import envelopes
+from tests.web.conftest import LAN_NAME, Crew, GatewayProcess, png_photo
+
+pytestmark = pytest.mark.browser
+
+REASON = "The fence height was changed on central after this activity went offline."
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def envelopes_at_gateway(gw: GatewayProcess, token: str, activity_id: str) -> list[dict[str, Any]]:
+    return list(gw.call("GET", f"/api/v1/envelopes?activity_id={activity_id}", token)["envelopes"])
+
+
+def idb(page: Page, store: str) -> list[Any]:
+    """Everything in one store of the app's IndexedDB (without creating the database)."""
+    return list(
+        page.evaluate(
+            """async (store) => {
+                const dbs = await indexedDB.databases();
+                if (!dbs.some((d) => d.name === "outpost")) return [];
+                const db = await new Promise((ok, no) => {
+                    const r = indexedDB.open("outpost");
+                    r.onsuccess = () => ok(r.result);
+                    r.onerror = () => no(r.error);
+                });
+                try {
+                    return await new Promise((ok, no) => {
+                        const r = db.transaction(store).objectStore(store).getAll();
+                        r.onsuccess = () => ok(r.result.map((x) => x.envelope_id ? x.body : x.sha256));
+                        r.onerror = () => no(r.error);
+                    });
+                } finally {
+                    db.close();
+                }
+            }""",
+            store,
+        )
+    )
+
+
+def draw_signature(page: Page) -> None:
+    pad = page.locator(".sig-canvas")
+    pad.scroll_into_view_if_needed()
+    box = pad.bounding_box()
+    assert box is not None
+    x0, y0 = box["x"] + 30, box["y"] + box["height"] * 0.6
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    for i in range(1, 30):
+        page.mouse.move(x0 + i * 9, y0 - 40 * ((i % 6) / 6) + (i % 3) * 6)
+    page.mouse.up()
+    expect(page.locator(".sig-hint")).to_have_text("Signed. Sign again to replace it.")
+
+
+def attach_photo(page: Page, data: bytes) -> None:
+    page.locator("input[type=file]").set_input_files(
+        files=[{"name": "fence.png", "mimeType": "image/png", "buffer": data}]
+    )
+    expect(page.locator(".photo-img")).to_have_attribute("src", re.compile(r"^blob:"))
+
+
+def confirm(page: Page, button: str) -> None:
+    dialog = page.get_by_role("dialog")
+    expect(dialog).to_be_visible()
+    dialog.get_by_role("button", name=button).click()
+    expect(dialog).to_be_hidden()
+
+
+def head_badge(page: Page) -> Any:
+    return page.locator("#activity-head .badge")
+
+
+def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
+    gateway: GatewayProcess, crew: Crew
+) -> None:
+    page = crew.page
+    page.goto(gateway.lan_url + "/")
+    # A phone on site Wi-Fi: plain HTTP on a LAN name is not a secure context.
+    assert page.evaluate("window.isSecureContext") is False
+    assert page.evaluate("typeof crypto.subtle") == "undefined"
+    assert page.evaluate("navigator.serviceWorker ? 'yes' : 'no'") == "no"
+    expect(page.locator("#reach")).to_have_text("Gateway in reach")
+    crew.screenshot("01-sign-in")
+
+    # A wrong password is one clear sentence.
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill("not her password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#signin-error")).to_have_text("The username or password is wrong.")
+    # (Chromium logs every 4xx answer to fetch on the console.)
+    crew.forgive("status of 401 (Unauthorized) (http://outpost.test")
+
+    crew.sign_in(gateway.lan_url)
+    expect(page.locator("[data-activity=act-1] .badge")).to_have_text("○Not started")
+    expect(page.locator("[data-activity]")).to_have_count(2)
+    crew.screenshot("02-activities")
+
+    page.click("[data-activity=act-1]")
+    expect(page.locator("h1")).to_have_text("Inspect act-1")
+    page.get_by_role("radio", name="Yes").check()
+    page.get_by_label("Notes").fill("Fence cut on the north side; patched with wire.")
+    page.get_by_label("Reading count").fill("7")
+    page.get_by_label("Temperature").fill("12.5")
+    page.get_by_label("Visit date").fill("2026-11-23")
+    page.get_by_label("Visit time").fill("2026-11-23T09:30")
+    page.get_by_role("radio", name="rain").check()
+    photo = png_photo()
+    attach_photo(page, photo)
+    draw_signature(page)
+    # Child rows: add two, remove the first.
+    page.get_by_role("button", name="Add readings row").click()
+    page.get_by_role("button", name="Add readings row").click()
+    page.locator("[data-row='1']").get_by_label("Meter").fill("A1")
+    page.locator("[data-row='2']").get_by_label("Meter").fill("B2")
+    page.locator("[data-row='2']").get_by_label("Value").fill("3.5")
+    page.get_by_role("button", name="Remove Readings row 1").click()
+    expect(page.locator(".row-card")).to_have_count(1)
+    expect(page.locator("[data-row='1']").get_by_label("Meter")).to_have_value("B2")
+    page.evaluate("window.scrollTo(0, 0)")
+    crew.screenshot("03-form")
+    page.locator(".photo").scroll_into_view_if_needed()
+    crew.screenshot("04-form-photo-signature")
+
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Draft")  # acknowledged by the gateway
+    token = gateway.token()
+    [draft] = envelopes_at_gateway(gateway, token, "act-1")
+    assert (draft["seq"], draft["status"], draft["state"]) == (1, "draft", "stored")
+
+    detail = gateway.call("GET", "/api/v1/activities/act-1", token)
+    latest = detail["latest_envelope"]
+    record = latest["record"]
+    assert record["site_ok"] is True
+    assert record["notes"] == "Fence cut on the north side; patched with wire."
+    assert record["reading_count"] == 7 and isinstance(record["reading_count"], int)
+    assert record["temperature"] == 12.5
+    assert record["visit_date"] == "2026-11-23"
+    assert datetime.fromisoformat(record["visit_time"]).tzinfo is not None
+    assert record["weather"] == "rain"
+    assert latest["tables"] == {"readings": [{"meter": "B2", "value": 3.5}]}
+    # The photo and the signature reached the gateway whole, under their SHA-256.
+    assert record["photo"] == hashlib.sha256(photo).hexdigest()
+    assert sorted(latest["attachments"]) == sorted([record["photo"], record["signature"]])
+    stored_photo = gateway.data_dir / "blobs" / record["photo"][:2] / record["photo"]
+    assert stored_photo.read_bytes() == photo
+    signature = (gateway.data_dir / "blobs" / record["signature"][:2] / record["signature"]).read_bytes()
+    assert signature.startswith(b"\x89PNG\r\n\x1a\n")
+    assert hashlib.sha256(signature).hexdigest() == record["signature"]
+
+    # Mark completed: the form becomes read-only.
+    page.get_by_role("button", name="Mark completed").click()
+    confirm(page, "Mark completed")
+    expect(head_badge(page)).to_contain_text("Completed")
+    expect(page.get_by_label("Notes")).to_be_disabled()
+    expect(page.get_by_role("button", name="Save draft")).to_have_count(0)
+    expect(page.locator("#toast")).to_have_text("Completed form saved on the gateway.")
+    page.evaluate("window.scrollTo(0, 0)")
+    crew.screenshot("05-completed-read-only")
+    states = [(e["seq"], e["status"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-1")]
+    # Rule 4: a completed activity queues for upload, its drafts with it.
+    assert states == [(1, "draft", "queued"), (2, "completed", "queued")]
+
+    page.get_by_role("link", name="Pending").click()
+    expect(page.locator("#backhaul")).to_contain_text("Backhaul is down")
+    expect(page.locator("#counts [data-state=queued] dd")).to_have_text("2")
+    expect(page.locator("#count-phone")).to_contain_text("0")
+    crew.screenshot("06-pending")
+
+    # Sign-out wipes the phone.
+    page.get_by_role("button", name="Sign out").click()
+    confirm(page, "Sign out")
+    expect(page.get_by_label("User name")).to_be_visible()
+    assert page.evaluate("indexedDB.databases()") == []
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+
+def test_offline_while_saving_then_back_arrive_exactly_once(
+    gateway: GatewayProcess, crew: Crew
+) -> None:
+    crew.allow_network_errors = True
+    page = crew.page
+    crew.sign_in(gateway.lan_url)
+    page.click("[data-activity=act-2]")
+    page.get_by_role("radio", name="Yes").check()
+
+    crew.context.set_offline(True)
+    expect(page.locator("#reach")).to_have_text("Gateway out of reach")
+    page.get_by_label("Notes").fill("first save, no Wi-Fi")
+    photo = png_photo(200, 150)
+    attach_photo(page, photo)
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Syncing")
+    page.get_by_label("Notes").fill("second save, still no Wi-Fi")
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.locator("#nav .count")).to_have_text("2")
+    page.evaluate("window.scrollTo(0, 0)")
+    crew.screenshot("07-offline-saved-on-phone")
+    queued = idb(page, "outbox")
+    assert sorted(b["seq"] for b in queued) == [1, 2]
+    ids = {b["envelope_id"] for b in queued}
+    token = gateway.token()
+    assert envelopes_at_gateway(gateway, token, "act-2") == []
+
+    # Back in reach — and the gateway's first answer is lost on the way back,
+    # so the phone sends that envelope again: it must still be stored once.
+    lost: list[str] = []
+
+    def lose_first_answer(route: Route) -> None:
+        if route.request.method == "POST" and not lost:
+            # The gateway stores it and answers 201… (Playwright fetches from its
+            # own process, which does not know outpost.test: go to the address.)
+            answer = route.fetch(url=route.request.url.replace(LAN_NAME, "127.0.0.1"))
+            assert answer.status == 201
+            lost.append(route.request.post_data_json["envelope_id"])
+            route.abort("connectionreset")  # …but the phone never hears it
+        else:
+            route.continue_()
+
+    page.route("**/api/v1/envelopes", lose_first_answer)
+    crew.context.set_offline(False)
+    wait_until(lambda: not idb(page, "outbox"), what="the phone's outbox to drain")
+    arrived = envelopes_at_gateway(gateway, token, "act-2")
+    assert lost and lost[0] in ids
+    assert {e["envelope_id"] for e in arrived} == ids
+    assert [(e["seq"], e["status"]) for e in arrived] == [(1, "draft"), (2, "draft")]
+    latest = gateway.call("GET", "/api/v1/activities/act-2", token)["latest_envelope"]
+    assert latest["record"]["notes"] == "second save, still no Wi-Fi"
+    assert latest["record"]["photo"] == hashlib.sha256(photo).hexdigest()
+    expect(page.locator("#reach")).to_have_text("Gateway in reach")
+    expect(head_badge(page)).to_contain_text("Draft")
+    page.unroute("**/api/v1/envelopes")
+    # The photo's upload was tried while offline, so the phone asked the gateway
+    # how much had arrived (HEAD) before resuming: "nothing yet" is a 404.
+    crew.forgive("status of 404 (Not Found) (http://outpost.test")
+
+
+def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
+    gateway: GatewayProcess, crew: Crew
+) -> None:
+    page = crew.page
+    crew.sign_in(gateway.lan_url)
+    page.click("[data-activity=act-1]")
+    page.get_by_role("radio", name="Yes").check()
+    page.get_by_role("button", name="Add readings row").click()
+    page.get_by_label("Meter").fill("A1")
+    page.get_by_role("button", name="Mark completed").click()
+    confirm(page, "Mark completed")
+    expect(head_badge(page)).to_contain_text("Completed")
+
+    # Central refuses it (what the uplink records when central's answer comes back).
+    engine = create_engine(f"sqlite:///{gateway.db_path}", connect_args={"timeout": 10})
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(envelopes)
+            .where(envelopes.c.activity_id == "act-1", envelopes.c.seq == 1)
+            .values(
+                state="rejected", code="version_conflict", reason=REASON, result_at=datetime.now(UTC)
+            )
+        )
+        assert done.rowcount == 1
+    engine.dispose()
+
+    page.get_by_role("link", name="Pending").click()
+    rejection = page.locator("#rejections .rejection")
+    expect(rejection).to_contain_text(REASON)
+    expect(rejection).to_contain_text("Someone else changed this activity first")
+    crew.screenshot("08-pending-rejection")
+
+    page.get_by_role("link", name="Activities", exact=True).click()
+    expect(page.locator("[data-activity=act-1] .badge")).to_contain_text("Rejected")
+    page.click("[data-activity=act-1]")
+    expect(page.locator("#rejection")).to_contain_text(REASON)
+    crew.screenshot("09-activity-rejected")
+    # The crew corrects it and sends a new envelope after the refused one.
+    page.get_by_label("Notes").fill("Re-measured after central's change.")
+    page.get_by_role("button", name="Mark completed").click()
+    confirm(page, "Mark completed")
+    expect(head_badge(page)).to_contain_text("Completed")
+    token = gateway.token()
+    states = [(e["seq"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-1")]
+    assert states == [(1, "rejected"), (2, "queued")]
+
+
+def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(
+    gateway: GatewayProcess, crew: Crew
+) -> None:
+    crew.allow_network_errors = True  # the gateway is switched off on purpose
+    page = crew.page
+    # 127.0.0.1 is a secure context: the service worker is registered there
+    # (on site: HTTPS with a certificate the phones trust).
+    crew.sign_in(gateway.local_url)
+    assert page.evaluate("window.isSecureContext") is True
+    assert page.evaluate("navigator.serviceWorker.ready.then((r) => !!r.active)") is True
+    wait_until(
+        lambda: page.evaluate("caches.keys().then((k) => k.length)") == 1,
+        what="the app shell cache",
+    )
+    page.click("[data-activity=act-1]")
+    page.get_by_role("radio", name="Yes").check()
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Draft")
+
+    gateway.stop()
+    page.reload()
+    expect(page.locator("#reach")).to_have_text("Gateway out of reach")
+    expect(page.locator("h1")).to_have_text("Inspect act-1")
+    expect(page.get_by_role("radio", name="Yes")).to_be_checked()
+    page.get_by_role("link", name="Activities", exact=True).click()
+    expect(page.locator("[data-activity]")).to_have_count(2)
+    crew.screenshot("10-no-gateway-service-worker")
+
+    gateway.start()
+    expect(page.locator("#reach")).to_have_text("Gateway in reach", timeout=15_000)
+    page.get_by_role("button", name="Sign out").click()
+    confirm(page, "Sign out")
+    expect(page.get_by_label("User name")).to_be_visible()
+    assert page.evaluate("indexedDB.databases()") == []
+    assert page.evaluate("caches.keys()") == []
+    assert page.evaluate("navigator.serviceWorker.getRegistrations().then((r) => r.length)") == 0
+    assert page.evaluate("localStorage.length") == 0
