@@ -116,6 +116,14 @@ class Peer:
     def expect(self, timeout: float = 10.0) -> paho.MQTTMessage:
         return self.messages.get(timeout=timeout)
 
+    def kill(self) -> None:
+        """Drop the connection without DISCONNECT, as a power cut would: the will goes out."""
+        self.client.loop_stop()
+        self._started = False
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
+
     def stop(self) -> None:
         if self._started:
             if self.connected.is_set():
