@@ -148,6 +148,7 @@ class Advertiser:
         interfaces: Sequence[str],
         poll_interval_s: float = 10.0,
         path: str = WEB_APP_PATH,
+        listen_host: str = "0.0.0.0",
         resolver: AddressResolver = resolve_interface_addresses,
     ) -> None:
         self.gateway_id = gateway_id
@@ -158,6 +159,8 @@ class Advertiser:
         self._label = instance_label(gateway_id, site)
         self._properties = txt_properties(gateway_id, site, path=path)
         self._resolver = resolver
+        # HTTP bound to one address: advertise that one only (if it is on our interfaces)
+        self._only = None if listen_host in ("", "0.0.0.0", "::") else listen_host
         self._port: int | None = None
         self._aiozc: AsyncZeroconf | None = None
         self._infos: list[AsyncServiceInfo] = []
@@ -173,6 +176,7 @@ class Advertiser:
             site=config.gateway.site,
             interfaces=config.discovery.interfaces,
             poll_interval_s=config.discovery.address_poll_s,
+            listen_host=config.lan.host,
         )
 
     @property
@@ -213,14 +217,16 @@ class Advertiser:
     async def _async_resolve(self) -> tuple[str, ...]:
         loop = asyncio.get_running_loop()
         found = await loop.run_in_executor(None, self._resolver, self.interfaces)
-        return tuple(found)
+        return tuple(a for a in found if self._only is None or a == self._only)
 
     async def _async_run(self) -> None:
+        seen: tuple[str, ...] | None = None  # None: not looked yet
         while True:
             try:
                 addresses = await self._async_resolve()
-                if addresses != self._addresses:
+                if addresses != seen or addresses != self._addresses:
                     await self._async_apply(addresses)
+                seen = addresses
             except asyncio.CancelledError:
                 raise
             except Exception:  # a loop boundary: log and try again next round
@@ -247,8 +253,9 @@ class Advertiser:
         if not addresses:
             if not self._warned_empty:
                 logger.warning(
-                    "mDNS: no IPv4 address on the configured interfaces %s; "
+                    "mDNS: no IPv4 address%s on the configured interfaces %s; "
                     "the gateway will be announced when one appears",
+                    f" {self._only} (lan.host)" if self._only else "",
                     ", ".join(self.interfaces),
                 )
                 self._warned_empty = True

@@ -54,7 +54,8 @@ async def discover_until(
     while True:
         # Each round is a fresh browser; on loopback a responder that multicast
         # an answer less than 1 s ago waits out the rest of that second (RFC 6762 6.2).
-        found = ours(await async_discover(2.0, LOOPBACK), gateway_id)
+        # (absence needs no wait: after the goodbye nobody answers at all)
+        found = ours(await async_discover(2.0 if present else 1.0, LOOPBACK), gateway_id)
         if bool(found) == present or loop.time() > deadline:
             return found
 
@@ -203,3 +204,25 @@ async def test_discovery_ctx_announces_the_listening_port_and_withdraws_on_clean
 async def test_announce_is_a_no_op_without_discovery() -> None:
     app = web.Application()
     await async_announce(app, 8080)  # discovery disabled: nothing set up, nothing raised
+
+
+async def test_http_bound_to_an_address_off_the_interfaces_is_not_advertised(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    adv = Advertiser(
+        gateway_id=unique_id(),
+        site="Nowhere",
+        interfaces=LOOPBACK,
+        listen_host="192.0.2.99",  # lan.host: phones could not reach 127.0.0.1 anyway
+        poll_interval_s=0.05,
+    )
+    caplog.set_level("WARNING", logger="gateway.discovery")
+    await adv.async_start(8080)
+    try:
+        async with asyncio.timeout(5):
+            while "192.0.2.99 (lan.host)" not in caplog.text:
+                await asyncio.sleep(0.02)
+        assert adv.addresses == ()
+        assert adv.service_names == ()
+    finally:
+        await adv.async_stop()
