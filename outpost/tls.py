@@ -157,7 +157,12 @@ class Credentials:
 
 
 def check_credentials(mqtt: MqttSection, now: dt.datetime | None = None) -> Credentials:
-    """Read and check every TLS file ``mqtt`` names; ConfigError on the first problem."""
+    """Read and check every TLS file ``mqtt`` names; ConfigError on the first problem.
+
+    Nothing to check (and no file read) when ``mqtt.tls`` is false.
+    """
+    if not mqtt.tls:
+        return Credentials(cert_expires=None, cert_subject=None)
     now = now or dt.datetime.now(dt.UTC)
     ca_certs: list[x509.Certificate] = []
     if mqtt.ca is not None:

@@ -71,8 +71,10 @@ def self_signed(
     return c, k
 
 
-def test_no_tls_no_context() -> None:
+def test_no_tls_no_context(tmp_path: Path) -> None:
     assert client_context(MqttSection()) is None
+    unused = MqttSection(ca=tmp_path / "missing-ca.crt")
+    assert check_credentials(unused).cert_expires is None  # files not used are not read
 
 
 def test_context_for_mutual_tls(files: dict[str, Path]) -> None:
