@@ -23,7 +23,14 @@ command -v zbarimg >/dev/null 2>&1 || need+=(zbar-tools)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   echo "installing system packages: ${need[*]}"
   apt-get update -qq >/dev/null
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Install only, start nothing: a freshly installed avahi-daemon (or mosquitto)
+  # must not begin serving on this machine's real network; tests start their own.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod +x /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
   exit 0
 fi
 echo "missing system packages: ${need[*]} — install them (e.g. sudo apt-get install ${need[*]}) and run again" >&2
