@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -52,7 +53,7 @@ from cloud_bridge.models import (
     utcnow,
 )
 from cloud_bridge.rules import form_of, touch_gateway
-from outpost.forms import validate_submission
+from outpost.forms import FormDefinition, validate_submission
 from outpost.wire.schemas import EnvelopeBatch, EnvelopeResult, WireEnvelope
 
 logger = logging.getLogger(__name__)
@@ -131,9 +132,33 @@ class Replayer:
     ) -> Results:
         results: Results = []
         with self.db.session() as session:
+            # Prefetch for the whole batch: lock its activities (in id order, so workers
+            # never deadlock), and learn which envelope ids and held work already exist.
+            ids = sorted({e.activity_id for e in envelopes})
+            stmt = select(Activity).where(Activity.id.in_(ids)).order_by(Activity.id)
+            if not self.db.sqlite:
+                stmt = stmt.with_for_update()
+            locked = {a.id for a in session.scalars(stmt)}
+            known = set(
+                session.scalars(
+                    select(LedgerEntry.envelope_id).where(
+                        LedgerEntry.envelope_id.in_([str(e.envelope_id) for e in envelopes])
+                    )
+                )
+            )
+            holding = set(
+                session.scalars(
+                    select(LedgerEntry.activity_id)
+                    .where(LedgerEntry.activity_id.in_(ids), LedgerEntry.outcome == HELD)
+                    .distinct()
+                )
+            )
+            cache = _BatchCache(locked, known, holding)
             for env in envelopes:
                 with _unit(session, nested=True):
-                    decided, activity_id = self._arrive(session, gateway_id, env, batch_id, arrived)
+                    decided, activity_id = self._arrive(
+                        session, gateway_id, env, batch_id, arrived, cache
+                    )
                 results += decided
                 if activity_id is not None:
                     results += self._release(session, activity_id, nested=True)
@@ -159,11 +184,20 @@ class Replayer:
         env: WireEnvelope,
         batch_id: str,
         arrived: datetime,
+        cache: _BatchCache | None = None,
     ) -> tuple[Results, str | None]:
         """Handle one arriving envelope; returns its results and the activity to release."""
         key = str(env.envelope_id)
-        activity = _lock_activity(session, env.activity_id)
-        existing = session.get(LedgerEntry, key)
+        if cache is None:
+            activity = _lock_activity(session, env.activity_id)
+            existing = session.get(LedgerEntry, key)
+        else:
+            # Locked by the batch prefetch: the identity map has it (or it does not exist).
+            activity = (
+                session.get(Activity, env.activity_id) if env.activity_id in cache.locked else None
+            )
+            existing = session.get(LedgerEntry, key) if key in cache.known else None
+            cache.known.add(key)
         if existing is not None:
             if existing.outcome == HELD:
                 return [], None
@@ -193,6 +227,8 @@ class Replayer:
         if env.seq > activity.last_seq + 1:
             entry.outcome = HELD
             entry.payload = env.model_dump(mode="json")
+            if cache is not None:
+                cache.holding.add(activity.id)
             session.flush()
             logger.info(
                 "holding envelope %s of activity %s: seq %d arrived, waiting for %d",
@@ -204,7 +240,13 @@ class Replayer:
             return [], None
         _decide(session, activity, entry, env)
         session.flush()
-        return [(entry.gateway_id, result_of(entry))], activity.id
+        # Only look for held successors when there can be work for _release.
+        if cache is not None and activity.id not in cache.holding:
+            maybe_held = False
+        else:
+            maybe_held = _has_held(session, activity)
+        release = activity.id if activity.state != OFFLINE or maybe_held else None
+        return [(entry.gateway_id, result_of(entry))], release
 
     def _release(self, session: Session, activity_id: str, *, nested: bool) -> Results:
         """Decide held envelopes whose turn has come, each in its own unit."""
@@ -247,6 +289,13 @@ class Replayer:
                 results.append((entry.gateway_id, result_of(entry)))
 
 
+@dataclass
+class _BatchCache:
+    locked: set[str]  # activity ids locked (and loaded) for this batch
+    known: set[str]  # envelope ids already in the ledger (or added by this batch)
+    holding: set[str]  # activities that have (or may have) held envelopes
+
+
 @contextmanager
 def _unit(session: Session, *, nested: bool) -> Iterator[None]:
     """One envelope's unit of work: a savepoint, or a whole transaction."""
@@ -256,6 +305,21 @@ def _unit(session: Session, *, nested: bool) -> Iterator[None]:
     else:
         with session.begin():
             yield
+
+
+def _has_held(session: Session, activity: Activity) -> bool:
+    return (
+        session.scalar(
+            select(LedgerEntry.envelope_id)
+            .where(
+                LedgerEntry.activity_id == activity.id,
+                LedgerEntry.checkout_no == activity.checkout_no,
+                LedgerEntry.outcome == HELD,
+            )
+            .limit(1)
+        )
+        is not None
+    )
 
 
 def _lock_activity(session: Session, activity_id: str) -> Activity | None:
@@ -306,6 +370,20 @@ def _holder_refusal(activity: Activity, gateway_id: str) -> tuple[str, str] | No
     return None
 
 
+_forms: dict[tuple[str, int, datetime], FormDefinition] = {}
+
+
+def _form(activity_type: ActivityType) -> FormDefinition:
+    """The parsed form of a type's current version (parsed once, not per envelope)."""
+    key = (activity_type.name, activity_type.form_version, activity_type.updated_at)
+    form = _forms.get(key)
+    if form is None:
+        if len(_forms) > 1000:
+            _forms.clear()
+        form = _forms[key] = form_of(activity_type)
+    return form
+
+
 def _decide(session: Session, activity: Activity, entry: LedgerEntry, env: WireEnvelope) -> None:
     """Apply or reject the envelope whose seq is next; it consumes the seq either way."""
     activity.last_seq = env.seq
@@ -330,7 +408,7 @@ def _decide(session: Session, activity: Activity, entry: LedgerEntry, env: WireE
     activity_type = session.get(ActivityType, activity.type)
     assert activity_type is not None
     problems = validate_submission(
-        form_of(activity_type), env.record, env.tables, list(env.attachments)
+        _form(activity_type), env.record, env.tables, list(env.attachments)
     )
     if problems:
         note = ""

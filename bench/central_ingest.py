@@ -1,0 +1,287 @@
+"""Central ingest: envelopes/s through the replay path vs raw INSERTs of the same rows.
+
+    .venv/bin/python bench/central_ingest.py [--envelopes 5000] [--batch 100] [--pg URL]
+
+For each database (SQLite file; PostgreSQL when a server answers at
+``OUTPOST_TEST_POSTGRES_URL``, default the local one) it applies N envelopes
+of about 2 KiB with 5 child rows each, in batches as gateways send them,
+through :class:`cloud_bridge.replay.Replayer` (ledger row, idempotency check,
+seq order, form validation, record replace, one savepoint per envelope, one
+commit per batch). In the same run it INSERTs the same ledger rows and child
+rows raw (Core executemany, one commit per batch) and prints both rates and
+their ratio. A second replay pass with one transaction per envelope shows
+what group commit buys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, insert
+from sqlalchemy.engine import make_url
+
+from cloud_bridge import rules
+from cloud_bridge.db import Database
+from cloud_bridge.migration import migrate
+from cloud_bridge.models import LedgerEntry
+from cloud_bridge.replay import Replayer
+from outpost.forms import ActivityTypeDef
+from outpost.wire.schemas import EnvelopeBatch, WireEnvelope
+
+ACTIVITIES = 100
+ROWS = 5
+FORM = {
+    "fields": [
+        {"name": "site_ok", "type": "boolean", "required": True},
+        {"name": "notes", "type": "text"},
+        {"name": "weather", "type": "choice", "options": ["dry", "wet"]},
+        {"name": "visited", "type": "date"},
+    ],
+    "tables": [
+        {
+            "name": "readings",
+            "fields": [
+                {"name": "meter", "type": "text", "required": True},
+                {"name": "value", "type": "number"},
+                {"name": "comment", "type": "text"},
+            ],
+        }
+    ],
+}
+
+raw_rows = Table(
+    "bench_raw_rows",
+    MetaData(),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("activity_id", String(64)),
+    Column("table_name", String(64)),
+    Column("row_index", Integer),
+    Column("data", JSON),
+)
+
+
+def make_envelopes(n: int, gateway: str, activity_prefix: str) -> list[WireEnvelope]:
+    now = datetime.now(UTC)
+    out = []
+    per = max(1, n // ACTIVITIES)
+    for i in range(n):
+        a, seq = divmod(i, per)
+        out.append(
+            WireEnvelope(
+                envelope_id=uuid.uuid4(),
+                activity_id=f"{activity_prefix}{a % ACTIVITIES}",
+                seq=seq + 1 + (a // ACTIVITIES) * per,
+                base_version=1,
+                status="draft",
+                created_at=now,
+                received_at=now,
+                author="ana",
+                form_version=1,
+                record={
+                    "site_ok": True,
+                    "notes": ("fence inspected, gate hinge rusted; " * 30)[:1100],
+                    "weather": "dry",
+                    "visited": "2026-11-23",
+                },
+                tables={
+                    "readings": [
+                        {"meter": f"M-{r}", "value": r * 1.5, "comment": "steady reading " * 5}
+                        for r in range(ROWS)
+                    ]
+                },
+                attachments=[],
+            )
+        )
+    return out
+
+
+def seed(db: Database, prefix: str) -> None:
+    with db.session() as s:
+        if s.get(rules.User, "ana") is None:
+            rules.put_user(s, "ana", "pw-ana-bench", True)
+            rules.put_activity_type(
+                s,
+                ActivityTypeDef.model_validate(
+                    {"name": "inspection", "offline": True, "form": FORM}
+                ),
+            )
+        for a in range(ACTIVITIES):
+            act = rules.create_activity(s, "bench", "inspection", "ana", f"{prefix}{a}")
+            rules.approve(s, act.id, "ana")
+    for a in range(ACTIVITIES):
+        with db.session() as s:
+            rules.check_out(s, f"{prefix}{a}", "site-bench")
+
+
+def batches(envs: list[WireEnvelope], size: int) -> list[EnvelopeBatch]:
+    now = datetime.now(UTC)
+    return [
+        EnvelopeBatch(
+            gateway_id="site-bench",
+            batch_id=uuid.uuid4(),
+            sent_at=now,
+            envelopes=envs[i : i + size],
+        )
+        for i in range(0, len(envs), size)
+    ]
+
+
+def bench_replay(db: Database, envs: list[WireEnvelope], size: int, group_commit: bool) -> float:
+    replayer = Replayer(db, group_commit=group_commit)
+    start = time.perf_counter()
+    applied = 0
+    for batch in batches(envs, size):
+        for _, r in replayer.apply_batch("site-bench", batch):
+            if r.outcome != "applied":
+                raise SystemExit(f"unexpected {r.outcome} {r.code}: {r.reason}")
+            applied += 1
+    elapsed = time.perf_counter() - start
+    assert applied == len(envs), (applied, len(envs))
+    return len(envs) / elapsed
+
+
+def bench_raw(db: Database, envs: list[WireEnvelope], size: int) -> float:
+    raw_rows.create(db.engine, checkfirst=True)
+    ledger = LedgerEntry.__table__
+    start = time.perf_counter()
+    for i in range(0, len(envs), size):
+        chunk = envs[i : i + size]
+        now = datetime.now(UTC)
+        with db.engine.begin() as conn:
+            conn.execute(
+                insert(ledger),
+                [
+                    {
+                        "envelope_id": str(e.envelope_id),
+                        "gateway_id": "site-raw",
+                        "activity_id": e.activity_id,
+                        "checkout_no": 1,
+                        "seq": e.seq,
+                        "base_version": e.base_version,
+                        "status": e.status,
+                        "author": e.author,
+                        "form_version": e.form_version,
+                        "outcome": "applied",
+                        "created_at": e.created_at,
+                        "received_at": e.received_at,
+                        "arrived_at": now,
+                        "applied_at": now,
+                        "activity_version": 1,
+                        "checked_in": False,
+                        "attachments": [],
+                        "payload": {"record": e.record},
+                    }
+                    for e in chunk
+                ],
+            )
+            conn.execute(
+                insert(raw_rows),
+                [
+                    {"activity_id": e.activity_id, "table_name": t, "row_index": n, "data": row}
+                    for e in chunk
+                    for t, rows in e.tables.items()
+                    for n, row in enumerate(rows)
+                ],
+            )
+    return len(envs) / (time.perf_counter() - start)
+
+
+def run(label: str, url: str, n: int, size: int) -> dict[str, Any]:
+    db = Database.from_url(url)
+    try:
+        migrate(db.engine)
+        seed(db, "g-")
+        seed(db, "p-")
+        grouped_envs = make_envelopes(n, "site-bench", "g-")
+        single_envs = make_envelopes(n, "site-bench", "p-")
+        raw_envs = make_envelopes(n, "site-raw", "r-")
+        env_bytes = len(grouped_envs[0].model_dump_json())
+        replay_rate = bench_replay(db, grouped_envs, size, group_commit=True)
+        raw_rate = bench_raw(db, raw_envs, size)
+        single_rate = bench_replay(db, single_envs, size, group_commit=False)
+    finally:
+        db.dispose()
+    result = {
+        "db": label,
+        "envelopes": n,
+        "envelope_bytes": env_bytes,
+        "batch": size,
+        "replay_per_s": round(replay_rate),
+        "raw_insert_per_s": round(raw_rate),
+        "ratio": round(replay_rate / raw_rate, 3),
+        "replay_txn_per_envelope_per_s": round(single_rate),
+    }
+    print(
+        f"{label:10s} {n} envelopes of {env_bytes} B, {ROWS} child rows, batches of {size}: "
+        f"replay {replay_rate:,.0f}/s vs raw INSERT {raw_rate:,.0f}/s "
+        f"(ratio {replay_rate / raw_rate:.2f}); one transaction per envelope {single_rate:,.0f}/s",
+        flush=True,
+    )
+    return result
+
+
+@contextmanager
+def postgres_database(server: str) -> Iterator[str | None]:
+    try:
+        import psycopg
+
+        u = make_url(server)
+        admin = psycopg.connect(
+            host=u.host or "127.0.0.1",
+            port=u.port or 5432,
+            user=u.username or "postgres",
+            password=u.password,
+            dbname=u.database or "postgres",
+            autocommit=True,
+            connect_timeout=3,
+        )
+    except Exception as exc:
+        print(f"postgresql skipped: no server at {server} ({exc.__class__.__name__})")
+        yield None
+        return
+    name = f"outpost_bench_{uuid.uuid4().hex[:8]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield u.set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--envelopes", type=int, default=5000)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "OUTPOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        results.append(run("sqlite", f"sqlite:///{tmp}/central.db", args.envelopes, args.batch))
+    with postgres_database(args.pg) as url:
+        if url is not None:
+            results.append(run("postgresql", url, args.envelopes, args.batch))
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
