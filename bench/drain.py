@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import subprocess
 import sys
@@ -68,27 +69,41 @@ FORM = {
         }
     ],
 }
-WORDS = "north fence cut gate rusted meter reading transformer oil level normal high low".split()
+WORDS = [
+    "north",
+    "fence",
+    "cut",
+    "gate",
+    "rusted",
+    "meter",
+    "reading",
+    "transformer",
+    "oil",
+    "level",
+    "normal",
+    "high",
+    "low",
+]
 
 
 def text(rng: Any, n: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n))
 
 
-def make_bodies(n: int) -> list[EnvelopeBody]:
+def make_bodies(n: int, activity_ids: list[str], version: int = 0) -> list[EnvelopeBody]:
     import random
 
     rng = random.Random(7)
-    per = n // ACTIVITIES
+    per = n // len(activity_ids)
     out = []
-    for a in range(ACTIVITIES):
+    for a, activity_id in enumerate(activity_ids):
         for s in range(1, per + 1):
             out.append(
                 EnvelopeBody(
                     envelope_id=uuid.uuid4(),
-                    activity_id=f"bench-{a}",
+                    activity_id=activity_id,
                     seq=s,
-                    base_version=0,
+                    base_version=version,
                     status="completed" if s == per else "draft",
                     created_at=datetime.now(UTC),
                     record={
@@ -98,8 +113,11 @@ def make_bodies(n: int) -> list[EnvelopeBody]:
                     },
                     tables={
                         "readings": [
-                            {"meter": f"M{a}-{i}", "value": round(rng.uniform(0, 500), 2),
-                             "comment": text(rng, 8)}
+                            {
+                                "meter": f"M{a}-{i}",
+                                "value": round(rng.uniform(0, 500), 2),
+                                "comment": text(rng, 8),
+                            }
                             for i in range(5)
                         ]
                     },
@@ -142,7 +160,7 @@ def raw_transfer(broker: Broker, payloads: list[bytes]) -> float:
     return elapsed
 
 
-async def drain(broker: Broker, workdir: Path, bodies: list[EnvelopeBody]) -> tuple[float, int]:
+async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]:
     admin = free_port()
     bridge_cfg = workdir / "bridge.toml"
     bridge_cfg.write_text(
@@ -157,17 +175,29 @@ async def drain(broker: Broker, workdir: Path, bodies: list[EnvelopeBody]) -> tu
     )
     try:
         wait_port(admin, 30)
-        await seed_central(admin, bodies)
+        acts = await seed_central(admin)
+        bodies = make_bodies(n, [a for a, _v in acts], acts[0][1])
         config = GatewayConfig.model_validate(
-            {"gateway": {"id": GW, "data_dir": str(workdir / "gw")},
-             "mqtt": {"host": broker.host, "port": broker.port}}
+            {
+                "gateway": {"id": GW, "data_dir": str(workdir / "gw")},
+                "mqtt": {"host": broker.host, "port": broker.port},
+            }
         )
         store = await asyncio.get_running_loop().run_in_executor(None, open_store, workdir / "gw")
         form = FormDefinition.model_validate(FORM)
-        for a in range(ACTIVITIES):
-            act = ActivityWire(id=f"bench-{a}", title="bench", type="bench", form=form,
-                               form_version=1, responsible="crew", version=0)
-            await store.async_write(lambda c, act=act: upsert_activity(c, act, "crew", datetime.now(UTC)))
+        for act_id, version in acts:
+            act = ActivityWire(
+                id=act_id,
+                title="bench",
+                type="bench",
+                form=form,
+                form_version=1,
+                responsible="crew",
+                version=version,
+            )
+            await store.async_write(
+                lambda c, act=act: upsert_activity(c, act, "crew", datetime.now(UTC))
+            )
         for i in range(0, len(bodies), 500):
             chunk = bodies[i : i + 500]
 
@@ -181,7 +211,9 @@ async def drain(broker: Broker, workdir: Path, bodies: list[EnvelopeBody]) -> tu
         await uplink.async_start()
 
         def applied(c: Any) -> int:
-            return int(c.execute(select(func.count()).where(envelopes.c.state == APPLIED)).scalar_one())
+            return int(
+                c.execute(select(func.count()).where(envelopes.c.state == APPLIED)).scalar_one()
+            )
 
         while await store.async_read(applied) < len(bodies):
             await asyncio.sleep(0.05)
@@ -189,19 +221,20 @@ async def drain(broker: Broker, workdir: Path, bodies: list[EnvelopeBody]) -> tu
         sent = uplink.bytes_sent
         await uplink.async_stop()
         await store.async_close()
-        return elapsed, sent
+        return elapsed, sent, len(bodies)
     finally:
         bridge.terminate()
         bridge.wait(10)
 
 
-async def seed_central(admin: int, bodies: list[EnvelopeBody]) -> None:
+async def seed_central(admin: int) -> list[tuple[str, int]]:
     """Central needs the type, the user and the activities checked out to the gateway."""
     import aiohttp
 
     headers = {"Authorization": "Bearer bench-token-0123456789"}
     base = f"http://127.0.0.1:{admin}/api/v1"
     async with aiohttp.ClientSession(headers=headers) as http:
+
         async def call(method: str, path: str, body: Any) -> Any:
             async with http.request(method, base + path, json=body) as r:
                 data = await r.json(content_type=None)
@@ -211,39 +244,46 @@ async def seed_central(admin: int, bodies: list[EnvelopeBody]) -> None:
 
         await call("POST", "/activity-types", {"name": "bench", "offline": True, "form": FORM})
         await call("PUT", "/users/crew", {"password": "bench-password", "offline": True})
-        ids = []
+        acts = []
         for _a in range(ACTIVITIES):
-            act = await call("POST", "/activities", {"title": "bench", "type": "bench", "responsible": "crew"})
+            act = await call(
+                "POST", "/activities", {"title": "bench", "type": "bench", "responsible": "crew"}
+            )
             await call("POST", f"/activities/{act['id']}/approve", {"approver": "crew"})
             await call("POST", f"/activities/{act['id']}/dispatch", {"gateway_id": GW})
-            ids.append(act["id"])
-    # the gateway's copies must carry central's ids and versions
-    for b_index, b in enumerate(bodies):
-        a = int(b.activity_id.split("-")[1])
-        bodies[b_index] = b.model_copy(update={"activity_id": ids[a]})
+            acts.append((act["id"], act["version"]))
+        return acts
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--envelopes", type=int, default=10_000)
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="outpost-drain-"))
     broker = Broker(workdir / "broker", persistence=True).start()
     try:
-        bodies = make_bodies(args.envelopes)
+        bodies = make_bodies(args.envelopes, [f"act-{i}" for i in range(ACTIVITIES)])
         raw_json = [b.model_dump_json().encode() for b in bodies]
         raw_bytes = sum(len(p) for p in raw_json)
         raw_s = raw_transfer(broker, raw_json)
-        outpost_s, wire_bytes = asyncio.run(drain(broker, workdir, bodies))
-        n = len(bodies)
-        print(f"envelopes                : {n} ({raw_bytes / n:.0f} B JSON each, {ACTIVITIES} activities)")
+        outpost_s, wire_bytes, n = asyncio.run(drain(broker, workdir, len(bodies)))
+        print(
+            f"envelopes                : {n} ({raw_bytes / n:.0f} B JSON each, {ACTIVITIES} activities)"
+        )
         print(f"raw paho QoS 1 transfer  : {raw_s:.2f} s ({n / raw_s:.0f} msg/s)")
         print(f"outpost drain to applied : {outpost_s:.2f} s ({n / outpost_s:.0f} envelopes/s)")
         print(f"drain / raw time         : {outpost_s / raw_s:.2f}x (aim <= 2x)")
-        print(f"bytes on the wire        : {wire_bytes} vs raw JSON {raw_bytes} = {wire_bytes / raw_bytes:.3f}x (aim <= 0.35x)")
+        print(
+            f"bytes on the wire        : {wire_bytes} vs raw JSON {raw_bytes} = {wire_bytes / raw_bytes:.3f}x (aim <= 0.35x)"
+        )
     finally:
         broker.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not os.environ.get("OUTPOST_BENCH_KEEP"):
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            print(f"kept {workdir}")
 
 
 if __name__ == "__main__":
