@@ -104,6 +104,10 @@ if [ -n "$ROOT" ]; then
 else
   systemd-sysusers /etc/sysusers.d/outpost.conf
 fi
+# The data directory exists before the first start, so a restore can fill it.
+OUTPOST_UID=$(awk -F: '$1 == "outpost" {print $3}' "$ROOT/etc/passwd")
+OUTPOST_GID=$(awk -F: '$1 == "outpost" {print $3}' "$ROOT/etc/group")
+install -d -m 0750 -o "$OUTPOST_UID" -g "$OUTPOST_GID" "$ROOT/var/lib/outpost"
 say "installed ${UNITS[*]} and the 'outpost' system user"
 
 # 3. Identity and config from the provisioning bundle.

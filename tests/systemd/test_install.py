@@ -35,8 +35,10 @@ def test_install_enables_and_uninstall_keeps_data(tmp_path: Path) -> None:
     root = staged_root(tmp_path, "--bridge")
     assert (root / WANTS / "outpost-gateway.service").is_symlink()
     assert (root / WANTS / "outpost-bridge.service").is_symlink()
-    db = root / "var/lib/outpost/gateway.db"
-    db.parent.mkdir(parents=True)
+    data = root / "var/lib/outpost"
+    assert data.is_dir() and oct(data.stat().st_mode & 0o777) == "0o750"
+    assert data.stat().st_uid == int((root / "etc/passwd").read_text().split(":")[2])
+    db = data / "gateway.db"
     db.write_bytes(b"field work")
     (root / "etc/outpost/gateway.toml").write_text("[gateway]\n")
 
