@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from cloud_bridge import config as bridge_config
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
+from outpost.tls import check_credentials
 
 PROG = "outpost-bridge"
 logger = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         config = bridge_config.load(args.config)
+        check_credentials(config.mqtt)  # TLS files: one line naming the file
         _check_database_url(config.central.database_url)
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)

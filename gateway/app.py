@@ -97,13 +97,15 @@ def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
     """The MQTT uplink to central, or always-down when ``[mqtt] enabled = false``."""
     if not config.mqtt.enabled:
         return OfflineBackhaul()
-    source = HeartbeatSource(
+    uplink = Uplink(config, store)
+    uplink.heartbeat_source = HeartbeatSource(
         config.gateway.id,
         store,
         config.gateway.data_dir,
         replication=lambda: status_for_db(store.path),
+        cert_expiry=uplink.cert_expires_at,
     )
-    return Uplink(config, store, heartbeat=source)
+    return uplink
 
 
 def create_app(

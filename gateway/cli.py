@@ -22,6 +22,7 @@ from gateway.qr import add_qr_arguments, qr_main
 from gateway.store import StoreError
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
+from outpost.tls import check_credentials
 
 PROG = "outpost-gateway"
 
@@ -59,6 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restore_main(args)
     try:
         config = gateway_config.load(args.config)
+        check_credentials(config.mqtt)  # TLS files: one line naming the file
     except ConfigError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 2

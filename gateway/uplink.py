@@ -41,6 +41,7 @@ from gateway.store.ops import recall_activity, replace_users, upsert_activity
 from gateway.store.store import Store
 from outpost import __version__
 from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received, Will
+from outpost.tls import certificate_expiry
 from outpost.wire import topics
 from outpost.wire.codec import DecodeError, decode, encode, encode_json
 from outpost.wire.schemas import (
@@ -88,7 +89,7 @@ class Uplink:
         self._mqtt_cfg = config.mqtt
         self._store = store
         self.gateway_id = config.gateway.id
-        self._heartbeat_source = heartbeat
+        self.heartbeat_source = heartbeat
         gid = self.gateway_id
         self._t_envelopes = topics.topic(gid, topics.UP_ENVELOPES)
         self._t_checkout = topics.topic(gid, topics.UP_CHECKOUT)
@@ -126,6 +127,9 @@ class Uplink:
         self.envelopes_sent = 0
         self._started = time.monotonic()
         self._stopping = False
+        self.cert_expires_at: datetime | None = None
+        if self._mqtt_cfg.tls and self._mqtt_cfg.cert is not None:
+            self.cert_expires_at = certificate_expiry(self._mqtt_cfg.cert)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -176,6 +180,9 @@ class Uplink:
             "in_flight_batches": len(self._awaiting),
             "broker": f"{self._mqtt_cfg.host}:{self._mqtt_cfg.port}",
             "last_error": self._client.last_error,
+            "certificate_expires_at": self.cert_expires_at.isoformat()
+            if self.cert_expires_at
+            else None,
         }
 
     async def async_checkout(self, activity_id: str, username: str) -> CheckoutAnswer:
@@ -249,9 +256,9 @@ class Uplink:
 
     async def async_send_heartbeat(self) -> None:
         """Publish one heartbeat now (the scheduler calls this periodically)."""
-        if self._heartbeat_source is None or not self.is_up:
+        if self.heartbeat_source is None or not self.is_up:
             return
-        beat = await self._heartbeat_source()
+        beat = await self.heartbeat_source()
         payload = encode(beat)
         with contextlib.suppress(NotConnected, PublishFailed):
             await self._client.async_publish(self._t_heartbeat, payload, qos=0)
