@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 import ifaddr
@@ -54,8 +54,6 @@ MAX_LABEL_BYTES = 63
 MAX_TXT_ENTRY_BYTES = 255
 # zeroconf renames a clashing instance "<name>-2", "-3", ...: keep room for it.
 _RENAME_ROOM = 4
-
-AddressResolver = Callable[[Sequence[str]], list[str]]
 
 
 def _truncate_utf8(text: str, max_bytes: int) -> str:
@@ -113,28 +111,35 @@ def _is_ipv4(entry: str) -> bool:
     return True
 
 
-def resolve_interface_addresses(entries: Sequence[str]) -> list[str]:
-    """IPv4 addresses of the configured interfaces, as present right now (blocking).
+def interface_addresses(entries: Sequence[str]) -> list[tuple[str, int]]:
+    """(IPv4 address, interface index) of the configured interfaces, right now (blocking).
 
     An entry is an IPv4 address (kept if some interface holds it) or an
     interface name (all its IPv4 addresses). Entries absent right now are
-    left out; the advertiser's poll picks them up when they appear.
+    left out; the advertiser's poll picks them up when they appear. The index
+    tells a re-plugged interface (same address, new index: the multicast
+    memberships are gone) from an unchanged one.
     """
-    present: dict[str, list[str]] = {}
+    by_name: dict[str, list[tuple[str, int]]] = {}
     for adapter in ifaddr.get_adapters():
-        v4 = [ip.ip for ip in adapter.ips if isinstance(ip.ip, str)]
-        present.setdefault(adapter.name, []).extend(v4)
+        v4 = [(ip.ip, adapter.index or 0) for ip in adapter.ips if isinstance(ip.ip, str)]
+        by_name.setdefault(adapter.name, []).extend(v4)
         if adapter.nice_name != adapter.name:
-            present.setdefault(adapter.nice_name, []).extend(v4)
-    held = {ip for ips in present.values() for ip in ips}
-    found: list[str] = []
+            by_name.setdefault(adapter.nice_name, []).extend(v4)
+    by_address = {pair[0]: pair for pairs in by_name.values() for pair in pairs}
+    found: list[tuple[str, int]] = []
     for entry in entries:
         if _is_ipv4(entry):
-            candidates = [entry] if entry in held else []
+            candidates = [by_address[entry]] if entry in by_address else []
         else:
-            candidates = present.get(entry, [])
-        found.extend(ip for ip in candidates if ip not in found)
-    return sorted(found, key=lambda ip: ipaddress.IPv4Address(ip))
+            candidates = by_name.get(entry, [])
+        found.extend(pair for pair in candidates if pair not in found)
+    return sorted(found, key=lambda pair: (ipaddress.IPv4Address(pair[0]), pair[1]))
+
+
+def resolve_interface_addresses(entries: Sequence[str]) -> list[str]:
+    """IPv4 addresses of the configured interfaces, as present right now (blocking)."""
+    return [address for address, _ in interface_addresses(entries)]
 
 
 class Advertiser:
@@ -149,7 +154,6 @@ class Advertiser:
         poll_interval_s: float = 10.0,
         path: str = WEB_APP_PATH,
         listen_host: str = "0.0.0.0",
-        resolver: AddressResolver = resolve_interface_addresses,
     ) -> None:
         self.gateway_id = gateway_id
         self.site = site
@@ -158,7 +162,6 @@ class Advertiser:
         self.host = host_name(gateway_id)
         self._label = instance_label(gateway_id, site)
         self._properties = txt_properties(gateway_id, site, path=path)
-        self._resolver = resolver
         # HTTP bound to one address: advertise that one only (if it is on our interfaces)
         self._only = None if listen_host in ("", "0.0.0.0", "::") else listen_host
         self._port: int | None = None
@@ -214,19 +217,25 @@ class Advertiser:
                 await task
         await self._async_withdraw()
 
-    async def _async_resolve(self) -> tuple[str, ...]:
+    async def _async_snapshot(self) -> tuple[tuple[str, int], ...]:
         loop = asyncio.get_running_loop()
-        found = await loop.run_in_executor(None, self._resolver, self.interfaces)
-        return tuple(a for a in found if self._only is None or a == self._only)
+        found = await loop.run_in_executor(None, interface_addresses, self.interfaces)
+        return tuple(pair for pair in found if self._only is None or pair[0] == self._only)
 
     async def _async_run(self) -> None:
-        seen: tuple[str, ...] | None = None  # None: not looked yet
+        seen: tuple[tuple[str, int], ...] | None = None  # None: not looked yet
         while True:
             try:
-                addresses = await self._async_resolve()
-                if addresses != seen or addresses != self._addresses:
+                snapshot = await self._async_snapshot()
+                addresses = tuple(address for address, _ in snapshot)
+                if seen is not None and snapshot != seen and addresses == self._addresses:
+                    # same addresses on a re-created interface (a USB adapter
+                    # re-plugged): its multicast memberships are gone, start afresh
+                    logger.info("mDNS: interface re-created; announcing again")
+                    await self._async_withdraw()
+                if snapshot != seen or addresses != self._addresses:
                     await self._async_apply(addresses)
-                seen = addresses
+                seen = snapshot
             except asyncio.CancelledError:
                 raise
             except Exception:  # a loop boundary: log and try again next round

@@ -70,26 +70,8 @@ def netns_pair() -> Iterator[NetnsPair]:
         for ns in (pair.ns_a, pair.ns_b):
             _ip("netns", "add", ns)
             made.append(ns)
-        _ip(
-            "link",
-            "add",
-            pair.if_a,
-            "netns",
-            pair.ns_a,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            pair.if_b,
-            "netns",
-            pair.ns_b,
-        )
-        for ns, ifname, addr in (
-            (pair.ns_a, pair.if_a, pair.addr_a),
-            (pair.ns_b, pair.if_b, pair.addr_b),
-        ):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
-            _ip("-n", ns, "link", "set", ifname, "up")
+        make_link(pair)
+        for ns in made:
             _ip("-n", ns, "link", "set", "lo", "up")
     except subprocess.CalledProcessError as exc:
         for ns in made:
@@ -102,14 +84,38 @@ def netns_pair() -> Iterator[NetnsPair]:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
 
 
-def gateway_config(gateway_id: str, site: str, interfaces: list[str]) -> str:
+def gateway_config(gateway_id: str, site: str, interfaces: list[str], poll_s: float = 0.2) -> str:
     return json.dumps(
         {
             "gateway": {"id": gateway_id, "site": site},
             "lan": {"host": "0.0.0.0", "port": 0},
-            "discovery": {"interfaces": interfaces, "address_poll_s": 0.2},
+            "discovery": {"interfaces": interfaces, "address_poll_s": poll_s},
         }
     )
+
+
+def make_link(pair: NetnsPair) -> None:
+    """The veth pair between the namespaces, addressed and up."""
+    _ip(
+        "link",
+        "add",
+        pair.if_a,
+        "netns",
+        pair.ns_a,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        pair.if_b,
+        "netns",
+        pair.ns_b,
+    )
+    for ns, ifname, addr in (
+        (pair.ns_a, pair.if_a, pair.addr_a),
+        (pair.ns_b, pair.if_b, pair.addr_b),
+    ):
+        _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", ifname)
+        _ip("-n", ns, "link", "set", ifname, "up")
 
 
 async def start_in(pair: NetnsPair, ns: str, *argv: str) -> PeerProcess:
@@ -233,6 +239,39 @@ async def test_address_change_is_reannounced_and_stop_says_goodbye(netns_pair: N
         await browser.close()
 
 
+async def test_a_replugged_interface_is_announced_again(netns_pair: NetnsPair) -> None:
+    """A USB adapter pulled and plugged back: same name and address, new interface
+    (its multicast memberships are gone). The gateway must be found again."""
+    pair = netns_pair
+    gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
+    gateway = await start_in(
+        pair, pair.ns_a, sys.executable, "-c", ADVERTISER,
+        gateway_config(gateway_id, "Pit 5", [pair.if_a], poll_s=0.5),
+    )  # fmt: skip
+    browser: PeerProcess | None = None
+    try:
+        announced = await gateway.expect(event="announced")
+        _ip("-n", pair.ns_a, "link", "del", pair.if_a)  # takes its peer along
+        make_link(pair)
+        # a browser on the new link hears the gateway only if it re-joined the group
+        browser = await start_in(
+            pair,
+            pair.ns_b,
+            sys.executable,
+            "-c",
+            THIRD_PARTY_BROWSER,
+            pair.addr_b,
+            "_outpost._tcp.local.",
+        )
+        name = next(n for n in announced["names"] if n.endswith("._outpost._tcp.local."))
+        added = await browser.expect(event="added", name=name, timeout=9)
+        assert added["addresses"] == [pair.addr_a]
+    finally:
+        if browser is not None:
+            await browser.close()
+        await gateway.close()
+
+
 async def test_two_gateways_with_one_name_are_kept_apart(netns_pair: NetnsPair) -> None:
     pair = netns_pair
     gateway_id = f"ns-{uuid.uuid4().hex[:8]}"
@@ -309,21 +348,25 @@ interfaces = ["{pair.if_a}"]
         assert added["props"]["path"] == "/"
         assert added["server"] == f"outpost-{gateway_id}.local."
 
-        rc, out, err = await run_in(
-            pair, pair.ns_b, sys.executable, "-m", "gateway", "discover",
-            "--timeout", "1.5", "--interface", pair.addr_b, "--json",
+        # at once, from the other side: the technician's command, and the status
+        # page's QR code (it names the address the phone reached the gateway by)
+        (rc, out, err), (qr_rc, qr_out, qr_err) = await asyncio.gather(
+            run_in(
+                pair, pair.ns_b, sys.executable, "-m", "gateway", "discover",
+                "--timeout", "1.5", "--interface", pair.addr_b, "--json",
+            ),
+            run_in(
+                pair, pair.ns_b, sys.executable, "-c",
+                "import urllib.request, sys; r = urllib.request.urlopen(sys.argv[1], timeout=5); "
+                "print(r.headers['Content-Type']); print(r.read().decode())",
+                f"http://{pair.addr_a}:8080/qr.svg",
+            ),
         )  # fmt: skip
         assert rc == 0, err
         (found,) = [g for g in json.loads(out) if g["gateway_id"] == gateway_id]
         assert (found["site"], found["url"]) == ("Substation 9", f"http://{pair.addr_a}:8080/")
 
-        # the status page's QR code names the address the phone reached the gateway by
-        rc, out, err = await run_in(
-            pair, pair.ns_b, sys.executable, "-c",
-            "import urllib.request, sys; r = urllib.request.urlopen(sys.argv[1], timeout=5); "
-            "print(r.headers['Content-Type']); print(r.read().decode())",
-            f"http://{pair.addr_a}:8080/qr.svg",
-        )  # fmt: skip
+        rc, out, err = qr_rc, qr_out, qr_err
         assert rc == 0, err
         content_type, svg = out.split("\n", 1)
         assert content_type.startswith("image/svg+xml")
