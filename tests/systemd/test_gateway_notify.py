@@ -61,7 +61,7 @@ def gateway(
         "NOTIFY_SOCKET": notify_socket.address,
         "WATCHDOG_USEC": str(WATCHDOG_USEC),
         "OUTPOST_TEST_STALL_SIGNAL": "1",
-        "OUTPOST_TEST_STALL_S": "3",
+        "OUTPOST_TEST_STALL_S": "1.5",
         # As under systemd: stderr is "the journal", so lines carry <N> priorities.
         "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
     }
@@ -89,10 +89,10 @@ def test_ready_watchdog_stall_and_stopping(
         assert resp.status == 200
 
     notify_socket.wait_for("WATCHDOG", "1")
-    healthy = notify_socket.collect(1.6)
+    healthy = notify_socket.collect(1.2)
     assert len([m for m in healthy if m.fields.get("WATCHDOG") == "1"]) >= 2
 
-    gateway.send_signal(signal.SIGUSR2)  # test-only: block the event loop for 3 s
+    gateway.send_signal(signal.SIGUSR2)  # test-only: block the event loop for 1.5 s
     unhealthy = notify_socket.wait_for("STATUS", timeout=10)
     assert unhealthy.fields["STATUS"].startswith("unhealthy: event loop was blocked")
     resumed = notify_socket.wait_for("WATCHDOG", "1", timeout=10)
