@@ -9,12 +9,12 @@ else in the batch is affected.
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from gateway.api.errors import ApiError
 from gateway.store.schema import (
@@ -23,6 +23,7 @@ from gateway.store.schema import (
     RECALLED,
     REJECTED,
     STORED,
+    UtcDateTime,
     activities,
     attachments,
     envelopes,
@@ -37,9 +38,13 @@ def parse_form(form_json: str) -> FormDefinition:
 
 
 def body_hash(body: EnvelopeBody) -> str:
-    """SHA-256 of the posted body in canonical form (key order and spacing don't matter)."""
-    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    """SHA-256 of the validated body as the schema serialises it.
+
+    Field order, spacing and defaults don't matter (``form_version`` absent or
+    null hash the same); values inside ``record``/``tables`` keep the order
+    the device sent, which a retry repeats byte for byte.
+    """
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
 def first_state(status: str) -> str:
@@ -60,18 +65,108 @@ def answer(row: Any) -> dict[str, Any]:
 
 def completed_lock(conn: Connection, activity_id: str) -> bool:
     """True once the activity has a completed envelope that central has not rejected."""
-    return (
-        conn.execute(
-            select(envelopes.c.envelope_id)
-            .where(
-                envelopes.c.activity_id == activity_id,
-                envelopes.c.status == "completed",
-                envelopes.c.state != REJECTED,
-            )
-            .limit(1)
-        ).first()
-        is not None
+    return bool(conn.execute(_SEQ_AND_LOCK, {"aid": activity_id}).one()[1])
+
+
+# Statements built once: a submission runs in the writer thread for every
+# device, and building Core statements per call costs more than executing them.
+_EXISTING = select(
+    envelopes.c.envelope_id,
+    envelopes.c.activity_id,
+    envelopes.c.seq,
+    envelopes.c.status,
+    envelopes.c.received_at,
+    envelopes.c.author,
+    envelopes.c.body_hash,
+).where(envelopes.c.envelope_id == bindparam("eid"))
+_LAST_SEQ = (
+    select(func.max(envelopes.c.seq))
+    .where(envelopes.c.activity_id == bindparam("aid"))
+    .scalar_subquery()
+)
+_LOCKED = (
+    select(envelopes.c.envelope_id)
+    .where(
+        envelopes.c.activity_id == bindparam("aid"),
+        envelopes.c.status == "completed",
+        envelopes.c.state != REJECTED,
     )
+    .exists()
+)
+_KNOWN_ID = (
+    select(envelopes.c.envelope_id).where(envelopes.c.envelope_id == bindparam("eid")).exists()
+)
+# One statement in the common case: the activity, its last seq, its lock, and
+# whether the envelope id is already known.
+_ACTIVITY = select(
+    activities.c.id,
+    activities.c.form,
+    activities.c.form_version,
+    activities.c.responsible,
+    activities.c.holder,
+    activities.c.state,
+    activities.c.recall_reason,
+    _LAST_SEQ.label("last_seq"),
+    _LOCKED.label("locked"),
+    _KNOWN_ID.label("known_id"),
+).where(activities.c.id == bindparam("aid"))
+_SEQ_AND_LOCK = select(_LAST_SEQ, _LOCKED)
+_COMPLETE_BLOBS = select(attachments.c.sha256).where(
+    attachments.c.sha256.in_(bindparam("shas", expanding=True)),
+    attachments.c.complete.is_(True),
+)
+_INSERT = insert(envelopes)
+
+
+class _Raw:
+    """A Core statement compiled once to SQLite SQL with positional parameters.
+
+    The submission hot path runs it on the driver connection of the writer's
+    open transaction: the same SQL SQLAlchemy would send, without its
+    per-execution overhead (measured ~8x per statement).
+    """
+
+    def __init__(self, stmt: Any) -> None:
+        compiled = stmt.compile(dialect=sqlite_dialect())
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup or [])
+        self.defaults = dict(compiled.params)  # literals such as 'completed'
+        self.columns = [c.key for c in getattr(stmt, "selected_columns", [])]
+        binds = {b.key: b.type for b in compiled.binds.values()}
+        self.utc = {name for name, kind in binds.items() if isinstance(kind, UtcDateTime)}
+
+    def params(self, values: dict[str, Any]) -> list[Any]:
+        out = []
+        for name in self.names:
+            value = values[name] if name in values else self.defaults[name]
+            if name in self.utc and value is not None:
+                value = _UTC.process_bind_param(value, _DIALECT)
+            out.append(value)
+        return out
+
+    def first(self, conn: Connection, values: dict[str, Any]) -> Any:
+        row = _driver(conn).execute(self.sql, self.params(values)).fetchone()
+        return None if row is None else _Row(dict(zip(self.columns, row, strict=True)))
+
+    def run(self, conn: Connection, values: dict[str, Any]) -> None:
+        _driver(conn).execute(self.sql, self.params(values))
+
+
+def _driver(conn: Connection) -> Any:
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    return raw
+
+
+_DIALECT = sqlite_dialect()
+_UTC = UtcDateTime()
+_RAW_ACTIVITY = _Raw(_ACTIVITY)
+_RAW_INSERT = _Raw(_INSERT)
+_QUEUE_DRAFTS = (
+    update(envelopes)
+    .where(envelopes.c.activity_id == bindparam("aid"), envelopes.c.state == STORED)
+    .values(state=QUEUED)
+)
 
 
 def store_envelope(
@@ -83,28 +178,18 @@ def store_envelope(
 ) -> tuple[dict[str, Any], bool]:
     """Store ``body`` for ``author``; return ``(answer, replayed)``."""
     envelope_id = str(body.envelope_id)
-    existing = conn.execute(
-        select(
-            envelopes.c.envelope_id,
-            envelopes.c.activity_id,
-            envelopes.c.seq,
-            envelopes.c.status,
-            envelopes.c.received_at,
-            envelopes.c.author,
-            envelopes.c.body_hash,
-        ).where(envelopes.c.envelope_id == envelope_id)
-    ).first()
-    if existing is not None:
-        if existing.body_hash == digest and existing.author == author:
-            return answer(existing), True
-        raise ApiError(
-            409,
-            "envelope_conflict",
-            "An envelope with this envelope_id was already stored with a different body; "
-            "a new envelope needs a new id.",
-        )
-
-    act = conn.execute(select(activities).where(activities.c.id == body.activity_id)).first()
+    act = _RAW_ACTIVITY.first(conn, {"aid": body.activity_id, "eid": envelope_id})
+    if act is None or act.known_id:
+        existing = conn.execute(_EXISTING, {"eid": envelope_id}).first()
+        if existing is not None:
+            if existing.body_hash == digest and existing.author == author:
+                return answer(existing), True
+            raise ApiError(
+                409,
+                "envelope_conflict",
+                "An envelope with this envelope_id was already stored with a different body; "
+                "a new envelope needs a new id.",
+            )
     if act is None or author not in (act.responsible, act.holder):
         raise ApiError(
             404,
@@ -121,13 +206,11 @@ def store_envelope(
         raise ApiError(
             409, "activity_checked_in", "This activity was already uploaded and checked in."
         )
-    if completed_lock(conn, act.id):
+    last, locked = act.last_seq, act.locked
+    if locked:
         raise ApiError(
             409, "activity_completed", "This activity is completed and can no longer be changed."
         )
-    last = conn.execute(
-        select(func.max(envelopes.c.seq)).where(envelopes.c.activity_id == act.id)
-    ).scalar_one()
     expected = (last or 0) + 1
     if body.seq != expected:
         raise ApiError(
@@ -150,13 +233,7 @@ def store_envelope(
         )
     if body.attachments:
         wanted = set(body.attachments)
-        complete = set(
-            conn.execute(
-                select(attachments.c.sha256).where(
-                    and_(attachments.c.sha256.in_(wanted), attachments.c.complete.is_(True))
-                )
-            ).scalars()
-        )
+        complete = set(conn.execute(_COMPLETE_BLOBS, {"shas": sorted(wanted)}).scalars())
         missing = sorted(wanted - complete)
         if missing:
             raise ApiError(
@@ -197,16 +274,17 @@ def store_envelope(
         "body_hash": digest,
         "size": len(text),
         "state": state,
+        "code": None,
+        "reason": None,
+        "sent_at": None,
+        "result_at": None,
+        "batch_id": None,
         "attempts": 0,
     }
-    conn.execute(insert(envelopes).values(**row))
+    _RAW_INSERT.run(conn, row)
     if body.status == "completed":
         # Rule 4: only a completed activity uploads — its drafts go with it, in order.
-        conn.execute(
-            update(envelopes)
-            .where(envelopes.c.activity_id == act.id, envelopes.c.state == STORED)
-            .values(state=QUEUED)
-        )
+        conn.execute(_QUEUE_DRAFTS, {"aid": act.id})
     return answer(_Row(row)), False
 
 
