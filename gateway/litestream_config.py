@@ -22,6 +22,7 @@ from typing import Any
 from gateway.config import ReplicationSection
 
 CONFIG_FILENAME = "litestream.yml"
+SHUTDOWN_SYNC_TIMEOUT_S = 5.0
 # systemd credential names (LoadCredential=s3_access_key_id:/etc/outpost/…).
 CRED_ACCESS_KEY_ID = "s3_access_key_id"
 CRED_SECRET_ACCESS_KEY = "s3_secret_access_key"
@@ -135,6 +136,10 @@ def build_config(db_path: Path, settings: ReplicationSection) -> dict[str, Any]:
     }
     return {
         "logging": {"level": "info", "type": "text", "stderr": True},
+        # On SIGTERM litestream retries its last upload; bounded so a stop
+        # with a dead replica disk does not hang the gateway's shutdown.
+        "shutdown-sync-timeout": _duration(SHUTDOWN_SYNC_TIMEOUT_S),
+        "shutdown-sync-interval": "500ms",
         "dbs": [db],
     }
 

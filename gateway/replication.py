@@ -44,6 +44,7 @@ from gateway.blob_mirror import BLOBS_DIRNAME, BlobMirror
 from gateway.config import GatewayConfig, ReplicationSection
 from gateway.litestream_config import (
     CONFIG_FILENAME,
+    SHUTDOWN_SYNC_TIMEOUT_S,
     ReplicationConfigError,
     build_config,
     child_environment,
@@ -65,7 +66,7 @@ from gateway.store.store import DB_FILENAME
 
 logger = logging.getLogger(__name__)
 
-STOP_TIMEOUT_S = 15.0  # litestream flushes to the replica on SIGTERM
+STOP_TIMEOUT_S = SHUTDOWN_SYNC_TIMEOUT_S + 5.0  # litestream flushes to the replica on SIGTERM
 GOOD_RUN_S = 60.0  # a run this long resets the restart backoff
 GUARD_RETRY_S = 5.0
 S3_PROBE_INTERVAL_S = 5.0

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 LTX_SUFFIX = ".ltx"
+SNAPSHOT_LEVEL = "9"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,16 +52,21 @@ def ltx_max_txid(ltx_dir: Path) -> tuple[int, float]:
 
     Only the names are listed; one ``stat`` per level. The earliest mtime
     among files ending at the top txid is the L0 file's own timestamp:
-    compactions and snapshots of the same data are stamped later.
+    compactions of the same data carry it too. Snapshots (level 9) are
+    stamped when taken, which can be after a change they do not hold, so
+    they count only when no other level has a file.
     """
     best_txid, best_ts = 0, 0.0
     try:
-        levels = list(os.scandir(ltx_dir))
-    except FileNotFoundError:
+        levels = sorted(
+            (e for e in os.scandir(ltx_dir) if e.is_dir()),
+            key=lambda e: e.name == SNAPSHOT_LEVEL,  # snapshots last
+        )
+    except (FileNotFoundError, NotADirectoryError):
         return 0, 0.0
     for level in levels:
-        if not level.is_dir():
-            continue
+        if level.name == SNAPSHOT_LEVEL and best_txid:
+            break
         top: tuple[int, str] | None = None
         try:
             with os.scandir(level.path) as entries:
@@ -68,7 +74,7 @@ def ltx_max_txid(ltx_dir: Path) -> tuple[int, float]:
                     parsed = _parse_ltx_name(entry.name)
                     if parsed is not None and (top is None or parsed[1] > top[0]):
                         top = (parsed[1], entry.path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             continue
         if top is None:
             continue
