@@ -101,8 +101,8 @@ class Replayer:
                 results += self._retrying(
                     partial(self._envelope_in_own_transactions, gateway_id, env, batch_id, arrived)
                 )
-        with self.db.session() as session:
-            touch_gateway(session, gateway_id, arrived)
+            with self.db.session() as session:
+                touch_gateway(session, gateway_id, arrived)
         return results
 
     def apply_envelopes(self, gateway_id: str, envelopes: list[WireEnvelope]) -> Results:
@@ -162,6 +162,8 @@ class Replayer:
                 results += decided
                 if activity_id is not None:
                     results += self._release(session, activity_id, nested=True)
+            # Last, after every activity lock: the fleet view's "last seen".
+            touch_gateway(session, gateway_id, arrived)
         return results
 
     def _envelope_in_own_transactions(
