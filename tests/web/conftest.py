@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 
 from gateway.app import store_for
 from gateway.config import load as load_gateway_config
@@ -69,6 +70,9 @@ FORM = FormDefinition.model_validate(
 
 pytestmark = pytest.mark.browser
 
+# The machine running the suite is shared: give the UI time to catch up.
+expect.set_options(timeout=15_000)
+
 
 def chromium_missing() -> str | None:
     if not CHROMIUM.exists():
@@ -86,6 +90,9 @@ class GatewayProcess:
     workdir: Path
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    gateway_id: str = "site-web"
+    # None: a LAN-only gateway (backhaul always down); else [mqtt] host/port of a broker
+    mqtt: dict[str, Any] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -113,7 +120,7 @@ class GatewayProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(
             "[gateway]\n"
-            'id = "site-web"\n'
+            f'id = "{self.gateway_id}"\n'
             'site = "North Quarry"\n'
             f'data_dir = "{self.data_dir}"\n'
             "[lan]\n"
@@ -122,7 +129,13 @@ class GatewayProcess:
             "disk_free_floor_mb = 0\n"
             "signin_slowdown_s = 0\n"
             "[discovery]\nenabled = false\n"
-            "[mqtt]\nenabled = false\n"
+            + (
+                "[mqtt]\nenabled = false\n"
+                if self.mqtt is None
+                else "[mqtt]\n"
+                + "".join(f"{k} = {json.dumps(v)}\n" for k, v in self.mqtt.items())
+                + "keepalive = 5\nbackoff_initial = 0.05\nbackoff_max = 0.5\n"
+            )
         )
 
     def seed(self) -> None:
@@ -255,9 +268,17 @@ class Crew:
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("[data-activity]")
 
-    def screenshot(self, name: str) -> None:
+    def screenshot(self, name: str, scroll_to: str | None = None) -> None:
+        """A phone-sized picture for docs/screenshots (no focus ring, no toast)."""
+        page = self.page
+        page.evaluate("document.activeElement && document.activeElement.blur()")
+        page.evaluate("document.querySelector('#toast').classList.remove('show')")
+        if scroll_to:
+            page.locator(scroll_to).first.evaluate("(el) => el.scrollIntoView({block: 'start'})")
+        else:
+            page.evaluate("window.scrollTo(0, 0)")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
+        page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), animations="disabled")
 
     def forgive(self, *needles: str) -> None:
         """Drop console errors the test caused on purpose (each needle must match one)."""
@@ -282,9 +303,11 @@ def crew(chromium_browser: Any) -> Iterator[Crew]:
     c = Crew(context, page)
     page.on(
         "console",
-        lambda m: c.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})")
-        if m.type == "error"
-        else None,
+        lambda m: (
+            c.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})")
+            if m.type == "error"
+            else None
+        ),
     )
     page.on("pageerror", lambda e: c.errors.append(f"page error: {e}"))
     yield c

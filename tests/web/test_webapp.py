@@ -147,10 +147,8 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     page.get_by_role("button", name="Remove Readings row 1").click()
     expect(page.locator(".row-card")).to_have_count(1)
     expect(page.locator("[data-row='1']").get_by_label("Meter")).to_have_value("B2")
-    page.evaluate("window.scrollTo(0, 0)")
     crew.screenshot("03-form")
-    page.locator(".photo").scroll_into_view_if_needed()
-    crew.screenshot("04-form-photo-signature")
+    crew.screenshot("04-form-photo-signature", scroll_to=".field-attachment")
 
     page.get_by_role("button", name="Save draft").click()
     expect(head_badge(page)).to_contain_text("Draft")  # acknowledged by the gateway
@@ -174,7 +172,9 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     assert sorted(latest["attachments"]) == sorted([record["photo"], record["signature"]])
     stored_photo = gateway.data_dir / "blobs" / record["photo"][:2] / record["photo"]
     assert stored_photo.read_bytes() == photo
-    signature = (gateway.data_dir / "blobs" / record["signature"][:2] / record["signature"]).read_bytes()
+    signature = (
+        gateway.data_dir / "blobs" / record["signature"][:2] / record["signature"]
+    ).read_bytes()
     assert signature.startswith(b"\x89PNG\r\n\x1a\n")
     assert hashlib.sha256(signature).hexdigest() == record["signature"]
 
@@ -185,9 +185,10 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     expect(page.get_by_label("Notes")).to_be_disabled()
     expect(page.get_by_role("button", name="Save draft")).to_have_count(0)
     expect(page.locator("#toast")).to_have_text("Completed form saved on the gateway.")
-    page.evaluate("window.scrollTo(0, 0)")
     crew.screenshot("05-completed-read-only")
-    states = [(e["seq"], e["status"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-1")]
+    states = [
+        (e["seq"], e["status"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-1")
+    ]
     # Rule 4: a completed activity queues for upload, its drafts with it.
     assert states == [(1, "draft", "queued"), (2, "completed", "queued")]
 
@@ -224,7 +225,6 @@ def test_offline_while_saving_then_back_arrive_exactly_once(
     page.get_by_label("Notes").fill("second save, still no Wi-Fi")
     page.get_by_role("button", name="Save draft").click()
     expect(page.locator("#nav .count")).to_have_text("2")
-    page.evaluate("window.scrollTo(0, 0)")
     crew.screenshot("07-offline-saved-on-phone")
     queued = idb(page, "outbox")
     assert sorted(b["seq"] for b in queued) == [1, 2]
@@ -285,7 +285,10 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
             update(envelopes)
             .where(envelopes.c.activity_id == "act-1", envelopes.c.seq == 1)
             .values(
-                state="rejected", code="version_conflict", reason=REASON, result_at=datetime.now(UTC)
+                state="rejected",
+                code="version_conflict",
+                reason=REASON,
+                result_at=datetime.now(UTC),
             )
         )
         assert done.rowcount == 1

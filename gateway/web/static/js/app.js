@@ -16,6 +16,7 @@ const REFRESH_MS = 15000;
 // drafts included, so a draft needs its required answers before it can go.
 const DRAFTS_NEED_REQUIRED = true;
 const PING_MS = 3000;
+const SYNCING_REFRESH_MS = 2000;
 
 const state = {
   session: null, // {token, user: {username, display_name}, expires_at}
@@ -181,16 +182,25 @@ async function doRefresh() {
       api.request("GET", "/api/v1/status"),
     ]);
     const list = listOf(acts, "activities");
+    const prior = await db.getAll("activities");
+    const cached = new Map(prior.map((p) => [p.id, p]));
+    // The form and the latest envelope's content come with the detail: fetch it
+    // only for activities that are new or changed since the last look.
+    const changed = (a) => {
+      const c = cached.get(a.id);
+      return !c || !c.form || ["envelopes", "next_seq", "status", "version", "form_version"].some((k) => c[k] !== a[k]);
+    };
     const details = await Promise.all(
-      list.map((a) => api.request("GET", `/api/v1/activities/${encodeURIComponent(a.id)}`).catch(() => null)),
+      list.map((a) =>
+        changed(a) ? api.request("GET", `/api/v1/activities/${encodeURIComponent(a.id)}`).catch(() => null) : null,
+      ),
     );
     if (!state.session) return;
     const keep = new Set();
     const rows = list.map((a, i) => {
       keep.add(a.id);
-      return { ...a, ...(details[i] || {}), id: a.id };
+      return { ...(cached.get(a.id) || {}), ...a, ...(details[i] || {}), id: a.id };
     });
-    const prior = await db.getAll("activities");
     await db.putMany(rows.map((r) => ["activities", r]));
     state.envelopes = listOf(envs, "envelopes");
     // An activity leaves the gateway's list once central applied its completed
@@ -216,12 +226,22 @@ async function doRefresh() {
   renderNav();
 }
 
+/** Poll faster while the user's work is on its way to central (badges move by themselves). */
+function refreshDelay() {
+  const up = backhaulUp(state.status);
+  const moving = state.envelopes.some((e) => e.state === "sent" || (up && e.state === "queued"));
+  return moving ? SYNCING_REFRESH_MS : REFRESH_MS;
+}
+
 function scheduleRefresh() {
-  clearInterval(refreshTimer);
+  clearTimeout(refreshTimer);
   clearInterval(pingTimer);
-  refreshTimer = setInterval(() => {
-    if (document.visibilityState === "visible" && api.isReachable()) refresh();
-  }, REFRESH_MS);
+  const tick = async () => {
+    if (!state.session) return;
+    if (document.visibilityState === "visible" && api.isReachable()) await refresh();
+    if (state.session) refreshTimer = setTimeout(tick, refreshDelay());
+  };
+  refreshTimer = setTimeout(tick, refreshDelay());
   pingTimer = setInterval(() => {
     if (!api.isReachable()) api.ping();
   }, PING_MS);
@@ -565,7 +585,7 @@ function screenPending() {
       );
     }
 
-    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway (whole site)" }));
+    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway" }));
     gw.append(
       el("p", { class: `backhaul ${up === true ? "up" : up === false ? "down" : ""}`, id: "backhaul" },
         up === true ? "Backhaul is up: completed work goes to central." : up === false ? "Backhaul is down: completed work waits on the gateway, safely stored." : "Backhaul state unknown (gateway out of reach)."),
@@ -583,10 +603,11 @@ function screenPending() {
     ]) {
       dl.append(el("div", { "data-state": key }, el("dt", { text: label }), el("dd", { text: String(counts[key] ?? 0) })));
     }
-    gw.append(dl);
+    gw.append(dl, el("p", { class: "muted small", text: "Counts are for the whole site, every crew member." }));
     if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: `As of ${relTime(state.fetchedAt)}.` }));
 
     const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: "Refused" }));
+    if (rejected.length || refused.length) rej.classList.add("card-alert");
     if (!rejected.length && !refused.length) rej.append(el("p", { text: "Nothing was refused." }));
     const items = el("ul", { class: "rejections", id: "rejections" });
     for (const e of rejected) {
@@ -606,7 +627,9 @@ function screenPending() {
       ));
     }
     if (items.children.length) rej.append(items);
-    main().replaceChildren(el("h1", { text: "Pending" }), phone, gw, rej);
+    // What needs the crew's attention comes first.
+    const refusedFirst = items.children.length ? [rej, phone, gw] : [phone, gw, rej];
+    main().replaceChildren(el("h1", { text: "Pending" }), ...refusedFirst);
   };
   current = draw;
   draw();
@@ -656,7 +679,7 @@ async function signOut() {
 /** Remove everything this app kept on the device. */
 async function wipe() {
   state.session = null;
-  clearInterval(refreshTimer);
+  clearTimeout(refreshTimer);
   clearInterval(pingTimer);
   api.setToken(null);
   outbox.setUser(null);
@@ -706,7 +729,7 @@ async function boot() {
   api.onSessionLost.addEventListener("lost", () => {
     if (!state.session) return;
     state.session = null;
-    clearInterval(refreshTimer);
+    clearTimeout(refreshTimer);
     outbox.setUser(null);
     db.setMeta("session", null);
     screenSignIn("Your session ended. Sign in again: what you saved on this phone is kept and sent afterwards.");

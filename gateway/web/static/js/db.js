@@ -91,6 +91,7 @@ export function clear(store) {
 
 /** Write several records to several stores in one transaction (all or nothing). */
 export async function putMany(entries) {
+  if (!entries.length) return;
   const names = [...new Set(entries.map(([store]) => store))];
   const db = await open();
   return new Promise((resolve, reject) => {
