@@ -81,9 +81,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     finally:
         info = request.match_info.route.resource
         route = info.canonical if info is not None else "unmatched"
-        metrics = request.app[METRICS_KEY]
-        metrics.requests.labels(request.method, route, str(status)).inc()
-        metrics.latency.labels(route).observe(time.perf_counter() - start)
+        request.app[METRICS_KEY].observe(request.method, route, status, time.perf_counter() - start)
 
 
 def _needs_token(request: web.Request) -> bool:

@@ -244,7 +244,9 @@ def store_envelope(
                 missing=missing,
             )
 
-    wire = WireEnvelope(
+    # Every field was validated as part of ``body`` (same types and bounds);
+    # construct without validating it a second time in the writer thread.
+    wire = WireEnvelope.model_construct(
         envelope_id=body.envelope_id,
         activity_id=body.activity_id,
         seq=body.seq,

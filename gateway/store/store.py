@@ -95,7 +95,7 @@ class Store:
         self.max_batch = max_batch
         self._queue_size = queue_size
         self._readers = readers
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C, lock-light
         self._slots: asyncio.Semaphore | None = None
         self._writer: Engine | None = None
         self._reader: Engine | None = None
