@@ -218,7 +218,9 @@ def seed_gateway(data_dir: Path, clients: int) -> None:
                     gateway_id="bench",
                     users=[
                         UserWire(
-                            username="bench", password_hash=hash_password("bench-password"), offline=True
+                            username="bench",
+                            password_hash=hash_password("bench-password"),
+                            offline=True,
                         )
                     ],
                     offline_types=["inspection"],
@@ -352,7 +354,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
 def report(r: dict[str, Any], markdown: bool) -> str:
     g, b = r["gateway"], r["bare"]
     rows = [
-        ("gateway (HTTP + validate + group commit)", g["rate"], g["p50_ms"], g["p99_ms"], g["cpu_ms"]),
+        (
+            "gateway (HTTP + validate + group commit)",
+            g["rate"],
+            g["p50_ms"],
+            g["p99_ms"],
+            g["cpu_ms"],
+        ),
         ("bare aiohttp handler (HTTP floor)", b["rate"], b["p50_ms"], b["p99_ms"], b["cpu_ms"]),
         ("raw SQLite, 1 row per commit", r["sqlite_one_per_commit"], None, None, None),
         (f"raw SQLite, {r['clients']} rows per commit", r["sqlite_batched"], None, None, None),

@@ -91,7 +91,9 @@ async def test_oldest_pending_counts_queued(
 
 
 async def test_metrics(client: TestClient[Any, Any], alice: dict[str, str]) -> None:
-    assert (await client.post("/api/v1/envelopes", json=envelope_body(), headers=alice)).status == 201
+    assert (
+        await client.post("/api/v1/envelopes", json=envelope_body(), headers=alice)
+    ).status == 201
     resp = await client.get("/metrics")
     assert resp.status == 200
     text = await resp.text()
@@ -119,8 +121,10 @@ async def test_openapi_describes_every_route(
     for route in client.app.router.routes():
         info = route.resource.get_info() if route.resource else {}
         path = info.get("path") or info.get("formatter")
-        if route.method in ("HEAD", "*") and route.resource and any(
-            r.method == "GET" for r in route.resource
+        if (
+            route.method in ("HEAD", "*")
+            and route.resource
+            and any(r.method == "GET" for r in route.resource)
         ):
             continue
         if path.startswith("/api/") or path in ("/healthz", "/metrics"):

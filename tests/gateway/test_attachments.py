@@ -45,11 +45,15 @@ async def test_whole_upload_then_envelope_uses_it(
     # uploading it again is a no-op
     again = await client.put(URL, data=BLOB, headers=alice)
     assert again.status == 200 and (await again.json())["complete"] is True
-    resp = await client.post("/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice)
+    resp = await client.post(
+        "/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice
+    )
     assert resp.status == 201, await resp.text()
 
 
-async def test_resume_with_content_range(client: TestClient[Any, Any], alice: dict[str, str]) -> None:
+async def test_resume_with_content_range(
+    client: TestClient[Any, Any], alice: dict[str, str]
+) -> None:
     half = 123_457
     total = len(BLOB)
     first = await client.put(
@@ -64,7 +68,9 @@ async def test_resume_with_content_range(client: TestClient[Any, Any], alice: di
     assert head.headers["Upload-Length"] == str(total)
     assert head.headers["X-Upload-Complete"] == "false"
     # an envelope may not use it yet
-    resp = await client.post("/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice)
+    resp = await client.post(
+        "/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice
+    )
     assert resp.status == 422
     # a gap is refused with where to continue
     gap = await client.put(
@@ -80,7 +86,9 @@ async def test_resume_with_content_range(client: TestClient[Any, Any], alice: di
         headers={**alice, "Content-Range": f"bytes {half}-{total - 1}/{total}"},
     )
     assert rest.status == 201, await rest.text()
-    resp = await client.post("/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice)
+    resp = await client.post(
+        "/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice
+    )
     assert resp.status == 201
 
 
@@ -96,7 +104,9 @@ async def test_hash_mismatch_does_not_count(
     assert head.headers["Upload-Offset"] == "0"
     assert head.headers["X-Upload-Complete"] == "false"
     assert not (gateway_config.gateway.data_dir / "blobs" / SHA[:2] / SHA).exists()
-    resp = await client.post("/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice)
+    resp = await client.post(
+        "/api/v1/envelopes", json=envelope_body(attachments=[SHA]), headers=alice
+    )
     assert resp.status == 422
     assert (await client.put(URL, data=BLOB, headers=alice)).status == 201
 

@@ -32,7 +32,9 @@ async def _error(resp: Any) -> dict[str, Any]:
 
 
 async def test_sign_in_returns_token_user_and_expiry(client: TestClient[Any, Any]) -> None:
-    resp = await client.post("/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]})
+    resp = await client.post(
+        "/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]}
+    )
     assert resp.status == 200
     body = await resp.json()
     assert body["user"]["username"] == "alice"
@@ -56,14 +58,24 @@ async def test_wrong_password_and_unknown_user_are_401(client: TestClient[Any, A
 
 
 async def test_user_without_offline_permission_is_403(client: TestClient[Any, Any]) -> None:
-    resp = await client.post("/api/v1/session", json={"username": "carol", "password": PASSWORDS["carol"]})
+    resp = await client.post(
+        "/api/v1/session", json={"username": "carol", "password": PASSWORDS["carol"]}
+    )
     assert resp.status == 403
     assert (await _error(resp))["code"] == "offline_not_permitted"
 
 
 async def test_bad_sign_in_bodies_are_400(client: TestClient[Any, Any]) -> None:
-    for raw in (b"{not json", b"[]", b'{"username": "alice"}', b'{"username": 5, "password": "x"}', b""):
-        resp = await client.post("/api/v1/session", data=raw, headers={"Content-Type": "application/json"})
+    for raw in (
+        b"{not json",
+        b"[]",
+        b'{"username": "alice"}',
+        b'{"username": 5, "password": "x"}',
+        b"",
+    ):
+        resp = await client.post(
+            "/api/v1/session", data=raw, headers={"Content-Type": "application/json"}
+        )
         assert resp.status == 400, raw
         await _error(resp)
 
@@ -127,14 +139,18 @@ async def test_repeated_failures_lock_the_user_then_refuse_clearly(
     bad = {"username": "alice", "password": "wrong"}
     statuses = [(await client.post("/api/v1/session", json=bad)).status for _ in range(3)]
     assert statuses == [401, 401, 429]  # max_failures = 3 in the test config
-    resp = await client.post("/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]})
+    resp = await client.post(
+        "/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]}
+    )
     assert resp.status == 429
     err = await _error(resp)
     assert err["code"] == "signin_locked" and "try again in" in err["message"]
     assert int(resp.headers["Retry-After"]) > 0
     # bob signs in from another client address? Same test client = same address:
     # the per-client lock refuses him too.
-    resp = await client.post("/api/v1/session", json={"username": "bob", "password": PASSWORDS["bob"]})
+    resp = await client.post(
+        "/api/v1/session", json={"username": "bob", "password": PASSWORDS["bob"]}
+    )
     assert resp.status == 429
 
 

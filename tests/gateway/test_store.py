@@ -29,7 +29,13 @@ async def test_pragmas_on_every_connection(store: Store) -> None:
     def pragmas(conn: Connection) -> dict[str, Any]:
         return {
             name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-            for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "query_only")
+            for name in (
+                "journal_mode",
+                "synchronous",
+                "foreign_keys",
+                "busy_timeout",
+                "query_only",
+            )
         }
 
     read = await store.async_read(pragmas)
