@@ -334,7 +334,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop(proc)
 
-        one = sqlite_floor(tmp_path / "floor1.db", args.synchronous, args.floor_rows // 4, 1)  # noqa: ASYNC
+        one = sqlite_floor(
+            tmp_path / "floor1.db", args.synchronous, args.floor_rows // 4, 1
+        )  # blocking on purpose: nothing else runs now
         batched = sqlite_floor(
             tmp_path / "floorN.db", args.synchronous, args.floor_rows, args.clients
         )
