@@ -2,8 +2,10 @@
 
 Middleware order (outermost first): ``error_middleware`` turns every
 failure into ``{"error": {"code", "message"}}``; ``auth_middleware`` asks for
-``Authorization: Bearer <admin token>`` everywhere except ``/healthz`` and
-the OpenAPI document. Request bodies are capped at ``admin.max_body_bytes``.
+``Authorization: Bearer <admin token>`` everywhere except ``/healthz``, the
+OpenAPI document, the fleet pages under ``/fleet`` (which check their own
+login cookie, see ``fleet_page``) and ``/metrics`` when ``fleet.metrics_auth``
+is off. Request bodies are capped at ``admin.max_body_bytes``.
 """
 
 from __future__ import annotations
@@ -18,14 +20,18 @@ from pathlib import Path
 from aiohttp import web
 
 from cloud_bridge.bridge import MqttBridge
+from cloud_bridge.config import FleetSection
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.metrics import BridgeMetrics
 
 logger = logging.getLogger(__name__)
 
 RUNNER_KEY = web.AppKey("runner", DbRunner)
 MQTT_KEY = web.AppKey("mqtt", MqttBridge)
 TOKEN_KEY = web.AppKey("token", str)
+FLEET_KEY = web.AppKey("fleet", FleetSection)
+METRICS_KEY = web.AppKey("metrics", BridgeMetrics)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 TOKEN_FILE = "admin-token"
@@ -89,7 +95,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path in PUBLIC_PATHS:
+    if _checks_its_own_auth(request):
         return await handler(request)
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
@@ -103,13 +109,27 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
+def _checks_its_own_auth(request: web.Request) -> bool:
+    path = request.path
+    if path in PUBLIC_PATHS or path == "/fleet" or path.startswith("/fleet/"):
+        return True  # public, or the fleet pages' login cookie (fleet_page.require_login)
+    return path == "/metrics" and not request.app[FLEET_KEY].metrics_auth
+
+
 MAX_BODY_KEY = web.AppKey("max_body", int)
 
 
 def make_app(
-    runner: DbRunner, mqtt: MqttBridge, token: str, max_body_bytes: int
+    runner: DbRunner,
+    mqtt: MqttBridge,
+    token: str,
+    max_body_bytes: int,
+    *,
+    fleet: FleetSection | None = None,
+    metrics: BridgeMetrics | None = None,
 ) -> web.Application:
-    from cloud_bridge import views
+    from cloud_bridge import fleet_page, views
+    from cloud_bridge.metrics import metrics_handler
 
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=max_body_bytes
@@ -118,5 +138,9 @@ def make_app(
     app[MQTT_KEY] = mqtt
     app[TOKEN_KEY] = token
     app[MAX_BODY_KEY] = max_body_bytes
+    app[FLEET_KEY] = fleet or FleetSection()
+    app[METRICS_KEY] = metrics or BridgeMetrics()
     views.add_routes(app)
+    fleet_page.add_routes(app)
+    app.router.add_get("/metrics", metrics_handler)
     return app

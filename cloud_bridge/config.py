@@ -46,8 +46,16 @@ class FleetSection(Section):
     disk_warn_mb: int = Field(default=1024, ge=0)
     disk_critical_mb: int = Field(default=256, ge=0)
     replica_lag_warn_s: float = Field(default=60, gt=0)
+    replica_lag_critical_s: float = Field(default=900, gt=0)
     cert_warn_days: int = Field(default=30, ge=0)
+    cert_critical_days: int = Field(default=7, ge=0)
+    # A message central had to drop (undecodable, wrong topic) warns for this long.
+    error_warn_s: float = Field(default=3600, ge=0)
     history_days: int = Field(default=7, ge=0)
+    prune_interval_s: float = Field(default=3600, gt=0)
+    page_refresh_s: int = Field(default=15, ge=2, le=3600)  # the fleet page reloads itself
+    # GET /metrics asks for the admin token (Prometheus: authorization.credentials).
+    metrics_auth: bool = True
 
 
 class BridgeConfig(BaseModel):

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cloud_bridge import rules
+from cloud_bridge import fleet, rules
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.models import Gateway, utcnow
 from cloud_bridge.replay import Replayer, Results
 from outpost.mqtt import Received
@@ -85,9 +86,12 @@ def results_messages(results: Results, batch_id: Any = None) -> list[Outgoing]:
 
 
 class UplinkHandler:
-    def __init__(self, runner: DbRunner, replayer: Replayer) -> None:
+    def __init__(
+        self, runner: DbRunner, replayer: Replayer, metrics: BridgeMetrics | None = None
+    ) -> None:
         self.runner = runner
         self.replayer = replayer
+        self.metrics = metrics or BridgeMetrics()
         self.dropped = 0  # payloads refused (for tests and metrics)
 
     async def async_handle(self, msg: Received) -> list[Outgoing]:
@@ -95,20 +99,26 @@ class UplinkHandler:
         if parsed is None:
             logger.warning("dropping a message on a topic that is not ours: %s", short(msg.topic))
             self.dropped += 1
+            self.metrics.dropped.labels("foreign_topic").inc()
             return []
         gateway_id, leaf = parsed
         expected = _EXPECTED.get(leaf)
         if expected is None:
-            return await self._async_drop(gateway_id, msg.topic, f"unknown topic leaf {leaf!r}")
+            return await self._async_drop(
+                gateway_id, msg.topic, f"unknown topic leaf {leaf!r}", "unknown_leaf"
+            )
         try:
             message = decode(msg.payload)
         except DecodeError as exc:
-            return await self._async_drop(gateway_id, msg.topic, f"undecodable payload: {exc}")
+            return await self._async_drop(
+                gateway_id, msg.topic, f"undecodable payload: {exc}", "undecodable"
+            )
         if not isinstance(message, expected):
             return await self._async_drop(
                 gateway_id,
                 msg.topic,
                 f"a {getattr(message, 'kind', '?')!r} message does not belong on {leaf!r}",
+                "wrong_kind",
             )
         if message.gateway_id != gateway_id:
             return await self._async_drop(
@@ -116,23 +126,30 @@ class UplinkHandler:
                 msg.topic,
                 f"payload names gateway {message.gateway_id!r} but arrived on the topic of "
                 f"{gateway_id!r}",
+                "wrong_gateway",
             )
         if isinstance(message, EnvelopeBatch):
             return await self._async_batch(gateway_id, message)
         if isinstance(message, CheckoutRequest):
+            self.metrics.checkouts.inc()
             return await self._async_checkout(gateway_id, message, msg)
         if isinstance(message, Heartbeat):
             await self.runner.async_tx(lambda s: record_heartbeat(s, message))
+            self.metrics.heartbeats.inc()
             return []
         assert isinstance(message, GatewayState)
         went_online = await self.runner.async_tx(lambda s: record_state(s, message))
+        self.metrics.state_messages.labels(message.state).inc()
         if went_online:
             push = await self.runner.async_tx(lambda s: rules.user_push(s, gateway_id))
             return [Outgoing(topics.topic(gateway_id, topics.DOWN_USERS), push)]
         return []
 
-    async def _async_drop(self, gateway_id: str, topic: str, problem: str) -> list[Outgoing]:
+    async def _async_drop(
+        self, gateway_id: str, topic: str, problem: str, kind: str = "other"
+    ) -> list[Outgoing]:
         self.dropped += 1
+        self.metrics.dropped.labels(kind).inc()
         logger.warning("dropping a message on %s: %s", short(topic), problem[:500])
         await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
         return []
@@ -140,6 +157,11 @@ class UplinkHandler:
     async def _async_batch(self, gateway_id: str, batch: EnvelopeBatch) -> list[Outgoing]:
         results = await self.runner.async_call(self.replayer.apply_batch, gateway_id, batch)
         rejected = sum(1 for _, r in results if r.outcome == "rejected")
+        self.metrics.batches.inc()
+        if rejected:
+            self.metrics.envelopes.labels("rejected").inc(rejected)
+        if len(results) > rejected:
+            self.metrics.envelopes.labels("applied").inc(len(results) - rejected)
         logger.info(
             "batch %s from %s: %d envelopes, %d results (%d rejected)",
             batch.batch_id,
@@ -196,23 +218,24 @@ def note_error(session: Session, gateway_id: str, problem: str) -> None:
 
 
 def record_heartbeat(session: Session, hb: Heartbeat) -> None:
-    gw = rules.touch_gateway(session, hb.gateway_id)
-    gw.last_heartbeat = hb.model_dump(mode="json")
-    gw.heartbeat_at = utcnow()
-    gw.version = hb.version
+    now = utcnow()
+    gw = rules.touch_gateway(session, hb.gateway_id, now)
     if gw.state != "online":
         # A heartbeat proves the gateway is up even if its state message was missed.
-        gw.state = "online"
-        gw.state_at = gw.heartbeat_at
+        fleet.note_state(
+            session,
+            gw,
+            GatewayState(gateway_id=hb.gateway_id, state="online", at=hb.sent_at),
+            now,
+        )
+    fleet.note_heartbeat(session, gw, hb, now)
 
 
 def record_state(session: Session, state: GatewayState) -> bool:
     """Record ``online``/``offline``; True when the gateway (re)appeared online."""
-    gw: Gateway = rules.touch_gateway(session, state.gateway_id)
-    gw.state = state.state
-    gw.state_at = state.at
-    if state.version:
-        gw.version = state.version
+    now = utcnow()
+    gw: Gateway = rules.touch_gateway(session, state.gateway_id, now)
+    fleet.note_state(session, gw, state, now)
     return state.state == "online"
 
 

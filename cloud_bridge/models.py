@@ -191,3 +191,23 @@ class Gateway(Base):
     heartbeat_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+
+
+class GatewayHistory(Base):
+    """What a gateway said over time: heartbeats and state changes (kept ``fleet.history_days``).
+
+    ``at`` is central's clock when it heard it; ``data`` the heartbeat (JSON)
+    or the state message's own fields.
+    """
+
+    __tablename__ = "gateway_history"
+    __table_args__ = (
+        Index("ix_gateway_history_gateway_at", "gateway_id", "at"),
+        Index("ix_gateway_history_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # heartbeat | online | offline
+    at: Mapped[datetime]
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -15,6 +15,7 @@ or ``await run_bridge(config, stop_event)`` which serves until the event is set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -25,7 +26,9 @@ from cloud_bridge.bridge import MqttBridge
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
 from cloud_bridge.dbrunner import DbRunner
+from cloud_bridge.fleet import async_prune_loop
 from cloud_bridge.handler import UplinkHandler
+from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, start_watchdog, stop_watchdog
@@ -44,6 +47,8 @@ class Bridge:
         self.admin_token = ""
         self.admin_url = ""
         self._site_runner: web.AppRunner | None = None
+        self._prune_task: asyncio.Task[None] | None = None
+        self.metrics = BridgeMetrics()
 
     async def async_start(self) -> None:
         cfg = self.config
@@ -55,10 +60,23 @@ class Bridge:
             )
             self.admin_token = await asyncio.to_thread(self._token)
             self.runner = DbRunner(self.db)
-            self.handler = UplinkHandler(self.runner, Replayer(self.db))
+            self.handler = UplinkHandler(self.runner, Replayer(self.db), self.metrics)
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
             await self.mqtt.async_start()
-            app = make_app(self.runner, self.mqtt, self.admin_token, cfg.admin.max_body_bytes)
+            self._prune_task = asyncio.create_task(
+                async_prune_loop(
+                    self.runner.async_tx, cfg.fleet.history_days, cfg.fleet.prune_interval_s
+                ),
+                name="fleet-history-prune",
+            )
+            app = make_app(
+                self.runner,
+                self.mqtt,
+                self.admin_token,
+                cfg.admin.max_body_bytes,
+                fleet=cfg.fleet,
+                metrics=self.metrics,
+            )
             self._site_runner = web.AppRunner(app, access_log=None)
             await self._site_runner.setup()
             site = web.TCPSite(self._site_runner, cfg.admin.host, cfg.admin.port)
@@ -96,6 +114,11 @@ class Bridge:
         if self._site_runner is not None:
             await self._site_runner.cleanup()
             self._site_runner = None
+        if self._prune_task is not None:
+            self._prune_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prune_task
+            self._prune_task = None
         if self.mqtt is not None:
             await self.mqtt.async_stop()
             self.mqtt = None

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cloud_bridge import rules
-from cloud_bridge.admin import MQTT_KEY, RUNNER_KEY, Handler
+from cloud_bridge import fleet, rules
+from cloud_bridge.admin import FLEET_KEY, MQTT_KEY, RUNNER_KEY, Handler
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.handler import push_for_all, results_messages
 from cloud_bridge.models import Activity, ActivityType, Gateway, LedgerEntry, User, utcnow
@@ -153,37 +153,6 @@ def envelope_json(e: LedgerEntry) -> dict[str, Any]:
         "checked_in": e.checked_in,
         "attachments": e.attachments,
         "batch_id": e.batch_id,
-    }
-
-
-PENDING_STATES = ("queued", "sent")
-
-
-def gateway_json(g: Gateway) -> dict[str, Any]:
-    hb = g.last_heartbeat or {}
-    counts: dict[str, int] = hb.get("counts") or {}
-    return {
-        "id": g.id,
-        "state": g.state,
-        "online": g.state == "online",
-        "state_at": iso(g.state_at),
-        "first_seen": iso(g.first_seen),
-        "last_seen": iso(g.last_seen),
-        "version": g.version,
-        "heartbeat_at": iso(g.heartbeat_at),
-        "backlog": sum(int(counts.get(s, 0)) for s in PENDING_STATES) if hb else None,
-        "counts": counts,
-        "oldest_pending_s": hb.get("oldest_pending_s"),
-        "rejected": hb.get("rejected"),
-        "disk_free_bytes": hb.get("disk_free_bytes"),
-        "db_bytes": hb.get("db_bytes"),
-        "replica_lag_s": hb.get("replica_lag_s"),
-        "replica_error": hb.get("replica_error"),
-        "devices": hb.get("devices"),
-        "last_sync": hb.get("last_sync"),
-        "cert_expires_at": hb.get("cert_expires_at"),
-        "last_error": g.last_error,
-        "last_error_at": iso(g.last_error_at),
     }
 
 
@@ -398,25 +367,46 @@ async def list_envelopes(request: web.Request) -> web.Response:
     return web.json_response({"envelopes": out})
 
 
+def _thresholds(request: web.Request) -> fleet.Thresholds:
+    return fleet.Thresholds.from_config(request.app[FLEET_KEY])
+
+
 async def list_gateways(request: web.Request) -> web.Response:
-    def work(s: Session) -> list[dict[str, Any]]:
-        from sqlalchemy import select
+    t = _thresholds(request)
+    return web.json_response({"gateways": await _tx(request, lambda s: fleet.all_views(s, t))})
 
-        return [gateway_json(g) for g in s.scalars(select(Gateway).order_by(Gateway.id))]
 
-    return web.json_response({"gateways": await _tx(request, work)})
+def _gateway_or_404(s: Session, gid: str) -> Gateway:
+    g = s.get(Gateway, gid)
+    if g is None:
+        raise CentralError("not_found", f"No gateway {gid!r} has been seen.", 404)
+    return g
 
 
 async def get_gateway(request: web.Request) -> web.Response:
     gid = request.match_info["gateway_id"]
+    t = _thresholds(request)
 
     def work(s: Session) -> dict[str, Any]:
-        g = s.get(Gateway, gid)
-        if g is None:
-            raise CentralError("not_found", f"No gateway {gid!r} has been seen.", 404)
-        return gateway_json(g)
+        return fleet.gateway_view(_gateway_or_404(s, gid), utcnow(), t)
 
     return web.json_response(await _tx(request, work))
+
+
+async def get_gateway_history(request: web.Request) -> web.Response:
+    gid = request.match_info["gateway_id"]
+    try:
+        limit = int(request.query.get("limit", "200"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= 10_000:
+        raise bad_request("limit must be a whole number from 1 to 10000.", "invalid_limit")
+
+    def work(s: Session) -> list[dict[str, Any]]:
+        _gateway_or_404(s, gid)
+        return [fleet.history_json(h) for h in fleet.recent_history(s, gid, limit)]
+
+    return web.json_response({"gateway_id": gid, "history": await _tx(request, work)})
 
 
 @dataclass(frozen=True)
@@ -480,8 +470,24 @@ ROUTES: list[Route] = [
         get_envelope,
         "One envelope: applied or rejected, when and why",
     ),
-    Route("GET", "/api/v1/gateways", list_gateways, "The fleet"),
-    Route("GET", "/api/v1/gateways/{gateway_id}", get_gateway, "One gateway"),
+    Route(
+        "GET",
+        "/api/v1/gateways",
+        list_gateways,
+        "The fleet: each gateway's figures (with when each was heard), health and reasons",
+    ),
+    Route(
+        "GET",
+        "/api/v1/gateways/{gateway_id}",
+        get_gateway,
+        "One gateway: figures, health (ok, warn, critical) and reasons",
+    ),
+    Route(
+        "GET",
+        "/api/v1/gateways/{gateway_id}/history",
+        get_gateway_history,
+        "One gateway's recent heartbeats and state changes, newest first (?limit=)",
+    ),
 ]
 
 

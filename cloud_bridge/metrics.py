@@ -1,0 +1,150 @@
+"""Prometheus metrics of the bridge: its pipeline counters and the fleet's figures.
+
+One registry per bridge (so several bridges in one test process never
+collide). Pipeline counters are incremented by the uplink handler as it
+works; the fleet gauges are refreshed from the database at scrape time, from
+the same :func:`cloud_bridge.fleet.gateway_view` the admin API answers with.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+
+from cloud_bridge.fleet import LEVELS, parse_time
+
+_GW = ["gateway"]
+
+
+class BridgeMetrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.batches = Counter("outpost_bridge_batches", "Envelope batches replayed", registry=r)
+        self.envelopes = Counter(
+            "outpost_bridge_envelope_results",
+            "Envelope results central sent back, by outcome (applied, rejected)",
+            ["outcome"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "outpost_bridge_dropped_messages",
+            "Uplink messages dropped: undecodable, on a wrong topic or naming another gateway",
+            ["problem"],
+            registry=r,
+        )
+        self.heartbeats = Counter(
+            "outpost_bridge_heartbeats", "Gateway heartbeats recorded", registry=r
+        )
+        self.state_messages = Counter(
+            "outpost_bridge_state_messages",
+            "Gateway state messages (online, offline: last will or shutdown)",
+            ["state"],
+            registry=r,
+        )
+        self.checkouts = Counter(
+            "outpost_bridge_checkout_requests", "Check-out requests answered", registry=r
+        )
+        # --- the fleet, refreshed at scrape time -----------------------------------------
+        self.gateways = Gauge(
+            "outpost_fleet_gateways", "Gateways by derived health", ["health"], registry=r
+        )
+        self.health = Gauge(
+            "outpost_fleet_gateway_health",
+            "Derived health: 0 ok, 1 warn, 2 critical",
+            _GW,
+            registry=r,
+        )
+        self.online = Gauge(
+            "outpost_fleet_gateway_online", "1 while its state is online", _GW, registry=r
+        )
+        self.last_heard = Gauge(
+            "outpost_fleet_gateway_last_heard_age_seconds",
+            "Seconds since its last heartbeat (since first seen when none was heard)",
+            _GW,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "outpost_fleet_gateway_backlog",
+            "Envelopes queued or sent but not yet acknowledged, as last heard",
+            _GW,
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "outpost_fleet_gateway_oldest_pending_seconds",
+            "Age of its oldest pending envelope now (a lower bound while it is silent)",
+            _GW,
+            registry=r,
+        )
+        self.disk_free = Gauge(
+            "outpost_fleet_gateway_disk_free_bytes", "Free disk, as last heard", _GW, registry=r
+        )
+        self.replica_lag = Gauge(
+            "outpost_fleet_gateway_replica_lag_seconds",
+            "Replica lag, as last heard",
+            _GW,
+            registry=r,
+        )
+        self.cert_expiry = Gauge(
+            "outpost_fleet_gateway_cert_expiry_timestamp_seconds",
+            "When its client certificate expires (Unix time)",
+            _GW,
+            registry=r,
+        )
+
+    def set_fleet(self, views: list[dict[str, Any]]) -> None:
+        """Replace the fleet gauges with ``views`` (loop thread; no await inside)."""
+        per_gateway = (
+            self.health,
+            self.online,
+            self.last_heard,
+            self.backlog,
+            self.oldest_pending,
+            self.disk_free,
+            self.replica_lag,
+            self.cert_expiry,
+        )
+        for gauge in per_gateway:
+            gauge.clear()
+        by_health = dict.fromkeys(LEVELS, 0)
+        for v in views:
+            gid = v["id"]
+            by_health[v["health"]] += 1
+            self.health.labels(gid).set(LEVELS.index(v["health"]))
+            self.online.labels(gid).set(1 if v["online"] else 0)
+            self.last_heard.labels(gid).set(v["silent_s"])
+            for gauge, key in (
+                (self.backlog, "backlog"),
+                (self.oldest_pending, "oldest_pending_now_s"),
+                (self.disk_free, "disk_free_bytes"),
+                (self.replica_lag, "replica_lag_s"),
+            ):
+                if v.get(key) is not None:
+                    gauge.labels(gid).set(float(v[key]))
+            expires = parse_time(v.get("cert_expires_at"))
+            if expires is not None:
+                self.cert_expiry.labels(gid).set(expires.timestamp())
+        for level, n in by_health.items():
+            self.gateways.labels(level).set(n)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """``GET /metrics``: the pipeline counters, and the fleet as the admin API sees it now."""
+    from cloud_bridge.admin import FLEET_KEY, METRICS_KEY, RUNNER_KEY
+    from cloud_bridge.fleet import Thresholds, all_views
+
+    app = request.app
+    t = Thresholds.from_config(app[FLEET_KEY])
+    views = await app[RUNNER_KEY].async_tx(lambda s: all_views(s, t))
+    metrics = app[METRICS_KEY]
+    metrics.set_fleet(views)
+    return web.Response(
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+    )
