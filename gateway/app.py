@@ -35,7 +35,7 @@ from gateway.api.keys import (
     STORE_KEY,
     UPLOAD_LOCKS_KEY,
 )
-from gateway.api.metrics import Metrics
+from gateway.api.metrics import BackhaulCollector, Metrics
 from gateway.api.middleware import MIDDLEWARES
 from gateway.api.views import routes
 from gateway.auth import Auth
@@ -104,6 +104,7 @@ def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
         config.gateway.data_dir,
         replication=lambda: status_for_db(store.path),
         cert_expiry=uplink.cert_expires_at,
+        link=uplink.status,
     )
     return uplink
 
@@ -128,6 +129,7 @@ def create_app(
         slowdown_s=config.lan.signin_slowdown_s,
     )
     app[METRICS_KEY] = Metrics()
+    app[METRICS_KEY].registry.register(BackhaulCollector(app[BACKHAUL_KEY]))
     app[DISK_KEY] = DiskGuard(config.gateway.data_dir, config.lan.disk_free_floor_mb * 1024 * 1024)
     app[BLOBS_KEY] = BlobFiles(config.gateway.data_dir)
     app[UPLOAD_LOCKS_KEY] = {}

@@ -1,12 +1,19 @@
 """The gateway's heartbeat: the figures central's fleet view shows for this site.
 
 Built from the same sources as ``GET /api/v1/status`` so the two never
-disagree: the store's counts, the link, the disk, the replica, the
-certificate.
+disagree: the store's counts (``queries.store_status``), the link's last
+sync, the disk, the database file and its WAL, the replica, the certificate.
+Plus one figure the status page does not show: how many devices have a live
+session (distinct clients, not users).
+
+``replica_error`` is the replicator's last error while it is recent
+(``REPLICA_ERROR_RECENT_S``) or replication is not running: an error from
+last week that litestream recovered from is not news for the fleet view.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -23,6 +30,7 @@ from outpost import __version__
 from outpost.wire.schemas import Heartbeat
 
 _STARTED = time.monotonic()
+REPLICA_ERROR_RECENT_S = 600.0
 
 
 def _devices(conn: Any) -> int:
@@ -35,12 +43,26 @@ def _devices(conn: Any) -> int:
 
 
 def db_bytes(path: Path) -> int:
+    """The database file plus its WAL (what ``/api/v1/status`` reports as ``db_bytes``)."""
     total = 0
-    for suffix in ("", "-wal", "-shm"):
-        p = Path(str(path) + suffix)
-        if p.exists():
-            total += p.stat().st_size
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += Path(str(path) + suffix).stat().st_size
     return total
+
+
+def replica_error(repl: dict[str, Any], now: datetime) -> str | None:
+    """The replicator's last error, if it still matters (see the module docstring)."""
+    error = repl.get("last_error")
+    if not error or not repl.get("enabled"):
+        return None
+    if repl.get("state") not in ("running", None):
+        return str(error)
+    at = repl.get("last_error_at")
+    if not at:
+        return str(error)
+    when = datetime.fromisoformat(str(at).replace("Z", "+00:00"))
+    return str(error) if (now - when).total_seconds() <= REPLICA_ERROR_RECENT_S else None
 
 
 class HeartbeatSource:
@@ -54,12 +76,17 @@ class HeartbeatSource:
         *,
         replication: Callable[[], dict[str, Any]] | None = None,
         cert_expiry: datetime | None = None,
+        link: Callable[[], dict[str, Any]] | None = None,
+        started: float | None = None,
     ) -> None:
         self._gateway_id = gateway_id
         self._store = store
         self._data_dir = data_dir
         self._replication = replication
         self._cert_expiry = cert_expiry
+        # The backhaul's status() (its in-memory last sync is the status page's first choice).
+        self.link = link
+        self._started = _STARTED if started is None else started
 
     def _collect(self, conn: Any) -> tuple[dict[str, Any], int, int, int]:
         # Runs on a reader thread: the filesystem calls stay off the loop too.
@@ -69,19 +96,21 @@ class HeartbeatSource:
     async def __call__(self) -> Heartbeat:
         status, devices, disk_free, size = await self._store.async_read(self._collect)
         repl = self._replication() if self._replication else {}
-        last_sync = status.get("last_sync")
+        link = self.link() if self.link else {}
+        last_sync = link.get("last_sync") or status.get("last_sync")
+        now = datetime.now(UTC)
         return Heartbeat(
             gateway_id=self._gateway_id,
-            sent_at=datetime.now(UTC),
+            sent_at=now,
             version=__version__,
-            uptime_s=time.monotonic() - _STARTED,
+            uptime_s=max(0.0, time.monotonic() - self._started),
             counts=status["counts"],
             oldest_pending_s=status["oldest_pending_s"],
             rejected=status["counts"].get(REJECTED, 0),
             disk_free_bytes=disk_free,
             db_bytes=size,
             replica_lag_s=repl.get("lag_s"),
-            replica_error=repl.get("last_error"),
+            replica_error=replica_error(repl, now),
             devices=devices,
             last_sync=datetime.fromisoformat(last_sync) if last_sync else None,
             cert_expires_at=self._cert_expiry,

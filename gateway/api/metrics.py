@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -72,3 +74,55 @@ class Metrics:
             self._children[key] = children
         children[0].inc()
         children[1].observe(seconds)
+
+
+class BackhaulCollector:
+    """Link figures read from ``Backhaul.status()`` at scrape time (safe in the loop).
+
+    ``outpost_backhaul_sent_bytes_total`` / ``…_envelopes_total`` count since the
+    process started; ``outpost_backhaul_last_sync_timestamp_seconds`` is absent until
+    central first answered; ``outpost_certificate_expiry_timestamp_seconds`` only with TLS.
+    """
+
+    def __init__(self, backhaul: Any) -> None:
+        self._backhaul = backhaul
+
+    def describe(self) -> Iterable[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        status = self._backhaul.status()
+        sent = CounterMetricFamily(
+            "outpost_backhaul_sent_bytes", "Compressed bytes published to central since start"
+        )
+        sent.add_metric([], float(status.get("bytes_sent") or 0))
+        yield sent
+        envelopes = CounterMetricFamily(
+            "outpost_backhaul_sent_envelopes", "Envelopes published to central since start"
+        )
+        envelopes.add_metric([], float(status.get("envelopes_sent") or 0))
+        yield envelopes
+        inflight = GaugeMetricFamily(
+            "outpost_backhaul_inflight_batches", "Batches waiting for central's answer"
+        )
+        inflight.add_metric([], float(status.get("in_flight_batches") or 0))
+        yield inflight
+        for key, name, doc in (
+            (
+                "last_sync",
+                "outpost_backhaul_last_sync_timestamp_seconds",
+                "When central last answered (Unix time)",
+            ),
+            (
+                "certificate_expires_at",
+                "outpost_certificate_expiry_timestamp_seconds",
+                "When the gateway's client certificate expires (Unix time)",
+            ),
+        ):
+            family = GaugeMetricFamily(name, doc)
+            value = status.get(key)
+            if value:
+                family.add_metric([], datetime.fromisoformat(str(value)).timestamp())
+            yield family
