@@ -9,8 +9,10 @@ secure context). Screenshots of the main screens land in docs/screenshots/.
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -121,10 +123,37 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     # (Chromium logs every 4xx answer to fetch on the console.)
     crew.forgive("status of 401 (Unauthorized) (http://outpost.test")
 
+    # The app's own SHA-256 and UUIDs (no crypto.subtle, no randomUUID here).
+    blobs = [os.urandom(n) for n in (0, 1, 55, 56, 63, 64, 65, 1000, 300_000)]
+    got = page.evaluate(
+        """async (blobs) => {
+            const { Sha256, sha256Blob } = await import("/static/js/sha256.js");
+            const { uuid4 } = await import("/static/js/uuid.js");
+            const out = [];
+            for (const b of blobs) {
+                const bytes = new Uint8Array(b);
+                const whole = new Sha256().update(bytes).hex();
+                const split = new Sha256().update(bytes.subarray(0, 7)).update(bytes.subarray(7)).hex();
+                out.push([whole, split, await sha256Blob(new Blob([bytes]))]);
+            }
+            return { hashes: out, ids: Array.from({ length: 50 }, uuid4) };
+        }""",
+        [list(b) for b in blobs],
+    )
+    for b, hashes in zip(blobs, got["hashes"], strict=True):
+        assert set(hashes) == {hashlib.sha256(b).hexdigest()}
+    assert len(set(got["ids"])) == 50
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in got["ids"])
+
     crew.sign_in(gateway.lan_url)
     expect(page.locator("[data-activity=act-1] .badge")).to_have_text("○Not started")
     expect(page.locator("[data-activity]")).to_have_count(2)
     crew.screenshot("02-activities")
+    # Taking another activity offline needs central: this gateway has no backhaul.
+    page.get_by_label("Activity ID").fill("act-9")
+    page.get_by_role("button", name="Take offline").click()
+    expect(page.locator("#checkout-msg")).to_contain_text("no connection to central")
+    crew.forgive("status of 503 (Service Unavailable)")
 
     page.click("[data-activity=act-1]")
     expect(page.locator("h1")).to_have_text("Inspect act-1")

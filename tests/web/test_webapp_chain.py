@@ -80,6 +80,14 @@ def test_crew_flow_from_sign_in_to_applied_by_central(
     )
     admin(bridge, "POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "alice"})
     admin(bridge, "POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": gw.gateway_id})
+    # A second one is approved but not dispatched: the crew takes it offline itself.
+    other = admin(
+        bridge,
+        "POST",
+        "/api/v1/activities",
+        {"title": "Transformer T2 check", "type": "inspection", "responsible": "alice"},
+    )
+    admin(bridge, "POST", f"/api/v1/activities/{other['id']}/approve", {"approver": "alice"})
 
     def dispatched() -> bool:
         try:
@@ -91,7 +99,16 @@ def test_crew_flow_from_sign_in_to_applied_by_central(
     wait_until(dispatched, 20, "the crew and the activity to reach the gateway over MQTT")
 
     page = crew.page
+    # Central can check the activity in between the app's list and detail
+    # requests; the detail then answers 404 (the app shrugs, Chromium logs it).
+    crew.may_happen.append(f"404 (Not Found) ({gw.lan_url}/api/v1/activities/{act['id']})")
     crew.sign_in(gw.lan_url)
+    expect(page.locator("[data-activity]")).to_have_count(1)
+    page.get_by_label("Activity ID").fill(other["id"])
+    page.get_by_role("button", name="Take offline").click()
+    expect(page.locator(f"[data-activity='{other['id']}']")).to_be_visible()
+    expect(page.locator("#toast")).to_contain_text("is now offline on this gateway")
+
     page.click(f"[data-activity='{act['id']}']")
     page.get_by_role("radio", name="Yes").check()
     page.get_by_label("Notes").fill("Breaker B3 replaced.")

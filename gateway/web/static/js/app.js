@@ -389,10 +389,58 @@ function screenActivities() {
       );
     } else body.push(list);
     if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated ${relTime(state.fetchedAt)}.` }));
+    checkoutEl = checkoutEl || checkoutBox(); // kept across redraws (its message stays)
+    body.push(checkoutEl);
     main().replaceChildren(...body);
   };
-  current = draw;
+  current = () => {
+    // Do not redraw under the crew's fingers while they type an activity id.
+    if (!document.activeElement || document.activeElement.id !== "checkout-id") draw();
+  };
   draw();
+}
+
+let checkoutEl = null;
+
+/** Take an approved activity offline through the gateway (needs backhaul: rule 2). */
+function checkoutBox() {
+  const msg = el("p", { id: "checkout-msg", role: "status", hidden: true });
+  const input = el("input", { id: "checkout-id", name: "activity_id", autocomplete: "off", autocapitalize: "none", spellcheck: "false", required: true });
+  const submit = el("button", { type: "submit", class: "btn btn-secondary", text: "Take offline" });
+  const form = el(
+    "form",
+    { class: "card", id: "checkout", novalidate: true },
+    el("h2", { text: "Take another activity offline" }),
+    el("p", { class: "muted", text: "An approved activity you are responsible for. The gateway needs its link to central for this." }),
+    el("div", { class: "field" }, el("label", { for: "checkout-id", text: "Activity ID" }), input),
+    msg,
+    submit,
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const id = input.value.trim();
+    msg.hidden = false;
+    msg.className = "alert alert-info";
+    if (!id) {
+      msg.textContent = "Enter the activity's ID (from the central platform or your lead).";
+      return;
+    }
+    submit.disabled = true;
+    msg.textContent = "Asking central…";
+    try {
+      await api.request("POST", `/api/v1/activities/${encodeURIComponent(id)}/checkout`, { timeout: 30000 });
+      msg.hidden = true;
+      input.value = "";
+      toast(`${id} is now offline on this gateway.`, "ok");
+      await refresh();
+    } catch (err) {
+      msg.className = "alert alert-error";
+      msg.textContent = err.message;
+    } finally {
+      submit.disabled = false;
+    }
+  });
+  return form;
 }
 
 function screenActivity(id) {
@@ -684,6 +732,7 @@ async function wipe() {
   api.setToken(null);
   outbox.setUser(null);
   Object.assign(state, { activities: [], envelopes: [], status: null, outbox: [], fetchedAt: null });
+  checkoutEl = null;
   for (const url of blobUrls.values()) URL.revokeObjectURL(url);
   blobUrls.clear();
   await db.destroy();
