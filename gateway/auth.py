@@ -24,7 +24,7 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, delete, select, update
+from sqlalchemy import Connection, delete, or_, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.api.errors import ApiError
@@ -38,6 +38,7 @@ _hasher = PasswordHasher()
 MAX_SLOWDOWN_S = 10.0
 CACHE_TTL_S = 5.0
 CACHE_MAX = 10_000
+FAILURE_MEMORY = timedelta(minutes=15)  # failures older than this (and unlocked) are forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +209,13 @@ def _record_failure(
     conn: Connection, keys: tuple[str, ...], max_failures: int, lockout: timedelta
 ) -> datetime | None:
     now = utcnow()
+    # Forget failures nobody repeated for a while (bounded table, fresh start).
+    conn.execute(
+        delete(signin_failures).where(
+            signin_failures.c.last_at < now - max(2 * lockout, FAILURE_MEMORY),
+            or_(signin_failures.c.locked_until.is_(None), signin_failures.c.locked_until < now),
+        )
+    )
     locked: datetime | None = None
     for key in keys:
         row = conn.execute(select(signin_failures).where(signin_failures.c.key == key)).first()

@@ -205,6 +205,11 @@ async def checkout(request: web.Request) -> web.Response:
         )
     if result.activity is not None:
         activity = result.activity
+        if activity.id != activity_id:
+            logger.warning("central answered a check-out of %s with %s", activity_id, activity.id)
+            raise ApiError(
+                502, "bad_central_answer", "Central answered about another activity; try again."
+            )
         now = utcnow()
         await request.app[STORE_KEY].async_write(lambda c: upsert_activity(c, activity, user, now))
     found = await request.app[STORE_KEY].async_read(

