@@ -105,18 +105,26 @@ class Machine:
     def journal(self, unit: str) -> str:
         return self.run("journalctl", "-u", unit, "--no-pager", "-o", "cat").stdout
 
-    def wait(self, what: str, cond: Callable[[], bool], timeout: float = 60.0) -> None:
+    def wait(
+        self,
+        what: str,
+        cond: Callable[[], bool],
+        timeout: float = 60.0,
+        unit: str = "outpost-gateway.service",
+    ) -> None:
         deadline = time.monotonic() + timeout
         while not cond():
             if time.monotonic() > deadline:
-                state = self.show("outpost-gateway.service")
-                tail = self.journal("outpost-gateway.service")[-3000:]
+                state = self.show(unit)
+                tail = self.journal(unit)[-3000:]
                 raise AssertionError(f"timed out waiting for {what}; {state}\n{tail}")
             time.sleep(0.2)
 
 
-@pytest.fixture
-def machine(tmp_path: Path) -> Iterator[Machine]:
+@pytest.fixture(scope="module")
+def machine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Machine]:
+    """One booted machine for this module's tests (a boot costs ~5 s)."""
+    tmp_path = tmp_path_factory.mktemp("machine")
     opt = tmp_path / "opt"
     opt.mkdir()
     _make_venv(opt)
@@ -128,6 +136,12 @@ def machine(tmp_path: Path) -> Iterator[Machine]:
          "--dir", str(fleet), "--out", str(bundle)],
     ):  # fmt: skip
         subprocess.run([*provision, *args], check=True, capture_output=True)
+    # The bridge's bundle where the machine sees it: /opt/outpost/central.bundle.
+    subprocess.run(
+        [*provision, "add-bridge", "--broker", "127.0.0.1:8883", "--dir", str(fleet),
+         "--out", str(opt / "central.bundle")],
+        check=True, capture_output=True,
+    )  # fmt: skip
     log = (tmp_path / "boot.log").open("wb")
     unshare = subprocess.Popen(
         ["unshare", "--fork", "--pid", "--mount", "--net", "--uts", "--ipc", "--cgroup",
@@ -201,3 +215,26 @@ def test_hardened_unit_serves_and_the_watchdog_restarts_a_stalled_gateway(
     assert machine.run("systemctl", "stop", unit).returncode == 0
     state = machine.show(unit)
     assert state["ActiveState"] == "inactive" and state["Result"] == "success", state
+
+
+def test_bridge_unit_installs_and_serves_under_systemd(machine: Machine) -> None:
+    unit = "outpost-bridge.service"
+    installed = machine.run(
+        "bash", f"{REPO}/scripts/install.sh", "--no-venv", "--bridge", "--no-gateway",
+        "--bundle", "/opt/outpost/central.bundle",
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    assert f"{unit} started" in installed.stdout
+    machine.wait(
+        "the bridge's READY", lambda: machine.show(unit).get("ActiveState") == "active", unit=unit
+    )
+    assert machine.show(unit)["StatusText"] == "bridge admin API on http://127.0.0.1:8090"
+    answer = machine.run(
+        str(SYSTEM_PYTHON), "-c",
+        "import urllib.request as u, urllib.error as e\n"
+        "try: u.urlopen('http://127.0.0.1:8090/api/v1/gateways')\n"
+        "except e.HTTPError as x: print(x.code)",
+    )  # fmt: skip
+    assert answer.stdout.strip() == "401", answer.stderr  # served, and a token is required
+    assert machine.run("systemctl", "stop", unit).returncode == 0
+    assert machine.show(unit)["Result"] == "success"
