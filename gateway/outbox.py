@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, select, update
+from sqlalchemy import Connection, and_, bindparam, select, update
 
 from gateway.store.ops import check_in_activity, set_meta
 from gateway.store.schema import (
@@ -88,26 +88,40 @@ def requeue(conn: Connection, envelope_ids: Iterable[str] | None = None) -> int:
 
 def apply_results(conn: Connection, results: Iterable[EnvelopeResult], now: datetime) -> int:
     """Record central's outcomes; the first outcome stands. Returns how many changed."""
+    results = list(results)
+    rows = [
+        {
+            "eid": str(r.envelope_id),
+            "state": APPLIED if r.outcome == "applied" else REJECTED,
+            "code": r.code,
+            "reason": r.reason,
+            "result_at": r.applied_at,
+        }
+        for r in results
+    ]
     changed = 0
-    for result in results:
-        state = APPLIED if result.outcome == "applied" else REJECTED
+    if rows:
+        # One executemany for the whole result message, not a statement per row.
         outcome = conn.execute(
             update(envelopes)
             .where(
                 and_(
-                    envelopes.c.envelope_id == str(result.envelope_id),
-                    envelopes.c.state.not_in((APPLIED, REJECTED)),
+                    envelopes.c.envelope_id == bindparam("eid"),
+                    envelopes.c.state != APPLIED,  # no IN (...): executemany can't expand it
+                    envelopes.c.state != REJECTED,
                 )
             )
             .values(
-                state=state,
-                code=result.code,
-                reason=result.reason,
-                result_at=result.applied_at,
+                state=bindparam("state"),
+                code=bindparam("code"),
+                reason=bindparam("reason"),
+                result_at=bindparam("result_at"),
                 batch_id=None,
-            )
+            ),
+            rows,
         )
-        changed += outcome.rowcount
+        changed = max(outcome.rowcount, 0)
+    for result in results:
         if result.checked_in:
             check_in_activity(conn, result.activity_id, result.applied_at)
     set_meta(conn, META_LAST_SYNC, now.isoformat())
