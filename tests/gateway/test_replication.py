@@ -23,11 +23,15 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import ClientSession, web
+from sqlalchemy import create_engine, select, text
 
+from cloud_bridge.models import LedgerEntry
 from gateway.app import RunningGateway, running_gateway, store_for
 from gateway.config import GatewayConfig, ReplicationSection
+from gateway.heartbeat import HeartbeatSource
 from gateway.litestream_config import (
     CRED_ACCESS_KEY_ID,
     CRED_SECRET_ACCESS_KEY,
@@ -37,10 +41,14 @@ from gateway.litestream_config import (
     find_litestream,
     resolve_s3_credentials,
 )
-from gateway.replication import REPLICATOR_KEY, Replicator, parse_log_line
+from gateway.replication import REPLICATOR_KEY, Replicator, parse_log_line, status_for_db
 from gateway.replication_lag import LagSample, LagTracker, ReplicaPosition
 from gateway.store import DB_FILENAME
 from outpost.config import ConfigError, load_config
+from outpost.localbroker import Broker
+from tests.e2e.conftest import BridgeProcess, Central, Device
+from tests.e2e.conftest import gateway_config as e2e_gateway_config
+from tests.e2e.conftest import wait_for as e2e_wait_for
 from tests.gateway.conftest import (
     PASSWORDS,
     envelope_body,
@@ -233,6 +241,13 @@ async def test_killed_litestream_is_restarted_and_the_lag_recovers(gateway: Gate
     assert "outpost_replication_lag_seconds 0.0" in text
     assert "outpost_replication_up 1.0" in text
     assert "outpost_replication_restarts_total 1.0" in text
+    # the heartbeat reads the same figures (central's fleet view)
+    store = gateway.running.store
+    beat = await HeartbeatSource(
+        "site-test", store, store.path.parent, replication=lambda: status_for_db(store.path)
+    )()
+    assert beat.replica_lag_s == 0.0
+    assert beat.replica_error == "litestream was killed by signal 9"
 
 
 async def test_lag_and_error_show_while_the_replica_disk_is_gone(
@@ -537,3 +552,95 @@ def test_lag_tracker_forgives_a_wal_touch_without_data() -> None:
     t.observe(sample(107.0, 106.9, 99.5, txid=1, local=2))
     t.observe(sample(120.0, 106.9, 99.5, txid=1, local=2))
     assert t.lag_s(now=120.0) == pytest.approx(14.0)
+
+
+# --- restore, then reconnect: central applies nothing twice ------------------------------
+
+
+async def test_restored_gateway_resends_and_central_applies_nothing_twice(
+    tmp_path: Path, broker: Broker
+) -> None:
+    """The replica froze while envelopes were queued; central applied them afterwards.
+
+    After the card dies and the gateway is restored, those envelopes are
+    ``queued`` again: the restored gateway sends them once more, central
+    recognises the envelope ids, and its ledger has exactly one row each.
+    """
+    bridge = BridgeProcess(tmp_path / "central", broker, f"sqlite:///{tmp_path / 'central.db'}")
+    bridge.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            central = Central(http, bridge.url)
+            await central.setup_crew()
+            acts = [await central.new_activity(title=f"Fence {i}") for i in range(2)]
+            base = e2e_gateway_config(tmp_path, broker)
+            config = base.model_copy(
+                update={"replication": ReplicationSection(enabled=True, path=tmp_path / "replica")}
+            )
+            sent: list[dict[str, Any]] = []
+            async with running_gateway(config) as gw:
+                for act in acts:
+                    await central.dispatch(act["id"])
+                device = Device(http, gw.url)
+                await e2e_wait_for(device.sign_in, 20, "the user push")
+                listed = await e2e_wait_for(
+                    lambda: _offline(device, 2), 20, "the dispatches to arrive"
+                )
+                broker.stop()
+                await e2e_wait_for(lambda: _link(device, "down"), 20, "the link to drop")
+                for act in listed:
+                    for seq in (1, 2, 3):
+                        status = "completed" if seq == 3 else "draft"
+                        sent.append(await device.post(act, seq, status, notes=f"n{seq}"))
+                replicator = gw.app[REPLICATOR_KEY]
+                await wait_for(lambda: replicator.lag_s() == 0.0, what="the replica to catch up")
+                await replicator.stop()  # the replica freezes with everything queued
+                broker.start()
+                await e2e_wait_for(
+                    lambda: _all_in(device, sent, "applied"), 30, "central to apply them"
+                )
+            destroy_card(config.gateway.data_dir / DB_FILENAME)
+
+            new = config.model_copy(
+                update={
+                    "gateway": config.gateway.model_copy(
+                        update={"data_dir": tmp_path / "new-gateway"}
+                    )
+                }
+            )
+            result = run_restore(write_toml(tmp_path / "new.toml", new))
+            assert result.returncode == 0, result.stderr
+            assert f"envelopes: {len(sent)} (queued {len(sent)})" in result.stdout
+            async with running_gateway(new) as gw:
+                device = Device(http, gw.url)
+                assert await device.sign_in()  # the crew's credentials came back too
+                await e2e_wait_for(
+                    lambda: _all_in(device, sent, "applied"), 30, "the resent envelopes' acks"
+                )
+    finally:
+        bridge.stop()
+    engine = create_engine(f"sqlite:///{tmp_path / 'central.db'}")
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(LedgerEntry.envelope_id, LedgerEntry.outcome)).all()
+            versions = dict(conn.execute(text("SELECT id, version FROM activities")).all())
+    finally:
+        engine.dispose()
+    assert sorted(str(r.envelope_id) for r in rows) == sorted(e["envelope_id"] for e in sent)
+    assert {r.outcome for r in rows} == {"applied"}
+    for act in acts:  # checked in exactly once
+        assert versions[act["id"]] == act["version"] + 1
+
+
+async def _offline(device: Device, n: int) -> list[dict[str, Any]] | None:
+    items = await device.activities()
+    return items if len(items) >= n else None
+
+
+async def _all_in(device: Device, sent: list[dict[str, Any]], state: str) -> bool:
+    current = {e["envelope_id"]: e["state"] for e in await device.envelopes()}
+    return all(current.get(e["envelope_id"]) == state for e in sent)
+
+
+async def _link(device: Device, state: str) -> bool:
+    return bool((await device.status())["backhaul"]["link"] == state)
