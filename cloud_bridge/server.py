@@ -31,7 +31,7 @@ from cloud_bridge.handler import UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
 from cloud_bridge.replay import Replayer
-from outpost.notify import Notifier, start_watchdog, stop_watchdog
+from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -138,12 +138,12 @@ async def run_bridge(config: BridgeConfig, stop: asyncio.Event) -> None:
     # API listens; WATCHDOG pings while the event loop turns.
     notifier = Notifier.from_env()
     notifier.ready(f"bridge admin API on {bridge.admin_url}")
-    watchdog = start_watchdog(notifier, lambda: True)
+    watchdog = async_start_watchdog(notifier, lambda: True)
     try:
         await stop.wait()
     finally:
         logger.info("stopping")
         notifier.stopping("bridge stopping")
-        await stop_watchdog(watchdog)
+        await async_stop_watchdog(watchdog)
         await bridge.async_stop()
         notifier.close()

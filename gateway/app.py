@@ -54,8 +54,8 @@ from gateway.web import setup_web
 from outpost.notify import (
     Notifier,
     async_install_test_stall_trigger,
-    start_watchdog,
-    stop_watchdog,
+    async_start_watchdog,
+    async_stop_watchdog,
 )
 
 logger = logging.getLogger(__name__)
@@ -209,12 +209,12 @@ async def async_serve(config: GatewayConfig, stop: asyncio.Event | None = None) 
     try:
         async with running_gateway(config) as gw:
             notifier.ready(f"gateway {config.gateway.id} serving on {gw.url}")
-            watchdog = start_watchdog(notifier, gw.store.is_healthy)
+            watchdog = async_start_watchdog(notifier, gw.store.is_healthy)
             try:
                 await stop.wait()
             finally:
                 notifier.stopping(f"gateway {config.gateway.id} stopping")
-                await stop_watchdog(watchdog)
+                await async_stop_watchdog(watchdog)
             logger.info("stopping gateway %s", config.gateway.id)
     finally:
         notifier.close()

@@ -12,10 +12,10 @@ Wiring, for a service's entry point::
     notifier = Notifier.from_env()
     ...open the store, start listening...
     notifier.ready("serving on 0.0.0.0:8080")
-    watchdog = start_watchdog(notifier, store.is_healthy)   # None outside systemd
+    watchdog = async_start_watchdog(notifier, store.is_healthy)   # None outside systemd
     ...
     notifier.stopping()
-    await stop_watchdog(watchdog)
+    await async_stop_watchdog(watchdog)
 
 The watchdog pings from a task on the event loop, so a blocked loop stops the
 pings by itself; it also skips a ping when its own wake-up came late (the loop
@@ -200,7 +200,7 @@ async def async_watchdog(
         notifier.watchdog()
 
 
-def start_watchdog(
+def async_start_watchdog(
     notifier: Notifier,
     is_healthy: Callable[[], bool],
     environ: Mapping[str, str] | None = None,
@@ -215,7 +215,7 @@ def start_watchdog(
     )
 
 
-async def stop_watchdog(task: asyncio.Task[None] | None) -> None:
+async def async_stop_watchdog(task: asyncio.Task[None] | None) -> None:
     if task is None:
         return
     task.cancel()

@@ -15,8 +15,8 @@ from outpost.logs import setup_logging
 from outpost.notify import (
     Notifier,
     async_install_test_stall_trigger,
-    start_watchdog,
-    stop_watchdog,
+    async_start_watchdog,
+    async_stop_watchdog,
 )
 
 
@@ -26,10 +26,10 @@ async def main(sick_file: str) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async_install_test_stall_trigger()
     notifier.ready("tiny service up")
-    watchdog = start_watchdog(notifier, lambda: not os.path.exists(sick_file))
+    watchdog = async_start_watchdog(notifier, lambda: not os.path.exists(sick_file))
     await stop.wait()
     notifier.stopping("tiny service stopping")
-    await stop_watchdog(watchdog)
+    await async_stop_watchdog(watchdog)
     notifier.close()
 
 
