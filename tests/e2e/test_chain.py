@@ -234,3 +234,30 @@ async def test_exactly_once_through_broker_restarts_and_a_bridge_kill(
 
 async def _at_least(counter: Any, n: int) -> bool:
     return bool(await counter() >= n)
+
+
+async def test_lan_service_never_stalls_while_the_link_flaps(
+    tmp_path: Path, broker: Broker, bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    central = Central(http, bridge.url)
+    await central.setup_crew()
+    act = await central.new_activity()
+    async with running_gateway(gateway_config(tmp_path, broker)) as gw:
+        await central.dispatch(act["id"])
+        device = await signed_in_device(http, gw.url)
+        (listed,) = await wait_for(lambda: _listed(device, 1), 20, "the dispatch")
+        worst = 0.0
+        seq = 0
+        for _flap in range(3):
+            broker.stop()
+            for _ in range(5):
+                seq += 1
+                started = time.monotonic()
+                await device.post(listed, seq)
+                await device.status()
+                worst = max(worst, time.monotonic() - started)
+            broker.start()
+            await wait_for(lambda: _link(device, "up"), 20, "the link to return")
+        assert worst < 0.5, f"a LAN request took {worst:.3f}s while the link flapped"
+        done = await device.post(listed, seq + 1, "completed")
+        await wait_for(lambda: _all_in(device, [done], "applied"), 20, "the drain after flapping")
