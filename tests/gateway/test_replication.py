@@ -9,8 +9,10 @@ directory restored with the real ``outpost-gateway restore`` command.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import os
@@ -43,6 +45,7 @@ from gateway.litestream_config import (
 )
 from gateway.replication import REPLICATOR_KEY, Replicator, parse_log_line, status_for_db
 from gateway.replication_lag import LagSample, LagTracker, ReplicaPosition
+from gateway.restore import restore_main
 from gateway.store import DB_FILENAME
 from outpost.config import ConfigError, load_config
 from outpost.localbroker import Broker
@@ -312,12 +315,19 @@ async def test_restore_needs_force_and_keeps_the_old_database(tmp_path: Path) ->
     assert set(envelope_states(db)) == {eid}
 
 
+def restore_in_process(config_file: Path, *extra: str) -> tuple[int, str, str]:
+    """``restore_main`` without the process boundary (only where no lock probe matters)."""
+    out, err = io.StringIO(), io.StringIO()
+    args = argparse.Namespace(config=str(config_file), force="--force" in extra)
+    return restore_main(args, out, err), out.getvalue(), err.getvalue()
+
+
 def test_restore_with_an_empty_replica_says_so(tmp_path: Path) -> None:
     config = replicated_config(tmp_path)
     (tmp_path / "replica").mkdir()
-    result = run_restore(write_toml(tmp_path / "gw.toml", config))
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
+    code, _, stderr = restore_in_process(write_toml(tmp_path / "gw.toml", config))
+    assert code == 1
+    assert stderr.strip() == (
         f"outpost-gateway restore: the replica file:{tmp_path / 'replica'} "
         f"holds no backup of {DB_FILENAME}"
     )
@@ -325,9 +335,9 @@ def test_restore_with_an_empty_replica_says_so(tmp_path: Path) -> None:
 
 def test_restore_without_the_replica_disk_says_so(tmp_path: Path) -> None:
     config = replicated_config(tmp_path)
-    result = run_restore(write_toml(tmp_path / "gw.toml", config))
-    assert result.returncode == 1
-    assert result.stderr.strip() == (
+    code, _, stderr = restore_in_process(write_toml(tmp_path / "gw.toml", config))
+    assert code == 1
+    assert stderr.strip() == (
         f"outpost-gateway restore: the replica directory {tmp_path / 'replica'} "
         "does not exist (is the disk mounted?)"
     )
