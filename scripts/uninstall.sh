@@ -35,12 +35,15 @@ case "$PREFIX" in /?*) ;; *) die "--prefix must be an absolute path other than /
 [ "$ROOT" = / ] && ROOT=
 [ -z "$ROOT" ] && [ "$(id -u)" != 0 ] && die "run as root (or use --root DIR)"
 
-# 1. Stop and disable the services.
-if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
-  systemctl disable --now --quiet "${UNITS[@]}" 2>/dev/null || true
-else
-  systemctl --root="${ROOT:-/}" disable --quiet "${UNITS[@]}" 2>/dev/null || true
-fi
+# 1. Stop and disable the services that are installed.
+for unit in "${UNITS[@]}"; do
+  [ -f "$ROOT/etc/systemd/system/$unit" ] || continue
+  if [ -z "$ROOT" ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now --quiet "$unit" || true
+  else
+    systemctl --root="${ROOT:-/}" disable --quiet "$unit" || true
+  fi
+done
 
 # 2. Units, drop-ins, the sysusers entry, the software.
 for unit in "${UNITS[@]}"; do
@@ -48,7 +51,7 @@ for unit in "${UNITS[@]}"; do
   rm -rf "$ROOT/etc/systemd/system/$unit.d"
 done
 rm -f "$ROOT/etc/sysusers.d/outpost.conf"
-rm -rf "${ROOT:?}$PREFIX/venv" "$ROOT$PREFIX/share/doc/install.md"
+rm -rf "$ROOT$PREFIX/venv" "$ROOT$PREFIX/share/doc/install.md"
 rmdir "$ROOT$PREFIX/share/doc" "$ROOT$PREFIX/share" "$ROOT$PREFIX" 2>/dev/null || true
 [ -z "$ROOT" ] && [ -d /run/systemd/system ] && systemctl daemon-reload
 say "removed the Outpost services and $PREFIX/venv"

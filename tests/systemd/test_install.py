@@ -58,6 +58,15 @@ def test_install_enables_and_uninstall_keeps_data(tmp_path: Path) -> None:
     assert not (root / "etc/passwd").read_text().startswith("outpost:")
 
 
+def test_uninstall_of_a_gateway_only_install(tmp_path: Path) -> None:
+    root = staged_root(tmp_path)
+    assert (root / WANTS / "outpost-gateway.service").is_symlink()
+    result = _script("uninstall.sh", "--root", str(root))
+    assert result.returncode == 0, result.stderr
+    assert not (root / WANTS / "outpost-gateway.service").exists()
+    assert not (root / "etc/systemd/system/outpost-gateway.service").exists()
+
+
 def test_reinstall_is_idempotent(tmp_path: Path) -> None:
     root = staged_root(tmp_path)
     again = _script("install.sh", "--root", str(root), "--no-venv")

@@ -241,3 +241,17 @@ def test_bridge_unit_installs_and_serves_under_systemd(machine: Machine) -> None
     assert answer.stdout.strip() == "401", answer.stderr  # served, and a token is required
     assert machine.run("systemctl", "stop", unit).returncode == 0
     assert machine.show(unit)["Result"] == "success"
+
+
+def test_uninstall_under_systemd_stops_and_keeps_data(machine: Machine) -> None:
+    """Last in this module: the way back, on the running machine."""
+    result = machine.run("bash", f"{REPO}/scripts/uninstall.sh")
+    assert result.returncode == 0, result.stderr
+    assert "kept /var/lib/outpost" in result.stdout
+    for unit in ("outpost-gateway.service", "outpost-bridge.service"):
+        assert machine.run("systemctl", "is-active", unit).stdout.strip() in ("inactive", "")
+        assert machine.run("test", "-e", f"/etc/systemd/system/{unit}").returncode == 1
+    for kept in ("/var/lib/outpost/gateway.db", "/etc/outpost/gateway.toml",
+                 "/etc/outpost/tls/gateway.key"):  # fmt: skip
+        assert machine.run("test", "-f", kept).returncode == 0, kept
+    assert machine.run("id", "outpost").returncode == 0
