@@ -172,7 +172,9 @@ class Store:
         async with self._slots:  # bounded: callers wait for room, nothing is dropped
             future: asyncio.Future[T] = loop.create_future()
             self._queue.put(_WorkItem(fn, loop, future))
-            return await asyncio.shield(future)
+            # No shield: a cancelled caller just stops waiting; the work still commits
+            # (``_settle`` skips a future that is already done).
+            return await future
 
     async def async_read(self, fn: Callable[[Connection], T]) -> T:
         """Run ``fn(conn)`` on a reader connection in the read pool."""
