@@ -146,6 +146,9 @@ th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #e5e7
 th { font-size: .8rem; text-transform: uppercase; letter-spacing: .03em; color: #444;
      background: #f1f3f5; }
 td.num { font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.gw { white-space: nowrap; font-weight: 600; }
+tbody th { text-transform: none; letter-spacing: 0; font-size: .95rem; font-weight: 600;
+           color: #1d1d1f; background: #fafafa; width: 16rem; }
 tr.critical td:first-child { border-left: 5px solid var(--crit); }
 tr.warn td:first-child { border-left: 5px solid var(--warn); }
 tr.ok td:first-child { border-left: 5px solid var(--ok); }
@@ -273,7 +276,7 @@ def fleet_table(views: list[dict[str, Any]], t: fleet.Thresholds) -> str:
         rows.append(
             f'<tr class="{e(v["health"])}" data-gateway="{e(v["id"])}">'
             f"<td>{badge(v['health'])}</td>"
-            f'<td><a href="/fleet/gateways/{e(v["id"])}">{e(v["id"])}</a></td>'
+            f'<td class="gw"><a href="/fleet/gateways/{e(v["id"])}">{e(v["id"])}</a></td>'
             f"<td>{_state(v)}</td>"
             f'<td class="{heard_cls}">{e(heard)}</td>'
             f'<td class="num">{e(backlog)}{oldest}{figure_note}</td>'
