@@ -255,3 +255,11 @@ def test_uninstall_under_systemd_stops_and_keeps_data(machine: Machine) -> None:
                  "/etc/outpost/tls/gateway.key"):  # fmt: skip
         assert machine.run("test", "-f", kept).returncode == 0, kept
     assert machine.run("id", "outpost").returncode == 0
+
+
+def test_purge_under_systemd_removes_data_and_user(machine: Machine) -> None:
+    result = machine.run("bash", f"{REPO}/scripts/uninstall.sh", "--purge")
+    assert result.returncode == 0, result.stderr
+    for gone in ("/var/lib/outpost", "/etc/outpost"):
+        assert machine.run("test", "-e", gone).returncode == 1, gone
+    assert machine.run("id", "outpost").returncode != 0
