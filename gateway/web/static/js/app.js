@@ -144,7 +144,9 @@ function listOf(data, key) {
 
 async function loadLocal() {
   const [acts, box] = await Promise.all([db.getAll("activities"), outbox.pending()]);
-  state.activities = acts.sort((a, b) => (a.title || "").localeCompare(b.title || ""));
+  // Work still to do first; finished (checked in) and canceled ones after it.
+  const done = (a) => (a.state === "checked_in" || a.status === "canceled" ? 1 : 0);
+  state.activities = acts.sort((a, b) => done(a) - done(b) || (a.title || "").localeCompare(b.title || ""));
   state.outbox = box;
   const cached = await db.getMeta("gateway_view");
   if (cached) {
@@ -154,10 +156,10 @@ async function loadLocal() {
   }
 }
 
-/** Fetch the user's activities (with their forms, for offline use), envelopes, status. */
 let refreshing = null;
 let refreshAgain = false;
 
+/** Fetch the user's activities (with their forms, for offline use), envelopes, status. */
 function refresh() {
   if (refreshing) {
     refreshAgain = true;
@@ -388,7 +390,10 @@ function screenActivities() {
           : "Loading your activities…"),
       );
     } else body.push(list);
-    if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated ${relTime(state.fetchedAt)}.` }));
+    if (!api.isReachable()) {
+      body.push(el("p", { class: "alert alert-warn", text: "The gateway is out of reach: this is what your phone kept. Anything you save waits on the phone." }));
+    }
+    if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated from the gateway ${relTime(state.fetchedAt)}.` }));
     checkoutEl = checkoutEl || checkoutBox(); // kept across redraws (its message stays)
     body.push(checkoutEl);
     main().replaceChildren(...body);
@@ -774,6 +779,7 @@ async function boot() {
   api.onReachChange(() => {
     renderReach();
     if (api.isReachable()) refresh();
+    else if (state.session && current) current();
   });
   api.onSessionLost.addEventListener("lost", () => {
     if (!state.session) return;
