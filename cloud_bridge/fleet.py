@@ -461,3 +461,82 @@ async def async_prune_loop(
             if gone:
                 logger.info("fleet history: %d entries older than %s removed", gone, iso(cutoff))
         await asyncio.sleep(interval_s)
+
+
+# --- the OpenAPI schema of a gateway view ---------------------------------------------------
+
+_NUM = {"type": ["number", "null"]}
+_INT = {"type": ["integer", "null"]}
+_STR = {"type": ["string", "null"]}
+_TIME = {"type": ["string", "null"], "format": "date-time"}
+FIGURE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["value", "heard_at", "age_s"],
+    "properties": {
+        "value": {"description": "as last heard (any JSON type)"},
+        "heard_at": {**_TIME, "description": "central's clock when it was last heard"},
+        "age_s": {**_NUM, "description": "seconds since then"},
+    },
+}
+GATEWAY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "health", "reasons", "state", "online", "last_seen", "figures"],
+    "properties": {
+        "id": {"type": "string"},
+        "health": {"enum": list(LEVELS)},
+        "reasons": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["code", "level", "message"],
+                "properties": {
+                    "code": {
+                        "enum": [
+                            "offline",
+                            "never_heard",
+                            "silent",
+                            "backlog_old",
+                            "disk_low",
+                            "replica_lagging",
+                            "replica_error",
+                            "cert_expiring",
+                            "cert_expired",
+                            "dropped_message",
+                        ]
+                    },
+                    "level": {"enum": ["warn", "critical"]},
+                    "message": {"type": "string"},
+                },
+            },
+        },
+        "state": {"enum": ["online", "offline", "unknown"]},
+        "online": {"type": "boolean"},
+        "state_at": _TIME,
+        "first_seen": _TIME,
+        "last_seen": {**_TIME, "description": "any message from it"},
+        "heartbeat_at": _TIME,
+        "silent_s": {"type": "number", "description": "seconds since its last heartbeat"},
+        "version": _STR,
+        "backlog": {**_INT, "description": "queued + sent, as last heard"},
+        "counts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "oldest_pending_s": {**_NUM, "description": "as last heard"},
+        "oldest_pending_now_s": {**_NUM, "description": "now (a lower bound while silent)"},
+        "oldest_pending_is_lower_bound": {"type": "boolean"},
+        "rejected": _INT,
+        "disk_free_bytes": _INT,
+        "db_bytes": _INT,
+        "replica_lag_s": _NUM,
+        "replica_error": _STR,
+        "devices": _INT,
+        "uptime_s": _NUM,
+        "last_sync": _TIME,
+        "cert_expires_at": _TIME,
+        "last_error": _STR,
+        "last_error_at": _TIME,
+        "figures": {
+            "type": "object",
+            "description": "every figure with when central last heard it",
+            "additionalProperties": {"$ref": "#/components/schemas/Figure"},
+        },
+    },
+}

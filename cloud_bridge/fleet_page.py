@@ -30,7 +30,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from cloud_bridge import fleet
-from cloud_bridge.admin import FLEET_KEY, RUNNER_KEY, TOKEN_KEY
+from cloud_bridge.admin import FLEET_KEY, MQTT_KEY, RUNNER_KEY, TOKEN_KEY
 from cloud_bridge.models import Gateway, utcnow
 
 logger = logging.getLogger(__name__)
@@ -170,16 +170,27 @@ a { color: #1d4ed8; }
 .login input { width: 100%; font: inherit; padding: .5rem; margin: .3rem 0 .8rem; }
 button { font: inherit; padding: .4rem .9rem; cursor: pointer; }
 .error { color: var(--crit); font-weight: 600; }
+.banner { margin: 0; padding: .6rem 1.5rem; background: #fde8e6; color: var(--crit);
+          font-weight: 600; border-bottom: 1px solid #f3b7b1; }
 svg.spark { background: #fafafa; border: 1px solid #e5e7eb; }
 """
 
 
-def _header(extra: str = "") -> str:
+def _header(request: web.Request) -> str:
     return (
         '<header><h1>Outpost fleet</h1><a href="/fleet">All gateways</a>'
-        f"{extra}"
         '<form method="post" action="/fleet/logout"><button type="submit">Sign out</button>'
-        "</form></header>"
+        "</form></header>" + _broker_banner(request)
+    )
+
+
+def _broker_banner(request: web.Request) -> str:
+    """While central itself cannot reach the broker, every figure is old news."""
+    if request.app[MQTT_KEY].connected:
+        return ""
+    return (
+        '<p class="banner" role="status">Central is not connected to the MQTT broker: '
+        "it hears no gateway now, so every figure here is as last heard.</p>"
     )
 
 
@@ -311,7 +322,8 @@ async def fleet_index(request: web.Request) -> web.Response:
         for level in reversed(fleet.LEVELS)
     )
     body = (
-        _header() + f'<main><div class="summary"><strong>{len(views)} gateways</strong> {summary}'
+        _header(request)
+        + f'<main><div class="summary"><strong>{len(views)} gateways</strong> {summary}'
         f'<span class="muted">Updated {e(when(utcnow()))}; refreshes every '
         f"{cfg.page_refresh_s} s.</span></div>{fleet_table(views, t)}</main>"
     )
@@ -432,12 +444,13 @@ async def gateway_page(request: web.Request) -> web.Response:
     found = await request.app[RUNNER_KEY].async_tx(work)
     if found is None:
         body = (
-            _header() + f'<main><p class="card">No gateway {e(repr(gid))} has been seen.</p></main>'
+            _header(request)
+            + f'<main><p class="card">No gateway {e(repr(gid))} has been seen.</p></main>'
         )
         return _html(page("Outpost fleet — unknown gateway", body), 404)
     v, history = found
     body = (
-        _header()
+        _header(request)
         + f'<main><div class="summary"><h2 style="margin:0">{e(v["id"])}</h2>{badge(v["health"])}'
         f"{_state(v)}<span class=muted>first seen {e(when(v['first_seen']))}; last heartbeat "
         f"{e(ago(v['silent_s']) if v['heartbeat_at'] else 'never')}; history kept "

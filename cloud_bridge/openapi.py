@@ -7,6 +7,7 @@ from functools import lru_cache
 from typing import Any
 
 import outpost
+from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.forms import ActivityTypeDef
 
 ERROR_SCHEMA: dict[str, Any] = {
@@ -67,6 +68,7 @@ def document() -> dict[str, Any]:
                 "content": {"application/json": {"schema": body_schema}},
             }
         paths.setdefault(route.path, {})[route.method.lower()] = op
+    _fleet_responses(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Outpost central admin API", "version": outpost.__version__},
@@ -74,6 +76,28 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR_SCHEMA},
+            "schemas": {"Error": ERROR_SCHEMA, "Gateway": GATEWAY_SCHEMA, "Figure": FIGURE_SCHEMA},
         },
     }
+
+
+def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
+    """The fleet's answers have a documented shape (cloud_bridge.fleet)."""
+    gateway = {"$ref": "#/components/schemas/Gateway"}
+    shapes = {
+        "/api/v1/gateways": {
+            "type": "object",
+            "properties": {
+                "gateways": {"type": "array", "items": gateway},
+                "broker_connected": {"type": "boolean"},
+            },
+        },
+        "/api/v1/gateways/{gateway_id}": gateway,
+    }
+    for path, schema in shapes.items():
+        op = paths.get(path, {}).get("get")
+        if op is not None:
+            op["responses"]["200"] = {
+                "description": "OK",
+                "content": {"application/json": {"schema": schema}},
+            }

@@ -373,7 +373,11 @@ def _thresholds(request: web.Request) -> fleet.Thresholds:
 
 async def list_gateways(request: web.Request) -> web.Response:
     t = _thresholds(request)
-    return web.json_response({"gateways": await _tx(request, lambda s: fleet.all_views(s, t))})
+    views = await _tx(request, lambda s: fleet.all_views(s, t))
+    # False: central hears nobody right now, every figure is as last heard.
+    return web.json_response(
+        {"gateways": views, "broker_connected": request.app[MQTT_KEY].connected}
+    )
 
 
 def _gateway_or_404(s: Session, gid: str) -> Gateway:

@@ -271,6 +271,7 @@ async def test_thresholds_flip_health_through_the_api(
 
             status, fleet_list = await _get(http, strict_bridge.admin_url + "/api/v1/gateways")
             assert status == 200 and [g["id"] for g in fleet_list["gateways"]] == ["site-a"]
+            assert fleet_list["broker_connected"] is True
             status, hist = await _get(http, base + "/history?limit=3")
             assert [h["kind"] for h in hist["history"]] == ["offline", "heartbeat", "heartbeat"]
             status, err = await _get(http, base + "/history?limit=0")
@@ -299,11 +300,19 @@ async def test_openapi_documents_the_fleet(strict_bridge: Bridge) -> None:
     async with aiohttp.ClientSession() as http:
         _, doc = await _get(http, strict_bridge.admin_url + "/api/v1/openapi.json", auth=False)
     paths = doc["paths"]
-    assert "health" in paths["/api/v1/gateways/{gateway_id}"]["get"]["summary"]
+    one = paths["/api/v1/gateways/{gateway_id}"]["get"]
+    assert "health" in one["summary"]
+    assert one["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Gateway"
+    }
+    schema = doc["components"]["schemas"]["Gateway"]
+    assert {"health", "reasons", "figures", "last_seen", "online"} <= set(schema["required"])
     assert "/api/v1/gateways/{gateway_id}/history" in paths
 
 
-async def test_fleet_page_needs_a_login_and_sets_a_strict_cookie(strict_bridge: Bridge) -> None:
+async def test_fleet_page_needs_a_login_and_sets_a_strict_cookie(
+    strict_bridge: Bridge, broker: Broker
+) -> None:
     url = strict_bridge.admin_url
     # unsafe: aiohttp's jar ignores cookies from IP addresses by default; browsers do not
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
@@ -327,6 +336,13 @@ async def test_fleet_page_needs_a_login_and_sets_a_strict_cookie(strict_bridge: 
         # the cookie opens the page only: the API still wants the bearer token
         async with http.get(url + "/api/v1/gateways") as r:
             assert r.status == 401
+        # central cut off from the broker: the page says every figure is old news
+        broker.stop()
+        async with asyncio.timeout(10):
+            while strict_bridge.mqtt is not None and strict_bridge.mqtt.connected:
+                await asyncio.sleep(0.05)
+        async with http.get(url + "/fleet") as r:
+            assert "not connected to the MQTT broker" in await r.text()
         async with http.post(url + "/fleet/logout") as r:
             assert "Admin token" in await r.text()
 
