@@ -179,6 +179,21 @@ async def test_figures_equal_status_and_sigkill_shows_offline_within_keepalive(
     for name in ("backlog", "disk_free_bytes", "devices", "last_sync"):
         assert got["figures"][name]["heard_at"] == got["heartbeat_at"]
 
+    # both sides' /metrics carry the pipeline
+    async with http.get(gateway_process.url + "/metrics") as r:
+        gw_metrics = _samples(await r.text())
+    assert gw_metrics["outpost_backhaul_sent_bytes_total"] > 0
+    assert gw_metrics["outpost_backhaul_sent_envelopes_total"] == 1
+    assert gw_metrics["outpost_backhaul_up"] == 1
+    assert gw_metrics['outpost_envelopes{state="applied"}'] == 1
+    assert gw_metrics["outpost_backhaul_last_sync_timestamp_seconds"] > 0
+    headers = {"Authorization": f"Bearer {_admin_token(bridge)}"}
+    async with http.get(bridge.url + "/metrics", headers=headers) as r:
+        central_metrics = _samples(await r.text())
+    assert central_metrics['outpost_bridge_envelope_results_total{outcome="applied"}'] >= 1
+    assert central_metrics["outpost_bridge_batches_total"] >= 1
+    assert central_metrics[f'outpost_fleet_gateway_health{{gateway="{GW}"}}'] == 0
+
     gateway_process.signal(signal.SIGKILL)
     took = await _offline_after(central, "SIGKILL")
     print(f"\nSIGKILL -> offline at central in {took:.2f} s (keepalive {KEEPALIVE} s)")
@@ -186,6 +201,15 @@ async def test_figures_equal_status_and_sigkill_shows_offline_within_keepalive(
     gone = await view(central)
     assert gone["online"] is False and gone["health"] == "critical"
     assert gone["reasons"][0]["code"] == "offline"
+
+
+def _samples(text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
 
 
 async def _applied(device: Device) -> bool:
