@@ -178,6 +178,16 @@ def _backup(conn: sqlite3.Connection, path: Path, version: int) -> Path:
 
 def prepare(path: Path) -> int:
     """Make ``path`` a healthy database at the latest schema; return the version found."""
+    try:
+        return _prepare(path)
+    except (sqlite3.OperationalError, PermissionError) as exc:
+        raise StoreError(
+            f"cannot open the database {path}: {exc} "
+            "(does the data directory exist, with room, writable by this user?)"
+        ) from exc
+
+
+def _prepare(path: Path) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.stat().st_size > 0:
         problem = _health(path)
