@@ -48,3 +48,18 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     done = _run("run", "--config", str(cfg), env={"OUTPOST_STORE_SYNCHRONOUS": "OFF"})
     assert done.returncode == 2 and "store.synchronous" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'[gateway]\ndata_dir = "{blocker / "data"}"\n[mqtt]\nenabled = false\n'
+        "[discovery]\nenabled = false\n[lan]\nport = 0\n"
+    )
+    done = _run("run", "--config", str(cfg))
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("outpost-gateway: cannot start") and str(blocker) in last, done.stderr
