@@ -221,6 +221,14 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     # Rule 4: a completed activity queues for upload, its drafts with it.
     assert states == [(1, "draft", "queued"), (2, "completed", "queued")]
 
+    # Opened again later, the form shows what was sent (from the gateway's copy).
+    page.get_by_role("link", name="Activities", exact=True).click()
+    expect(page.locator("[data-activity=act-1] .badge")).to_contain_text("Completed")
+    page.click("[data-activity=act-1]")
+    expect(page.get_by_label("Notes")).to_have_value("Fence cut on the north side; patched with wire.")
+    expect(page.get_by_role("radio", name="rain")).to_be_checked()
+    expect(page.locator("[data-row='1']").get_by_label("Meter")).to_have_value("B2")
+
     page.get_by_role("link", name="Pending").click()
     expect(page.locator("#backhaul")).to_contain_text("Backhaul is down")
     expect(page.locator("#counts [data-state=queued] dd")).to_have_text("2")

@@ -291,6 +291,8 @@ function latestOf(activity) {
   const fromDetail = activity.latest_envelope;
   let latest = all[all.length - 1] || null;
   if (fromDetail && (!latest || fromDetail.seq > latest.seq)) latest = { ...fromDetail, where: "gateway" };
+  // The envelope list has the fresh state; the detail has the content.
+  else if (fromDetail && fromDetail.seq === latest.seq && !latest.body) latest = { ...fromDetail, ...latest };
   return latest;
 }
 
