@@ -1,12 +1,12 @@
 """Browser fixtures: Debian's Chromium driven by Playwright against a real gateway process.
 
-- ``chromium_browser``: one headless Chromium per module (``/usr/bin/chromium``; never
+- ``chromium_browser``: one headless Chromium per session (``/usr/bin/chromium``; never
   ``playwright install``). ``outpost.test`` resolves to 127.0.0.1 inside it,
   so ``http://outpost.test:PORT/`` is a LAN-like name: NOT a secure context
   (no service worker, no ``crypto.subtle``), exactly like a phone on site Wi-Fi.
 - ``gateway``: ``outpost-gateway run --config`` on a free port with a fresh
-  data_dir, seeded with alice (may work offline) and activities act-1/act-2
-  whose form has every field type.
+  data_dir (one per module), seeded with alice (may work offline) and
+  activities act-1…act-4 whose form has every field type.
 - ``crew``: a phone-sized page (390x844, touch) that records console errors
   and page errors; a test fails if any appear.
 """
@@ -42,6 +42,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAN_NAME = "outpost.test"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 PHONE = {"width": 390, "height": 844}
+ACTIVITIES = ("act-1", "act-2", "act-3", "act-4")
 
 FORM = FormDefinition.model_validate(
     {
@@ -139,11 +140,11 @@ class GatewayProcess:
         )
 
     def seed(self) -> None:
-        """alice and bob may work offline; act-1 and act-2 are alice's."""
+        """alice and bob may work offline; the ACTIVITIES are alice's."""
 
         def work(conn: Any) -> None:
             replace_users(conn, user_push("alice", "bob"))
-            for act_id in ("act-1", "act-2"):
+            for act_id in ACTIVITIES:
                 upsert_activity(conn, activity(act_id, "alice", FORM), "alice", DISPATCHED_AT)
 
         def seed_store() -> None:
@@ -210,11 +211,11 @@ class GatewayProcess:
         return str(answer["token"])
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
+@pytest.fixture(scope="module")
+def shared_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     if reason := chromium_missing():
         pytest.skip(reason)
-    gw = GatewayProcess(tmp_path / "gateway")
+    gw = GatewayProcess(tmp_path_factory.mktemp("web") / "gateway")
     gw.write_config()
     gw.seed()
     gw.start()
@@ -222,10 +223,19 @@ def gateway(tmp_path: Path) -> Iterator[GatewayProcess]:
     gw.stop()
 
 
+@pytest.fixture
+def gateway(shared_gateway: GatewayProcess) -> GatewayProcess:
+    """The module's gateway, running (a test may have stopped it). Each test
+    works on its own activity, so tests do not see each other's envelopes."""
+    if shared_gateway.proc is None:
+        shared_gateway.start()
+    return shared_gateway
+
+
 # --- the browser -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def chromium_browser() -> Iterator[Any]:
     if reason := chromium_missing():
         pytest.skip(reason)

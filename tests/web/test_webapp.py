@@ -22,7 +22,7 @@ from playwright.sync_api import Page, Route, expect
 from sqlalchemy import create_engine, update
 
 from gateway.store.schema import envelopes
-from tests.web.conftest import LAN_NAME, Crew, GatewayProcess, png_photo
+from tests.web.conftest import ACTIVITIES, LAN_NAME, Crew, GatewayProcess, png_photo
 
 pytestmark = pytest.mark.browser
 
@@ -124,7 +124,7 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     crew.forgive("status of 401 (Unauthorized) (http://outpost.test")
 
     # The app's own SHA-256 and UUIDs (no crypto.subtle, no randomUUID here).
-    blobs = [os.urandom(n) for n in (0, 1, 55, 56, 63, 64, 65, 1000, 300_000)]
+    blobs = [os.urandom(n) for n in (0, 1, 55, 56, 63, 64, 65, 1000, 70_000)]
     got = page.evaluate(
         """async (blobs) => {
             const { Sha256, sha256Blob } = await import("/static/js/sha256.js");
@@ -147,7 +147,7 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
 
     crew.sign_in(gateway.lan_url)
     expect(page.locator("[data-activity=act-1] .badge")).to_have_text("○Not started")
-    expect(page.locator("[data-activity]")).to_have_count(2)
+    expect(page.locator("[data-activity]")).to_have_count(len(ACTIVITIES))
     crew.screenshot("02-activities")
     # Taking another activity offline needs central: this gateway has no backhaul.
     page.get_by_label("Activity ID").fill("act-9")
@@ -225,13 +225,16 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     page.get_by_role("link", name="Activities", exact=True).click()
     expect(page.locator("[data-activity=act-1] .badge")).to_contain_text("Completed")
     page.click("[data-activity=act-1]")
-    expect(page.get_by_label("Notes")).to_have_value("Fence cut on the north side; patched with wire.")
+    expect(page.get_by_label("Notes")).to_have_value(
+        "Fence cut on the north side; patched with wire."
+    )
     expect(page.get_by_role("radio", name="rain")).to_be_checked()
     expect(page.locator("[data-row='1']").get_by_label("Meter")).to_have_value("B2")
 
     page.get_by_role("link", name="Pending").click()
     expect(page.locator("#backhaul")).to_contain_text("Backhaul is down")
-    expect(page.locator("#counts [data-state=queued] dd")).to_have_text("2")
+    queued = gateway.call("GET", "/api/v1/status", token)["envelopes"]["queued"]
+    expect(page.locator("#counts [data-state=queued] dd")).to_have_text(str(queued))
     expect(page.locator("#count-phone")).to_contain_text("0")
     crew.screenshot("06-pending")
 
@@ -307,7 +310,7 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
 ) -> None:
     page = crew.page
     crew.sign_in(gateway.lan_url)
-    page.click("[data-activity=act-1]")
+    page.click("[data-activity=act-3]")
     page.get_by_role("radio", name="Yes").check()
     page.get_by_role("button", name="Add readings row").click()
     page.get_by_label("Meter").fill("A1")
@@ -320,7 +323,7 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     with engine.begin() as conn:
         done = conn.execute(
             update(envelopes)
-            .where(envelopes.c.activity_id == "act-1", envelopes.c.seq == 1)
+            .where(envelopes.c.activity_id == "act-3", envelopes.c.seq == 1)
             .values(
                 state="rejected",
                 code="version_conflict",
@@ -338,8 +341,8 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     crew.screenshot("08-pending-rejection")
 
     page.get_by_role("link", name="Activities", exact=True).click()
-    expect(page.locator("[data-activity=act-1] .badge")).to_contain_text("Rejected")
-    page.click("[data-activity=act-1]")
+    expect(page.locator("[data-activity=act-3] .badge")).to_contain_text("Rejected")
+    page.click("[data-activity=act-3]")
     expect(page.locator("#rejection")).to_contain_text(REASON)
     crew.screenshot("09-activity-rejected")
     # The crew corrects it and sends a new envelope after the refused one.
@@ -348,7 +351,7 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     confirm(page, "Mark completed")
     expect(head_badge(page)).to_contain_text("Completed")
     token = gateway.token()
-    states = [(e["seq"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-1")]
+    states = [(e["seq"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-3")]
     assert states == [(1, "rejected"), (2, "queued")]
 
 
@@ -366,7 +369,7 @@ def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(
         lambda: page.evaluate("caches.keys().then((k) => k.length)") == 1,
         what="the app shell cache",
     )
-    page.click("[data-activity=act-1]")
+    page.click("[data-activity=act-4]")
     page.get_by_role("radio", name="Yes").check()
     page.get_by_role("button", name="Save draft").click()
     expect(head_badge(page)).to_contain_text("Draft")
@@ -374,10 +377,10 @@ def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(
     gateway.stop()
     page.reload()
     expect(page.locator("#reach")).to_have_text("Gateway out of reach")
-    expect(page.locator("h1")).to_have_text("Inspect act-1")
+    expect(page.locator("h1")).to_have_text("Inspect act-4")
     expect(page.get_by_role("radio", name="Yes")).to_be_checked()
     page.get_by_role("link", name="Activities", exact=True).click()
-    expect(page.locator("[data-activity]")).to_have_count(2)
+    expect(page.locator("[data-activity]")).to_have_count(len(ACTIVITIES))
     crew.screenshot("10-no-gateway-service-worker")
 
     gateway.start()
