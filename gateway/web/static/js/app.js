@@ -183,6 +183,7 @@ async function doRefresh() {
       api.request("GET", "/api/v1/envelopes"),
       api.request("GET", "/api/v1/status"),
     ]);
+    if (!state.session) return; // signed out meanwhile
     const list = listOf(acts, "activities");
     const prior = await db.getAll("activities");
     const cached = new Map(prior.map((p) => [p.id, p]));
@@ -699,6 +700,7 @@ function backhaulUp(s) {
 // --- session -----------------------------------------------------------------
 
 async function startSession(s) {
+  db.reopen();
   const prev = await db.getMeta("session");
   if (prev && prev.user && s.user && prev.user.username !== s.user.username) {
     // Another crew member signed in on this phone: drop the previous one's view.
@@ -721,6 +723,8 @@ async function signOut() {
     ? `${waiting} save${waiting === 1 ? " has" : "s have"} not reached the gateway yet and will be lost. Everything the app keeps on this phone is wiped.`
     : "Everything the app keeps on this phone is wiped. Your saved work is safe on the gateway.";
   if (!(await ask("Sign out?", text, "Sign out", "Stay signed in", waiting > 0))) return;
+  state.session = null; // from here on nothing writes to the device's storage
+  outbox.setUser(null);
   try {
     await api.request("DELETE", "/api/v1/session", { timeout: 4000 });
   } catch {

@@ -18,6 +18,14 @@ const STORES = {
 };
 
 let dbPromise = null;
+// After sign-out nothing may re-create the database (a delivery or refresh
+// still in flight, for instance) until someone signs in again.
+let wiped = false;
+
+/** Allow storage again (at sign-in). */
+export function reopen() {
+  wiped = false;
+}
 
 function promisify(request) {
   return new Promise((resolve, reject) => {
@@ -27,6 +35,7 @@ function promisify(request) {
 }
 
 export function open() {
+  if (wiped) return Promise.reject(new Error("signed out: the app keeps nothing on this phone"));
   if (!dbPromise) {
     dbPromise = new Promise((resolve, reject) => {
       const req = indexedDB.open(NAME, VERSION);
@@ -114,6 +123,7 @@ export function setMeta(key, value) {
 
 /** Delete the whole database (sign-out). */
 export async function destroy() {
+  wiped = true;
   if (dbPromise) {
     try {
       (await dbPromise).close();

@@ -95,11 +95,13 @@ async function flush() {
   for (const row of rows) {
     try {
       await deliver(row);
+      if (!username) return; // signed out meanwhile: the device keeps nothing
       await db.del("outbox", row.envelope_id);
       delay = MIN_DELAY;
       events.dispatchEvent(new CustomEvent("delivered", { detail: row.body }));
       emit();
     } catch (err) {
+      if (!username) return;
       if (!(err instanceof ApiError) || err.retryable || err.status === 401) {
         // Out of reach or session gone: keep everything, try again later.
         row.tries += 1;
