@@ -176,7 +176,11 @@ def store_envelope(
     author: str,
     received_at: datetime,
 ) -> tuple[dict[str, Any], bool]:
-    """Store ``body`` for ``author``; return ``(answer, replayed)``."""
+    """Store ``body`` for ``author``; return ``(answer, replayed)``.
+
+    Every refusal is raised before the first write (the caller relies on it
+    to skip the per-item savepoint).
+    """
     envelope_id = str(body.envelope_id)
     act = _RAW_ACTIVITY.first(conn, {"aid": body.activity_id, "eid": envelope_id})
     if act is None or act.known_id:

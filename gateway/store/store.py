@@ -51,6 +51,7 @@ class _WorkItem:
     fn: Callable[[Connection], Any]
     loop: asyncio.AbstractEventLoop | None  # None: a blocking caller (write_sync)
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
+    savepoint: bool = True
 
 
 _STOP = object()
@@ -162,8 +163,13 @@ class Store:
 
     # --- loop API ---------------------------------------------------------
 
-    async def async_write(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` in the writer thread; return its result after COMMIT."""
+    async def async_write(self, fn: Callable[[Connection], T], *, savepoint: bool = True) -> T:
+        """Run ``fn(conn)`` in the writer thread; return its result after COMMIT.
+
+        Each item runs in its own SAVEPOINT, so an exception undoes only its
+        own writes. ``savepoint=False`` skips that (two statements less in the
+        hot path) for a ``fn`` that raises only *before* its first write.
+        """
         if self._closed:
             raise StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
@@ -171,7 +177,7 @@ class Store:
             self._slots = asyncio.Semaphore(self._queue_size)
         async with self._slots:  # bounded: callers wait for room, nothing is dropped
             future: asyncio.Future[T] = loop.create_future()
-            self._queue.put(_WorkItem(fn, loop, future))
+            self._queue.put(_WorkItem(fn, loop, future, savepoint))
             # No shield: a cancelled caller just stops waiting; the work still commits
             # (``_settle`` skips a future that is already done).
             return await future
@@ -259,15 +265,18 @@ class Store:
                 raw = conn.connection.driver_connection
                 assert raw is not None
                 for item in batch:
-                    raw.execute("SAVEPOINT outpost_item")
+                    if item.savepoint:
+                        raw.execute("SAVEPOINT outpost_item")
                     try:
                         value = item.fn(conn)
                     except Exception as exc:  # noqa: BLE001 - one bad item fails only its caller
-                        raw.execute("ROLLBACK TO outpost_item")
-                        raw.execute("RELEASE outpost_item")
+                        if item.savepoint:
+                            raw.execute("ROLLBACK TO outpost_item")
+                            raw.execute("RELEASE outpost_item")
                         outcomes.append((False, exc))
                     else:
-                        raw.execute("RELEASE outpost_item")
+                        if item.savepoint:
+                            raw.execute("RELEASE outpost_item")
                         outcomes.append((True, value))
         except Exception as exc:  # the COMMIT itself failed: nobody is acknowledged
             logger.exception("store commit of %d item(s) failed", len(batch))

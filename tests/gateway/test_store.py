@@ -206,7 +206,7 @@ def test_failed_migration_step_leaves_the_old_schema(
 
     monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (2, "broken", broken)])
     monkeypatch.setattr(migration, "LATEST", 2)
-    with pytest.raises(sqlite3.OperationalError):
+    with pytest.raises(StoreError, match="step failed"):
         migration.prepare(path)
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone() == (1,)
@@ -238,6 +238,20 @@ def test_newer_schema_refuses_to_start(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer than this gateway supports"):
         Store(path).open()
+
+
+async def test_items_without_savepoint_share_the_batch(store: Store) -> None:
+    def refuse_before_writing(conn: Connection) -> None:
+        raise ValueError("refused before any write")
+
+    results = await asyncio.gather(
+        store.async_write(_put("x", "1"), savepoint=False),
+        store.async_write(refuse_before_writing, savepoint=False),
+        store.async_write(_put("y", "2"), savepoint=False),
+        return_exceptions=True,
+    )
+    assert results[0] == "x" and results[2] == "y" and isinstance(results[1], ValueError)
+    assert await store.async_read(lambda c: (get_meta(c, "x"), get_meta(c, "y"))) == ("1", "2")
 
 
 def test_write_sync_from_a_thread(tmp_path: Path) -> None:
