@@ -356,3 +356,36 @@ def test_session_cookie_expires_and_is_bound_to_the_token() -> None:
     assert not valid_session("a" * 20, v, now=1000.0 + 13 * 3600)
     assert not valid_session("a" * 20, "123.abc", now=0)
     assert not valid_session("a" * 20, None)
+
+
+async def test_the_bridge_prunes_old_history_when_it_starts(
+    central_db_url: str, tmp_path: Path, broker: Broker
+) -> None:
+    from cloud_bridge.migration import migrate
+
+    def seed_old() -> None:
+        database = Database.from_url(central_db_url)
+        try:
+            migrate(database.engine)
+            with database.session() as s:
+                for days in (30, 8, 1):
+                    at = datetime.now(UTC) - timedelta(days=days)
+                    s.add(GatewayHistory(gateway_id="site-a", kind="heartbeat", at=at, data={}))
+        finally:
+            database.dispose()
+
+    await asyncio.to_thread(seed_old)
+    b = Bridge(bridge_config(central_db_url, tmp_path / "central", broker.port))
+    await b.async_start()
+    try:
+        assert b.runner is not None
+        runner = b.runner
+
+        async def left() -> int:
+            return await runner.async_tx(lambda s: len(fleet.recent_history(s, "site-a")))
+
+        async with asyncio.timeout(10):
+            while await left() != 1:  # only the day-old entry is within history_days = 7
+                await asyncio.sleep(0.05)
+    finally:
+        await b.async_stop()
