@@ -165,6 +165,7 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     page.get_by_label("Visit time").fill("2026-11-23T09:30")
     page.get_by_role("radio", name="rain").check()
     photo = png_photo()
+    assert len(photo) > 256 * 1024  # two upload parts
     attach_photo(page, photo)
     draw_signature(page)
     # Child rows: add two, remove the first.
@@ -303,6 +304,42 @@ def test_offline_while_saving_then_back_arrive_exactly_once(
     # The photo's upload was tried while offline, so the phone asked the gateway
     # how much had arrived (HEAD) before resuming: "nothing yet" is a 404.
     crew.forgive("status of 404 (Not Found) (http://outpost.test")
+
+
+def test_a_cut_photo_upload_resumes_where_it_stopped(gateway: GatewayProcess, crew: Crew) -> None:
+    crew.allow_network_errors = True  # the link is cut on purpose
+    page = crew.page
+    crew.sign_in(gateway.lan_url)
+    page.click("[data-activity=act-5]")
+    page.get_by_role("radio", name="Yes").check()
+    photo = png_photo(480, 380)  # three 256 KiB parts
+    assert len(photo) > 2 * 256 * 1024
+    seen: list[str] = []
+
+    def cut_the_second_part(route: Route) -> None:
+        req = route.request
+        seen.append(f"{req.method} {req.headers.get('content-range', '')}".strip())
+        second = req.headers.get("content-range", "").startswith("bytes 262144-")
+        if req.method == "PUT" and second and seen.count(seen[-1]) == 1:
+            route.abort("connectionreset")  # the link drops mid-photo
+            return
+        route.continue_()
+
+    page.route("**/api/v1/attachments/*", cut_the_second_part)
+    attach_photo(page, photo)
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Draft")
+    page.unroute("**/api/v1/attachments/*")
+    total = len(photo)
+    assert seen == [
+        f"PUT bytes 0-262143/{total}",
+        f"PUT bytes 262144-524287/{total}",  # cut
+        "HEAD",  # how much arrived? the first part
+        f"PUT bytes 262144-524287/{total}",
+        f"PUT bytes 524288-{total - 1}/{total}",
+    ]
+    sha = hashlib.sha256(photo).hexdigest()
+    assert (gateway.data_dir / "blobs" / sha[:2] / sha).read_bytes() == photo
 
 
 def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
