@@ -421,7 +421,11 @@ def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(
     crew.screenshot("10-no-gateway-service-worker")
 
     gateway.start()
-    expect(page.locator("#reach")).to_have_text("Gateway in reach", timeout=15_000)
+    expect(page.locator("#reach")).to_have_text("Gateway in reach")
+    # With the gateway back, the worker serves the app fresh from the network.
+    page.reload()
+    expect(page.locator("[data-activity=act-4] .badge")).to_contain_text("Draft")
+    assert page.evaluate("!!navigator.serviceWorker.controller") is True
     page.get_by_role("button", name="Sign out").click()
     confirm(page, "Sign out")
     expect(page.get_by_label("User name")).to_be_visible()

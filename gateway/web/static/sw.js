@@ -40,7 +40,8 @@ self.addEventListener("fetch", (event) => {
     (async () => {
       const cache = await caches.open(CACHE);
       try {
-        const resp = await fetch(req, { cache: "no-store" });
+        // The gateway answers with Cache-Control: no-cache, so this revalidates.
+        const resp = await fetch(req);
         if (resp.ok) cache.put(req.mode === "navigate" ? "/" : req, resp.clone());
         return resp;
       } catch (err) {
