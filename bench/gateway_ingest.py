@@ -244,9 +244,12 @@ def seed_gateway(data_dir: Path, clients: int) -> None:
         store.close()
 
 
-def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
+def start(
+    cmd: list[str], log: Path, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OUTPOST_")}
     env["PYTHONPATH"] = str(ROOT)
+    env.update(extra_env or {})
     with open(log, "ab") as fh:
         return subprocess.Popen(cmd, stdout=fh, stderr=fh, env=env, cwd=ROOT)
 
@@ -258,6 +261,16 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def slow_fsync_env(tmp_path: Path, fsync_ms: int) -> dict[str, str]:
+    """LD_PRELOAD env that makes every fsync take ``fsync_ms`` longer (SD-card-like)."""
+    if fsync_ms <= 0:
+        return {}
+    lib = tmp_path / "slow_fsync.so"
+    src = Path(__file__).resolve().parent / "slow_fsync.c"
+    subprocess.run(["cc", "-shared", "-fPIC", "-O2", "-o", str(lib), str(src), "-ldl"], check=True)
+    return {"LD_PRELOAD": str(lib), "OUTPOST_BENCH_FSYNC_MS": str(fsync_ms)}
 
 
 # --- raw SQLite floors -------------------------------------------------------------
@@ -284,6 +297,25 @@ def sqlite_floor(path: Path, synchronous: str, rows: int, per_commit: int) -> fl
     return rows / elapsed
 
 
+def floor_in_subprocess(
+    path: Path, synchronous: str, rows: int, per_commit: int, env: dict[str, str]
+) -> float:
+    """The raw SQLite floor, in its own process (so LD_PRELOAD applies to it too)."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--sqlite-floor",
+            f"{path},{synchronous},{rows},{per_commit}",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+    )
+    return float(out.stdout.strip())
+
+
 # --- main --------------------------------------------------------------------------
 
 
@@ -301,11 +333,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             "[mqtt]\nenabled = false\n[discovery]\nenabled = false\n"
         )
         url = f"http://127.0.0.1:{port}"
+        slow = slow_fsync_env(tmp_path, args.fsync_ms)
         proc = start(
             [*GATEWAY_CMD, "--config", str(cfg), "--log-level", "WARNING"]
             if not os.environ.get("BENCH_PROFILE")
             else [sys.executable, os.environ["BENCH_PROFILE"], str(cfg)],
             tmp_path / "gateway.log",
+            slow,
         )
         try:
             await _wait_healthy(url, proc)
@@ -334,16 +368,17 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             stop(proc)
 
-        one = sqlite_floor(
-            tmp_path / "floor1.db", args.synchronous, args.floor_rows // 4, 1
-        )  # blocking on purpose: nothing else runs now
-        batched = sqlite_floor(
-            tmp_path / "floorN.db", args.synchronous, args.floor_rows, args.clients
+        # One row per commit: fewer rows when fsync is slow (the rate is what counts).
+        one_rows = args.floor_rows // 4 if not args.fsync_ms else max(100, 2000 // args.fsync_ms)
+        one = floor_in_subprocess(tmp_path / "floor1.db", args.synchronous, one_rows, 1, slow)
+        batched = floor_in_subprocess(
+            tmp_path / "floorN.db", args.synchronous, args.floor_rows, args.clients, slow
         )
     return {
         "clients": args.clients,
         "seconds": args.seconds,
         "synchronous": args.synchronous,
+        "fsync_ms": args.fsync_ms,
         "gateway": gateway,
         "bare": bare,
         "sqlite_one_per_commit": one,
@@ -398,6 +433,7 @@ def report(r: dict[str, Any], markdown: bool) -> str:
             lines.append(f"{name:45s} {value:9.2f}    (aim {aim})")
     lines.append(
         f"\n{r['clients']} clients, {r['seconds']} s, 2 KiB envelopes, synchronous={r['synchronous']}, "
+        f"fsync +{r['fsync_ms']} ms, "
         f"stored {r['stored']} envelopes, integrity_check {r['integrity']}, "
         f"errors gateway={g['errors']} bare={b['errors']}, "
         f"{g.get('per_commit', 0):.1f} writes per group commit"
@@ -414,10 +450,21 @@ def main() -> None:
     parser.add_argument("--dir", default=None, help="temp dir (same disk as the data_dir)")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--fsync-ms",
+        type=int,
+        default=0,
+        help="add this many ms to every fsync (LD_PRELOAD shim): an SD-card-like disk",
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--sqlite-floor", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:
         bare_server(args.bare_server)
+        return
+    if args.sqlite_floor:
+        path, synchronous, rows, per_commit = args.sqlite_floor.split(",")
+        print(sqlite_floor(Path(path), synchronous, int(rows), int(per_commit)))
         return
     result = asyncio.run(main_async(args))
     print(json.dumps(result, indent=2) if args.json else report(result, args.markdown))
