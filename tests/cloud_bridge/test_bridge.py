@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 
 from cloud_bridge.server import Bridge
 from outpost.wire import topics
+from outpost.wire.codec import encode
 from outpost.wire.schemas import (
     CheckoutAnswer,
     CheckoutRequest,
@@ -89,6 +90,11 @@ async def test_bad_payloads_are_dropped_and_others_flow(
         topics.UP_ENVELOPES,
         GatewayState(gateway_id="site-bad", state="online", at=datetime.now(UTC)),
     )
+    # A leaf nobody defined, and a topic whose gateway id is not one.
+    await bad.publish("up/surprise", bad.batch([e1]))
+    await bad.client.async_publish(
+        "outpost/v1/gw/NOT_AN_ID/up/envelopes", encode(bad.batch([e1])), qos=1
+    )
     # The good gateway's batch still goes through, after all of that.
     await good.publish(topics.UP_ENVELOPES, good.batch([e1]))
     (res,) = (await good.results(1)).values()
@@ -96,10 +102,10 @@ async def test_bad_payloads_are_dropped_and_others_flow(
     assert bridge.mqtt is not None and bridge.mqtt.connected
     assert bridge.handler is not None
     async with asyncio.timeout(10):
-        while bridge.handler.dropped < len(payloads) + 2:
+        while bridge.handler.dropped < len(payloads) + 4:
             await asyncio.sleep(0.05)
     info = await admin.ok("GET", "/api/v1/gateways/site-bad")
-    assert "does not belong" in info["last_error"]
+    assert "unknown topic leaf" in info["last_error"]  # the last of its bad messages
     assert bad.inbox.empty()  # nothing answered to garbage
     # The envelope the mismatched batch carried was not recorded for anyone.
     env = await admin.ok("GET", f"/api/v1/envelopes/{e1.envelope_id}")
