@@ -39,10 +39,12 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
   let last = null;
   let saveTimer = null;
   const CSS_HEIGHT = 180;
+  let cssWidth = 300; // the drawing's coordinate width, fixed when the pad is sized
 
   function size() {
     const ratio = window.devicePixelRatio || 1;
     const width = Math.max(wrap.clientWidth || 300, 200);
+    cssWidth = width;
     canvas.width = Math.round(width * ratio);
     canvas.height = Math.round(CSS_HEIGHT * ratio);
     canvas.style.height = `${CSS_HEIGHT}px`;
@@ -58,16 +60,17 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
 
   function showImage(url) {
     const img = new Image();
-    img.onload = () => {
-      const r = canvas.width / (window.devicePixelRatio || 1);
-      ctx.drawImage(img, 0, 0, r, CSS_HEIGHT);
-    };
+    img.onload = () => ctx.drawImage(img, 0, 0, cssWidth, CSS_HEIGHT);
     img.src = url;
   }
 
+  // A phone turned sideways stretches the canvas: map the finger back onto the drawing.
   function point(ev) {
     const rect = canvas.getBoundingClientRect();
-    return { x: ev.clientX - rect.left, y: ev.clientY - rect.top };
+    return {
+      x: ((ev.clientX - rect.left) * cssWidth) / (rect.width || cssWidth),
+      y: ((ev.clientY - rect.top) * CSS_HEIGHT) / (rect.height || CSS_HEIGHT),
+    };
   }
 
   canvas.addEventListener("pointerdown", (ev) => {
