@@ -178,7 +178,7 @@ class UplinkHandler:
         def work(session: Session) -> CheckoutAnswer:
             try:
                 _, wire = rules.check_out(
-                    session, request.activity_id, gateway_id, request.username
+                    session, request.activity_id, gateway_id, request.username, again=True
                 )
             except CentralError as exc:
                 return CheckoutAnswer(

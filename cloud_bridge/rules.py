@@ -308,16 +308,30 @@ def activity_wire(session: Session, activity: Activity) -> ActivityWire:
 
 
 def check_out(
-    session: Session, activity_id: str, gateway_id: str, username: str | None = None
+    session: Session,
+    activity_id: str,
+    gateway_id: str,
+    username: str | None = None,
+    *,
+    again: bool = False,
 ) -> tuple[Activity, ActivityWire]:
     """Take an activity offline to ``gateway_id`` for ``username`` (default: responsible).
 
     Atomic: of two concurrent check-outs exactly one wins; the other gets
-    ``already_checked_out``.
+    ``already_checked_out``. With ``again`` (a gateway's check-out request), a
+    request for an activity this gateway already holds for the same user is
+    answered like the first one: the first answer may have been lost on the way.
     """
     if not valid_gateway_id(gateway_id):
         raise bad_request(f"{gateway_id!r} is not a valid gateway id.", "invalid_gateway")
     activity = get_activity(session, activity_id)
+    if (
+        again
+        and activity.state == OFFLINE
+        and activity.holder_gateway == gateway_id
+        and activity.holder_user == (username or activity.responsible)
+    ):
+        return activity, activity_wire(session, activity)
     check_rules(session, activity)
     holder = username or activity.responsible
     if holder != activity.responsible:

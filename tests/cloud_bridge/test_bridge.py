@@ -134,6 +134,14 @@ async def test_checkout_request_answers_on_response_topic(
     assert isinstance(answer, CheckoutAnswer)
     assert answer.ok and answer.request_id == req.request_id and answer.activity is not None
     assert raw.correlation_data == req.request_id.bytes
+    # The answer may be lost on a bad link: the same gateway asking again gets it again.
+    retry = CheckoutRequest(
+        gateway_id="site-a", request_id=uuid.uuid4(), activity_id=aid, username="ana"
+    )
+    await gw.publish(topics.UP_CHECKOUT, retry)
+    answer_again = await gw.expect(topics.DOWN_CHECKOUT)
+    assert answer_again.ok and answer_again.request_id == retry.request_id
+    assert answer_again.activity == answer.activity
     # A second request (another gateway) is refused with the rule's code.
     other = await gateways("site-b")
     req2 = CheckoutRequest(
