@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
 from sqlalchemy import func, select
 
 from cloud_bridge import rules
@@ -277,3 +278,59 @@ def test_second_check_out_continues_the_gateways_seq(
         rules.check_out(s, aid, "site-b")
     ((_, res),) = replayer.apply_envelopes("site-b", [envelope(aid, 1, base_version=3)])
     assert res.outcome == "applied"
+
+
+def _install_failing_trigger(db: Database) -> None:
+    """A real database failure in the middle of a batch: inserting a row whose meter is 'boom'."""
+    with db.engine.begin() as conn:
+        if db.sqlite:
+            conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON record_rows "
+                "WHEN json_extract(NEW.data, '$.meter') = 'boom' "
+                "BEGIN SELECT RAISE(ABORT, 'boom'); END"
+            )
+        else:
+            conn.exec_driver_sql(
+                "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.data->>'meter' = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+            conn.exec_driver_sql(
+                "CREATE TRIGGER boom BEFORE INSERT ON record_rows "
+                "FOR EACH ROW EXECUTE FUNCTION boom()"
+            )
+
+
+def _drop_failing_trigger(db: Database) -> None:
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TRIGGER boom" if db.sqlite else "DROP TRIGGER boom ON record_rows"
+        )
+
+
+def test_failure_mid_batch_leaves_no_partial_envelope(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    good = seed.ready(activity_id="a-good")
+    bad = seed.ready(activity_id="a-bad")
+    e_good = envelope(good, 1)
+    e_bad = envelope(bad, 1, tables={"readings": [{"meter": "ok"}, {"meter": "boom"}]})
+    _install_failing_trigger(db)
+    with pytest.raises(Exception, match="boom"):
+        replayer.apply_envelopes("site-a", [e_good, e_bad])
+    with db.session() as s:
+        # The failed envelope left nothing: no ledger row, no record, no rows, seq not consumed.
+        assert s.get(LedgerEntry, str(e_bad.envelope_id)) is None
+        assert rules.record_of(s, bad)["record"] is None
+        assert rules.get_activity(s, bad).last_seq == 0
+        # Its batch-mate: all or nothing too (nothing, when the batch is one transaction).
+        entry = s.get(LedgerEntry, str(e_good.envelope_id))
+        rec = rules.record_of(s, good)
+        assert (entry is None) == (rec["record"] is None)
+    _drop_failing_trigger(db)
+    # The gateway sends the batch again: each envelope applies exactly once.
+    results = replayer.apply_envelopes("site-a", [e_good, e_bad])
+    assert sorted(r.outcome for _, r in results) == ["applied", "applied"]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 2
+        assert rules.record_of(s, bad)["tables"]["readings"][1] == {"meter": "boom"}
