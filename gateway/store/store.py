@@ -104,6 +104,7 @@ class Store:
         self._thread: threading.Thread | None = None
         self._listeners: list[tuple[asyncio.AbstractEventLoop, Callable[[], None]]] = []
         self._closed = True
+        self._writer_dead = False
         self._busy_since: float | None = None  # monotonic start of the batch in hand
         self.batches = 0  # committed batches (for metrics and tests)
         self.items = 0  # committed work items
@@ -119,6 +120,7 @@ class Store:
         self._reader = reader_engine(self.path, self.synchronous, self._readers)
         self._read_pool = ThreadPoolExecutor(self._readers, thread_name_prefix="outpost-store-read")
         self._closed = False
+        self._writer_dead = False
         self._thread = threading.Thread(target=self._run_writer, name="outpost-store-writer")
         self._thread.start()
         logger.info("store open: %s (synchronous=%s)", self.path, self.synchronous)
@@ -170,7 +172,7 @@ class Store:
         own writes. ``savepoint=False`` skips that (two statements less in the
         hot path) for a ``fn`` that raises only *before* its first write.
         """
-        if self._closed:
+        if self._closed or self._writer_dead:
             raise StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
         if self._slots is None:
@@ -207,7 +209,7 @@ class Store:
 
     def write_sync(self, fn: Callable[[Connection], T]) -> T:
         """Blocking ``async_write`` for plain threads (seeding, tools); never from the loop."""
-        if self._closed:
+        if self._closed or self._writer_dead:
             raise StoreClosedError("the store is closed")
         if asyncio._get_running_loop() is not None:
             raise RuntimeError("write_sync from the event loop; use await store.async_write")
@@ -223,6 +225,17 @@ class Store:
     # --- the writer thread --------------------------------------------------
 
     def _run_writer(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException:
+            # The writer is gone (it could not even connect, or a bug escaped
+            # a batch): refuse new work loudly instead of letting callers hang.
+            logger.exception("store writer thread stopped; the store refuses writes")
+            self._writer_dead = True
+        finally:
+            self._refuse_queued()
+
+    def _write_loop(self) -> None:
         assert self._writer is not None
         with self._writer.connect() as conn:
             stopping = False
@@ -245,7 +258,9 @@ class Store:
                     self._commit_batch(conn, batch)
                 finally:
                     self._busy_since = None
-        # Anything queued after the stop sentinel is refused, not lost silently.
+
+    def _refuse_queued(self) -> None:
+        """Anything queued after the stop (or a dead writer) is refused, not lost silently."""
         while True:
             try:
                 item = self._queue.get_nowait()
@@ -283,6 +298,10 @@ class Store:
             for item in batch:
                 self._call(item, False, exc)
             return
+        except BaseException as exc:  # not ours to swallow: fail the batch, then stop
+            for item in batch:
+                self._call(item, False, exc)
+            raise
         self.batches += 1
         self.items += len(batch)
         # One wake-up per loop per batch (not one per item): settle every

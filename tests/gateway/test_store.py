@@ -254,6 +254,33 @@ async def test_items_without_savepoint_share_the_batch(store: Store) -> None:
     assert await store.async_read(lambda c: (get_meta(c, "x"), get_meta(c, "y"))) == ("1", "2")
 
 
+class _Fatal(BaseException):
+    pass
+
+
+async def test_a_dead_writer_refuses_work_instead_of_hanging(
+    gateway_config: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from gateway.app import store_for
+
+    s = await store_for(gateway_config).async_open()
+    try:
+
+        def fatal(conn: Connection) -> None:
+            raise _Fatal
+
+        with pytest.raises(_Fatal):
+            await asyncio.wait_for(s.async_write(fatal), 10)
+        assert s._thread is not None
+        await asyncio.to_thread(s._thread.join, 10)
+        assert not s.is_healthy()
+        with pytest.raises(StoreClosedError):
+            await s.async_write(_put("a", "1"))
+        assert "store writer thread stopped" in caplog.text
+    finally:
+        await s.async_close()
+
+
 def test_write_sync_from_a_thread(tmp_path: Path) -> None:
     s = Store(tmp_path / "g.db").open()
     try:
