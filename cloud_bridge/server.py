@@ -130,8 +130,8 @@ class Bridge:
             self.db = None
 
 
-async def run_bridge(config: BridgeConfig, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set, then shut down cleanly."""
+async def run_bridge(config: BridgeConfig, stop: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set (or the task is cancelled), then shut down cleanly."""
     bridge = Bridge(config)
     await bridge.async_start()
     # systemd (Type=notify): READY once the database is migrated and the admin
@@ -140,7 +140,7 @@ async def run_bridge(config: BridgeConfig, stop: asyncio.Event) -> None:
     notifier.ready(f"bridge admin API on {bridge.admin_url}")
     watchdog = async_start_watchdog(notifier, lambda: True)
     try:
-        await stop.wait()
+        await (stop or asyncio.Event()).wait()
     finally:
         logger.info("stopping")
         notifier.stopping("bridge stopping")
