@@ -161,6 +161,10 @@ async def test_checkout_relays_centrals_decision(
     assert (await resp.json())["activity"]["id"] == "act-9"
     listed = await (await client.get("/api/v1/activities", headers=alice)).json()
     assert "act-9" in [a["id"] for a in listed["activities"]]
+    link.answer = _answer(True, activity=activity("act-77", "alice"))  # about another one
+    resp = await client.post("/api/v1/activities/act-11/checkout", headers=alice)
+    assert resp.status == 502
+    assert (await resp.json())["error"]["code"] == "bad_central_answer"
     link.answer = None  # central does not answer in time
     resp = await client.post("/api/v1/activities/act-10/checkout", headers=alice)
     assert resp.status == 504
