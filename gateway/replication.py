@@ -29,6 +29,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import time
@@ -69,6 +70,7 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = SHUTDOWN_SYNC_TIMEOUT_S + 5.0  # litestream flushes to the replica on SIGTERM
 GOOD_RUN_S = 60.0  # a run this long resets the restart backoff
 GUARD_RETRY_S = 5.0
+PIDFILE_NAME = "litestream.pid"
 S3_PROBE_INTERVAL_S = 5.0
 MAX_LINE = 500
 
@@ -107,6 +109,15 @@ def parse_log_line(line: str) -> tuple[int, str]:
     rest = _LEVEL_RE.sub("", rest).strip()
     message = _unquote(msg_m.group(1))
     return level, f"{message} {rest}" if rest else message
+
+
+def _pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def db_was_replicated(db_path: Path) -> bool | None:
@@ -160,6 +171,7 @@ class Replicator:
         self._blob_errors = 0
         self._env: dict[str, str] = {}
         self._binary: Path | None = None
+        self._pid_write: asyncio.Future[None] | None = None
 
     @classmethod
     def from_config(cls, config: GatewayConfig, **kwargs: Any) -> Replicator:
@@ -203,8 +215,41 @@ class Replicator:
             "replicating %s to %s with litestream", self.db_path, replica_description(self.settings)
         )
 
+    @property
+    def pidfile(self) -> Path:
+        return self.data_dir / PIDFILE_NAME
+
+    def _write_pidfile(self, pid: int) -> None:
+        self.pidfile.write_text(f"{pid}\n")
+
+    def _stop_orphan(self) -> None:
+        """Stop a litestream a previous gateway run left behind for this config (blocking)."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            for _ in range(20):  # empty while a process is between fork and exec
+                if cmdline != [b""]:
+                    break
+                time.sleep(0.05)
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (FileNotFoundError, ValueError, ProcessLookupError):
+            return
+        if not any(arg.endswith(b"litestream") for arg in cmdline) or (
+            str(self.config_path).encode() not in cmdline
+        ):
+            return  # the pid now belongs to something else
+        logger.warning("stopping litestream (pid %d) left over from a previous run", pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
     def _prepare_dirs(self, config: dict[str, Any]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_orphan()
         write_config(self.config_path, config)
         if self.settings.path is not None:
             try:
@@ -227,6 +272,13 @@ class Replicator:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if self._pid_write is not None:  # a write cancelled mid-way still runs: let it land
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await self._pid_write
+            self._pid_write = None
+        await asyncio.get_running_loop().run_in_executor(
+            None, lambda: self.pidfile.unlink(missing_ok=True)
+        )
         self._state = "stopped"
 
     async def _async_terminate(self) -> None:
@@ -314,12 +366,14 @@ class Replicator:
 
     async def _async_run_once(self) -> int:
         assert self._binary is not None
+        cmd = [str(self._binary), "replicate", "-no-expand-env", "-config", str(self.config_path)]
+        setpriv = shutil.which("setpriv", path=self._env.get("PATH"))
+        if setpriv:
+            # If the gateway dies without stopping it (SIGKILL, OOM), litestream
+            # gets SIGTERM and exits after its final sync instead of lingering.
+            cmd = [setpriv, "--pdeathsig", "TERM", "--", *cmd]
         proc = await asyncio.create_subprocess_exec(
-            str(self._binary),
-            "replicate",
-            "-no-expand-env",
-            "-config",
-            str(self.config_path),
+            *cmd,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -329,6 +383,10 @@ class Replicator:
         self._proc = proc
         self._state = "running"
         self._started_at = time.time()
+        self._pid_write = asyncio.get_running_loop().run_in_executor(
+            None, self._write_pidfile, proc.pid
+        )
+        await self._pid_write
         logger.debug("litestream started (pid %d)", proc.pid)
         assert proc.stdout is not None
         await self._async_forward_logs(proc.stdout)

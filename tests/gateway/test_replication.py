@@ -299,6 +299,7 @@ async def test_restore_needs_force_and_keeps_the_old_database(tmp_path: Path) ->
     config = replicated_config(tmp_path)
     async with start_gateway(config) as gw:
         eid, _ = await gw.post_envelope()
+        await wait_for(lambda: gw.replicator.lag_s() == 0.0, what="replication")
     config_file = write_toml(tmp_path / "gw.toml", config)
     db = config.gateway.data_dir / DB_FILENAME
     refused = run_restore(config_file)
@@ -654,3 +655,76 @@ async def _all_in(device: Device, sent: list[dict[str, Any]], state: str) -> boo
 
 async def _link(device: Device, state: str) -> bool:
     return bool((await device.status())["backhaul"]["link"] == state)
+
+
+# --- no litestream outlives its gateway ------------------------------------------------------
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+
+
+async def test_litestream_exits_when_the_gateway_is_sigkilled(tmp_path: Path) -> None:
+    config = replicated_config(tmp_path)
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        f'[gateway]\ndata_dir = "{config.gateway.data_dir}"\n'
+        '[lan]\nhost = "127.0.0.1"\nport = 0\n[mqtt]\nenabled = false\n'
+        "[discovery]\nenabled = false\n"
+        f'[replication]\nenabled = true\npath = "{tmp_path / "replica"}"\n'
+    )
+    pidfile = config.gateway.data_dir / "litestream.pid"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(toml), "--log-level", "WARNING"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        await wait_for(pidfile.exists, 30, "litestream to start")
+        pid = int(pidfile.read_text())
+        assert _alive(pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    await wait_for(lambda: not _alive(pid), 15, "litestream to follow its gateway")
+
+
+async def test_a_leftover_litestream_is_stopped_before_a_new_one_starts(tmp_path: Path) -> None:
+    config = replicated_config(tmp_path)
+    store = await asyncio.to_thread(store_for(config).open)
+    try:
+        first = Replicator.from_config(config)
+        await first.start()
+        await wait_for(lambda: first.running, what="litestream")
+        await first.stop()
+        # a litestream nobody supervises any more (as after a crash without pdeathsig)
+        orphan = subprocess.Popen(
+            [
+                str(find_litestream(config.replication)),
+                "replicate",
+                "-config",
+                str(first.config_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            first.pidfile.write_text(f"{orphan.pid}\n")
+            second = Replicator.from_config(config)
+            await second.start()
+            try:
+                assert orphan.wait(timeout=15) is not None  # stopped before the new one ran
+                await wait_for(lambda: second.running, what="the new litestream")
+                assert second.pid != orphan.pid
+            finally:
+                await second.stop()
+        finally:
+            if orphan.poll() is None:
+                orphan.kill()
+                orphan.wait()
+    finally:
+        await asyncio.to_thread(store.close)
