@@ -342,12 +342,64 @@ def test_a_cut_photo_upload_resumes_where_it_stopped(gateway: GatewayProcess, cr
     assert (gateway.data_dir / "blobs" / sha[:2] / sha).read_bytes() == photo
 
 
+def test_two_phones_on_one_activity_never_clash(gateway: GatewayProcess, crew: Crew) -> None:
+    crew.allow_network_errors = True
+    page = crew.page
+    crew.sign_in(gateway.lan_url)
+    page.click("[data-activity=act-6]")
+    page.get_by_role("radio", name="Yes").check()
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Draft")
+
+    # Out of reach, this phone saves again; meanwhile another phone saved the
+    # same activity at the gateway, taking the next number.
+    crew.context.set_offline(True)
+    expect(page.locator("#reach")).to_have_text("Gateway out of reach")
+    page.get_by_label("Notes").fill("from the first phone")
+    page.get_by_role("button", name="Save draft").click()
+    expect(head_badge(page)).to_contain_text("Syncing")
+    token = gateway.token()
+    other = {
+        "envelope_id": str(uuid.uuid4()),
+        "activity_id": "act-6",
+        "seq": 2,
+        "base_version": 3,
+        "status": "draft",
+        "created_at": "2026-11-23T09:00:00Z",
+        "record": {"site_ok": True, "notes": "from the second phone"},
+        "tables": {},
+        "attachments": [],
+    }
+    gateway.call("POST", "/api/v1/envelopes", token, other)
+
+    crew.context.set_offline(False)
+    wait_until(lambda: not idb(page, "outbox"), what="the phone's outbox to drain")
+    arrived = envelopes_at_gateway(gateway, token, "act-6")
+    assert [(e["seq"], e["state"]) for e in arrived] == [
+        (1, "stored"),
+        (2, "stored"),
+        (3, "stored"),
+    ]
+    assert arrived[1]["envelope_id"] == other["envelope_id"]
+    latest = gateway.call("GET", "/api/v1/activities/act-6", token)["latest_envelope"]
+    assert latest["record"]["notes"] == "from the first phone"
+    # (The gateway's 409 "seq_mismatch" was answered by renumbering, not shown as a refusal.)
+    crew.forgive("status of 409 (Conflict)")
+    expect(page.locator("#nav .count")).to_have_count(0)
+
+
 def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     gateway: GatewayProcess, crew: Crew
 ) -> None:
     page = crew.page
     crew.sign_in(gateway.lan_url)
     page.click("[data-activity=act-3]")
+    # The gateway keeps a draft only once required answers are in: the phone says so.
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.locator("#problems")).to_contain_text("Kept on this phone")
+    expect(page.locator("#problems")).to_contain_text("Site is safe is required.")
+    expect(page.locator("[data-field=site_ok] fieldset")).to_have_attribute("aria-invalid", "true")
+    assert idb(page, "outbox") == []
     page.get_by_role("radio", name="Yes").check()
     page.get_by_role("button", name="Add readings row").click()
     page.get_by_label("Meter").fill("A1")
