@@ -298,6 +298,17 @@ class Crew:
         folder.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(folder / f"{name}.png"), animations="disabled")
 
+    def watch(self, page: Any) -> Any:
+        """Keep every console error and page error of ``page`` (another tab, say)."""
+
+        def on_console(m: Any) -> None:
+            if m.type == "error":
+                self.errors.append(f"console.error: {m.text} ({m.location.get('url')})")
+
+        page.on("console", on_console)
+        page.on("pageerror", lambda e: self.errors.append(f"page error: {e}"))
+        return page
+
     def forgive(self, *needles: str) -> None:
         """Drop console errors the test caused on purpose (each needle must match one)."""
         for needle in needles:
@@ -318,17 +329,8 @@ def crew(chromium_browser: Any) -> Iterator[Crew]:
         viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="en-GB"
     )
     context.set_default_timeout(10_000)
-    page = context.new_page()
-    c = Crew(context, page)
-    page.on(
-        "console",
-        lambda m: (
-            c.errors.append(f"console.{m.type}: {m.text} ({m.location.get('url')})")
-            if m.type == "error"
-            else None
-        ),
-    )
-    page.on("pageerror", lambda e: c.errors.append(f"page error: {e}"))
+    c = Crew(context, context.new_page())
+    c.watch(c.page)
     yield c
     context.close()
     assert not c.unexpected_errors(), c.unexpected_errors()

@@ -239,12 +239,17 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     expect(page.locator("#count-phone")).to_contain_text("0")
     crew.screenshot("06-pending")
 
-    # Sign-out wipes the phone.
+    # Sign-out wipes the phone — and signs out the app's other tab too.
+    other_tab = crew.watch(crew.context.new_page())
+    other_tab.goto(gateway.lan_url + "/#/activities")
+    expect(other_tab.locator("[data-activity=act-1] .badge")).to_contain_text("Completed")
     page.get_by_role("button", name="Sign out").click()
     confirm(page, "Sign out")
     expect(page.get_by_label("User name")).to_be_visible()
-    assert page.evaluate("indexedDB.databases()") == []
-    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+    expect(other_tab.locator("#signin-error")).to_contain_text("You signed out in another tab")
+    for tab in (page, other_tab):
+        assert tab.evaluate("indexedDB.databases()") == []
+        assert tab.evaluate("localStorage.length + sessionStorage.length") == 0
 
 
 def test_offline_while_saving_then_back_arrive_exactly_once(

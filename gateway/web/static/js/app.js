@@ -735,6 +735,8 @@ async function signOut() {
   toast("Signed out. Nothing of yours is left on this phone.");
 }
 
+const SIGNED_OUT_KEY = "outpost:signed-out";
+
 /** Remove everything this app kept on the device. */
 async function wipe() {
   state.session = null;
@@ -750,6 +752,9 @@ async function wipe() {
   try {
     localStorage.clear();
     sessionStorage.clear();
+    // Tell the app's other tabs (they get a "storage" event), then leave nothing.
+    localStorage.setItem(SIGNED_OUT_KEY, String(Date.now()));
+    localStorage.removeItem(SIGNED_OUT_KEY);
   } catch {
     // storage disabled
   }
@@ -759,7 +764,8 @@ async function wipe() {
   if ("serviceWorker" in navigator) {
     for (const reg of await navigator.serviceWorker.getRegistrations()) await reg.unregister();
   }
-  location.hash = "";
+  // Forget the screen too (replaceState: no hashchange to re-route behind our back).
+  history.replaceState(null, "", location.pathname + location.search);
 }
 
 // --- routing -------------------------------------------------------------------
@@ -808,6 +814,13 @@ async function boot() {
     toast(`${what} saved on the gateway.`, "ok");
   });
   window.addEventListener("hashchange", route);
+  window.addEventListener("storage", async (ev) => {
+    if (ev.key !== SIGNED_OUT_KEY || ev.newValue === null || !state.session) return;
+    state.session = null;
+    outbox.setUser(null);
+    await wipe();
+    screenSignIn("You signed out in another tab: nothing of yours is left on this phone.");
+  });
   $("#ask").addEventListener("cancel", () => {
     $("#ask").returnValue = "";
   });
