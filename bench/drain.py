@@ -51,6 +51,7 @@ from outpost.localbroker import Broker, free_port, wait_port  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
 
 GW = "bench-gw"
+MQTT_OVERRIDES: dict[str, Any] = {}
 ACTIVITIES = 20
 FORM = {
     "fields": [
@@ -108,8 +109,8 @@ def make_bodies(n: int, activity_ids: list[str], version: int = 0) -> list[Envel
                     created_at=datetime.now(UTC),
                     record={
                         "site_ok": rng.random() > 0.2,
-                        "notes": text(rng, 60),
-                        "inspector_remarks": text(rng, 60),
+                        "notes": text(rng, 90),
+                        "inspector_remarks": text(rng, 90),
                     },
                     tables={
                         "readings": [
@@ -180,7 +181,7 @@ async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]
         config = GatewayConfig.model_validate(
             {
                 "gateway": {"id": GW, "data_dir": str(workdir / "gw")},
-                "mqtt": {"host": broker.host, "port": broker.port},
+                "mqtt": {"host": broker.host, "port": broker.port, **MQTT_OVERRIDES},
             }
         )
         store = await asyncio.get_running_loop().run_in_executor(None, open_store, workdir / "gw")
@@ -260,7 +261,13 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--envelopes", type=int, default=10_000)
+    parser.add_argument("--batch-bytes", type=int, help="mqtt.batch_max_bytes (default: config)")
+    parser.add_argument("--window", type=int, help="mqtt.inflight_batches (default: config)")
     args = parser.parse_args()
+    if args.batch_bytes:
+        MQTT_OVERRIDES["batch_max_bytes"] = args.batch_bytes
+    if args.window:
+        MQTT_OVERRIDES["inflight_batches"] = args.window
     workdir = Path(tempfile.mkdtemp(prefix="outpost-drain-"))
     broker = Broker(workdir / "broker", persistence=True).start()
     try:
