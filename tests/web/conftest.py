@@ -45,7 +45,7 @@ LAN_NAME = "outpost.test"
 # so an ordinary test run leaves the working tree alone.
 SCREENSHOTS = os.environ.get("OUTPOST_WEB_SCREENSHOTS")
 PHONE = {"width": 390, "height": 844}
-ACTIVITIES = ("act-1", "act-2", "act-3", "act-4", "act-5", "act-6")
+ACTIVITIES = ("act-1", "act-2", "act-3", "act-4", "act-5", "act-6", "act-7")
 
 FORM = FormDefinition.model_validate(
     {

@@ -393,6 +393,40 @@ def test_two_phones_on_one_activity_never_clash(gateway: GatewayProcess, crew: C
     expect(page.locator("#nav .count")).to_have_count(0)
 
 
+def test_an_ended_session_keeps_unsent_work_until_the_crew_signs_in_again(
+    gateway: GatewayProcess, crew: Crew
+) -> None:
+    page = crew.page
+    crew.sign_in(gateway.lan_url)
+    page.click("[data-activity=act-7]")
+    page.get_by_role("radio", name="No", exact=True).check()
+    page.get_by_label("Notes").fill("gate chained, no access")
+    # The session ends on the gateway (expired, or revoked by central).
+    token = page.evaluate(
+        """() => new Promise((ok, no) => {
+            const r = indexedDB.open("outpost");
+            r.onerror = () => no(r.error);
+            r.onsuccess = () => {
+                const get = r.result.transaction("meta").objectStore("meta").get("session");
+                get.onsuccess = () => { ok(get.result.value.token); r.result.close(); };
+            };
+        })"""
+    )
+    gateway.call("DELETE", "/api/v1/session", token)
+    page.get_by_role("button", name="Save draft").click()
+    expect(page.locator("#signin-error")).to_contain_text("Your session ended")
+    [kept] = idb(page, "outbox")
+    assert kept["record"]["notes"] == "gate chained, no access"
+    # (Whatever asked the gateway with the dead token got a 401; Chromium logs each.)
+    crew.may_happen.append("status of 401 (Unauthorized)")
+
+    crew.sign_in(gateway.lan_url)
+    wait_until(lambda: not idb(page, "outbox"), what="the kept save to reach the gateway")
+    [arrived] = envelopes_at_gateway(gateway, gateway.token(), "act-7")
+    assert arrived["envelope_id"] == kept["envelope_id"]
+    expect(page.locator("[data-activity=act-7] .badge")).to_contain_text("Draft")
+
+
 def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     gateway: GatewayProcess, crew: Crew
 ) -> None:

@@ -479,6 +479,7 @@ function screenActivity(id) {
     }
     shownSeq = latestSeq;
     const work = await db.get("work", id);
+    if (!state.session || current !== redraw) return; // signed out or moved on meanwhile
     let data = { record: {}, tables: {} };
     const latestBody = latest && (latest.body || (latest.record ? latest : null));
     if (latestBody) data = { record: latestBody.record || {}, tables: latestBody.tables || {} };
@@ -595,9 +596,11 @@ function screenActivity(id) {
       attachments,
     };
     if (activity.form_version) body.form_version = activity.form_version;
-    await outbox.enqueue(body, state.session.user.username);
+    if (!state.session) return; // the session ended meanwhile: the work copy is kept
+    const author = state.session.user.username;
     await db.setMeta(`seq:${id}`, seq);
     await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: false, base_seq: seq, at: Date.now() });
+    await outbox.enqueue(body, author);
     dirty = false;
     state.outbox = await outbox.pending();
     toast(status === "completed" ? "Completed and saved on this phone. Sending…" : "Draft saved on this phone. Sending…");
@@ -605,7 +608,8 @@ function screenActivity(id) {
     await draw(true);
   }
 
-  current = () => draw(false);
+  const redraw = () => draw(false);
+  current = redraw;
   draw(true);
 }
 
