@@ -10,7 +10,7 @@ Measured, not guessed:
 
 - replication lag per envelope: from its 201 to the first moment the
   replica holds an LTX file stamped after it (the bench polls the replica
-  directory every 10 ms); p50 / p99 / max;
+  directory every 20 ms); p50 / p99 / max;
 - what ``/api/v1/status`` showed as ``replication.lag_s`` meanwhile;
 - bytes written to the data disk per envelope (``/proc/<pid>/io``
   ``write_bytes`` of the gateway and of litestream, counted when pages are
@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_ingest import (  # noqa: E402
     GATEWAY_CMD,
+    _cpu_s,
     _free_port,
     _wait_healthy,
     envelope,
@@ -130,7 +131,7 @@ async def sample_replica(
     while not done.is_set():
         pos = await loop.run_in_executor(None, file_replica_position, replica)
         samples.append((time.time(), pos.timestamp))
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
 
 
 async def sample_status(
@@ -226,6 +227,7 @@ async def run_once(args: argparse.Namespace, replicate: bool) -> dict[str, Any]:
             db_bytes0 = tree_bytes(data_dir)
             replica0 = tree_bytes(replica) if replicate else 0
             gw_w0, ls_w0 = write_bytes(proc.pid), write_bytes(ls_pid)
+            gw_c0, ls_c0 = _cpu_s(proc.pid), (_cpu_s(ls_pid) if ls_pid else 0.0)
             done = asyncio.Event()
             side = [
                 asyncio.create_task(sample_status(url, shown, wal, data_dir / "gateway.db", done))
@@ -241,6 +243,8 @@ async def run_once(args: argparse.Namespace, replicate: bool) -> dict[str, Any]:
             await asyncio.gather(*side)
             gw_w = write_bytes(proc.pid) - gw_w0
             ls_w = write_bytes(ls_pid) - ls_w0
+            gw_cpu = _cpu_s(proc.pid) - gw_c0
+            ls_cpu = (_cpu_s(ls_pid) - ls_c0) if ls_pid else 0.0
             final = await status_of(url)
             replica_bytes = (tree_bytes(replica) - replica0) if replicate else 0
             data_growth = tree_bytes(data_dir) - db_bytes0
@@ -267,6 +271,8 @@ async def run_once(args: argparse.Namespace, replicate: bool) -> dict[str, Any]:
         "replica_bytes_per_env": replica_bytes / n if n else 0.0,
         "data_dir_growth_per_env": data_growth / n if n else 0.0,
         "wal_max_mb": max(wal) / 1e6 if wal else 0.0,
+        "gateway_cpu_ms_per_env": gw_cpu * 1000 / n if n else 0.0,
+        "litestream_cpu_ms_per_env": ls_cpu * 1000 / n if n else 0.0,
         "restarts": final.get("replication", {}).get("restarts", 0),
     }
 
@@ -295,6 +301,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, markdown: bool)
             f"| data-disk bytes/envelope: litestream | {on['litestream_bytes_per_env']:,.0f} | |",
             f"| data-disk bytes/envelope: total | {on['gateway_bytes_per_env'] + on['litestream_bytes_per_env']:,.0f} | {off['gateway_bytes_per_env']:,.0f} |",
             f"| replica bytes/envelope | {on['replica_bytes_per_env']:,.0f} | |",
+            f"| CPU ms/envelope: gateway / litestream | {on['gateway_cpu_ms_per_env']:.2f} / {on['litestream_cpu_ms_per_env']:.2f} | {off['gateway_cpu_ms_per_env']:.2f} / |",
             f"| largest WAL seen (MB) | {on['wal_max_mb']:.1f} | {off['wal_max_mb']:.1f} |",
             f"| litestream restarts | {on['restarts']} | |",
         ]
