@@ -481,6 +481,10 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     token = gateway.token()
     states = [(e["seq"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-3")]
     assert states == [(1, "rejected"), (2, "queued")]
+    # Corrected: the refusal stays on record but no longer asks for attention.
+    page.get_by_role("link", name="Pending").click()
+    expect(page.locator("#rejections .rejection-done")).to_contain_text("Corrected")
+    expect(page.locator("#nav .count")).to_have_count(0)
 
 
 def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(

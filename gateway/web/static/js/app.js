@@ -99,13 +99,12 @@ function renderNav() {
   const nav = $("#nav");
   if (!state.session) {
     nav.hidden = true;
+    $("#who").textContent = "";
     return;
   }
   nav.hidden = false;
   const waiting = state.outbox.filter((r) => r.state === "waiting").length;
-  const rejected =
-    state.envelopes.filter((e) => e.state === "rejected").length +
-    state.outbox.filter((r) => r.state === "refused").length;
+  const rejected = openRejections().length + state.outbox.filter((r) => r.state === "refused").length;
   const route = location.hash || "#/activities";
   const link = (href, text, extra) =>
     el(
@@ -134,6 +133,16 @@ function renderNav() {
 }
 
 // --- data --------------------------------------------------------------------
+
+/** Refused envelopes that are still their activity's newest (not corrected since). */
+function openRejections() {
+  return state.envelopes.filter(
+    (e) =>
+      e.state === "rejected" &&
+      !state.envelopes.some((x) => x.activity_id === e.activity_id && x.seq > e.seq) &&
+      !state.outbox.some((r) => r.activity_id === e.activity_id),
+  );
+}
 
 function listOf(data, key) {
   if (Array.isArray(data)) return data;
@@ -667,14 +676,18 @@ function screenPending() {
     if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: `As of ${relTime(state.fetchedAt)}.` }));
 
     const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: "Refused" }));
-    if (rejected.length || refused.length) rej.classList.add("card-alert");
+    if (openRejections().length || refused.length) rej.classList.add("card-alert");
     if (!rejected.length && !refused.length) rej.append(el("p", { text: "Nothing was refused." }));
     const items = el("ul", { class: "rejections", id: "rejections" });
-    for (const e of rejected) {
-      items.append(el("li", { class: "rejection", "data-envelope": e.envelope_id },
+    const open = new Set(openRejections().map((e) => e.envelope_id));
+    for (const e of [...rejected].sort((a, b) => open.has(b.envelope_id) - open.has(a.envelope_id))) {
+      const stillOpen = open.has(e.envelope_id);
+      items.append(el("li", { class: stillOpen ? "rejection" : "rejection rejection-done", "data-envelope": e.envelope_id },
         el("strong", { text: `${title(e.activity_id)} · save ${e.seq}` }),
         el("p", { text: `${plainCode(e.code)}: ${rejectionReason(e)}` }),
-        el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: "Open and correct" }),
+        stillOpen
+          ? el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: "Open and correct" })
+          : el("p", { class: "muted", text: "Corrected: a later save was sent after it." }),
       ));
     }
     for (const r of refused) {
@@ -688,7 +701,7 @@ function screenPending() {
     }
     if (items.children.length) rej.append(items);
     // What needs the crew's attention comes first.
-    const refusedFirst = items.children.length ? [rej, phone, gw] : [phone, gw, rej];
+    const refusedFirst = openRejections().length || refused.length ? [rej, phone, gw] : [phone, gw, rej];
     main().replaceChildren(el("h1", { text: "Pending" }), ...refusedFirst);
   };
   current = draw;
