@@ -477,16 +477,28 @@ function screenActivity(id) {
   let shownSeq = null;
   let dirty = false;
 
+  let shownReadOnly = null;
+
+  /** Read-only once completed (unless refused), applied or canceled. */
+  const isReadOnly = (latest) => {
+    const b = badgeFor(activity, latest);
+    const refused = latest && (latest.state === "rejected" || latest.state === "refused");
+    return b.key === "canceled" || b.key === "applied" || (!refused && !!latest && latest.status === "completed");
+  };
+
   const draw = async (force) => {
     activity = state.activities.find((a) => a.id === id) || activity;
     const latest = latestOf(activity);
     const latestSeq = latest ? latest.seq : 0;
-    // While the crew is typing, a background refresh only updates the header.
-    if (!force && ctl && (dirty || latestSeq === shownSeq)) {
+    const readOnly = isReadOnly(latest);
+    // While the crew is typing, a background refresh only updates the header;
+    // the form is redrawn when a newer save or a refusal/cancelation arrives.
+    if (!force && ctl && (dirty || (latestSeq === shownSeq && readOnly === shownReadOnly))) {
       updateHeader(latest);
       return;
     }
     shownSeq = latestSeq;
+    shownReadOnly = readOnly;
     const work = await db.get("work", id);
     if (!state.session || current !== redraw) return; // signed out or moved on meanwhile
     let data = { record: {}, tables: {} };
@@ -495,12 +507,6 @@ function screenActivity(id) {
     if (work && work.dirty && work.base_seq >= latestSeq) data = work.data;
     dirty = !!(work && work.dirty && work.base_seq >= latestSeq);
 
-    const b = badgeFor(activity, latest);
-    const rejected = latest && (latest.state === "rejected" || latest.state === "refused");
-    const readOnly =
-      b.key === "canceled" ||
-      b.key === "applied" ||
-      (!rejected && latest && latest.status === "completed");
     const formBox = el("div", { class: "form", id: "form" });
     const header = el("div", { class: "activity-head", id: "activity-head" });
     const problems = el("div", { id: "problems", class: "alert alert-error", role: "alert", tabindex: "-1", hidden: true });
@@ -831,6 +837,10 @@ async function boot() {
     toast(`${what} saved on the gateway.`, "ok");
   });
   window.addEventListener("hashchange", route);
+  // A phone unlocked or the tab brought back: show fresh data.
+  document.addEventListener("visibilitychange", () => {
+    if (document.visibilityState === "visible" && state.session && api.isReachable()) refresh();
+  });
   window.addEventListener("storage", async (ev) => {
     if (ev.key !== SIGNED_OUT_KEY || ev.newValue === null || !state.session) return;
     state.session = null;
