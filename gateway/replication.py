@@ -71,6 +71,7 @@ STOP_TIMEOUT_S = SHUTDOWN_SYNC_TIMEOUT_S + 5.0  # litestream flushes to the repl
 GOOD_RUN_S = 60.0  # a run this long resets the restart backoff
 GUARD_RETRY_S = 5.0
 PIDFILE_NAME = "litestream.pid"
+_CHANNELS = {"lag": "measuring the replica's lag", "blobs": "the blob mirror"}
 S3_PROBE_INTERVAL_S = 5.0
 MAX_LINE = 500
 
@@ -172,6 +173,7 @@ class Replicator:
         self._env: dict[str, str] = {}
         self._binary: Path | None = None
         self._pid_write: asyncio.Future[None] | None = None
+        self._logged: dict[str, str] = {}
 
     @classmethod
     def from_config(cls, config: GatewayConfig, **kwargs: Any) -> Replicator:
@@ -304,6 +306,17 @@ class Replicator:
         except TimeoutError:
             return False
         return True
+
+    def _problem(self, channel: str, message: str | None, level: int = logging.ERROR) -> None:
+        """Record a recurring check's problem; log it once, not at every retry."""
+        if message is None:
+            if self._logged.pop(channel, None) is not None:
+                logger.info("%s works again", _CHANNELS.get(channel, channel))
+            return
+        self._set_error(message)
+        if self._logged.get(channel) != message:
+            self._logged[channel] = message
+            logger.log(level, "%s", message)
 
     def _set_error(self, message: str) -> None:
         self._last_error = message[:MAX_LINE]
@@ -465,8 +478,9 @@ class Replicator:
                         litestream_running=self.running,
                     )
                 )
+                self._problem("lag", None)
             except (OSError, ValueError, KeyError) as exc:
-                logger.warning("cannot measure the replica's lag: %s", exc)
+                self._problem("lag", f"cannot measure the replica's lag: {exc}", logging.WARNING)
             if await self._async_sleep_or_stop(self._poll_interval_s):
                 return
 
@@ -479,12 +493,12 @@ class Replicator:
                 result = await loop.run_in_executor(None, mirror.run_once)
                 if result.errors:
                     self._blob_errors += len(result.errors)
-                    self._set_error(f"blob mirror: {result.errors[0]}")
-                    logger.error("blob mirror: %s", result.errors[0])
+                    self._problem("blobs", f"blob mirror: {result.errors[0]}")
+                else:
+                    self._problem("blobs", None)
             except OSError as exc:
                 self._blob_errors += 1
-                self._set_error(f"blob mirror: {exc.strerror or exc}")
-                logger.error("blob mirror: %s", exc)  # noqa: TRY400
+                self._problem("blobs", f"blob mirror: {exc.strerror or exc}: {exc.filename}")
             if await self._async_sleep_or_stop(self._blob_interval_s):
                 return
 

@@ -44,7 +44,12 @@ from gateway.litestream_config import (
     resolve_s3_credentials,
 )
 from gateway.replication import REPLICATOR_KEY, Replicator, parse_log_line, status_for_db
-from gateway.replication_lag import LagSample, LagTracker, ReplicaPosition
+from gateway.replication_lag import (
+    LagSample,
+    LagTracker,
+    ReplicaPosition,
+    file_replica_position,
+)
 from gateway.restore import restore_main
 from gateway.store import DB_FILENAME
 from outpost.config import ConfigError, load_config
@@ -752,3 +757,22 @@ def test_a_missing_litestream_binary_stops_start_up_with_one_line(tmp_path: Path
         "replication.litestream_bin"
     )
     assert "Traceback" not in result.stderr
+
+
+def test_replica_position_prefers_the_l0_stamp_and_ignores_later_snapshots(tmp_path: Path) -> None:
+    ltx = tmp_path / "replica" / "ltx"
+
+    def put(level: str, name: str, mtime: float) -> None:
+        path = ltx / level / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        os.utime(path, (mtime, mtime))
+
+    assert file_replica_position(tmp_path / "replica") == ReplicaPosition(0, 0.0)
+    put("9", "0000000000000001-0000000000000005.ltx", 500.0)  # a snapshot, stamped late
+    assert file_replica_position(tmp_path / "replica") == ReplicaPosition(5, 500.0)
+    put("0", "0000000000000004-0000000000000004.ltx", 100.0)
+    put("0", "0000000000000005-0000000000000005.ltx", 200.0)
+    put("1", "0000000000000001-0000000000000005.ltx", 200.5)  # a compaction of the same
+    put("0", "not-an-ltx-file.tmp", 900.0)
+    assert file_replica_position(tmp_path / "replica") == ReplicaPosition(5, 200.0)
