@@ -73,6 +73,7 @@ def store_for(config: GatewayConfig) -> Store:
         synchronous=config.store.synchronous,
         queue_size=config.store.queue_size,
         max_batch=config.store.max_batch,
+        busy_pause_s=config.store.busy_pause_ms / 1000,
     )
 
 

@@ -36,6 +36,9 @@ class StoreSection(Section):
     synchronous: str = Field(default="FULL", pattern="^(FULL|EXTRA)$")
     queue_size: int = Field(default=10_000, ge=10)
     max_batch: int = Field(default=256, ge=1)
+    # Pause after a commit when the next batch is already waiting: litestream
+    # (and readers) get a turn at the file, and the next batch grows.
+    busy_pause_ms: float = Field(default=1.0, ge=0, le=100)
     history_retention_days: int = Field(default=30, ge=0)
 
 

@@ -90,10 +90,12 @@ class Store:
         queue_size: int = 10_000,
         max_batch: int = 256,
         readers: int = 4,
+        busy_pause_s: float = 0.0,
     ) -> None:
         self.path = path
         self.synchronous = synchronous
         self.max_batch = max_batch
+        self.busy_pause_s = busy_pause_s
         self._queue_size = queue_size
         self._readers = readers
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()  # C, lock-light
@@ -258,6 +260,11 @@ class Store:
                     self._commit_batch(conn, batch)
                 finally:
                     self._busy_since = None
+                if self.busy_pause_s and not stopping and not self._queue.empty():
+                    # Back to back, litestream would rarely get its turn at the
+                    # file (docs/replication.md); a short pause lets it in and
+                    # lets the next batch gather more items for its fsync.
+                    time.sleep(self.busy_pause_s)
 
     def _refuse_queued(self) -> None:
         """Anything queued after the stop (or a dead writer) is refused, not lost silently."""

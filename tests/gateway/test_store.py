@@ -63,6 +63,24 @@ async def test_concurrent_writes_share_commits(store: Store) -> None:
     assert count == 200
 
 
+async def test_busy_pause_from_config_still_commits_everything(tmp_path: Path) -> None:
+    from gateway.app import store_for
+    from tests.gateway.conftest import make_gateway_config
+
+    config = make_gateway_config(tmp_path / "gw", store={"busy_pause_ms": 5})
+    s = await store_for(config).async_open()
+    try:
+        assert s.busy_pause_s == 0.005
+        keys = await asyncio.gather(*(s.async_write(_put(f"p{i}", "v")) for i in range(100)))
+        assert len(keys) == 100
+        count = await s.async_read(
+            lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one()
+        )
+        assert count == 100
+    finally:
+        await s.async_close()
+
+
 async def test_one_failing_item_does_not_poison_its_batch(store: Store) -> None:
     def bad(conn: Connection) -> None:
         set_meta(conn, "bad", "half-written")
