@@ -573,6 +573,7 @@ function screenActivity(id) {
   }
 
   async function save(status) {
+    clearTimeout(workTimer); // this save records the form as it stands
     const { record, tables, attachments, problems } = ctl.collect(status === "completed" || DRAFTS_NEED_REQUIRED);
     const box = $("#problems");
     if (problems.length) {
@@ -724,13 +725,17 @@ function backhaulUp(s) {
 
 async function startSession(s) {
   db.reopen();
-  const prev = await db.getMeta("session");
-  if (prev && prev.user && s.user && prev.user.username !== s.user.username) {
-    // Another crew member signed in on this phone: drop the previous one's view.
+  // "user" outlives an ended session (which clears "session"): it says whose
+  // view this phone holds.
+  const prev = await db.getMeta("user");
+  if (prev && prev !== s.user.username) {
+    // Another crew member signed in on this phone: drop the previous one's view
+    // (their unsent saves stay in the outbox, sent when they sign in again).
     await db.clear("activities");
     await db.clear("work");
     await db.setMeta("gateway_view", null);
   }
+  await db.setMeta("user", s.user.username);
   await db.setMeta("session", s);
   state.session = s;
   api.setToken(s.token);
