@@ -97,6 +97,7 @@ class GatewayProcess:
     gateway_id: str = "site-web"
     # None: a LAN-only gateway (backhaul always down); else [mqtt] host/port of a broker
     mqtt: dict[str, Any] | None = None
+    tokens: dict[str, str] = field(default_factory=dict)
 
     @property
     def config_path(self) -> Path:
@@ -208,10 +209,15 @@ class GatewayProcess:
         return json.loads(raw) if raw else None
 
     def token(self, username: str = "alice") -> str:
-        answer = self.call(
-            "POST", "/api/v1/session", body={"username": username, "password": PASSWORDS[username]}
-        )
-        return str(answer["token"])
+        """A bearer token for checking what arrived (one sign-in per user: argon2 is slow)."""
+        if username not in self.tokens:
+            answer = self.call(
+                "POST",
+                "/api/v1/session",
+                body={"username": username, "password": PASSWORDS[username]},
+            )
+            self.tokens[username] = str(answer["token"])
+        return self.tokens[username]
 
 
 @pytest.fixture(scope="module")
@@ -326,7 +332,11 @@ class Crew:
 @pytest.fixture
 def crew(chromium_browser: Any) -> Iterator[Crew]:
     context = chromium_browser.new_context(
-        viewport=PHONE, device_scale_factor=2, is_mobile=True, has_touch=True, locale="en-GB"
+        viewport=PHONE,
+        device_scale_factor=2 if SCREENSHOTS else 1,  # crisp pictures only when kept
+        is_mobile=True,
+        has_touch=True,
+        locale="en-GB",
     )
     context.set_default_timeout(10_000)
     c = Crew(context, context.new_page())
