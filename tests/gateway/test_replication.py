@@ -776,3 +776,24 @@ def test_replica_position_prefers_the_l0_stamp_and_ignores_later_snapshots(tmp_p
     put("1", "0000000000000001-0000000000000005.ltx", 200.5)  # a compaction of the same
     put("0", "not-an-ltx-file.tmp", 900.0)
     assert file_replica_position(tmp_path / "replica") == ReplicaPosition(5, 200.0)
+
+
+async def test_replication_continues_across_gateway_restarts(tmp_path: Path) -> None:
+    config = replicated_config(tmp_path)
+    ids = []
+    async with start_gateway(config) as gw:
+        ids.append((await gw.post_envelope())[0])
+        await wait_for(lambda: gw.replicator.lag_s() == 0.0, what="replication")
+        first_txid = gw.replicator.status()["replica_txid"]
+    # a normal stop closes the store last: SQLite checkpoints and removes the WAL
+    async with start_gateway(config, fresh=False) as gw:
+        gw.seq = {"act-1": 1}
+        ids.append((await gw.post_envelope())[0])
+        await wait_for(lambda: gw.replicator.lag_s() == 0.0, what="replication after restart")
+        status = gw.replicator.status()
+        assert status["last_error"] is None
+        assert status["replica_txid"] > first_txid
+    new = replicated_config(tmp_path, "new-gw")
+    code, _, err = restore_in_process(write_toml(tmp_path / "new.toml", new))
+    assert code == 0, err
+    assert set(envelope_states(new.gateway.data_dir / DB_FILENAME)) == set(ids)
