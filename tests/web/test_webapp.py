@@ -513,6 +513,7 @@ def test_service_worker_opens_the_app_with_no_gateway_and_sign_out_wipes_it(
     expect(page.get_by_role("radio", name="Yes")).to_be_checked()
     page.get_by_role("link", name="Activities", exact=True).click()
     expect(page.locator("[data-activity]")).to_have_count(len(ACTIVITIES))
+    expect(page.locator("#kept-note")).to_contain_text("this is what your phone kept")
     crew.screenshot("10-no-gateway-service-worker")
 
     gateway.start()

@@ -395,6 +395,9 @@ function screenActivities() {
       );
     }
     const body = [el("h1", { text: "Your activities" })];
+    if (!api.isReachable()) {
+      body.push(el("p", { class: "alert alert-warn", id: "kept-note", text: "The gateway is out of reach: this is what your phone kept. Anything you save waits on the phone." }));
+    }
     if (!state.activities.length) {
       body.push(
         el("p", { class: "empty" }, state.fetchedAt
@@ -402,9 +405,6 @@ function screenActivities() {
           : "Loading your activities…"),
       );
     } else body.push(list);
-    if (!api.isReachable()) {
-      body.push(el("p", { class: "alert alert-warn", text: "The gateway is out of reach: this is what your phone kept. Anything you save waits on the phone." }));
-    }
     if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated from the gateway ${relTime(state.fetchedAt)}.` }));
     checkoutEl = checkoutEl || checkoutBox(); // kept across redraws (its message stays)
     body.push(checkoutEl);
