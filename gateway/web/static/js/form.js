@@ -253,6 +253,7 @@ export function renderForm(container, form, opts) {
         accept: "image/*",
         capture: "environment",
         class: "visually-hidden",
+        "aria-label": `${label}: take a photo`,
         "aria-describedby": errId,
       });
       const pick = el("label", { for: id, class: "btn btn-secondary" }, value ? "Retake photo" : "Take photo");
