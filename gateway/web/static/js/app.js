@@ -737,6 +737,9 @@ async function startSession(s) {
   }
   await db.setMeta("user", s.user.username);
   await db.setMeta("session", s);
+  // Ask the browser not to evict the outbox under storage pressure (HTTPS only;
+  // over plain HTTP the StorageManager does not exist).
+  if (navigator.storage && navigator.storage.persist) navigator.storage.persist().catch(() => {});
   state.session = s;
   api.setToken(s.token);
   outbox.setUser(s.user.username);
