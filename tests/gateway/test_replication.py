@@ -797,3 +797,37 @@ async def test_replication_continues_across_gateway_restarts(tmp_path: Path) -> 
     code, _, err = restore_in_process(write_toml(tmp_path / "new.toml", new))
     assert code == 0, err
     assert set(envelope_states(new.gateway.data_dir / DB_FILENAME)) == set(ids)
+
+
+@pytest.mark.soak
+async def test_card_dies_mid_stream_and_nothing_older_than_a_second_is_lost(
+    tmp_path: Path,
+) -> None:
+    """Two crews keep posting while the card dies (duration scaled by OUTPOST_SOAK_SCALE)."""
+    seconds = max(3.0, 15.0 * float(os.environ.get("OUTPOST_SOAK_SCALE", "1")))
+    config = replicated_config(tmp_path)
+    acked: dict[str, float] = {}
+    async with start_gateway(config) as gw:
+        stop_at = time.monotonic() + seconds
+
+        async def crew(activity_id: str) -> None:
+            while time.monotonic() < stop_at:
+                eid, at = await gw.post_envelope(activity_id)
+                acked[eid] = at
+
+        crews = [asyncio.create_task(crew(a)) for a in ("act-1", "act-2")]
+        await asyncio.sleep(seconds * 0.8)
+        loss = time.time()
+        pid = gw.replicator.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        destroy_card(config.gateway.data_dir / DB_FILENAME)
+        await asyncio.gather(*crews)  # the gateway keeps answering into the dead files
+    older = {eid for eid, at in acked.items() if at < loss - 1.0}
+    assert len(older) > 20
+    new = replicated_config(tmp_path, "new-gw")
+    result = run_restore(write_toml(tmp_path / "new.toml", new))
+    assert result.returncode == 0, result.stderr
+    restored = set(envelope_states(new.gateway.data_dir / DB_FILENAME))
+    lost = older - restored
+    assert not lost, f"{len(lost)} of {len(older)} envelopes acknowledged >1 s before the loss"
