@@ -57,6 +57,11 @@ FORM = FormDefinition.model_validate(
             {"name": "visit_date", "type": "date"},
             {"name": "visit_time", "type": "datetime"},
             {"name": "weather", "type": "choice", "options": ["sun", "rain", "snow"]},
+            {
+                "name": "crew",  # many options: a <select> instead of buttons
+                "type": "choice",
+                "options": ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf"],
+            },
             {"name": "photo", "type": "attachment"},
             {"name": "signature", "type": "signature", "label": "Crew lead signature"},
         ],

@@ -164,6 +164,7 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     page.get_by_label("Visit date").fill("2026-11-23")
     page.get_by_label("Visit time").fill("2026-11-23T09:30")
     page.get_by_role("radio", name="rain").check()
+    page.get_by_label("Crew", exact=True).select_option("delta")
     photo = png_photo()
     assert len(photo) > 256 * 1024  # two upload parts
     attach_photo(page, photo)
@@ -196,6 +197,7 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     assert record["visit_date"] == "2026-11-23"
     assert datetime.fromisoformat(record["visit_time"]).tzinfo is not None
     assert record["weather"] == "rain"
+    assert record["crew"] == "delta"
     assert latest["tables"] == {"readings": [{"meter": "B2", "value": 3.5}]}
     # The photo and the signature reached the gateway whole, under their SHA-256.
     assert record["photo"] == hashlib.sha256(photo).hexdigest()
