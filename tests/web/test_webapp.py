@@ -59,7 +59,7 @@ def idb(page: Page, store: str) -> list[Any]:
                 try {
                     return await new Promise((ok, no) => {
                         const r = db.transaction(store).objectStore(store).getAll();
-                        r.onsuccess = () => ok(r.result.map((x) => x.envelope_id ? x.body : x.sha256));
+                        r.onsuccess = () => ok(r.result.map((x) => x.envelope_id ? x.body : x.sha256 || x));
                         r.onerror = () => no(r.error);
                     });
                 } finally {
@@ -355,6 +355,18 @@ def test_two_phones_on_one_activity_never_clash(gateway: GatewayProcess, crew: C
     crew.sign_in(gateway.lan_url)
     page.click("[data-activity=act-6]")
     page.get_by_role("radio", name="Yes").check()
+    # Typed but not saved yet: the phone keeps it (the page may be closed or reloaded).
+    page.get_by_label("Notes").fill("typed before the battery died")
+    wait_until(
+        lambda: any(
+            w["data"]["record"].get("notes") == "typed before the battery died"
+            for w in idb(page, "work")
+        ),
+        what="the working copy",
+    )
+    page.reload()
+    expect(page.get_by_label("Notes")).to_have_value("typed before the battery died")
+    expect(page.get_by_role("radio", name="Yes")).to_be_checked()
     page.get_by_role("button", name="Save draft").click()
     expect(head_badge(page)).to_contain_text("Draft")
 
