@@ -35,7 +35,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway import outbox
-from gateway.api.keys import BACKHAUL_KEY
+from gateway.api.keys import AUTH_KEY, BACKHAUL_KEY
 from gateway.config import GatewayConfig
 from gateway.store.ops import recall_activity, replace_users, upsert_activity
 from gateway.store.store import Store
@@ -128,6 +128,8 @@ class Uplink:
         self._started = time.monotonic()
         self._stopping = False
         self.cert_expires_at: datetime | None = None
+        # Called after a user push replaced credentials (drops cached sign-ins).
+        self.on_users_replaced: Callable[[], None] | None = None
         if self._mqtt_cfg.tls and self._mqtt_cfg.cert is not None:
             self.cert_expires_at = certificate_expiry(self._mqtt_cfg.cert)
 
@@ -385,6 +387,8 @@ class Uplink:
         elif isinstance(message, UserPush):
             u = message
             await self._store.async_write(lambda c: replace_users(c, u))
+            if self.on_users_replaced is not None:
+                self.on_users_replaced()
             _LOGGER.info("users updated from central: %d users", len(u.users))
         elif isinstance(message, CheckoutAnswer):
             fut = self._checkouts.get(message.request_id)
@@ -418,6 +422,7 @@ async def uplink_ctx(app: web.Application) -> AsyncIterator[None]:
     """Run the app's uplink (its ``Backhaul``) for the life of the app."""
     uplink = app[BACKHAUL_KEY]
     assert isinstance(uplink, Uplink)
+    uplink.on_users_replaced = app[AUTH_KEY].forget_cached
     await uplink.async_start()
     try:
         yield

@@ -15,8 +15,10 @@ for d in etc var; do
   mount -t overlay overlay -o "lowerdir=/$d,upperdir=$BASE/$d-upper,workdir=$BASE/$d-work" "/$d"
 done
 mount -t tmpfs tmpfs /opt
-mkdir /opt/outpost
+mkdir /opt/outpost /opt/outpost-src
 mount --bind "$BASE/opt" /opt/outpost
+# The checkout may live under /tmp (a CI clone), which gets a fresh tmpfs below.
+mount --bind "$REPO" /opt/outpost-src
 mount -t proc proc /proc
 umount -R /sys/fs/cgroup 2>/dev/null || true
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
@@ -39,6 +41,9 @@ CONF
 
 mount -t tmpfs tmpfs /run
 mount -t tmpfs tmpfs /tmp
+case "$REPO" in
+  /tmp/*) mkdir -p "$REPO" && mount --bind /opt/outpost-src "$REPO" ;;
+esac
 # What a container manager does: systemd makes / shared only when it boots
 # a machine, and credentials are set up through mount propagation.
 mount --make-rshared /

@@ -74,8 +74,13 @@ def _make_venv(opt: Path) -> None:
     subprocess.run([str(SYSTEM_PYTHON), "-m", "venv", "--without-pip", str(venv)], check=True)
     site = next((venv / "lib").glob("python3.*/site-packages"))
     purelib = sysconfig.get_paths()["purelib"]
+    # The units run with PrivateTmp: a checkout under /tmp (a CI clone) is
+    # reached through the bind mount boot_systemd.sh makes at /opt/outpost-src.
+    src = "/opt/outpost-src"
+    if Path(purelib).is_relative_to(REPO):
+        purelib = f"{src}/{Path(purelib).relative_to(REPO)}"
     (site / "outpost-checkout.pth").write_text(
-        f"{REPO}\nimport site; site.addsitedir({purelib!r})\n"
+        f"{src}\nimport site; site.addsitedir({purelib!r})\n"
     )
     for name, module in SCRIPTS.items():
         script = venv / "bin" / name
