@@ -261,3 +261,22 @@ async def test_lan_service_never_stalls_while_the_link_flaps(
         assert worst < 0.5, f"a LAN request took {worst:.3f}s while the link flapped"
         done = await device.post(listed, seq + 1, "completed")
         await wait_for(lambda: _all_in(device, [done], "applied"), 20, "the drain after flapping")
+
+
+async def test_a_user_central_stops_from_working_offline_is_signed_out_at_once(
+    tmp_path: Path, broker: Broker, bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    central = Central(http, bridge.url)
+    await central.setup_crew()
+    async with running_gateway(gateway_config(tmp_path, broker)) as gw:
+        device = await signed_in_device(http, gw.url)
+        assert (await device.call("GET", "/api/v1/activities"))[0] == 200
+        await central.call(
+            "PUT", "/api/v1/users/ana", {"password": "field crew password", "offline": False}
+        )
+
+        async def refused() -> bool:
+            return (await device.call("GET", "/api/v1/activities"))[0] == 401
+
+        await wait_for(refused, 10, "the revoked user's session to end")
+        assert not await device.sign_in()
