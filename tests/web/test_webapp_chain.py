@@ -25,7 +25,7 @@ from tests.e2e.conftest import ADMIN_TOKEN, BridgeProcess
 from tests.gateway.conftest import PASSWORDS
 from tests.support.broker import Broker
 from tests.web.conftest import FORM, Crew, GatewayProcess, chromium_missing, png_photo
-from tests.web.test_webapp import attach_photo, confirm, draw_signature, head_badge, wait_until
+from tests.web.steps import attach_photo, confirm, draw_signature, head_badge, wait_until
 
 pytestmark = pytest.mark.browser
 
