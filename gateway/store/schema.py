@@ -146,6 +146,12 @@ envelopes = Table(
 Index("ix_envelopes_activity_seq", envelopes.c.activity_id, envelopes.c.seq, unique=True)
 Index("ix_envelopes_state_received", envelopes.c.state, envelopes.c.received_at)
 Index("ix_envelopes_batch", envelopes.c.batch_id)
+Index(
+    "ix_envelopes_activity_status",
+    envelopes.c.activity_id,
+    envelopes.c.status,
+    envelopes.c.state,
+)
 
 attachments = Table(
     "attachments",

@@ -196,17 +196,19 @@ def test_migration_backs_up_then_steps(
     def step_2(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE meta ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (2, "add note", step_2)])
-    monkeypatch.setattr(migration, "LATEST", 2)
+    old = migration.LATEST
+    new = old + 1
+    monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (new, "add note", step_2)])
+    monkeypatch.setattr(migration, "LATEST", new)
     caplog.set_level("INFO", logger="gateway.store.migration")
-    assert migration.prepare(path) == 1
-    backups = list(tmp_path.glob("g.db.v1-*.bak"))
+    assert migration.prepare(path) == old
+    backups = list(tmp_path.glob(f"g.db.v{old}-*.bak"))
     assert len(backups) == 1
     conn = sqlite3.connect(backups[0])
     assert conn.execute("SELECT value FROM meta WHERE key='keep'").fetchone() == ("me",)
     conn.close()
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (2,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (new,)
     assert conn.execute("SELECT value, note FROM meta").fetchall() == [("me", None)]
     conn.close()
     assert "migrating" in caplog.text and "add note" in caplog.text
@@ -222,12 +224,15 @@ def test_failed_migration_step_leaves_the_old_schema(
         conn.execute("ALTER TABLE meta ADD COLUMN half TEXT")
         raise sqlite3.OperationalError("step failed")
 
-    monkeypatch.setattr(migration, "MIGRATIONS", [*migration.MIGRATIONS, (2, "broken", broken)])
-    monkeypatch.setattr(migration, "LATEST", 2)
+    old = migration.LATEST
+    monkeypatch.setattr(
+        migration, "MIGRATIONS", [*migration.MIGRATIONS, (old + 1, "broken", broken)]
+    )
+    monkeypatch.setattr(migration, "LATEST", old + 1)
     with pytest.raises(StoreError, match="step failed"):
         migration.prepare(path)
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+    assert conn.execute("PRAGMA user_version").fetchone() == (old,)
     assert "half" not in [r[1] for r in conn.execute("PRAGMA table_info(meta)")]
     conn.close()
 
@@ -309,3 +314,19 @@ def test_write_sync_from_a_thread(tmp_path: Path) -> None:
         assert utcnow().tzinfo is not None
     finally:
         s.close()
+
+
+def test_the_completed_check_uses_an_index(tmp_path: Path) -> None:
+    """Every submission asks whether its activity is completed: it must not scan."""
+    from gateway.api.submit import _RAW_ACTIVITY
+
+    Store(tmp_path / "g.db").open().close()
+    conn = sqlite3.connect(tmp_path / "g.db")
+    plan = [
+        row[3]
+        for row in conn.execute(
+            "EXPLAIN QUERY PLAN " + _RAW_ACTIVITY.sql, [None] * len(_RAW_ACTIVITY.names)
+        )
+    ]
+    conn.close()
+    assert any("ix_envelopes_activity_status" in step for step in plan), plan
