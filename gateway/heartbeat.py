@@ -2,9 +2,8 @@
 
 Built from the same sources as ``GET /api/v1/status`` so the two never
 disagree: the store's counts (``queries.store_status``), the link's last
-sync, the disk, the database file and its WAL, the replica, the certificate.
-Plus one figure the status page does not show: how many devices have a live
-session (distinct clients, not users).
+sync, the disk, the database file and its WAL, the replica, the certificate,
+and how many devices have a live session (distinct clients, not users).
 
 ``replica_error`` is the replicator's last error while it is recent
 (``REPLICA_ERROR_RECENT_S``) or replication is not running: an error from
@@ -13,7 +12,6 @@ last week that litestream recovered from is not news for the fleet view.
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -21,34 +19,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select
-
 from gateway.api.queries import store_status
-from gateway.store.schema import REJECTED, sessions
-from gateway.store.store import Store
+from gateway.store.schema import REJECTED
+from gateway.store.store import Store, database_bytes
 from outpost import __version__
 from outpost.wire.schemas import Heartbeat
 
 _STARTED = time.monotonic()
 REPLICA_ERROR_RECENT_S = 600.0
-
-
-def _devices(conn: Any) -> int:
-    now = datetime.now(UTC)
-    return int(
-        conn.execute(
-            select(func.count(func.distinct(sessions.c.client))).where(sessions.c.expires_at > now)
-        ).scalar_one()
-    )
-
-
-def db_bytes(path: Path) -> int:
-    """The database file plus its WAL (what ``/api/v1/status`` reports as ``db_bytes``)."""
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += Path(str(path) + suffix).stat().st_size
-    return total
 
 
 def replica_error(repl: dict[str, Any], now: datetime) -> str | None:
@@ -88,13 +66,13 @@ class HeartbeatSource:
         self.link = link
         self._started = _STARTED if started is None else started
 
-    def _collect(self, conn: Any) -> tuple[dict[str, Any], int, int, int]:
+    def _collect(self, conn: Any) -> tuple[dict[str, Any], int, int]:
         # Runs on a reader thread: the filesystem calls stay off the loop too.
         disk_free = shutil.disk_usage(self._data_dir).free
-        return store_status(conn), _devices(conn), disk_free, db_bytes(self._store.path)
+        return store_status(conn), disk_free, database_bytes(self._store.path)
 
     async def __call__(self) -> Heartbeat:
-        status, devices, disk_free, size = await self._store.async_read(self._collect)
+        status, disk_free, size = await self._store.async_read(self._collect)
         repl = self._replication() if self._replication else {}
         link = self.link() if self.link else {}
         last_sync = link.get("last_sync") or status.get("last_sync")
@@ -111,7 +89,7 @@ class HeartbeatSource:
             db_bytes=size,
             replica_lag_s=repl.get("lag_s"),
             replica_error=replica_error(repl, now),
-            devices=devices,
+            devices=status["devices"],
             last_sync=datetime.fromisoformat(last_sync) if last_sync else None,
             cert_expires_at=self._cert_expiry,
         )

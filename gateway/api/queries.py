@@ -20,6 +20,7 @@ from gateway.store.schema import (
     activities,
     attachments,
     envelopes,
+    sessions,
 )
 
 REJECTED_LIST_LIMIT = 50
@@ -198,8 +199,12 @@ def store_status(conn: Connection) -> dict[str, Any]:
     partial = conn.execute(
         select(func.count()).select_from(attachments).where(attachments.c.complete.is_(False))
     ).scalar_one()
+    devices = conn.execute(
+        select(func.count(func.distinct(sessions.c.client))).where(sessions.c.expires_at > utcnow())
+    ).scalar_one()
     return {
         "counts": counts,
+        "devices": int(devices),  # distinct clients with a live session
         "oldest_pending_s": oldest_age,
         "rejected": [
             {

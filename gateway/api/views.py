@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
-from pathlib import Path
 from typing import Any, TypeVar
 
 from aiohttp import ClientConnectionError, ClientPayloadError, web
@@ -36,6 +34,7 @@ from gateway.api.submit import answer, body_hash, store_envelope
 from gateway.replication import replication_status
 from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.schema import attachments, envelopes
+from gateway.store.store import database_bytes
 from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import EnvelopeBody
 
@@ -459,7 +458,7 @@ async def status(request: web.Request) -> web.Response:
     data = await store.async_read(queries.store_status)
     backhaul = app[BACKHAUL_KEY].status()
     disk = await app[DISK_KEY].async_snapshot()
-    db_bytes = await asyncio.get_running_loop().run_in_executor(None, _db_bytes, store.path)
+    db_bytes = await asyncio.get_running_loop().run_in_executor(None, database_bytes, store.path)
     return web.json_response(
         {
             "gateway": {
@@ -472,6 +471,7 @@ async def status(request: web.Request) -> web.Response:
             "last_sync": backhaul.get("last_sync") or data["last_sync"],
             "envelopes": data["counts"],
             "oldest_pending_s": data["oldest_pending_s"],
+            "devices": data["devices"],
             "rejected": data["rejected"],
             "activities": data["activities"],
             "attachments_incomplete": data["attachments_incomplete"],
@@ -479,11 +479,3 @@ async def status(request: web.Request) -> web.Response:
             "replication": replication_status(app),
         }
     )
-
-
-def _db_bytes(path: Path) -> int:
-    total = 0
-    for suffix in ("", "-wal"):
-        with contextlib.suppress(FileNotFoundError):
-            total += Path(str(path) + suffix).stat().st_size
-    return total

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import queue
 import threading
@@ -338,6 +339,15 @@ class Store:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             logger.debug("event loop closed; dropping a callback")
+
+
+def database_bytes(path: Path) -> int:
+    """The database file plus its WAL on disk (blocking: call off the loop)."""
+    total = 0
+    for suffix in ("", "-wal"):
+        with contextlib.suppress(FileNotFoundError):
+            total += Path(str(path) + suffix).stat().st_size
+    return total
 
 
 def open_store(data_dir: Path, **kwargs: Any) -> Store:
