@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from cloud_bridge import config as bridge_config
+from outpost.cli import service_parser
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
 from outpost.tls import check_credentials
@@ -28,14 +29,9 @@ logger = logging.getLogger(__name__)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Outpost central bridge")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="MQTT bridge, central database and admin API")
-    run.add_argument("--config", metavar="FILE", help="bridge.toml (defaults if omitted)")
-    run.add_argument("--check-config", action="store_true", help="validate the config and exit")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    check = sub.add_parser("check-config", help="validate the config and exit")
-    check.add_argument("--config", metavar="FILE")
+    parser, _sub = service_parser(
+        PROG, "Outpost central bridge", "MQTT bridge, central database and admin API", "bridge.toml"
+    )
     return parser
 
 

@@ -21,6 +21,7 @@ from gateway.discover import add_discover_arguments, discover_main
 from gateway.litestream_config import ReplicationConfigError
 from gateway.qr import add_qr_arguments, qr_main
 from gateway.store import StoreError
+from outpost.cli import service_parser
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
 from outpost.tls import check_credentials
@@ -29,14 +30,12 @@ PROG = "outpost-gateway"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Outpost edge sync gateway")
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="serve the LAN API, uplink, mDNS and replication")
-    run.add_argument("--config", metavar="FILE", help="gateway.toml (defaults if omitted)")
-    run.add_argument("--check-config", action="store_true", help="validate the config and exit")
-    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
-    check = sub.add_parser("check-config", help="validate the config and exit")
-    check.add_argument("--config", metavar="FILE")
+    parser, sub = service_parser(
+        PROG,
+        "Outpost edge sync gateway",
+        "serve the LAN API, uplink, mDNS and replication",
+        "gateway.toml",
+    )
     restore = sub.add_parser("restore", help="rebuild the data directory from the replica")
     restore.add_argument("--config", metavar="FILE", required=True)
     restore.add_argument(
