@@ -241,7 +241,13 @@ class BulkBatch:
             )
             return
         form, form_version = self.forms[act.type]
-        problems = validate_submission(form, env.record, env.tables, list(env.attachments))
+        problems = validate_submission(
+            form,
+            env.record,
+            env.tables,
+            list(env.attachments),
+            complete=env.status == "completed",
+        )
         if problems:
             note = ""
             if env.form_version != form_version:

@@ -442,7 +442,11 @@ def _decide(session: Session, activity: Activity, entry: LedgerEntry, env: WireE
     activity_type = session.get(ActivityType, activity.type)
     assert activity_type is not None
     problems = validate_submission(
-        _form(activity_type), env.record, env.tables, list(env.attachments)
+        _form(activity_type),
+        env.record,
+        env.tables,
+        list(env.attachments),
+        complete=env.status == "completed",
     )
     if problems:
         note = ""

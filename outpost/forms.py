@@ -83,16 +83,17 @@ class ActivityTypeDef(_Strict):
     form: FormDefinition
 
 
-def _check_value(field: FormField, value: Any, where: str) -> str | None:
+def _check_value(field: FormField, value: Any, where: str, complete: bool) -> str | None:
     """One problem sentence for ``value`` against ``field``, or None when it fits."""
     label = f"{where}{field.name!r}"
+    required = field.required and complete
     if value is None:
-        return f"{label} is required" if field.required else None
+        return f"{label} is required" if required else None
     kind = field.type
     if kind == "text":
         if not isinstance(value, str):
             return f"{label} must be text"
-        if field.required and not value.strip():
+        if required and not value.strip():
             return f"{label} is required"
         if len(value) > MAX_TEXT:
             return f"{label} is longer than {MAX_TEXT} characters"
@@ -131,7 +132,12 @@ def _check_value(field: FormField, value: Any, where: str) -> str | None:
 
 
 def _check_row(
-    fields: list[FormField], row: Any, where: str, problems: list[str], blobs: set[str]
+    fields: list[FormField],
+    row: Any,
+    where: str,
+    problems: list[str],
+    blobs: set[str],
+    complete: bool,
 ) -> None:
     if not isinstance(row, dict):
         problems.append(f"{where.rstrip(' ')} must be an object of field values")
@@ -142,7 +148,7 @@ def _check_row(
             problems.append(f"{where}{name!r} is not a field of this form")
     for field in fields:
         value = row.get(field.name)
-        problem = _check_value(field, value, where)
+        problem = _check_value(field, value, where, complete)
         if problem:
             problems.append(problem)
         elif field.type in BLOB_TYPES and isinstance(value, str):
@@ -154,15 +160,20 @@ def validate_submission(
     record: Any,
     tables: Any,
     attachments: list[str] | None = None,
+    *,
+    complete: bool = True,
 ) -> list[str]:
     """Every problem of a submission against ``form``; empty when it is valid.
 
-    Blob fields must name a hash listed in ``attachments`` (when given), so
-    central knows every blob an envelope expects.
+    ``complete=False`` checks a draft: answers given must fit, but required
+    ones may still be missing (a crew saves a half-filled form any time; the
+    ``completed`` envelope must have them all). Blob fields must name a hash
+    listed in ``attachments`` (when given), so central knows every blob an
+    envelope expects.
     """
     problems: list[str] = []
     blobs: set[str] = set()
-    _check_row(form.fields, record, "field ", problems, blobs)
+    _check_row(form.fields, record, "field ", problems, blobs, complete)
     if not isinstance(tables, dict):
         problems.append("tables must be an object of table name to rows")
         tables = {}
@@ -179,7 +190,7 @@ def validate_submission(
             problems.append(f"table {name!r} has more than {MAX_ROWS} rows")
             continue
         for i, row in enumerate(rows, start=1):
-            _check_row(table.fields, row, f"{name} row {i} field ", problems, blobs)
+            _check_row(table.fields, row, f"{name} row {i} field ", problems, blobs, complete)
     if attachments is not None:
         missing = sorted(blobs - set(attachments))
         if missing:

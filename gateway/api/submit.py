@@ -225,7 +225,11 @@ def store_envelope(
         )
 
     problems = validate_submission(
-        parse_form(act.form), body.record, body.tables, list(body.attachments)
+        parse_form(act.form),
+        body.record,
+        body.tables,
+        list(body.attachments),
+        complete=body.status == "completed",
     )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

@@ -124,6 +124,7 @@ def test_validation_rejection_is_kept_in_ledger(
     bad = envelope(
         aid,
         1,
+        status="completed",  # required answers are checked on the completed envelope
         record={"notes": 5, "weather": "snow", "extra": 1},
         tables={"readings": [{"value": "x"}], "ghosts": []},
     )
@@ -334,3 +335,16 @@ def test_failure_mid_batch_leaves_no_partial_envelope(
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 2
         assert rules.record_of(s, bad)["tables"]["readings"][1] == {"meter": "boom"}
+
+
+def test_a_draft_without_its_required_answers_applies(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    aid = seed.ready()
+    ((_, draft),) = replayer.apply_envelopes("site-a", [envelope(aid, 1, record={})])
+    assert draft.outcome == "applied"
+    ((_, done),) = replayer.apply_envelopes(
+        "site-a", [envelope(aid, 2, status="completed", record={})]
+    )
+    assert (done.outcome, done.code) == ("rejected", "validation")
+    assert "'site_ok' is required" in (done.reason or "")

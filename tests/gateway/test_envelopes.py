@@ -191,6 +191,7 @@ async def test_form_problems_are_422_with_every_problem(
     client: TestClient[Any, Any], alice: dict[str, str]
 ) -> None:
     body = envelope_body()
+    body["status"] = "completed"  # required answers are checked on completion
     body["record"] = {"site_ok": "yes", "bogus": 1}
     body["tables"] = {"readings": [{"value": "high"}]}
     err = await _error(await _post(client, alice, body), 422, "invalid_submission")
@@ -199,6 +200,20 @@ async def test_form_problems_are_422_with_every_problem(
     assert "'bogus' is not a field" in problems
     assert "readings row 1 field 'meter' is required" in problems
     assert "'value' must be a number" in problems
+
+
+async def test_a_draft_may_leave_required_answers_out(
+    client: TestClient[Any, Any], alice: dict[str, str]
+) -> None:
+    body = envelope_body()
+    body["record"] = {"notes": "started, site not checked yet"}
+    body["tables"] = {"readings": [{"value": 2.5}]}
+    assert (await _post(client, alice, body)).status == 201
+    done = envelope_body(seq=2)
+    done["status"] = "completed"
+    done["record"] = {"notes": "forgot the safety question"}
+    err = await _error(await _post(client, alice, done), 422, "invalid_submission")
+    assert any("'site_ok' is required" in p for p in err["problems"])
 
 
 async def test_bad_input_is_400_never_500(

@@ -79,3 +79,16 @@ def test_form_definition_refuses_duplicate_fields() -> None:
         FormDefinition.model_validate(
             {"fields": [{"name": "x", "type": "text"}, {"name": "x", "type": "text"}]}
         )
+
+
+def test_a_draft_may_leave_required_answers_out_but_not_give_wrong_ones() -> None:
+    draft = {"notes": "half done"}
+    rows = {"readings": [{"value": 1.5}]}  # the meter not read yet
+    assert validate_submission(FORM, draft, rows, [], complete=False) == []
+    assert validate_submission(FORM, {"site_ok": True, "notes": ""}, {}, [], complete=False) == []
+    wrong = validate_submission(FORM, {"site_ok": "yes"}, {}, [], complete=False)
+    assert wrong == ["field 'site_ok' must be true or false"]
+    # the completed envelope must have them all
+    done = validate_submission(FORM, draft, rows, [])
+    assert "field 'site_ok' is required" in done
+    assert "readings row 1 field 'meter' is required" in done

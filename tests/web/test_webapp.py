@@ -379,12 +379,16 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     page = crew.page
     crew.sign_in(gateway.lan_url)
     page.click("[data-activity=act-3]")
-    # The gateway keeps a draft only once required answers are in: the phone says so.
+    # A draft may be saved any time, required answers or not; it reaches the gateway.
+    page.get_by_label("Notes").fill("Started; safety check still to do.")
     page.get_by_role("button", name="Save draft").click()
-    expect(page.locator("#problems")).to_contain_text("Kept on this phone")
+    expect(head_badge(page)).to_contain_text("Draft")
+    wait_until(lambda: not idb(page, "outbox"), what="the draft to reach the gateway")
+    assert [e["seq"] for e in envelopes_at_gateway(gateway, gateway.token(), "act-3")] == [1]
+    # Completing needs them: the phone says which, before sending anything.
+    page.get_by_role("button", name="Mark completed").click()
     expect(page.locator("#problems")).to_contain_text("Site is safe is required.")
     expect(page.locator("[data-field=site_ok] fieldset")).to_have_attribute("aria-invalid", "true")
-    assert idb(page, "outbox") == []
     page.get_by_role("radio", name="Yes").check()
     page.get_by_role("button", name="Add readings row").click()
     page.get_by_label("Meter").fill("A1")
@@ -397,7 +401,7 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     with engine.begin() as conn:
         done = conn.execute(
             update(envelopes)
-            .where(envelopes.c.activity_id == "act-3", envelopes.c.seq == 1)
+            .where(envelopes.c.activity_id == "act-3", envelopes.c.seq == 2)
             .values(
                 state="rejected",
                 code="version_conflict",
@@ -426,7 +430,7 @@ def test_rejection_is_shown_with_its_reason_and_can_be_corrected(
     expect(head_badge(page)).to_contain_text("Completed")
     token = gateway.token()
     states = [(e["seq"], e["state"]) for e in envelopes_at_gateway(gateway, token, "act-3")]
-    assert states == [(1, "rejected"), (2, "queued")]
+    assert states == [(1, "queued"), (2, "rejected"), (3, "queued")]
     # Corrected: the refusal stays on record but no longer asks for attention.
     page.get_by_role("link", name="Pending").click()
     expect(page.locator("#rejections .rejection-done")).to_contain_text("Corrected")

@@ -12,9 +12,8 @@ import { uuid4 } from "./uuid.js";
 import { badgeFor, plainCode, rejectionReason, relTime } from "./words.js";
 
 const REFRESH_MS = 15000;
-// The gateway validates every envelope against the form (outpost/forms.py),
-// drafts included, so a draft needs its required answers before it can go.
-const DRAFTS_NEED_REQUIRED = true;
+// Required answers are checked on completion only (outpost/forms.py, the same
+// rule on the gateway and at central): a draft can be saved any time.
 const PING_MS = 3000;
 const SYNCING_REFRESH_MS = 2000;
 
@@ -574,18 +573,13 @@ function screenActivity(id) {
 
   async function save(status) {
     clearTimeout(workTimer); // this save records the form as it stands
-    const { record, tables, attachments, problems } = ctl.collect(status === "completed" || DRAFTS_NEED_REQUIRED);
+    const { record, tables, attachments, problems } = ctl.collect(status === "completed");
     const box = $("#problems");
     if (problems.length) {
       await keepWork();
       box.hidden = false;
       box.className = "alert alert-error";
-      let lead = "Before completing, fix these:";
-      if (status === "draft") {
-        lead = problems.every((p) => p.required)
-          ? "Kept on this phone. The gateway keeps a draft once these are filled in:"
-          : "Fix these before saving:";
-      }
+      const lead = status === "draft" ? "Fix these before saving:" : "Before completing, fix these:";
       box.replaceChildren(el("strong", { text: lead }), el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))));
       box.focus();
       return;
