@@ -16,7 +16,10 @@ THIRD_PARTY_BROWSER = textwrap.dedent(
     from zeroconf import IPVersion, ServiceBrowser, ServiceStateChange, Zeroconf
 
     def say(**event):
-        print(json.dumps(event), flush=True)
+        # One write per event: zeroconf calls back from several threads, and
+        # print() writes the text and the newline separately.
+        sys.stdout.write(json.dumps(event) + "\\n")
+        sys.stdout.flush()
 
     def on_change(zeroconf, service_type, name, state_change):
         if state_change is ServiceStateChange.Removed:
