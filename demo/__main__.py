@@ -34,7 +34,7 @@ import aiohttp
 from outpost.localbroker import Broker, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
-VAR = ROOT / "var" / "demo"
+VAR = Path(os.environ.get("OUTPOST_DEMO_DIR") or ROOT / "var" / "demo")
 ADMIN_TOKEN = "demo-admin-token-" + uuid.uuid4().hex[:12]
 GATEWAY_ID = "site-a"
 FORM = {
@@ -348,6 +348,7 @@ def main() -> int:
         print(f"  crews' web app and LAN API  http://127.0.0.1:{lan}/")
         print(f"  gateway status              http://127.0.0.1:{lan}/api/v1/status")
         print(f"  central admin API           http://127.0.0.1:{admin}/api/v1/gateways")
+        print(f"  fleet page (admin token)    http://127.0.0.1:{admin}/fleet")
         print(f"  admin token                 {ADMIN_TOKEN}")
         print(f"  crew sign-in                ana / {CREW['ana']}")
         print(f"  logs and data               {VAR}")
