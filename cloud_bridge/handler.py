@@ -141,8 +141,14 @@ class UplinkHandler:
         went_online = await self.runner.async_tx(lambda s: record_state(s, message))
         self.metrics.state_messages.labels(message.state).inc()
         if went_online:
-            push = await self.runner.async_tx(lambda s: rules.user_push(s, gateway_id))
-            return [Outgoing(topics.topic(gateway_id, topics.DOWN_USERS), push)]
+            push, held = await self.runner.async_tx(
+                lambda s: (rules.user_push(s, gateway_id), rules.dispatches_held_by(s, gateway_id))
+            )
+            down = topics.topic(gateway_id, topics.DOWN_DISPATCH)
+            return [
+                Outgoing(topics.topic(gateway_id, topics.DOWN_USERS), push),
+                *(Outgoing(down, d) for d in held),
+            ]
         return []
 
     async def _async_drop(

@@ -40,7 +40,7 @@ from cloud_bridge.models import (
 )
 from outpost.forms import ActivityTypeDef, FormDefinition
 from outpost.wire.codec import describe_validation
-from outpost.wire.schemas import ActivityWire, EnvelopeResult, UserPush, UserWire
+from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
 from outpost.wire.topics import valid_gateway_id
 
 ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
@@ -305,6 +305,34 @@ def activity_wire(session: Session, activity: Activity) -> ActivityWire:
         responsible=activity.responsible,
         version=activity.version,
     )
+
+
+def dispatch_of(session: Session, activity: Activity) -> Dispatch:
+    """The Dispatch message for an activity checked out to a gateway."""
+    assert activity.holder_gateway is not None
+    assert activity.holder_user is not None and activity.checked_out_at is not None
+    return Dispatch(
+        gateway_id=activity.holder_gateway,
+        activity=activity_wire(session, activity),
+        holder=activity.holder_user,
+        dispatched_at=activity.checked_out_at,
+    )
+
+
+def dispatches_held_by(session: Session, gateway_id: str) -> list[Dispatch]:
+    """Every activity central records as checked out to ``gateway_id``.
+
+    Sent again whenever the gateway comes online: a dispatch published before
+    the gateway's first connection (no session on the broker yet) or lost to
+    a bridge crash between commit and publish reaches it then. The gateway's
+    upsert makes a repeat harmless.
+    """
+    held = session.scalars(
+        select(Activity)
+        .where(Activity.state == OFFLINE, Activity.holder_gateway == gateway_id)
+        .order_by(Activity.id)
+    )
+    return [dispatch_of(session, a) for a in held]
 
 
 def check_out(

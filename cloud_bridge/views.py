@@ -294,17 +294,9 @@ async def dispatch_activity(request: web.Request) -> web.Response:
     body = await read_body(request, DispatchBody)
 
     def work(s: Session) -> _CheckedOut:
-        activity, wire = rules.check_out(s, aid, body.gateway_id)
-        assert activity.holder_user is not None and activity.checked_out_at is not None
+        activity, _wire = rules.check_out(s, aid, body.gateway_id)
         return _CheckedOut(
-            activity_json(activity),
-            Dispatch(
-                gateway_id=body.gateway_id,
-                activity=wire,
-                holder=activity.holder_user,
-                dispatched_at=activity.checked_out_at,
-            ),
-            activity.checkout_no,
+            activity_json(activity), rules.dispatch_of(s, activity), activity.checkout_no
         )
 
     done: _CheckedOut = await _tx(request, work)

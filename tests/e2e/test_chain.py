@@ -280,3 +280,19 @@ async def test_a_user_central_stops_from_working_offline_is_signed_out_at_once(
 
         await wait_for(refused, 10, "the revoked user's session to end")
         assert not await device.sign_in()
+
+
+async def test_a_dispatch_made_before_the_gateway_ever_connected_arrives(
+    tmp_path: Path, broker: Broker, bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    """No broker session existed to queue it: central sends holdings again on connect."""
+    central = Central(http, bridge.url)
+    await central.setup_crew()
+    act = await central.new_activity(title="Before first boot")
+    await central.dispatch(act["id"])  # the gateway is still in its box
+    async with running_gateway(gateway_config(tmp_path, broker)) as gw:
+        device = await signed_in_device(http, gw.url)
+        (listed,) = await wait_for(lambda: _listed(device, 1), 20, "the dispatch")
+        assert listed["id"] == act["id"]
+        done = await device.post(listed, 1, "completed")
+        await wait_for(lambda: _all_in(device, [done], "applied"), 20, "the envelope to apply")
