@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from outpost.files import read_error
+
 ENV_PREFIX = "OUTPOST_"
 
 
@@ -85,14 +87,8 @@ def load_config(
         try:
             with open(path, "rb") as fh:
                 data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{source}: config file not found") from None
-        except PermissionError:
-            raise ConfigError(
-                f"{source}: config file is not readable (permission denied)"
-            ) from None
-        except IsADirectoryError:
-            raise ConfigError(f"{source}: is a directory, not a config file") from None
+        except OSError as exc:
+            raise ConfigError(read_error(source, "config file", exc)) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: not valid TOML: {exc}") from None
     _apply_env(model, data, environ)

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from outpost.config import ConfigError
+from outpost.files import read_error
 from outpost.mqtt_config import MqttSection
 
 logger = logging.getLogger(__name__)
@@ -51,14 +52,8 @@ __all__ = [
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: {what} file not found") from None
-    except PermissionError:
-        raise ConfigError(f"{path}: {what} file is not readable (permission denied)") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path}: is a directory, not a {what} file") from None
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read {what} file: {exc.strerror or exc}") from None
+        raise ConfigError(read_error(path, f"{what} file", exc)) from None
 
 
 def load_certificates(path: Path, what: str = "certificate") -> list[x509.Certificate]:

@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from outpost.files import read_error
 from provisioning.errors import ProvisionError
 
 SECRET = 0o600
@@ -47,14 +48,8 @@ def make_dir(path: Path, mode: int = 0o755) -> None:
 def read_file(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
-    except FileNotFoundError:
-        raise ProvisionError(f"{path}: {what} not found") from None
-    except IsADirectoryError:
-        raise ProvisionError(f"{path}: is a directory, not a {what}") from None
-    except PermissionError:
-        raise ProvisionError(f"{path}: {what} is not readable (permission denied)") from None
     except OSError as exc:
-        raise ProvisionError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+        raise ProvisionError(read_error(path, what, exc)) from None
 
 
 @contextlib.contextmanager
