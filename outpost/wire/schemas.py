@@ -7,11 +7,21 @@ the receiver checks against the topic's).
 
 from __future__ import annotations
 
+import base64
+import binascii
 from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    model_validator,
+)
 
 from outpost.forms import FormDefinition
 from outpost.wire.topics import GATEWAY_ID_PATTERN
@@ -24,6 +34,8 @@ Code = Annotated[str, Field(min_length=1, max_length=64)]
 Reason = Annotated[str, Field(max_length=2000)]
 
 MAX_BATCH_ENVELOPES = 500
+MAX_BLOB_CHUNK = 256 * 1024  # bytes of one attachment chunk on the wire (before base64)
+MAX_BLOB_BYTES = 1024 * 1024 * 1024  # the largest attachment the contract can carry
 
 
 class Strict(BaseModel):
@@ -192,6 +204,64 @@ class GatewayState(Strict):
     version: str | None = Field(default=None, max_length=64)
 
 
+# --- attachments (gateway -> central) ------------------------------------------
+
+
+def _from_base64(value: Any) -> Any:
+    # JSON carries text; bytes given in Python are already the raw chunk.
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("data is not valid base64") from None
+    return value
+
+
+ChunkBytes = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(lambda b: base64.b64encode(b).decode("ascii"), return_type=str),
+    Field(min_length=1, max_length=MAX_BLOB_CHUNK),
+]
+
+
+class BlobChunk(Strict):
+    """A piece of an attachment blob, ``data`` at ``offset`` of ``size`` bytes (base64 in JSON).
+
+    The gateway sends one chunk at a time from the length central last
+    confirmed, so a cut link resumes where it stopped instead of at zero.
+    """
+
+    kind: Literal["blob_chunk"] = "blob_chunk"
+    gateway_id: GatewayId
+    sha256: Sha256
+    size: int = Field(ge=1, le=MAX_BLOB_BYTES)
+    offset: int = Field(ge=0)
+    data: ChunkBytes
+
+    @model_validator(mode="after")
+    def _fits(self) -> BlobChunk:
+        if self.offset + len(self.data) > self.size:
+            raise ValueError("the chunk runs past the blob's size")
+        return self
+
+
+class BlobReceipt(Strict):
+    """Central's answer to a chunk: how many bytes of the blob it holds on disk.
+
+    ``complete``: the whole blob arrived and matched its SHA-256. ``problem``:
+    central refuses this blob for good (too large, content not matching its
+    hash); the gateway stops sending it and shows why.
+    """
+
+    kind: Literal["blob_receipt"] = "blob_receipt"
+    gateway_id: GatewayId
+    sha256: Sha256
+    received: int = Field(ge=0)
+    complete: bool = False
+    problem: Reason | None = None
+
+
 Message = Annotated[
     EnvelopeBatch
     | EnvelopeResults
@@ -201,6 +271,8 @@ Message = Annotated[
     | CheckoutRequest
     | CheckoutAnswer
     | Heartbeat
-    | GatewayState,
+    | GatewayState
+    | BlobChunk
+    | BlobReceipt,
     Field(discriminator="kind"),
 ]

@@ -18,12 +18,14 @@ _GATEWAY_ID_RE = re.compile(GATEWAY_ID_PATTERN)
 UP_ENVELOPES = "up/envelopes"
 UP_CHECKOUT = "up/checkout"
 UP_HEARTBEAT = "up/heartbeat"
+UP_BLOBS = "up/blobs"  # attachment chunks
 STATE = "state"  # retained: online / offline (last will)
 # downlink: central -> gateway
 DOWN_RESULTS = "down/results"
 DOWN_DISPATCH = "down/dispatch"
 DOWN_USERS = "down/users"
 DOWN_CHECKOUT = "down/checkout"
+DOWN_BLOBS = "down/blobs"  # receipts for attachment chunks
 
 # MQTT 5 user property carrying the envelope ids of a batch, so central can
 # dedupe before decoding.
