@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from outpost.config import Section, load_config
 from outpost.mqtt_config import MqttSection
+from outpost.wire.schemas import MAX_BLOB_CHUNK
 from outpost.wire.topics import GATEWAY_ID_PATTERN
 
 
@@ -48,7 +49,9 @@ class GatewayMqttSection(MqttSection):
     batch_max_envelopes: int = Field(default=200, ge=1, le=500)
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024)
     inflight_batches: int = Field(default=8, ge=1, le=100)
-    ack_timeout_s: float = Field(default=30.0, gt=0)
+    ack_timeout_s: float = Field(default=30.0, gt=0)  # also for an attachment chunk's receipt
+    # Attachments go up in chunks of this many bytes, one at a time (resumable).
+    blob_chunk_bytes: int = Field(default=128 * 1024, ge=1024, le=MAX_BLOB_CHUNK)
     checkout_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
 

@@ -22,6 +22,8 @@ from gateway.store.schema import (
     RECALLED,
     REJECTED,
     activities,
+    attachments,
+    envelope_attachments,
     envelopes,
     sessions,
 )
@@ -36,8 +38,9 @@ def expire_history(conn: Connection, before: datetime) -> int:
     """Forget activities that left the offline list before ``before``.
 
     Only activities central checked in or recalled, and only when every one
-    of their envelopes reached a final state: unsent field data is never
-    expired.
+    of their envelopes reached a final state and every attachment they
+    reference reached central (or central refused it): unsent field data is
+    never expired. Blob files themselves are kept.
     """
     finished = select(activities.c.id).where(
         and_(
@@ -51,11 +54,22 @@ def expire_history(conn: Connection, before: datetime) -> int:
                 )
             )
             .exists(),
+            ~select(envelope_attachments.c.sha256)
+            .join(envelopes, envelopes.c.envelope_id == envelope_attachments.c.envelope_id)
+            .join(attachments, attachments.c.sha256 == envelope_attachments.c.sha256)
+            .where(
+                envelopes.c.activity_id == activities.c.id,
+                attachments.c.uploaded_at.is_(None),
+                attachments.c.upload_error.is_(None),
+            )
+            .exists(),
         )
     )
     ids = list(conn.execute(finished).scalars())
     if not ids:
         return 0
+    gone = select(envelopes.c.envelope_id).where(envelopes.c.activity_id.in_(ids))
+    conn.execute(delete(envelope_attachments).where(envelope_attachments.c.envelope_id.in_(gone)))
     conn.execute(delete(envelopes).where(envelopes.c.activity_id.in_(ids)))
     conn.execute(delete(activities).where(activities.c.id.in_(ids)))
     return len(ids)

@@ -11,6 +11,8 @@ One :class:`Uplink` per gateway process. It owns the MQTT client and:
   envelope id, so this is safe);
 - applies what central sends down: results, dispatches, recalls, user and
   permission snapshots, check-out answers;
+- sends the attachments of completed activities up, chunk by chunk
+  (:mod:`gateway.blob_upload`);
 - answers check-out requests by asking central (request/response with
   correlation data and a timeout), and fails fast when the link is down;
 - keeps the link's state for ``/api/v1/status``: up/down, since when, last
@@ -36,6 +38,7 @@ from aiohttp import web
 
 from gateway import outbox
 from gateway.api.keys import AUTH_KEY, BACKHAUL_KEY
+from gateway.blob_upload import BlobUploader
 from gateway.config import GatewayConfig
 from gateway.store.ops import recall_activity, replace_users, upsert_activity
 from gateway.store.store import Store
@@ -45,6 +48,7 @@ from outpost.tls import certificate_expiry
 from outpost.wire import topics
 from outpost.wire.codec import DecodeError, decode, encode, encode_json
 from outpost.wire.schemas import (
+    BlobReceipt,
     CheckoutAnswer,
     CheckoutRequest,
     Dispatch,
@@ -96,6 +100,7 @@ class Uplink:
         self._t_heartbeat = topics.topic(gid, topics.UP_HEARTBEAT)
         self._t_state = topics.topic(gid, topics.STATE)
         self._t_checkout_answer = topics.topic(gid, topics.DOWN_CHECKOUT)
+        self._t_blobs = topics.topic(gid, topics.UP_BLOBS)
         will = Will(
             self._t_state,
             encode(GatewayState(gateway_id=gid, state="offline", at=_now(), version=__version__)),
@@ -132,6 +137,15 @@ class Uplink:
         self.on_users_replaced: Callable[[], None] | None = None
         if self._mqtt_cfg.tls and self._mqtt_cfg.cert is not None:
             self.cert_expires_at = certificate_expiry(self._mqtt_cfg.cert)
+        self.blobs = BlobUploader(
+            store,
+            config.gateway.data_dir,
+            gid,
+            self._async_publish_blob,
+            lambda: self.is_up,
+            chunk_bytes=self._mqtt_cfg.blob_chunk_bytes,
+            receipt_timeout_s=self._mqtt_cfg.ack_timeout_s,
+        )
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -140,12 +154,17 @@ class Uplink:
         requeued = await self._store.async_write(lambda c: outbox.requeue(c))
         if requeued:
             _LOGGER.info("%d unacknowledged envelopes queued again after restart", requeued)
-        self._remove_listener = self._store.add_commit_listener(self._wake.set)
+        self._remove_listener = self._store.add_commit_listener(self._on_commit)
         self._tasks = [
             asyncio.create_task(self._async_drain(), name="uplink-drain"),
             asyncio.create_task(self._async_watch_acks(), name="uplink-ack-timeouts"),
+            asyncio.create_task(self.blobs.async_run(), name="uplink-attachments"),
         ]
         await self._client.async_start()
+
+    def _on_commit(self) -> None:
+        self._wake.set()
+        self.blobs.wake()
 
     async def async_stop(self) -> None:
         self._stopping = True
@@ -179,6 +198,7 @@ class Uplink:
             "last_sync": self._last_sync.isoformat() if self._last_sync else None,
             "bytes_sent": self.bytes_sent,
             "envelopes_sent": self.envelopes_sent,
+            "attachment_bytes_sent": self.blobs.bytes_sent,
             "in_flight_batches": len(self._awaiting),
             "broker": f"{self._mqtt_cfg.host}:{self._mqtt_cfg.port}",
             "last_error": self._client.last_error,
@@ -236,6 +256,7 @@ class Uplink:
         self._forget_in_flight()
         await self._store.async_write(lambda c: outbox.requeue(c))
         self._wake.set()
+        self.blobs.wake()
         await self._async_publish_state("online")
         await self.async_send_heartbeat()
 
@@ -265,6 +286,10 @@ class Uplink:
         with contextlib.suppress(NotConnected, PublishFailed):
             await self._client.async_publish(self._t_heartbeat, payload, qos=0)
             self.bytes_sent += len(payload)
+
+    async def _async_publish_blob(self, payload: bytes) -> None:
+        await self._client.async_publish(self._t_blobs, payload, qos=1)
+        self.bytes_sent += len(payload)
 
     # --- draining the outbox -------------------------------------------------------
 
@@ -390,6 +415,8 @@ class Uplink:
             if self.on_users_replaced is not None:
                 self.on_users_replaced()
             _LOGGER.info("users updated from central: %d users", len(u.users))
+        elif isinstance(message, BlobReceipt):
+            self.blobs.on_receipt(message)
         elif isinstance(message, CheckoutAnswer):
             fut = self._checkouts.get(message.request_id)
             if fut is not None and not fut.done():

@@ -172,7 +172,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/status": {
             "get": _op(
-                "Backhaul, last sync, counts by state, oldest pending, rejected, disk",
+                "Backhaul, last sync, counts by state, oldest pending, rejected, attachments, disk",
                 {"200": "the gateway's state"},
             )
         },

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, or_, select
 
+from gateway.blob_upload import upload_counts
 from gateway.store.ops import get_meta, utcnow
 from gateway.store.schema import (
     ENVELOPE_STATES,
@@ -220,6 +221,7 @@ def store_status(conn: Connection) -> dict[str, Any]:
         ],
         "activities": {k: int(v) for k, v in activity_counts.items()},
         "attachments_incomplete": int(partial),
+        "attachments_upload": upload_counts(conn),
         "last_sync": get_meta(conn, META_LAST_SYNC),
     }
 

@@ -26,6 +26,7 @@ from gateway.store.schema import (
     UtcDateTime,
     activities,
     attachments,
+    envelope_attachments,
     envelopes,
 )
 from outpost.forms import FormDefinition, validate_submission
@@ -116,6 +117,7 @@ _COMPLETE_BLOBS = select(attachments.c.sha256).where(
     attachments.c.complete.is_(True),
 )
 _INSERT = insert(envelopes)
+_LINK_BLOBS = insert(envelope_attachments).prefix_with("OR IGNORE")
 
 
 class _Raw:
@@ -292,6 +294,11 @@ def store_envelope(
         "attempts": 0,
     }
     _RAW_INSERT.run(conn, row)
+    if body.attachments:
+        conn.execute(
+            _LINK_BLOBS,
+            [{"envelope_id": envelope_id, "sha256": sha} for sha in sorted(set(body.attachments))],
+        )
     if body.status == "completed":
         # Rule 4: only a completed activity uploads — its drafts go with it, in order.
         conn.execute(_QUEUE_DRAFTS, {"aid": act.id})

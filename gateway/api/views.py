@@ -475,6 +475,9 @@ async def status(request: web.Request) -> web.Response:
             "rejected": data["rejected"],
             "activities": data["activities"],
             "attachments_incomplete": data["attachments_incomplete"],
+            # Attachments of completed activities still to go to central, and
+            # any central refused (with its reason).
+            "attachments_upload": data["attachments_upload"],
             "disk": {**disk, "db_bytes": db_bytes},
             "replication": replication_status(app),
         }

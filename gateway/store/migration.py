@@ -130,10 +130,30 @@ def _step_2_completed_lock_index(conn: sqlite3.Connection) -> None:
     )
 
 
+def _step_3_attachment_upload(conn: sqlite3.Connection) -> None:
+    # Attachments now travel to central: remember how far each got, and which
+    # envelopes reference which blobs (backfilled from the stored bodies).
+    for statement in (
+        "ALTER TABLE attachments ADD COLUMN uploaded INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE attachments ADD COLUMN uploaded_at VARCHAR(32)",
+        "ALTER TABLE attachments ADD COLUMN upload_error TEXT",
+        "CREATE INDEX ix_attachments_to_upload ON attachments (completed_at) "
+        "WHERE uploaded_at IS NULL",
+        "CREATE TABLE envelope_attachments ("
+        " envelope_id VARCHAR(36) NOT NULL, sha256 VARCHAR(64) NOT NULL,"
+        " PRIMARY KEY (envelope_id, sha256))",
+        "CREATE INDEX ix_envelope_attachments_sha256 ON envelope_attachments (sha256)",
+        "INSERT OR IGNORE INTO envelope_attachments (envelope_id, sha256)"
+        " SELECT e.envelope_id, j.value FROM envelopes e, json_each(e.body, '$.attachments') j",
+    ):
+        conn.execute(statement)
+
+
 # (version, description, step). Never edit a released step: add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _step_1_initial),
     (2, "index for the completed-activity check", _step_2_completed_lock_index),
+    (3, "attachment upload to central", _step_3_attachment_upload),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -164,7 +164,27 @@ attachments = Table(
     Column("uploaded_by", String(64)),
     Column("created_at", UtcDateTime, nullable=False),
     Column("completed_at", UtcDateTime),
+    # Upload to central: bytes central confirmed holding on disk, when it had
+    # all of them, or why it refused the blob for good.
+    Column("uploaded", Integer, nullable=False, default=0),
+    Column("uploaded_at", UtcDateTime),
+    Column("upload_error", Text),
 )
+Index(
+    "ix_attachments_to_upload",
+    attachments.c.completed_at,
+    sqlite_where=attachments.c.uploaded_at.is_(None),
+)
+
+# Which blobs each envelope references (from its body), so the uploader finds
+# the blobs of completed activities without parsing every envelope.
+envelope_attachments = Table(
+    "envelope_attachments",
+    metadata,
+    Column("envelope_id", String(36), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+)
+Index("ix_envelope_attachments_sha256", envelope_attachments.c.sha256)
 
 meta = Table(
     "meta",

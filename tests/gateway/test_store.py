@@ -330,3 +330,34 @@ def test_the_completed_check_uses_an_index(tmp_path: Path) -> None:
     ]
     conn.close()
     assert any("ix_envelopes_activity_status" in step for step in plan), plan
+
+
+def test_migration_3_links_stored_envelopes_to_their_attachments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "g.db"
+    with monkeypatch.context() as m:
+        m.setattr(migration, "MIGRATIONS", migration.MIGRATIONS[:2])
+        m.setattr(migration, "LATEST", 2)
+        migration.prepare(path)
+    conn = sqlite3.connect(path)
+    at = "2026-11-23T09:00:00.000000Z"
+    conn.execute(
+        "INSERT INTO activities VALUES ('a1','t','x','{}',1,'ana',1,'ana',?,'offline',"
+        "NULL,NULL,NULL,?)",
+        (at, at),
+    )
+    for eid, shas in (("e1", ["a" * 64, "b" * 64]), ("e2", []), ("e3", ["a" * 64])):
+        body = '{"attachments": [%s]}' % ",".join(f'"{s}"' for s in shas)
+        conn.execute(
+            "INSERT INTO envelopes VALUES (?,'a1','ana',?,'draft',1,?,?,1,?,'h',1,'stored',"
+            "NULL,NULL,NULL,NULL,NULL,0)",
+            (eid, int(eid[1]), at, at, body),
+        )
+    conn.commit()
+    conn.close()
+    assert migration.prepare(path) == 2
+    conn = sqlite3.connect(path)
+    links = conn.execute("SELECT envelope_id, sha256 FROM envelope_attachments ORDER BY 1, 2")
+    assert links.fetchall() == [("e1", "a" * 64), ("e1", "b" * 64), ("e3", "a" * 64)]
+    conn.close()

@@ -1,0 +1,231 @@
+"""Attachment blobs go up to central, one chunk at a time, resuming where they stopped.
+
+Which blobs: complete ones referenced by an envelope that left ``stored``
+(its activity is completed, rule 4), oldest first, not yet confirmed by
+central and not refused by it. How: a ``BlobChunk`` (QoS 1) from the length
+central last confirmed, then wait for central's ``BlobReceipt``, which says
+how many bytes central holds *on disk*; that number is committed here before
+the next chunk goes, so a cut link, a restart or a lost receipt resumes from
+it rather than from zero. One chunk in flight keeps photos from crowding out
+envelope batches on a thin link. A receipt with ``problem`` (central refuses
+the blob for good) is kept and shown in ``/api/v1/status``; nothing is
+deleted on the gateway either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select, update
+
+from gateway.store.schema import STORED, attachments, envelope_attachments, envelopes
+from gateway.store.store import Store
+from outpost.wire.codec import encode
+from outpost.wire.schemas import BlobChunk, BlobReceipt
+
+_LOGGER = logging.getLogger(__name__)
+
+Publish = Callable[[bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Pending:
+    sha256: str
+    size: int
+    uploaded: int
+    path: str
+
+
+_referenced = (
+    select(envelope_attachments.c.sha256)
+    .join(envelopes, envelopes.c.envelope_id == envelope_attachments.c.envelope_id)
+    .where(envelope_attachments.c.sha256 == attachments.c.sha256, envelopes.c.state != STORED)
+    .exists()
+)
+_TO_UPLOAD = and_(
+    attachments.c.complete.is_(True),
+    attachments.c.uploaded_at.is_(None),
+    attachments.c.upload_error.is_(None),
+    _referenced,
+)
+
+
+def next_pending(conn: Connection) -> Pending | None:
+    row = conn.execute(
+        select(attachments.c.sha256, attachments.c.size, attachments.c.uploaded, attachments.c.path)
+        .where(_TO_UPLOAD)
+        .order_by(attachments.c.completed_at)
+        .limit(1)
+    ).first()
+    return None if row is None else Pending(row.sha256, row.size, row.uploaded, row.path)
+
+
+def upload_counts(conn: Connection) -> dict[str, Any]:
+    """For ``/api/v1/status``: what still has to go up, and what central refused."""
+    waiting, waiting_bytes = conn.execute(
+        select(
+            func.count(), func.coalesce(func.sum(attachments.c.size - attachments.c.uploaded), 0)
+        )
+        .select_from(attachments)
+        .where(_TO_UPLOAD)
+    ).one()
+    refused = conn.execute(
+        select(attachments.c.sha256, attachments.c.upload_error)
+        .where(attachments.c.upload_error.is_not(None))
+        .order_by(attachments.c.completed_at.desc())
+        .limit(20)
+    ).all()
+    return {
+        "to_upload": int(waiting),
+        "to_upload_bytes": int(waiting_bytes),
+        "refused": [{"sha256": r.sha256, "reason": r.upload_error} for r in refused],
+    }
+
+
+def record_receipt(conn: Connection, receipt: BlobReceipt, at: datetime) -> None:
+    values: dict[str, Any] = {"uploaded": receipt.received}
+    if receipt.complete:
+        values["uploaded_at"] = at
+    elif receipt.problem:
+        values["upload_error"] = receipt.problem
+    conn.execute(update(attachments).where(attachments.c.sha256 == receipt.sha256).values(values))
+
+
+def record_local_error(conn: Connection, sha256: str, problem: str) -> None:
+    conn.execute(
+        update(attachments).where(attachments.c.sha256 == sha256).values(upload_error=problem)
+    )
+
+
+def read_chunk(path: Path, offset: int, length: int) -> bytes:
+    """Blocking: call from a thread."""
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        return fh.read(length)
+
+
+class BlobUploader:
+    """Runs in the uplink's event loop; ``wake()`` when the link comes up or work appears."""
+
+    def __init__(
+        self,
+        store: Store,
+        data_dir: Path,
+        gateway_id: str,
+        publish: Publish,
+        is_up: Callable[[], bool],
+        *,
+        chunk_bytes: int,
+        receipt_timeout_s: float,
+    ) -> None:
+        self._store = store
+        self._data_dir = Path(data_dir)
+        self._gateway_id = gateway_id
+        self._publish = publish
+        self._is_up = is_up
+        self._chunk = chunk_bytes
+        self._timeout = receipt_timeout_s
+        self._wake = asyncio.Event()
+        self._waiting: tuple[str, asyncio.Future[BlobReceipt]] | None = None
+        self.bytes_sent = 0  # chunk payloads published (for status)
+        self.blobs_uploaded = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_receipt(self, receipt: BlobReceipt) -> None:
+        waiting = self._waiting
+        if waiting is not None and waiting[0] == receipt.sha256 and not waiting[1].done():
+            waiting[1].set_result(receipt)
+        # Otherwise a late answer to a chunk already given up on: the next
+        # chunk's receipt says the same, so there is nothing to do.
+
+    async def async_run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._is_up():
+                job = await self._store.async_read(next_pending)
+                if job is None:
+                    break
+                if not await self._async_send(job):
+                    # No receipt in time or the link dropped: wait for the
+                    # next connect, or try again after the timeout.
+                    if self._is_up():
+                        await asyncio.sleep(self._timeout)
+                        continue
+                    break
+
+    async def _async_record(self, receipt: BlobReceipt) -> None:
+        now = datetime.now(UTC)
+        await self._store.async_write(lambda c: record_receipt(c, receipt, now))
+
+    async def _async_local_error(self, job: Pending, problem: str) -> None:
+        # Not central's refusal but ours: kept and shown the same way, so the
+        # uploader moves on instead of retrying a file it cannot read.
+        _LOGGER.error("attachment %s: %s", job.sha256[:12], problem)
+        await self._store.async_write(lambda c: record_local_error(c, job.sha256, problem))
+
+    async def _async_send(self, job: Pending) -> bool:
+        """Send ``job`` from where central stands; False when it must wait for later."""
+        loop = asyncio.get_running_loop()
+        offset = job.uploaded
+        path = self._data_dir / job.path
+        if offset >= job.size:
+            offset = 0  # central confirmed all bytes but not completion: ask again
+        while True:
+            if offset >= job.size:
+                return False  # central holds every byte but has not said "complete"
+            try:
+                data = await loop.run_in_executor(
+                    None, read_chunk, path, offset, min(self._chunk, job.size - offset)
+                )
+            except OSError as exc:
+                await self._async_local_error(
+                    job, f"the gateway cannot read this attachment: {exc.strerror or exc}"
+                )
+                return True
+            if not data:
+                await self._async_local_error(
+                    job, "the attachment file on the gateway is shorter than recorded"
+                )
+                return True
+            chunk = BlobChunk(
+                gateway_id=self._gateway_id,
+                sha256=job.sha256,
+                size=job.size,
+                offset=offset,
+                data=data,
+            )
+            future: asyncio.Future[BlobReceipt] = loop.create_future()
+            self._waiting = (job.sha256, future)
+            try:
+                payload = await loop.run_in_executor(None, encode, chunk)  # zlib: CPU
+                await self._publish(payload)
+                self.bytes_sent += len(payload)
+                receipt = await asyncio.wait_for(future, self._timeout)
+            except TimeoutError:
+                _LOGGER.info("attachment %s: no receipt from central yet", job.sha256[:12])
+                return False
+            except ConnectionError as exc:
+                _LOGGER.info("attachment %s waits for the link (%s)", job.sha256[:12], exc)
+                return False
+            finally:
+                self._waiting = None
+            await self._async_record(receipt)
+            if receipt.complete:
+                self.blobs_uploaded += 1
+                _LOGGER.info("attachment %s (%d bytes) is at central", job.sha256[:12], job.size)
+                return True
+            if receipt.problem:
+                _LOGGER.warning(
+                    "central refused attachment %s: %s", job.sha256[:12], receipt.problem
+                )
+                return True
+            offset = receipt.received
