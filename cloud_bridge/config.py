@@ -8,12 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from outpost.config import Section, load_config
 from outpost.mqtt_config import MqttSection
+from outpost.wire.schemas import MAX_BLOB_BYTES
 from outpost.wire.topics import BRIDGE_SHARE_GROUP
 
 
 class CentralSection(Section):
     database_url: str = "sqlite:///var/central/central.db"
-    data_dir: Path = Path("var/central")
+    data_dir: Path = Path("var/central")  # also holds the attachments: data_dir/blobs
+    # The largest attachment (photo, signature) central accepts from a gateway; a larger
+    # one is refused with a reason the gateway shows.
+    max_blob_bytes: int = Field(default=64 * 1024 * 1024, ge=1, le=MAX_BLOB_BYTES)
 
 
 class AdminSection(Section):

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     ForeignKey,
@@ -211,3 +212,19 @@ class GatewayHistory(Base):
     kind: Mapped[str] = mapped_column(String(16))  # heartbeat | online | offline
     at: Mapped[datetime]
     data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Blob(Base):
+    """An attachment blob central holds in full, its SHA-256 verified.
+
+    The bytes are a file (``cloud_bridge.blobs``); this row is written only
+    after that file is in place, so "which attachments does central hold" is
+    one query. ``gateway_id`` is the gateway that completed it first.
+    """
+
+    __tablename__ = "blobs"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    gateway_id: Mapped[str] = mapped_column(String(64))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
