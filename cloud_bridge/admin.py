@@ -19,6 +19,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud_bridge.blobs import BlobStore
 from cloud_bridge.bridge import MqttBridge
 from cloud_bridge.config import FleetSection
 from cloud_bridge.dbrunner import DbRunner
@@ -32,6 +33,7 @@ MQTT_KEY = web.AppKey("mqtt", MqttBridge)
 TOKEN_KEY = web.AppKey("token", str)
 FLEET_KEY = web.AppKey("fleet", FleetSection)
 METRICS_KEY = web.AppKey("metrics", BridgeMetrics)
+BLOBS_KEY = web.AppKey("blobs", BlobStore)
 
 PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 TOKEN_FILE = "admin-token"
@@ -127,6 +129,7 @@ def make_app(
     *,
     fleet: FleetSection | None = None,
     metrics: BridgeMetrics | None = None,
+    blobs: BlobStore,
 ) -> web.Application:
     from cloud_bridge import fleet_page, views
     from cloud_bridge.metrics import metrics_handler
@@ -140,6 +143,7 @@ def make_app(
     app[MAX_BODY_KEY] = max_body_bytes
     app[FLEET_KEY] = fleet or FleetSection()
     app[METRICS_KEY] = metrics or BridgeMetrics()
+    app[BLOBS_KEY] = blobs
     views.add_routes(app)
     fleet_page.add_routes(app)
     app.router.add_get("/metrics", metrics_handler)

@@ -4,6 +4,11 @@
 messages to publish in answer. Database work runs in the DB threads and is
 committed before this returns, so an answer never leaves before its commit.
 
+Attachment chunks (``up/blobs``) go to the :class:`BlobStore` in its own
+threads (fsync and hashing must not hold up envelope replay), one chunk at a
+time per blob; the receipt leaves only after the bytes are fsynced and, for a
+complete blob, its row committed.
+
 A payload that cannot be decoded, fails the schema, arrives on the wrong
 leaf, or names a gateway other than its topic's is logged with its topic
 (truncated), noted on that gateway's row for the fleet view, and dropped:
@@ -12,23 +17,30 @@ nothing else waits for it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from cloud_bridge import fleet, rules
+from cloud_bridge.blobs import BlobStore, Progress
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
 from cloud_bridge.metrics import BridgeMetrics
-from cloud_bridge.models import Gateway, utcnow
+from cloud_bridge.models import Blob, Gateway, utcnow
 from cloud_bridge.replay import Replayer, Results
 from outpost.mqtt import Received
 from outpost.wire import topics
 from outpost.wire.codec import DecodeError, decode
 from outpost.wire.schemas import (
     MAX_BATCH_ENVELOPES,
+    BlobChunk,
+    BlobReceipt,
     CheckoutAnswer,
     CheckoutRequest,
     EnvelopeBatch,
@@ -41,6 +53,7 @@ from outpost.wire.schemas import (
 logger = logging.getLogger(__name__)
 
 TOPIC_LOG_MAX = 200
+BLOB_THREADS = 2
 
 # Which message kind each uplink leaf carries.
 _EXPECTED: dict[str, type[Any]] = {
@@ -48,6 +61,7 @@ _EXPECTED: dict[str, type[Any]] = {
     topics.UP_CHECKOUT: CheckoutRequest,
     topics.UP_HEARTBEAT: Heartbeat,
     topics.STATE: GatewayState,
+    topics.UP_BLOBS: BlobChunk,
 }
 
 
@@ -85,14 +99,52 @@ def results_messages(results: Results, batch_id: Any = None) -> list[Outgoing]:
     return out
 
 
+class KeyedLocks:
+    """An ``asyncio.Lock`` per key, forgotten once nobody holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def async_hold(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            _, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
 class UplinkHandler:
     def __init__(
-        self, runner: DbRunner, replayer: Replayer, metrics: BridgeMetrics | None = None
+        self,
+        runner: DbRunner,
+        replayer: Replayer,
+        metrics: BridgeMetrics | None = None,
+        *,
+        blobs: BlobStore,
     ) -> None:
         self.runner = runner
         self.replayer = replayer
         self.metrics = metrics or BridgeMetrics()
+        self.blobs = blobs
         self.dropped = 0  # payloads refused (for tests and metrics)
+        self.blob_locks = KeyedLocks()
+        self._blob_io = ThreadPoolExecutor(BLOB_THREADS, thread_name_prefix="central-blobs")
+
+    def shutdown(self) -> None:
+        """Wait for attachment writes in progress, then stop their threads (blocking)."""
+        self._blob_io.shutdown(wait=True, cancel_futures=True)
 
     async def async_handle(self, msg: Received) -> list[Outgoing]:
         parsed = topics.parse(msg.topic)
@@ -130,6 +182,8 @@ class UplinkHandler:
             )
         if isinstance(message, EnvelopeBatch):
             return await self._async_batch(gateway_id, message)
+        if isinstance(message, BlobChunk):
+            return await self._async_blob_chunk(gateway_id, message)
         if isinstance(message, CheckoutRequest):
             self.metrics.checkouts.inc()
             return await self._async_checkout(gateway_id, message, msg)
@@ -178,6 +232,43 @@ class UplinkHandler:
         )
         return results_messages(results, batch.batch_id)
 
+    async def _async_blob_chunk(self, gateway_id: str, chunk: BlobChunk) -> list[Outgoing]:
+        loop = asyncio.get_running_loop()
+        sha = chunk.sha256
+        async with self.blob_locks.async_hold(sha):
+            progress: Progress = await loop.run_in_executor(
+                self._blob_io, self.blobs.receive, sha, chunk.size, chunk.offset, chunk.data
+            )
+            if progress.complete:
+                # Also when the file was there already: a stop between the rename and
+                # this commit left it without its row.
+                await self.runner.async_tx(
+                    lambda s: record_blob(s, sha, progress.received, gateway_id)
+                )
+        if progress.written:
+            self.metrics.blob_bytes.inc(progress.written)
+        if progress.stored:
+            self.metrics.blobs.inc()
+            logger.info(
+                "attachment %s (%d bytes) from %s is stored",
+                sha[:12],
+                progress.received,
+                gateway_id,
+            )
+        if progress.problem is not None:
+            self.metrics.blobs_refused.labels(progress.refusal or "other").inc()
+            problem = f"attachment {sha} refused: {progress.problem}"
+            logger.warning("%s (from %s)", problem, gateway_id)
+            await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
+        receipt = BlobReceipt(
+            gateway_id=gateway_id,
+            sha256=sha,
+            received=progress.received,
+            complete=progress.complete,
+            problem=progress.problem,
+        )
+        return [Outgoing(topics.topic(gateway_id, topics.DOWN_BLOBS), receipt)]
+
     async def _async_checkout(
         self, gateway_id: str, request: CheckoutRequest, msg: Received
     ) -> list[Outgoing]:
@@ -221,6 +312,13 @@ def note_error(session: Session, gateway_id: str, problem: str) -> None:
     gw = rules.touch_gateway(session, gateway_id)
     gw.last_error = problem[:2000]
     gw.last_error_at = utcnow()
+
+
+def record_blob(session: Session, sha256: str, size: int, gateway_id: str) -> None:
+    """Note a blob whose file is in place (the first gateway to complete it is kept)."""
+    if session.get(Blob, sha256) is None:
+        session.add(Blob(sha256=sha256, size=size, gateway_id=gateway_id, received_at=utcnow()))
+        session.flush()
 
 
 def record_heartbeat(session: Session, hb: Heartbeat) -> None:

@@ -52,6 +52,20 @@ class BridgeMetrics:
         self.checkouts = Counter(
             "outpost_bridge_checkout_requests", "Check-out requests answered", registry=r
         )
+        self.blob_bytes = Counter(
+            "outpost_bridge_blob_bytes",
+            "Attachment bytes written to disk (duplicates and stale chunks not counted)",
+            registry=r,
+        )
+        self.blobs = Counter(
+            "outpost_bridge_blobs", "Attachments completed and verified", registry=r
+        )
+        self.blobs_refused = Counter(
+            "outpost_bridge_blobs_refused",
+            "Attachments refused for good, by problem (too_large, hash_mismatch)",
+            ["problem"],
+            registry=r,
+        )
         # --- the fleet, refreshed at scrape time -----------------------------------------
         self.gateways = Gauge(
             "outpost_fleet_gateways", "Gateways by derived health", ["health"], registry=r

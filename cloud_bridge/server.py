@@ -22,6 +22,7 @@ from pathlib import Path
 from aiohttp import web
 
 from cloud_bridge.admin import load_or_create_token, make_app
+from cloud_bridge.blobs import BlobStore
 from cloud_bridge.bridge import MqttBridge
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
@@ -43,6 +44,7 @@ class Bridge:
         self.db: Database | None = None
         self.runner: DbRunner | None = None
         self.handler: UplinkHandler | None = None
+        self.blobs: BlobStore | None = None
         self.mqtt: MqttBridge | None = None
         self.admin_token = ""
         self.admin_url = ""
@@ -60,7 +62,8 @@ class Bridge:
             )
             self.admin_token = await asyncio.to_thread(self._token)
             self.runner = DbRunner(self.db)
-            self.handler = UplinkHandler(self.runner, Replayer(self.db), self.metrics)
+            self.blobs = blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
+            self.handler = UplinkHandler(self.runner, Replayer(self.db), self.metrics, blobs=blobs)
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
             await self.mqtt.async_start()
             self._prune_task = asyncio.create_task(
@@ -76,6 +79,7 @@ class Bridge:
                 cfg.admin.max_body_bytes,
                 fleet=cfg.fleet,
                 metrics=self.metrics,
+                blobs=blobs,
             )
             self._site_runner = web.AppRunner(app, access_log=None)
             await self._site_runner.setup()
@@ -122,6 +126,9 @@ class Bridge:
         if self.mqtt is not None:
             await self.mqtt.async_stop()
             self.mqtt = None
+        if self.handler is not None:
+            await asyncio.to_thread(self.handler.shutdown)
+            self.handler = None
         if self.runner is not None:
             await asyncio.to_thread(self.runner.shutdown)
             self.runner = None
