@@ -69,6 +69,14 @@ def document() -> dict[str, Any]:
             }
         paths.setdefault(route.path, {})[route.method.lower()] = op
     _fleet_responses(paths)
+    attachment = paths.get("/api/v1/attachments/{sha256}", {}).get("get")
+    if attachment is not None:
+        attachment["responses"]["200"] = {
+            "description": "The attachment's bytes, exactly as the device stored them",
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            },
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "Outpost central admin API", "version": outpost.__version__},

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +32,7 @@ from cloud_bridge.models import (
     ONLINE,
     Activity,
     ActivityType,
+    Blob,
     Gateway,
     LedgerEntry,
     Record,
@@ -47,6 +49,8 @@ ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 
 _hasher = PasswordHasher()
+
+HELD_QUERY_CHUNK = 500  # SHA-256s per IN (...) query (bound parameters have limits)
 
 # Rule refusals: code -> HTTP status. All are "the activity's state says no".
 NOT_APPROVED = "not_approved"
@@ -460,6 +464,24 @@ def cancel(
 # --- reads for the admin ---------------------------------------------------------
 
 
+def held_blobs(session: Session, sha256s: Iterable[str]) -> set[str]:
+    """Which of ``sha256s`` central holds in full (one query for up to 500 of them)."""
+    wanted = sorted(set(sha256s))
+    held: set[str] = set()
+    for i in range(0, len(wanted), HELD_QUERY_CHUNK):
+        held.update(
+            session.scalars(
+                select(Blob.sha256).where(Blob.sha256.in_(wanted[i : i + HELD_QUERY_CHUNK]))
+            )
+        )
+    return held
+
+
+def missing(attachments: list[str], held: set[str]) -> list[str]:
+    """The attachments an envelope or record references that central does not hold yet."""
+    return [sha for sha in attachments if sha not in held]
+
+
 def record_of(session: Session, activity_id: str) -> dict[str, Any]:
     activity = get_activity(session, activity_id)
     record = session.get(Record, activity_id)
@@ -471,13 +493,15 @@ def record_of(session: Session, activity_id: str) -> dict[str, Any]:
     tables: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         tables.setdefault(row.table_name, []).append(row.data)
+    attachments = record.attachments if record else []
     return {
         "activity_id": activity.id,
         "version": activity.version,
         "state": activity.state,
         "record": record.data if record else None,
         "tables": tables,
-        "attachments": record.attachments if record else [],
+        "attachments": attachments,
+        "missing_attachments": missing(attachments, held_blobs(session, attachments)),
         "status": record.status if record else None,
         "envelope_id": record.envelope_id if record else None,
         "seq": record.seq if record else None,

@@ -7,6 +7,7 @@ JSON. The route table at the bottom also feeds the OpenAPI document.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from cloud_bridge import fleet, rules
-from cloud_bridge.admin import FLEET_KEY, MQTT_KEY, RUNNER_KEY, Handler
+from cloud_bridge.admin import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY, Handler
+from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.handler import push_for_all, results_messages
 from cloud_bridge.models import Activity, ActivityType, Gateway, LedgerEntry, User, utcnow
@@ -132,7 +134,8 @@ def user_json(u: User) -> dict[str, Any]:
     }
 
 
-def envelope_json(e: LedgerEntry) -> dict[str, Any]:
+def envelope_json(e: LedgerEntry, held: set[str]) -> dict[str, Any]:
+    """An envelope for the admin; ``held``: blobs central holds (see :func:`envelopes_json`)."""
     return {
         "envelope_id": e.envelope_id,
         "gateway_id": e.gateway_id,
@@ -152,8 +155,15 @@ def envelope_json(e: LedgerEntry) -> dict[str, Any]:
         "activity_version": e.activity_version,
         "checked_in": e.checked_in,
         "attachments": e.attachments,
+        "missing_attachments": rules.missing(e.attachments, held),
         "batch_id": e.batch_id,
     }
+
+
+def envelopes_json(session: Session, entries: list[LedgerEntry]) -> list[dict[str, Any]]:
+    """Envelopes for the admin, with what central holds of their attachments in one query."""
+    held = rules.held_blobs(session, (sha for e in entries for sha in e.attachments))
+    return [envelope_json(e, held) for e in entries]
 
 
 # --- handlers ---------------------------------------------------------------------------
@@ -350,13 +360,31 @@ async def get_record(request: web.Request) -> web.Response:
 
 async def get_envelope(request: web.Request) -> web.Response:
     eid = request.match_info["envelope_id"]
-    return web.json_response(await _tx(request, lambda s: envelope_json(rules.envelope_of(s, eid))))
+    out = await _tx(request, lambda s: envelopes_json(s, [rules.envelope_of(s, eid)])[0])
+    return web.json_response(out)
 
 
 async def list_envelopes(request: web.Request) -> web.Response:
     aid = request.query.get("activity_id")
-    out = await _tx(request, lambda s: [envelope_json(e) for e in rules.list_envelopes(s, aid)])
+    out = await _tx(request, lambda s: envelopes_json(s, rules.list_envelopes(s, aid)))
     return web.json_response({"envelopes": out})
+
+
+async def get_attachment(request: web.Request) -> web.StreamResponse:
+    sha = request.match_info["sha256"]
+    if not SHA256_RE.fullmatch(sha):
+        raise bad_request(
+            "An attachment is named by its SHA-256: 64 lowercase hexadecimal characters.",
+            "invalid_sha256",
+        )
+    path = request.app[BLOBS_KEY].path_of(sha)
+    if not await asyncio.to_thread(path.is_file):
+        raise CentralError(
+            "not_found",
+            f"Central does not hold attachment {sha}; its gateway may not have sent it yet.",
+            404,
+        )
+    return web.FileResponse(path, headers={"Content-Type": "application/octet-stream"})
 
 
 def _thresholds(request: web.Request) -> fleet.Thresholds:
@@ -465,6 +493,12 @@ ROUTES: list[Route] = [
         "/api/v1/envelopes/{envelope_id}",
         get_envelope,
         "One envelope: applied or rejected, when and why",
+    ),
+    Route(
+        "GET",
+        "/api/v1/attachments/{sha256}",
+        get_attachment,
+        "An attachment's bytes (photo, signature), by SHA-256; 404 until a gateway sent it",
     ),
     Route(
         "GET",
