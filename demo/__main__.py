@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ FORM = {
         {"name": "site_ok", "type": "boolean", "required": True},
         {"name": "notes", "type": "text"},
         {"name": "risk", "type": "choice", "options": ["low", "medium", "high"]},
+        {"name": "photo", "type": "attachment"},
     ],
     "tables": [
         {
@@ -156,6 +158,7 @@ def envelope(
     status: str,
     record: dict[str, Any],
     readings: list[dict[str, Any]],
+    attachments: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
         "envelope_id": str(uuid.uuid4()),
@@ -166,7 +169,7 @@ def envelope(
         "created_at": datetime.now(UTC).isoformat(),
         "record": record,
         "tables": {"readings": readings},
-        "attachments": [],
+        "attachments": attachments or [],
     }
 
 
@@ -271,6 +274,16 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         say("backhaul", "CUT — the satellite link drops (the broker stops)")
         broker.stop()
         await wait_until("the gateway to notice", lambda: link_is(gw, "down"), 30)
+        photo = os.urandom(600 * 1024)  # stands in for a phone camera's JPEG
+        sha = hashlib.sha256(photo).hexdigest()
+        async with http.put(
+            f"http://127.0.0.1:{lan}/api/v1/attachments/{sha}",
+            data=photo,
+            headers={"Authorization": f"Bearer {gw.token}"},
+        ) as r:
+            if r.status not in (200, 201):
+                raise DemoError(f"photo upload answered {r.status}: {await r.text()}")
+        say("crew", f"a {len(photo) // 1024} KiB photo of T2's nameplate uploaded to the gateway")
         for seq, status in ((1, "draft"), (2, "completed")):
             await gw.call(
                 "POST",
@@ -279,8 +292,9 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
                     a2,
                     seq,
                     status,
-                    {"site_ok": True, "risk": "low"},
+                    {"site_ok": True, "risk": "low", "photo": sha},
                     [{"meter": f"T2-{i}", "value": 230.0 + i} for i in range(5)],
+                    [sha],
                 ),
             )
         await gw.call(
@@ -297,6 +311,24 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         say("central", f"{len(online)} activities checked back in and online again")
         record = await central.call("GET", f"/api/v1/activities/{a1['id']}/record")
         say("central", f"record of '{a1['title']}': {record.get('record', record)}")
+
+        async def photo_at_central() -> bool:
+            rec = await central.call("GET", f"/api/v1/activities/{a2['id']}/record")
+            return rec.get("missing_attachments") == []
+
+        await wait_until("the photo to reach central", photo_at_central, 60)
+        async with http.get(
+            f"http://127.0.0.1:{admin}/api/v1/attachments/{sha}",
+            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+        ) as r:
+            held = await r.read()
+        if hashlib.sha256(held).hexdigest() != sha:
+            raise DemoError("the photo central holds does not match the one the crew took")
+        say(
+            "central",
+            f"the photo arrived in resumable chunks and matches its SHA-256 "
+            f"({len(held) // 1024} KiB at /api/v1/attachments/{sha[:12]}…)",
+        )
 
 
 async def link_is(gw: Api, state: str) -> bool:

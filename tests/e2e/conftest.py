@@ -179,9 +179,16 @@ class Device:
         return False
 
     async def post(
-        self, activity: dict[str, Any], seq: int, status: str = "draft", **record: Any
+        self,
+        activity: dict[str, Any],
+        seq: int,
+        status: str = "draft",
+        *,
+        attachments: list[str] | None = None,
+        **record: Any,
     ) -> dict[str, Any]:
         body = envelope(activity, seq, status, **record)
+        body["attachments"] = attachments or []
         code, data = await self.call("POST", "/api/v1/envelopes", body)
         assert code == 201, (code, data)
         return body

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 from pathlib import Path
@@ -348,7 +349,7 @@ def test_migration_3_links_stored_envelopes_to_their_attachments(
         (at, at),
     )
     for eid, shas in (("e1", ["a" * 64, "b" * 64]), ("e2", []), ("e3", ["a" * 64])):
-        body = '{"attachments": [%s]}' % ",".join(f'"{s}"' for s in shas)
+        body = json.dumps({"attachments": shas})
         conn.execute(
             "INSERT INTO envelopes VALUES (?,'a1','ana',?,'draft',1,?,?,1,?,'h',1,'stored',"
             "NULL,NULL,NULL,NULL,NULL,0)",
