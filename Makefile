@@ -42,6 +42,7 @@ bench: setup
 	$(BIN)/python bench/central_ingest.py
 	$(BIN)/python bench/gateway_ingest.py
 	$(BIN)/python bench/drain.py
+	$(BIN)/python bench/blob_upload.py
 	$(BIN)/python bench/replication_lag.py
 
 # Re-pin the lock file from pyproject.toml in a throwaway venv.
