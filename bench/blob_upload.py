@@ -1,6 +1,6 @@
 """Attachment upload benchmark: files from a gateway to central's disk, against the raw broker.
 
-    .venv/bin/python bench/blob_upload.py [--files 10] [--mib 2] [--chunk-kib 128]
+    .venv/bin/python bench/blob_upload.py [--files 10] [--mib 2] [--chunk-kib 128] [--window 4]
 
 In one run, through the same local Mosquitto:
 
@@ -9,7 +9,8 @@ In one run, through the same local Mosquitto:
    Python client can move;
 2. Outpost — a gateway holding ``--files`` random (JPEG-like, incompressible)
    files of ``--mib`` MiB, each referenced by a completed envelope, uploads
-   them through the real uplink to a real ``outpost-bridge`` process; the
+   them through the real uplink (``--window`` chunks in flight) to a real
+   ``outpost-bridge`` process; the
    clock stops when the gateway has committed central's last ``complete``
    receipt (central fsynced every chunk, hashed every file, moved it into
    place and committed its row).
@@ -139,7 +140,7 @@ def seed_gateway(workdir: Path, files: list[bytes]) -> Any:
 
 
 async def upload(
-    broker: Broker, workdir: Path, files: list[bytes], chunk: int
+    broker: Broker, workdir: Path, files: list[bytes], chunk: int, window: int
 ) -> tuple[float, int]:
     admin = free_port()
     bridge_cfg = workdir / "bridge.toml"
@@ -161,7 +162,12 @@ async def upload(
         config = GatewayConfig.model_validate(
             {
                 "gateway": {"id": GW, "data_dir": str(workdir / "gw")},
-                "mqtt": {"host": broker.host, "port": broker.port, "blob_chunk_bytes": chunk},
+                "mqtt": {
+                    "host": broker.host,
+                    "port": broker.port,
+                    "blob_chunk_bytes": chunk,
+                    "blob_window": window,
+                },
             }
         )
 
@@ -198,6 +204,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10)
     parser.add_argument("--mib", type=float, default=2.0)
     parser.add_argument("--chunk-kib", type=int, default=128)
+    parser.add_argument("--window", type=int, default=4, help="mqtt.blob_window")
     args = parser.parse_args()
     chunk = args.chunk_kib * 1024
     files = [os.urandom(int(args.mib * 1024 * 1024)) for _ in range(args.files)]
@@ -207,14 +214,14 @@ def main() -> None:
     try:
         pieces = [f[i : i + chunk] for f in files for i in range(0, len(f), chunk)]
         raw_s = raw_transfer(broker, pieces)
-        outpost_s, wire = asyncio.run(upload(broker, workdir, files, chunk))
+        outpost_s, wire = asyncio.run(upload(broker, workdir, files, chunk, args.window))
         mib = total / 1024 / 1024
         print(
             f"files                    : {len(files)} x {args.mib:g} MiB, chunks of {args.chunk_kib} KiB"
         )
         print(f"raw paho QoS 1 transfer  : {raw_s:.2f} s ({mib / raw_s:.1f} MiB/s, 100 in flight)")
         print(
-            f"outpost to central disk  : {outpost_s:.2f} s ({mib / outpost_s:.1f} MiB/s, 1 in flight)"
+            f"outpost to central disk  : {outpost_s:.2f} s ({mib / outpost_s:.1f} MiB/s, {args.window} in flight)"
         )
         print(f"outpost / raw time       : {outpost_s / raw_s:.2f}x")
         print(f"bytes on the wire        : {wire / total:.3f}x the file bytes")

@@ -266,6 +266,7 @@ class UplinkHandler:
             received=progress.received,
             complete=progress.complete,
             problem=progress.problem,
+            offset=chunk.offset,
         )
         return [Outgoing(topics.topic(gateway_id, topics.DOWN_BLOBS), receipt)]
 

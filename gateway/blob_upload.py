@@ -1,21 +1,22 @@
-"""Attachment blobs go up to central, one chunk at a time, resuming where they stopped.
+"""Attachment blobs go up to central in chunks, resuming where central stands.
 
 Which blobs: complete ones referenced by an envelope that left ``stored``
 (its activity is completed, rule 4), oldest first, not yet confirmed by
-central and not refused by it. How: a ``BlobChunk`` (QoS 1) from the length
-central last confirmed, then wait for central's ``BlobReceipt``, which says
-how many bytes central holds *on disk*; that number is committed here before
-the next chunk goes, so a cut link, a restart or a lost receipt resumes from
-it rather than from zero. One chunk in flight keeps photos from crowding out
-envelope batches on a thin link. A receipt with ``problem`` (central refuses
-the blob for good) is kept and shown in ``/api/v1/status``; nothing is
-deleted on the gateway either way.
+central and not refused by it, one blob at a time. How: ``BlobChunk``s
+(QoS 1) from the length central last confirmed, up to ``mqtt.blob_window``
+in flight; each ``BlobReceipt`` says how many bytes central holds *on
+disk*, and that number is committed here, so a cut link, a restart or a
+lost receipt resumes from it rather than from zero. A small window fills a
+long-RTT link without crowding envelope batches off a thin one. A receipt
+with ``problem`` (central refuses the blob for good) is kept and shown in
+``/api/v1/status``; nothing is deleted on the gateway either way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -122,6 +123,7 @@ class BlobUploader:
         is_up: Callable[[], bool],
         *,
         chunk_bytes: int,
+        window: int,
         receipt_timeout_s: float,
     ) -> None:
         self._store = store
@@ -130,9 +132,10 @@ class BlobUploader:
         self._publish = publish
         self._is_up = is_up
         self._chunk = chunk_bytes
+        self._window = window
         self._timeout = receipt_timeout_s
         self._wake = asyncio.Event()
-        self._waiting: tuple[str, asyncio.Future[BlobReceipt]] | None = None
+        self._receipts: tuple[str, asyncio.Queue[BlobReceipt]] | None = None
         self.bytes_sent = 0  # chunk payloads published (for status)
         self.blobs_uploaded = 0
 
@@ -140,11 +143,11 @@ class BlobUploader:
         self._wake.set()
 
     def on_receipt(self, receipt: BlobReceipt) -> None:
-        waiting = self._waiting
-        if waiting is not None and waiting[0] == receipt.sha256 and not waiting[1].done():
-            waiting[1].set_result(receipt)
-        # Otherwise a late answer to a chunk already given up on: the next
-        # chunk's receipt says the same, so there is nothing to do.
+        receiving = self._receipts
+        if receiving is not None and receiving[0] == receipt.sha256:
+            receiving[1].put_nowait(receipt)
+        # Otherwise a late answer about a blob no longer in hand: its next
+        # chunk's receipt will say the same, so there is nothing to do.
 
     async def async_run(self) -> None:
         while True:
@@ -172,60 +175,92 @@ class BlobUploader:
         _LOGGER.error("attachment %s: %s", job.sha256[:12], problem)
         await self._store.async_write(lambda c: record_local_error(c, job.sha256, problem))
 
-    async def _async_send(self, job: Pending) -> bool:
-        """Send ``job`` from where central stands; False when it must wait for later."""
-        loop = asyncio.get_running_loop()
-        offset = job.uploaded
-        path = self._data_dir / job.path
-        if offset >= job.size:
-            offset = 0  # central confirmed all bytes but not completion: ask again
-        while True:
-            if offset >= job.size:
-                return False  # central holds every byte but has not said "complete"
-            try:
-                data = await loop.run_in_executor(
-                    None, read_chunk, path, offset, min(self._chunk, job.size - offset)
-                )
-            except OSError as exc:
-                await self._async_local_error(
-                    job, f"the gateway cannot read this attachment: {exc.strerror or exc}"
-                )
-                return True
-            if not data:
-                await self._async_local_error(
-                    job, "the attachment file on the gateway is shorter than recorded"
-                )
-                return True
-            chunk = BlobChunk(
-                gateway_id=self._gateway_id,
-                sha256=job.sha256,
-                size=job.size,
-                offset=offset,
-                data=data,
+    async def _async_read(self, job: Pending, offset: int) -> bytes | None:
+        length = min(self._chunk, job.size - offset)
+        try:
+            data = await asyncio.get_running_loop().run_in_executor(
+                None, read_chunk, self._data_dir / job.path, offset, length
             )
-            future: asyncio.Future[BlobReceipt] = loop.create_future()
-            self._waiting = (job.sha256, future)
-            try:
+        except OSError as exc:
+            await self._async_local_error(
+                job, f"the gateway cannot read this attachment: {exc.strerror or exc}"
+            )
+            return None
+        if len(data) != length:
+            await self._async_local_error(
+                job, "the attachment file on the gateway is shorter than recorded"
+            )
+            return None
+        return data
+
+    async def _async_send(self, job: Pending) -> bool:
+        """Send ``job`` from where central stands; False when it must wait for later.
+
+        Up to ``window`` chunks in flight, in order (go-back-N): central
+        appends a chunk only at its current length, so a receipt that does
+        not say "up to the end of this chunk" means central stands elsewhere
+        (a chunk went missing, or it already had more), and sending resumes
+        from the length it named. Receipts for chunks sent before that are
+        then stale: only the answer to the oldest chunk in flight counts.
+        """
+        receipts: asyncio.Queue[BlobReceipt] = asyncio.Queue()
+        self._receipts = (job.sha256, receipts)
+        try:
+            return await self._async_send_window(job, receipts)
+        finally:
+            self._receipts = None
+
+    async def _async_send_window(self, job: Pending, receipts: asyncio.Queue[BlobReceipt]) -> bool:
+        loop = asyncio.get_running_loop()
+        # Central confirmed every byte but not completion (it stopped before
+        # hashing): any chunk makes it finish, so start from the top.
+        next_offset = job.uploaded if job.uploaded < job.size else 0
+        in_flight: deque[tuple[int, int]] = deque()  # (offset, end) in send order
+        while True:
+            while next_offset < job.size and len(in_flight) < self._window:
+                data = await self._async_read(job, next_offset)
+                if data is None:
+                    return True
+                chunk = BlobChunk(
+                    gateway_id=self._gateway_id,
+                    sha256=job.sha256,
+                    size=job.size,
+                    offset=next_offset,
+                    data=data,
+                )
                 payload = await loop.run_in_executor(None, encode, chunk)  # zlib: CPU
-                await self._publish(payload)
+                try:
+                    await self._publish(payload)
+                except ConnectionError as exc:
+                    _LOGGER.info("attachment %s waits for the link (%s)", job.sha256[:12], exc)
+                    return False
                 self.bytes_sent += len(payload)
-                receipt = await asyncio.wait_for(future, self._timeout)
+                in_flight.append((next_offset, next_offset + len(data)))
+                next_offset += len(data)
+            if not in_flight:
+                return False  # every byte sent and confirmed, yet not complete: ask later
+            try:
+                receipt = await asyncio.wait_for(receipts.get(), self._timeout)
             except TimeoutError:
                 _LOGGER.info("attachment %s: no receipt from central yet", job.sha256[:12])
                 return False
-            except ConnectionError as exc:
-                _LOGGER.info("attachment %s waits for the link (%s)", job.sha256[:12], exc)
-                return False
-            finally:
-                self._waiting = None
-            await self._async_record(receipt)
-            if receipt.complete:
-                self.blobs_uploaded += 1
-                _LOGGER.info("attachment %s (%d bytes) is at central", job.sha256[:12], job.size)
+            if receipt.complete or receipt.problem:
+                await self._async_record(receipt)
+                if receipt.complete:
+                    self.blobs_uploaded += 1
+                    _LOGGER.info(
+                        "attachment %s (%d bytes) is at central", job.sha256[:12], job.size
+                    )
+                else:
+                    _LOGGER.warning(
+                        "central refused attachment %s: %s", job.sha256[:12], receipt.problem
+                    )
                 return True
-            if receipt.problem:
-                _LOGGER.warning(
-                    "central refused attachment %s: %s", job.sha256[:12], receipt.problem
-                )
-                return True
-            offset = receipt.received
+            offset, end = in_flight[0]
+            if receipt.offset is not None and receipt.offset != offset:
+                continue  # the answer to a chunk sent before the last resync
+            in_flight.popleft()
+            await self._async_record(receipt)  # central's length, committed before going on
+            if receipt.received != end:
+                in_flight.clear()
+                next_offset = receipt.received

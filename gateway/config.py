@@ -52,6 +52,9 @@ class GatewayMqttSection(MqttSection):
     ack_timeout_s: float = Field(default=30.0, gt=0)  # also for an attachment chunk's receipt
     # Attachments go up in chunks of this many bytes, one at a time (resumable).
     blob_chunk_bytes: int = Field(default=128 * 1024, ge=1024, le=MAX_BLOB_CHUNK)
+    # Chunks in flight before central's receipts: more fills a long-RTT link
+    # (satellite); fewer leaves more room to envelope batches.
+    blob_window: int = Field(default=4, ge=1, le=64)
     checkout_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
 

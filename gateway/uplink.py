@@ -144,6 +144,7 @@ class Uplink:
             self._async_publish_blob,
             lambda: self.is_up,
             chunk_bytes=self._mqtt_cfg.blob_chunk_bytes,
+            window=self._mqtt_cfg.blob_window,
             receipt_timeout_s=self._mqtt_cfg.ack_timeout_s,
         )
 

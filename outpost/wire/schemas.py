@@ -249,6 +249,9 @@ class BlobChunk(Strict):
 class BlobReceipt(Strict):
     """Central's answer to a chunk: how many bytes of the blob it holds on disk.
 
+    ``offset`` names the chunk answered, so a gateway with several chunks in
+    flight can tell the answer to its oldest from a stale one.
+
     ``complete``: the whole blob arrived and matched its SHA-256. ``problem``:
     central refuses this blob for good (too large, content not matching its
     hash); the gateway stops sending it and shows why.
@@ -260,6 +263,7 @@ class BlobReceipt(Strict):
     received: int = Field(ge=0)
     complete: bool = False
     problem: Reason | None = None
+    offset: int | None = Field(default=None, ge=0)  # of the chunk this answers
 
 
 Message = Annotated[

@@ -118,3 +118,72 @@ async def test_a_cut_link_resumes_an_upload_where_it_stopped(
 
 async def _stored(device: Device, envelope: dict[str, Any]) -> bool:
     return bool(any(e["envelope_id"] == envelope["envelope_id"] for e in await device.envelopes()))
+
+
+async def _resume_with(
+    tmp_path: Path,
+    broker: Broker,
+    bridge: BridgeProcess,
+    http: aiohttp.ClientSession,
+    *,
+    central_has: int,
+    gateway_believes: int,
+) -> tuple[bytes, int]:
+    """Upload one file after making central and the gateway disagree on where it stands."""
+    central = Central(http, bridge.url)
+    await central.setup_crew()
+    act = await central.new_activity(title="Disagreement")
+    chunk = 8 * 1024
+    config = gateway_config(
+        tmp_path, broker, blob_chunk_bytes=chunk, blob_window=4, ack_timeout_s=30
+    )
+    blob = os.urandom(40 * chunk + 123)
+    sha = hashlib.sha256(blob).hexdigest()
+    async with running_gateway(config) as gw:
+        await central.dispatch(act["id"])
+        device = await signed_in_device(http, gw.url)
+        (listed,) = await wait_for(lambda: _listed(device, 1), 20, "the dispatch")
+        broker.stop()  # the file waits while the two sides are set up
+        await wait_for(lambda: _link_down(device), 20, "the gateway to see the link drop")
+        await put_blob(device, blob)
+        await device.post(listed, 1, "completed", attachments=[sha])
+        partial = bridge.workdir / "blobs" / "partial" / f"{sha}.part"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_bytes(blob[: central_has * chunk])
+        believed = gateway_believes * chunk
+        await gw.store.async_write(
+            lambda c: c.exec_driver_sql(
+                "UPDATE attachments SET uploaded = ? WHERE sha256 = ?", (believed, sha)
+            )
+        )
+        broker.start()
+        await wait_for(lambda: _uploaded(device), 60, "the upload to finish")
+        sent = (await device.status())["backhaul"]["attachment_bytes_sent"]
+    assert await central_blob(central, sha) == blob
+    return blob, int(sent)
+
+
+async def _link_down(device: Device) -> bool:
+    return bool((await device.status())["backhaul"]["link"] == "down")
+
+
+async def test_central_ahead_of_the_gateway_skips_what_central_holds(
+    tmp_path: Path, broker: Broker, bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    # The gateway lost central's last receipts: central already holds 30 of 41 chunks.
+    blob, sent = await _resume_with(
+        tmp_path, broker, bridge, http, central_has=30, gateway_believes=0
+    )
+    # The four chunks in flight from 0 are answered "30 chunks"; the rest starts there.
+    assert sent < 0.5 * len(blob), sent
+
+
+async def test_gateway_ahead_of_central_goes_back_to_what_central_holds(
+    tmp_path: Path, broker: Broker, bridge: BridgeProcess, http: aiohttp.ClientSession
+) -> None:
+    # Central lost its partial file (restored disk): the gateway believes 20 chunks arrived.
+    blob, sent = await _resume_with(
+        tmp_path, broker, bridge, http, central_has=0, gateway_believes=20
+    )
+    # One window wasted from chunk 20, then the whole file from 0, once.
+    assert len(blob) <= sent < 1.3 * len(blob), sent
