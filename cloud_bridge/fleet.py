@@ -60,6 +60,8 @@ HEARTBEAT_FIGURES = (
     "devices",
     "last_sync",
     "cert_expires_at",
+    "attachments_to_upload",
+    "attachments_to_upload_bytes",
 )
 
 
@@ -378,6 +380,8 @@ def gateway_view(g: Gateway, now: datetime, t: Thresholds) -> dict[str, Any]:
         "uptime_s": hb.get("uptime_s"),
         "last_sync": hb.get("last_sync"),
         "cert_expires_at": hb.get("cert_expires_at"),
+        "attachments_to_upload": hb.get("attachments_to_upload"),
+        "attachments_to_upload_bytes": hb.get("attachments_to_upload_bytes"),
         "last_error": g.last_error,
         "last_error_at": iso(g.last_error_at),
         "figures": figures(facts, now),
@@ -531,6 +535,8 @@ GATEWAY_SCHEMA: dict[str, Any] = {
         "uptime_s": _NUM,
         "last_sync": _TIME,
         "cert_expires_at": _TIME,
+        "attachments_to_upload": {**_INT, "description": "files not yet at central"},
+        "attachments_to_upload_bytes": _INT,
         "last_error": _STR,
         "last_error_at": _TIME,
         "figures": {

@@ -100,7 +100,7 @@ def fmt(name: str, value: Any) -> str:
     """One figure for a person (HTML-escaped)."""
     if value is None:
         return _dash(None)
-    if name in ("disk_free_bytes", "db_bytes"):
+    if name in ("disk_free_bytes", "db_bytes", "attachments_to_upload_bytes"):
         return e(fleet.size(float(value)))
     if name in ("uptime_s", "oldest_pending_s", "replica_lag_s"):
         return e(fleet.duration(float(value)))
@@ -347,6 +347,8 @@ FIGURE_LABELS = {
     "devices": "Signed-in devices",
     "last_sync": "Last sync with central",
     "cert_expires_at": "Certificate expires",
+    "attachments_to_upload": "Files waiting to go up",
+    "attachments_to_upload_bytes": "Size of files waiting",
     "last_error": "Last dropped message",
 }
 

@@ -92,4 +92,6 @@ class HeartbeatSource:
             devices=status["devices"],
             last_sync=datetime.fromisoformat(last_sync) if last_sync else None,
             cert_expires_at=self._cert_expiry,
+            attachments_to_upload=status["attachments_upload"]["to_upload"],
+            attachments_to_upload_bytes=status["attachments_upload"]["to_upload_bytes"],
         )

@@ -192,6 +192,9 @@ class Heartbeat(Strict):
     devices: int = Field(ge=0)
     last_sync: datetime | None = None
     cert_expires_at: datetime | None = None
+    # Attachments of completed activities not yet at central (absent before 0.2).
+    attachments_to_upload: int | None = Field(default=None, ge=0)
+    attachments_to_upload_bytes: int | None = Field(default=None, ge=0)
 
 
 class GatewayState(Strict):

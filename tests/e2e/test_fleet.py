@@ -181,6 +181,9 @@ async def test_figures_equal_status_and_sigkill_shows_offline_within_keepalive(
     assert got["cert_expires_at"] is None is before["backhaul"]["certificate_expires_at"]
     assert got["replica_lag_s"] is None and before["replication"] == {"enabled": False}
     assert got["devices"] == 1  # the one phone signed in
+    upload = before["attachments_upload"]
+    assert got["attachments_to_upload"] == upload["to_upload"] == 0
+    assert got["attachments_to_upload_bytes"] == upload["to_upload_bytes"] == 0
     assert before["gateway"]["uptime_s"] <= got["uptime_s"] <= after["gateway"]["uptime_s"] + 1
     for name in ("backlog", "disk_free_bytes", "devices", "last_sync"):
         assert got["figures"][name]["heard_at"] == got["heartbeat_at"]
