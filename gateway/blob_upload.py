@@ -15,6 +15,7 @@ with ``problem`` (central refuses the blob for good) is kept and shown in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -33,6 +34,10 @@ from outpost.wire.schemas import BlobChunk, BlobReceipt
 _LOGGER = logging.getLogger(__name__)
 
 Publish = Callable[[bytes], Awaitable[None]]
+# Central silent (bridge down, broker up): retry after the receipt timeout,
+# doubling up to this, so a metered link does not carry a window of chunks
+# every half minute for hours.
+MAX_RETRY_S = 900.0
 
 
 @dataclass(frozen=True)
@@ -135,11 +140,18 @@ class BlobUploader:
         self._window = window
         self._timeout = receipt_timeout_s
         self._wake = asyncio.Event()
+        self._link_up = asyncio.Event()  # a (re)connect ends a retry wait early
+        self._misses = 0  # attempts in a row that got no receipt
         self._receipts: tuple[str, asyncio.Queue[BlobReceipt]] | None = None
         self.bytes_sent = 0  # chunk payloads published (for status)
         self.blobs_uploaded = 0
 
     def wake(self) -> None:
+        self._wake.set()
+
+    def on_link_up(self) -> None:
+        self._misses = 0
+        self._link_up.set()
         self._wake.set()
 
     def on_receipt(self, receipt: BlobReceipt) -> None:
@@ -159,11 +171,14 @@ class BlobUploader:
                     break
                 if not await self._async_send(job):
                     # No receipt in time or the link dropped: wait for the
-                    # next connect, or try again after the timeout.
-                    if self._is_up():
-                        await asyncio.sleep(self._timeout)
-                        continue
-                    break
+                    # next connect, or try again later (backing off).
+                    if not self._is_up():
+                        break
+                    delay = min(self._timeout * 2**self._misses, MAX_RETRY_S)
+                    self._misses += 1
+                    self._link_up.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._link_up.wait(), delay)
 
     async def _async_record(self, receipt: BlobReceipt) -> None:
         now = datetime.now(UTC)
@@ -244,6 +259,7 @@ class BlobUploader:
             except TimeoutError:
                 _LOGGER.info("attachment %s: no receipt from central yet", job.sha256[:12])
                 return False
+            self._misses = 0  # central answers
             if receipt.complete or receipt.problem:
                 await self._async_record(receipt)
                 if receipt.complete:

@@ -257,7 +257,7 @@ class Uplink:
         self._forget_in_flight()
         await self._store.async_write(lambda c: outbox.requeue(c))
         self._wake.set()
-        self.blobs.wake()
+        self.blobs.on_link_up()
         await self._async_publish_state("online")
         await self.async_send_heartbeat()
 

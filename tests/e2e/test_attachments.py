@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import sqlite3
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from sqlalchemy import insert, select
 
+from gateway.api.keys import BACKHAUL_KEY
+from gateway.api.submit import body_hash, store_envelope
 from gateway.app import running_gateway
+from gateway.store.blobs import BlobFiles
+from gateway.store.ops import upsert_activity
+from gateway.store.schema import attachments
+from gateway.uplink import Uplink
+from outpost.forms import FormDefinition
 from outpost.localbroker import Broker
+from outpost.wire.schemas import ActivityWire, EnvelopeBody
 from tests.e2e.conftest import ADMIN_TOKEN, BridgeProcess, Central, Device, gateway_config, wait_for
 from tests.e2e.test_chain import _all_in, _listed, signed_in_device
 
@@ -187,3 +199,81 @@ async def test_gateway_ahead_of_central_goes_back_to_what_central_holds(
     )
     # One window wasted from chunk 20, then the whole file from 0, once.
     assert len(blob) <= sent < 1.3 * len(blob), sent
+
+
+async def test_a_silent_central_is_retried_with_backoff_then_served(
+    tmp_path: Path, broker: Broker
+) -> None:
+    # Broker up, bridge down: chunks reach the broker but nobody answers. On a
+    # metered link the gateway must not resend its window at every timeout.
+    chunk, window, timeout = 8 * 1024, 4, 0.3
+    config = gateway_config(
+        tmp_path, broker, blob_chunk_bytes=chunk, blob_window=window, ack_timeout_s=timeout
+    )
+    blob = os.urandom(20 * chunk)
+    sha = hashlib.sha256(blob).hexdigest()
+    async with running_gateway(config) as gw:
+        uplink = gw.app[BACKHAUL_KEY]
+        assert isinstance(uplink, Uplink)
+        await gw.store.async_write(lambda c: _seed_completed_with(c, config, blob))
+        await asyncio.sleep(4.0)
+        attempts = uplink.blobs.bytes_sent / (window * chunk * 1.02)
+        # At a fixed 0.3 s retry (plus 0.3 s waiting) there would be ~7 by now;
+        # doubling from 0.3 s leaves 4.
+        assert 1 <= attempts <= 5.5, attempts
+        bridge = BridgeProcess(
+            tmp_path / "central", broker, f"sqlite:///{tmp_path / 'central' / 'central.db'}"
+        )
+        bridge.start()
+        try:
+            await wait_for(lambda: _uploaded_raw(gw.store), 30, "the upload once central answers")
+            assert (tmp_path / "central" / "blobs" / sha[:2] / sha).read_bytes() == blob
+        finally:
+            bridge.stop()
+
+
+def _seed_completed_with(conn: Any, config: Any, blob: bytes) -> None:
+    """An activity with a completed envelope referencing ``blob`` (as if a crew sent it)."""
+    now = datetime.now(UTC)
+    sha = hashlib.sha256(blob).hexdigest()
+    files = BlobFiles(config.gateway.data_dir)
+    fh = files.open_at(sha, 0)
+    files.write(fh, blob)
+    files.finish(fh)
+    assert files.verify_and_commit(sha)
+    form = FormDefinition.model_validate({"fields": [{"name": "photo", "type": "attachment"}]})
+    act = ActivityWire(
+        id="act-photo", title="t", type="t", form=form, form_version=1, responsible="ana", version=1
+    )
+    upsert_activity(conn, act, "ana", now)
+    conn.execute(
+        insert(attachments).values(
+            sha256=sha,
+            size=len(blob),
+            received=len(blob),
+            complete=True,
+            path=files.relative(files.final_path(sha)),
+            uploaded_by="ana",
+            created_at=now,
+            completed_at=now,
+        )
+    )
+    body = EnvelopeBody(
+        envelope_id=uuid.uuid4(),
+        activity_id=act.id,
+        seq=1,
+        base_version=1,
+        status="completed",
+        created_at=now,
+        record={"photo": sha},
+        attachments=[sha],
+    )
+    store_envelope(conn, body, body_hash(body), "ana", now)
+
+
+async def _uploaded_raw(store: Any) -> bool:
+    def done(conn: Any) -> bool:
+        row = conn.execute(select(attachments.c.uploaded_at)).first()
+        return row is not None and row[0] is not None
+
+    return bool(await store.async_read(done))
