@@ -26,20 +26,18 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.raw_mqtt import raw_transfer  # noqa: E402
 from gateway.api.submit import body_hash, store_envelope  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.store.ops import upsert_activity  # noqa: E402
@@ -125,40 +123,6 @@ def make_bodies(n: int, activity_ids: list[str], version: int = 0) -> list[Envel
                 )
             )
     return out
-
-
-def raw_transfer(broker: Broker, payloads: list[bytes]) -> float:
-    """Seconds for paho to move ``payloads`` as QoS 1 messages to a subscriber."""
-    done = threading.Event()
-    received = 0
-
-    def on_message(c: Any, u: Any, m: Any) -> None:
-        nonlocal received
-        received += 1
-        if received == len(payloads):
-            done.set()
-
-    sub = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-sub", protocol=paho.MQTTv5)
-    sub.on_message = on_message
-    sub.connect(broker.host, broker.port)
-    sub.subscribe("raw/#", qos=1)
-    sub.loop_start()
-    pub = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-pub", protocol=paho.MQTTv5)
-    pub.max_inflight_messages_set(100)
-    pub.connect(broker.host, broker.port)
-    pub.loop_start()
-    time.sleep(0.5)
-    start = time.perf_counter()
-    infos = [pub.publish("raw/envelopes", p, qos=1) for p in payloads]
-    for info in infos:
-        info.wait_for_publish(60)
-    done.wait(120)
-    elapsed = time.perf_counter() - start
-    for c in (pub, sub):
-        c.loop_stop()
-        c.disconnect()
-    assert received == len(payloads), f"raw subscriber got {received} of {len(payloads)}"
-    return elapsed
 
 
 async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]:

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): run each script directly, see docs/benchmarks.md."""
