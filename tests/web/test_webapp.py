@@ -171,6 +171,10 @@ def test_crew_flow_sign_in_draft_completed_with_photo_and_signature(
     queued = gateway.call("GET", "/api/v1/status", token)["envelopes"]["queued"]
     expect(page.locator("#counts [data-state=queued] dd")).to_have_text(str(queued))
     expect(page.locator("#count-phone")).to_contain_text("0")
+    # The photo and the signature wait on the gateway with the envelopes.
+    files = gateway.call("GET", "/api/v1/status", token)["attachments_upload"]
+    assert files["to_upload"] == 2, files
+    expect(page.locator("#files-waiting")).to_contain_text("waiting to go to central: 2")
     crew.screenshot("06-pending")
 
     # Sign-out wipes the phone — and signs out the app's other tab too.

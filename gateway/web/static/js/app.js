@@ -639,6 +639,7 @@ function screenPending() {
     const onPhone = state.outbox.filter((r) => r.state === "waiting");
     const refused = state.outbox.filter((r) => r.state === "refused");
     const rejected = state.envelopes.filter((e) => e.state === "rejected");
+    const filesRefused = (s.attachments_upload || {}).refused || [];
     const counts = s.envelopes || {};
     const up = backhaulUp(s);
 
@@ -673,12 +674,17 @@ function screenPending() {
     ]) {
       dl.append(el("div", { "data-state": key }, el("dt", { text: label }), el("dd", { text: String(counts[key] ?? 0) })));
     }
-    gw.append(dl, el("p", { class: "muted small", text: "Counts are for the whole site, every crew member." }));
+    gw.append(dl);
+    const files = s.attachments_upload || {};
+    if (files.to_upload) {
+      gw.append(el("p", { id: "files-waiting", text: `Photos and signatures waiting to go to central: ${files.to_upload} (${sizeText(files.to_upload_bytes)}).` }));
+    }
+    gw.append(el("p", { class: "muted small", text: "Counts are for the whole site, every crew member." }));
     if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: `As of ${relTime(state.fetchedAt)}.` }));
 
     const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: "Refused" }));
-    if (openRejections().length || refused.length) rej.classList.add("card-alert");
-    if (!rejected.length && !refused.length) rej.append(el("p", { text: "Nothing was refused." }));
+    if (openRejections().length || refused.length || filesRefused.length) rej.classList.add("card-alert");
+    if (!rejected.length && !refused.length && !filesRefused.length) rej.append(el("p", { text: "Nothing was refused." }));
     const items = el("ul", { class: "rejections", id: "rejections" });
     const open = new Set(openRejections().map((e) => e.envelope_id));
     for (const e of [...rejected].sort((a, b) => open.has(b.envelope_id) - open.has(a.envelope_id))) {
@@ -689,6 +695,12 @@ function screenPending() {
         stillOpen
           ? el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: "Open and correct" })
           : el("p", { class: "muted", text: "Corrected: a later save was sent after it." }),
+      ));
+    }
+    for (const f of filesRefused) {
+      items.append(el("li", { class: "rejection", "data-file": f.sha256 },
+        el("strong", { text: "A photo or signature" }),
+        el("p", { text: `Central could not take it: ${f.reason}` }),
       ));
     }
     for (const r of refused) {
@@ -702,11 +714,18 @@ function screenPending() {
     }
     if (items.children.length) rej.append(items);
     // What needs the crew's attention comes first.
-    const refusedFirst = openRejections().length || refused.length ? [rej, phone, gw] : [phone, gw, rej];
+    const refusedFirst = openRejections().length || refused.length || filesRefused.length ? [rej, phone, gw] : [phone, gw, rej];
     main().replaceChildren(el("h1", { text: "Pending" }), ...refusedFirst);
   };
   current = draw;
   draw();
+}
+
+/** "4.2 MB" for a person. */
+function sizeText(bytes) {
+  const n = Number(bytes) || 0;
+  if (n < 1000 * 1000) return `${Math.max(1, Math.round(n / 1000))} kB`;
+  return `${(n / 1000 / 1000).toFixed(1)} MB`;
 }
 
 /** true/false from GET /api/v1/status's backhaul.link, null when not known. */
