@@ -700,7 +700,7 @@ function screenPending() {
     for (const f of filesRefused) {
       items.append(el("li", { class: "rejection", "data-file": f.sha256 },
         el("strong", { text: "A photo or signature" }),
-        el("p", { text: `Central could not take it: ${f.reason}` }),
+        el("p", { text: `Not sent to central: ${f.reason}.` }),
       ));
     }
     for (const r of refused) {
