@@ -25,7 +25,6 @@ import asyncio
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from sqlalchemy import func, insert, select, update
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.raw_mqtt import raw_transfer  # noqa: E402
+from bench.peers import bridge_process, raw_transfer  # noqa: E402
 from gateway.api.submit import body_hash, store_envelope  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.store.blobs import BlobFiles  # noqa: E402
@@ -48,7 +47,7 @@ from gateway.store.schema import APPLIED, attachments, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
 from gateway.uplink import Uplink  # noqa: E402
 from outpost.forms import FormDefinition  # noqa: E402
-from outpost.localbroker import Broker, free_port, wait_port  # noqa: E402
+from outpost.localbroker import Broker  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
 
 GW = "bench-gw"
@@ -106,21 +105,7 @@ def seed_gateway(workdir: Path, files: list[bytes]) -> Any:
 async def upload(
     broker: Broker, workdir: Path, files: list[bytes], chunk: int, window: int
 ) -> tuple[float, int]:
-    admin = free_port()
-    bridge_cfg = workdir / "bridge.toml"
-    bridge_cfg.write_text(
-        f'[central]\ndatabase_url = "sqlite:///{workdir}/central.db"\n'
-        f'data_dir = "{workdir}/central"\n'
-        f'[admin]\nport = {admin}\ntoken = "bench-token-0123456789"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-    )
-    bridge = subprocess.Popen(
-        [str(Path(sys.executable).parent / "outpost-bridge"), "run", "--config", str(bridge_cfg)],
-        stdout=open(workdir / "bridge.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_port(admin, 30)
+    with bridge_process(broker, workdir):
         loop = asyncio.get_running_loop()
         store = await loop.run_in_executor(None, seed_gateway, workdir, files)
         config = GatewayConfig.model_validate(
@@ -156,9 +141,6 @@ async def upload(
             held = (workdir / "central" / "blobs" / sha[:2] / sha).read_bytes()
             assert held == data, f"central's copy of {sha[:12]} differs"
         return elapsed, sent
-    finally:
-        bridge.terminate()
-        bridge.wait(10)
 
 
 def main() -> None:

@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ from sqlalchemy import func, select
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.raw_mqtt import raw_transfer  # noqa: E402
+from bench.peers import ADMIN_TOKEN, bridge_process, raw_transfer  # noqa: E402
 from gateway.api.submit import body_hash, store_envelope  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.store.ops import upsert_activity  # noqa: E402
@@ -45,7 +44,7 @@ from gateway.store.schema import APPLIED, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
 from gateway.uplink import Uplink  # noqa: E402
 from outpost.forms import FormDefinition  # noqa: E402
-from outpost.localbroker import Broker, free_port, wait_port  # noqa: E402
+from outpost.localbroker import Broker  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
 
 GW = "bench-gw"
@@ -126,20 +125,7 @@ def make_bodies(n: int, activity_ids: list[str], version: int = 0) -> list[Envel
 
 
 async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]:
-    admin = free_port()
-    bridge_cfg = workdir / "bridge.toml"
-    bridge_cfg.write_text(
-        f'[central]\ndatabase_url = "sqlite:///{workdir}/central.db"\ndata_dir = "{workdir}/central"\n'
-        f'[admin]\nport = {admin}\ntoken = "bench-token-0123456789"\n'
-        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
-    )
-    bridge = subprocess.Popen(
-        [str(Path(sys.executable).parent / "outpost-bridge"), "run", "--config", str(bridge_cfg)],
-        stdout=open(workdir / "bridge.log", "wb"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_port(admin, 30)
+    with bridge_process(broker, workdir) as admin:
         acts = await seed_central(admin)
         bodies = make_bodies(n, [a for a, _v in acts], acts[0][1])
         config = GatewayConfig.model_validate(
@@ -187,16 +173,13 @@ async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]
         await uplink.async_stop()
         await store.async_close()
         return elapsed, sent, len(bodies)
-    finally:
-        bridge.terminate()
-        bridge.wait(10)
 
 
 async def seed_central(admin: int) -> list[tuple[str, int]]:
     """Central needs the type, the user and the activities checked out to the gateway."""
     import aiohttp
 
-    headers = {"Authorization": "Bearer bench-token-0123456789"}
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     base = f"http://127.0.0.1:{admin}/api/v1"
     async with aiohttp.ClientSession(headers=headers) as http:
 

@@ -1,15 +1,22 @@
-"""The raw broker limit both transfer benchmarks measure against (same broker, same run)."""
+"""The real peers the transfer benchmarks run against: the raw broker limit and a bridge."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from outpost.localbroker import Broker
+from outpost.localbroker import Broker, free_port, wait_port
+
+ADMIN_TOKEN = "bench-token-0123456789"
 
 
 def raw_transfer(broker: Broker, payloads: list[bytes], topic: str = "raw/bench") -> float:
@@ -44,3 +51,28 @@ def raw_transfer(broker: Broker, payloads: list[bytes], topic: str = "raw/bench"
         c.disconnect()
     assert received == len(payloads), f"raw subscriber got {received} of {len(payloads)}"
     return elapsed
+
+
+@contextmanager
+def bridge_process(broker: Broker, workdir: Path) -> Iterator[int]:
+    """A real ``outpost-bridge`` (SQLite central under ``workdir``); yields its admin port."""
+    admin = free_port()
+    config = workdir / "bridge.toml"
+    config.write_text(
+        f'[central]\ndatabase_url = "sqlite:///{workdir}/central.db"\n'
+        f'data_dir = "{workdir}/central"\n'
+        f'[admin]\nport = {admin}\ntoken = "{ADMIN_TOKEN}"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\n'
+    )
+    with open(workdir / "bridge.log", "wb") as log:
+        bridge = subprocess.Popen(
+            [str(Path(sys.executable).parent / "outpost-bridge"), "run", "--config", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_port(admin, 30)
+        yield admin
+    finally:
+        bridge.terminate()
+        bridge.wait(10)
