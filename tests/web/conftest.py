@@ -334,20 +334,26 @@ class Crew:
         return [e for e in errors if "net::ERR_" not in e]
 
 
-@pytest.fixture
-def crew(chromium_browser: Any) -> Iterator[Crew]:
-    context = chromium_browser.new_context(
+def new_phone(browser: Any, locale: str = "en-GB") -> Crew:
+    """A phone-sized browser context whose language is ``locale`` (navigator.languages)."""
+    context = browser.new_context(
         viewport=PHONE,
         device_scale_factor=2 if SCREENSHOTS else 1,  # crisp pictures only when kept
         is_mobile=True,
         has_touch=True,
-        locale="en-GB",
+        locale=locale,
     )
     context.set_default_timeout(10_000)
     c = Crew(context, context.new_page())
     c.watch(c.page)
+    return c
+
+
+@pytest.fixture
+def crew(chromium_browser: Any) -> Iterator[Crew]:
+    c = new_phone(chromium_browser)
     yield c
-    context.close()
+    c.context.close()
     assert not c.unexpected_errors(), c.unexpected_errors()
 
 

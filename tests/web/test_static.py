@@ -93,3 +93,24 @@ def test_build_changes_with_any_file(tmp_path: Any) -> None:
     before = load_shell(static).build
     (static / "app.css").write_text((static / "app.css").read_text() + "\n/* v2 */\n")
     assert load_shell(static).build != before
+
+
+def test_every_sentence_the_app_asks_for_is_in_the_english_words() -> None:
+    """``t("key")`` in any module names a key of locales/en.js (the other locales
+    are checked against en.js in the browser: tests/web/test_webapp_i18n.py)."""
+    english = (STATIC_DIR / "js" / "locales" / "en.js").read_text(encoding="utf-8")
+    known = set(re.findall(r'^  "([a-z0-9_.]+)":', english, re.MULTILINE))
+    assert len(known) > 150
+    asked: dict[str, str] = {}
+    for path in (STATIC_DIR / "js").glob("*.js"):
+        source = path.read_text(encoding="utf-8")
+        for key in re.findall(r'\bt\("([a-z0-9_.]+)"', source):
+            asked[key] = path.name
+        # Keys built from a prefix (t(`state.${key}`)) must exist for every value used.
+        for prefix in re.findall(r"\bt\(`([a-z0-9_.]+)\$\{", source):
+            assert any(k.startswith(prefix) for k in known), (path.name, prefix)
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    for key in re.findall(r'data-i18n="([a-z0-9_.]+)"', html):
+        asked[key] = "index.html"
+    missing = {k: where for k, where in asked.items() if k not in known}
+    assert not missing, missing

@@ -4,12 +4,15 @@
 // gateway's own sentence ({"error": {"code", "message"}}). A request that
 // never reaches the gateway (Wi-Fi out of range, gateway off) is status 0.
 
+import { hasWords, t } from "./i18n.js";
+
 export class ApiError extends Error {
-  constructor(status, code, message, details = {}) {
+  constructor(status, code, message, details = {}, retryAfter = null) {
     super(message);
     this.status = status;
     this.code = code;
     this.details = details; // the rest of the gateway's error object (problems, expected_seq…)
+    this.retryAfter = retryAfter; // seconds, from Retry-After
   }
 
   /** Worth trying again later (not reached, timeout, gateway busy). */
@@ -67,7 +70,7 @@ export async function request(method, path, opts = {}) {
     throw new ApiError(
       0,
       timedOut ? "timeout" : "unreachable",
-      timedOut ? "The gateway did not answer in time." : "The gateway is out of reach.",
+      timedOut ? t("error.timeout") : t("error.unreachable"),
     );
   } finally {
     clearTimeout(timer);
@@ -75,7 +78,7 @@ export async function request(method, path, opts = {}) {
   markReach(true);
   if (!resp.ok && !(raw && resp.status < 500 && resp.status !== 401)) {
     let code = `http_${resp.status}`;
-    let message = `The gateway answered ${resp.status} ${resp.statusText}.`.replace(" .", ".");
+    let message = t("error.http", { status: String(resp.status) });
     let details = {};
     try {
       const data = await resp.json();
@@ -88,12 +91,24 @@ export async function request(method, path, opts = {}) {
       // not JSON: keep the generic sentence
     }
     if (resp.status === 401 && auth) onSessionLost.dispatchEvent(new Event("lost"));
-    throw new ApiError(resp.status, code, message, details);
+    const wait = Number(resp.headers.get("Retry-After"));
+    throw new ApiError(resp.status, code, message, details, Number.isFinite(wait) && wait > 0 ? wait : null);
   }
   if (raw) return resp;
   if (resp.status === 204) return null;
   const text = await resp.text();
   return text ? JSON.parse(text) : null;
+}
+
+/**
+ * The sentence to show a person for a failed request: the app's own words for
+ * the gateway's codes it knows (in the phone's language), else the gateway's.
+ */
+export function errorText(err) {
+  if (!(err instanceof ApiError)) return (err && err.message) || t("error.unknown");
+  const key = `error.${err.code}`;
+  if (hasWords(key)) return t(key, { minutes: Math.max(1, Math.ceil((err.retryAfter || 60) / 60)) });
+  return err.message;
 }
 
 /** Ask the gateway whether it is there (no sign-in needed). */

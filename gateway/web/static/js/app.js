@@ -4,17 +4,20 @@
 // walks out of Wi-Fi range.
 
 import * as api from "./api.js";
+import { errorText } from "./api.js";
 import * as db from "./db.js";
 import * as outbox from "./outbox.js";
 import { humanize, renderForm } from "./form.js";
 import { sha256Blob } from "./sha256.js";
 import { uuid4 } from "./uuid.js";
+import { LOCALES, formatBytes, formatNumber, locale, savedChoice, setLocale, t, translatePage } from "./i18n.js";
 import { badgeFor, plainCode, rejectionReason, relTime } from "./words.js";
 
 const REFRESH_MS = 15000;
 // Required answers are checked on completion only (outpost/forms.py, the same
 // rule on the gateway and at central): a draft can be saved any time.
 const PING_MS = 3000;
+const ENVELOPE_STATES = ["stored", "queued", "sent", "applied", "rejected"];
 const SYNCING_REFRESH_MS = 2000;
 
 const state = {
@@ -50,15 +53,15 @@ function el(tag, attrs = {}, ...children) {
 
 let toastTimer = null;
 function toast(message, kind = "info") {
-  const t = $("#toast");
-  t.textContent = message;
-  t.className = `toast toast-${kind} show`;
+  const box = $("#toast");
+  box.textContent = message;
+  box.className = `toast toast-${kind} show`;
   clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => t.classList.remove("show"), 5000);
+  toastTimer = setTimeout(() => box.classList.remove("show"), 5000);
 }
 
 /** A yes/no question in a real <dialog> (window.confirm is blocked in some webviews). */
-function ask(title, text, yes, no = "Cancel", danger = false) {
+function ask(title, text, yes, no = t("common.cancel"), danger = false) {
   const dlg = $("#ask");
   $("#ask-title").textContent = title;
   $("#ask-text").textContent = text;
@@ -87,11 +90,11 @@ function renderReach() {
   box.className = up ? "reach reach-up" : "reach reach-down";
   box.replaceChildren(
     el("span", { class: "dot", "aria-hidden": "true" }),
-    el("span", { text: up ? "Gateway in reach" : "Gateway out of reach" }),
+    el("span", { text: up ? t("reach.up") : t("reach.down") }),
   );
   box.title = up
-    ? "This phone can talk to the gateway."
-    : "Your work is kept on this phone and sent when the gateway is in reach again.";
+    ? t("reach.up_detail")
+    : t("reach.down_detail");
 }
 
 function renderNav() {
@@ -118,13 +121,13 @@ function renderNav() {
     );
   const count = waiting + rejected;
   nav.replaceChildren(
-    link("#/activities", "Activities"),
+    link("#/activities", t("nav.activities")),
     link(
       "#/pending",
-      "Pending",
-      count ? el("span", { class: "count", "aria-label": `${count} need attention` }, String(count)) : null,
+      t("nav.pending"),
+      count ? el("span", { class: "count", "aria-label": t("nav.attention", { n: count }) }, formatNumber(count)) : null,
     ),
-    el("button", { type: "button", class: "nav-link nav-signout", id: "signout", text: "Sign out", onclick: signOut }),
+    el("button", { type: "button", class: "nav-link nav-signout", id: "signout", text: t("nav.sign_out"), onclick: signOut }),
   );
   const who = state.session.user;
   const site = state.status && state.status.gateway && state.status.gateway.site;
@@ -309,7 +312,7 @@ function latestOf(activity) {
 
 function screenSignIn(message) {
   current = null;
-  setTitle("Sign in");
+  setTitle(t("signin.title"));
   renderNav();
   const err = el("p", { class: "alert alert-error", id: "signin-error", role: "alert", hidden: !message });
   if (message) err.textContent = message;
@@ -328,26 +331,47 @@ function screenSignIn(message) {
     autocomplete: "current-password",
     required: true,
   });
-  const submit = el("button", { type: "submit", class: "btn btn-primary btn-block", text: "Sign in" });
+  const submit = el("button", { type: "submit", class: "btn btn-primary btn-block", text: t("signin.submit") });
   const form = el(
     "form",
     { class: "card signin", novalidate: true },
-    el("h1", { text: "Sign in" }),
-    el("p", { class: "muted", text: "Use the name and password you use on the central platform." }),
+    el("h1", { text: t("signin.title") }),
+    el("p", { class: "muted", text: t("signin.intro") }),
     err,
-    el("div", { class: "field" }, el("label", { for: "username", text: "User name" }), user),
-    el("div", { class: "field" }, el("label", { for: "password", text: "Password" }), pass),
+    el("div", { class: "field" }, el("label", { for: "username", text: t("signin.username") }), user),
+    el("div", { class: "field" }, el("label", { for: "password", text: t("signin.password") }), pass),
     submit,
+  );
+  // The language follows the phone's; anyone may pick another here (kept on this phone).
+  const language = el("select", { id: "language", name: "language", autocomplete: "off" });
+  for (const l of LOCALES) {
+    language.append(el("option", { value: l.tag, lang: l.tag, text: l.name, selected: l.tag === locale() }));
+  }
+  language.addEventListener("change", () => {
+    const typed = user.value;
+    setLocale(language.value);
+    translatePage();
+    renderReach();
+    screenSignIn();
+    $("#username").value = typed;
+    $("#language").focus();
+  });
+  const switcher = el(
+    "div",
+    { class: "field language" },
+    // Labelled in every language: whoever cannot read the current one still finds it.
+    el("label", { for: "language" }, t("signin.language"), " ", el("span", { class: "muted", lang: locale() === "en" ? "es" : "en", text: locale() === "en" ? "· Idioma" : "· Language" })),
+    language,
   );
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (!user.value.trim() || !pass.value) {
       err.hidden = false;
-      err.textContent = "Enter your user name and password.";
+      err.textContent = t("signin.missing");
       return;
     }
     submit.disabled = true;
-    submit.textContent = "Signing in…";
+    submit.textContent = t("signin.busy");
     try {
       const s = await api.request("POST", "/api/v1/session", {
         json: { username: user.value.trim(), password: pass.value },
@@ -359,12 +383,12 @@ function screenSignIn(message) {
     } catch (e) {
       err.hidden = false;
       err.textContent =
-        e.status === 0 ? "The gateway is out of reach. Move closer to the site Wi-Fi and try again." : e.message;
+        e.status === 0 ? t("signin.unreachable") : errorText(e);
       submit.disabled = false;
-      submit.textContent = "Sign in";
+      submit.textContent = t("signin.submit");
     }
   });
-  main().replaceChildren(form);
+  main().replaceChildren(form, switcher);
   user.focus();
 }
 
@@ -373,9 +397,9 @@ function badge(b) {
 }
 
 function screenActivities() {
-  setTitle("Activities");
+  setTitle(t("nav.activities"));
   const draw = () => {
-    const list = el("ul", { class: "activity-list", "aria-label": "Your offline activities" });
+    const list = el("ul", { class: "activity-list", "aria-label": t("activities.list_label") });
     for (const a of state.activities) {
       const b = badgeFor(a, latestOf(a));
       list.append(
@@ -393,18 +417,18 @@ function screenActivities() {
         ),
       );
     }
-    const body = [el("h1", { text: "Your activities" })];
+    const body = [el("h1", { text: t("activities.title") })];
     if (!api.isReachable()) {
-      body.push(el("p", { class: "alert alert-warn", id: "kept-note", text: "The gateway is out of reach: this is what your phone kept. Anything you save waits on the phone." }));
+      body.push(el("p", { class: "alert alert-warn", id: "kept-note", text: t("activities.kept_note") }));
     }
     if (!state.activities.length) {
       body.push(
         el("p", { class: "empty" }, state.fetchedAt
-          ? "No offline activities for you on this gateway. Ask your lead to take one offline for you."
-          : "Loading your activities…"),
+          ? t("activities.none")
+          : t("activities.loading")),
       );
     } else body.push(list);
-    if (state.fetchedAt) body.push(el("p", { class: "muted small", text: `Updated from the gateway ${relTime(state.fetchedAt)}.` }));
+    if (state.fetchedAt) body.push(el("p", { class: "muted small", text: t("activities.updated", { when: relTime(state.fetchedAt) }) }));
     checkoutEl = checkoutEl || checkoutBox(); // kept across redraws (its message stays)
     body.push(checkoutEl);
     main().replaceChildren(...body);
@@ -422,13 +446,13 @@ let checkoutEl = null;
 function checkoutBox() {
   const msg = el("p", { id: "checkout-msg", role: "status", hidden: true });
   const input = el("input", { id: "checkout-id", name: "activity_id", autocomplete: "off", autocapitalize: "none", spellcheck: "false", required: true });
-  const submit = el("button", { type: "submit", class: "btn btn-secondary", text: "Take offline" });
+  const submit = el("button", { type: "submit", class: "btn btn-secondary", text: t("checkout.submit") });
   const form = el(
     "form",
     { class: "card", id: "checkout", novalidate: true },
-    el("h2", { text: "Take another activity offline" }),
-    el("p", { class: "muted", text: "An approved activity you are responsible for. The gateway needs its link to central for this." }),
-    el("div", { class: "field" }, el("label", { for: "checkout-id", text: "Activity ID" }), input),
+    el("h2", { text: t("checkout.title") }),
+    el("p", { class: "muted", text: t("checkout.intro") }),
+    el("div", { class: "field" }, el("label", { for: "checkout-id", text: t("checkout.id") }), input),
     msg,
     submit,
   );
@@ -438,20 +462,20 @@ function checkoutBox() {
     msg.hidden = false;
     msg.className = "alert alert-info";
     if (!id) {
-      msg.textContent = "Enter the activity's ID (from the central platform or your lead).";
+      msg.textContent = t("checkout.missing");
       return;
     }
     submit.disabled = true;
-    msg.textContent = "Asking central…";
+    msg.textContent = t("checkout.busy");
     try {
       await api.request("POST", `/api/v1/activities/${encodeURIComponent(id)}/checkout`, { timeout: 30000 });
       msg.hidden = true;
       input.value = "";
-      toast(`${id} is now offline on this gateway.`, "ok");
+      toast(t("checkout.done", { id }), "ok");
       await refresh();
     } catch (err) {
       msg.className = "alert alert-error";
-      msg.textContent = err.message;
+      msg.textContent = errorText(err);
     } finally {
       submit.disabled = false;
     }
@@ -463,9 +487,9 @@ function screenActivity(id) {
   let activity = state.activities.find((a) => a.id === id);
   if (!activity) {
     main().replaceChildren(
-      el("h1", { text: "Activity not found" }),
-      el("p", { text: "This activity is not among your offline activities on this gateway." }),
-      el("a", { href: "#/activities", class: "btn btn-secondary", text: "Back to activities" }),
+      el("h1", { text: t("activity.not_found") }),
+      el("p", { text: t("activity.not_found_detail") }),
+      el("a", { href: "#/activities", class: "btn btn-secondary", text: t("activity.back_to_list") }),
     );
     current = null;
     return;
@@ -512,12 +536,12 @@ function screenActivity(id) {
     const actions = el("div", { class: "actions" });
     if (!readOnly) {
       actions.append(
-        el("button", { type: "button", class: "btn btn-secondary", id: "save-draft", text: "Save draft", onclick: () => save("draft") }),
-        el("button", { type: "button", class: "btn btn-primary", id: "complete", text: "Mark completed", onclick: () => save("completed") }),
+        el("button", { type: "button", class: "btn btn-secondary", id: "save-draft", text: t("activity.save_draft"), onclick: () => save("draft") }),
+        el("button", { type: "button", class: "btn btn-primary", id: "complete", text: t("activity.complete"), onclick: () => save("completed") }),
       );
     }
     main().replaceChildren(
-      el("a", { href: "#/activities", class: "back", text: "‹ All activities" }),
+      el("a", { href: "#/activities", class: "back", text: t("activity.back") }),
       header,
       problems,
       formBox,
@@ -544,7 +568,7 @@ function screenActivity(id) {
     const b = badgeFor(activity, latest);
     const parts = [
       el("h1", { text: activity.title || activity.id }),
-      el("p", { class: "activity-meta" }, `${humanize(activity.type || "")} · version ${activity.version ?? "?"} `, badge(b)),
+      el("p", { class: "activity-meta" }, `${humanize(activity.type || "")} · ${t("activity.version", { version: activity.version ?? "?" })} `, badge(b)),
     ];
     if (b.detail) parts.push(el("p", { class: "status-line", text: b.detail }));
     if (latest && (latest.state === "rejected" || latest.state === "refused")) {
@@ -552,16 +576,16 @@ function screenActivity(id) {
         el(
           "div",
           { class: "alert alert-error", role: "alert", id: "rejection" },
-          el("strong", { text: latest.state === "refused" ? "The gateway refused your last save." : "Central refused your last save." }),
+          el("strong", { text: latest.state === "refused" ? t("activity.refused_by_gateway") : t("activity.refused_by_central") }),
           el("p", { text: rejectionReason(latest) }),
-          el("p", { text: "Correct the form and save it again; the refused version is kept for the record." }),
+          el("p", { text: t("activity.correct_and_save") }),
         ),
       );
     }
     if (b.key === "canceled") {
-      parts.push(el("div", { class: "alert alert-warn", role: "status", text: activity.recall_reason ? `Canceled by central: ${activity.recall_reason}` : "Central canceled this activity: it can no longer be changed." }));
+      parts.push(el("div", { class: "alert alert-warn", role: "status", text: activity.recall_reason ? t("activity.canceled_because", { reason: activity.recall_reason }) : t("activity.canceled") }));
     } else if (latest && latest.status === "completed" && b.key !== "rejected") {
-      parts.push(el("p", { class: "alert alert-info", text: "Completed: this form is read-only now." }));
+      parts.push(el("p", { class: "alert alert-info", text: t("activity.read_only") }));
     }
     head.replaceChildren(...parts);
   }
@@ -579,7 +603,7 @@ function screenActivity(id) {
       await keepWork();
       box.hidden = false;
       box.className = "alert alert-error";
-      const lead = status === "draft" ? "Fix these before saving:" : "Before completing, fix these:";
+      const lead = status === "draft" ? t("activity.fix_before_saving") : t("activity.fix_before_completing");
       box.replaceChildren(el("strong", { text: lead }), el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))));
       box.focus();
       return;
@@ -587,9 +611,9 @@ function screenActivity(id) {
     box.hidden = true;
     if (status === "completed") {
       const yes = await ask(
-        "Mark completed?",
-        "The form becomes read-only. It is sent to central as soon as the gateway has backhaul.",
-        "Mark completed",
+        t("activity.complete_ask"),
+        t("activity.complete_ask_detail"),
+        t("activity.complete"),
       );
       if (!yes) return;
     }
@@ -613,7 +637,7 @@ function screenActivity(id) {
     await outbox.enqueue(body, author);
     dirty = false;
     state.outbox = await outbox.pending();
-    toast(status === "completed" ? "Completed and saved on this phone. Sending…" : "Draft saved on this phone. Sending…");
+    toast(status === "completed" ? t("activity.saved_completed") : t("activity.saved_draft"));
     renderNav();
     await draw(true);
   }
@@ -632,7 +656,7 @@ async function nextSeq(activityId) {
 }
 
 function screenPending() {
-  setTitle("Pending");
+  setTitle(t("nav.pending"));
   const draw = () => {
     const s = state.status || {};
     const title = (id) => (state.activities.find((a) => a.id === id) || {}).title || id;
@@ -643,71 +667,65 @@ function screenPending() {
     const counts = s.envelopes || {};
     const up = backhaulUp(s);
 
-    const phone = el("section", { class: "card", "aria-labelledby": "h-phone" }, el("h2", { id: "h-phone", text: "On this phone" }));
+    const phone = el("section", { class: "card", "aria-labelledby": "h-phone" }, el("h2", { id: "h-phone", text: t("pending.on_phone") }));
     phone.append(
-      el("p", { class: "big-number", id: "count-phone" }, String(onPhone.length), el("span", { text: onPhone.length === 1 ? " save not yet at the gateway" : " saves not yet at the gateway" })),
+      el("p", { class: "big-number", id: "count-phone" }, formatNumber(onPhone.length), el("span", { text: ` ${t("pending.saves_on_phone", { n: onPhone.length })}` })),
     );
     if (onPhone.length) {
       phone.append(
         el("ul", { class: "plain" }, ...onPhone.map((r) =>
-          el("li", { text: `${title(r.activity_id)} · save ${r.seq} (${r.body.status})${r.tries ? ` · tried ${r.tries}×: ${r.error}` : ""}` }),
+          el("li", { text: `${title(r.activity_id)} · ${t("pending.save_n", { n: r.seq })} (${t(`status.${r.body.status}`)})${r.tries ? ` · ${t("pending.tried", { n: r.tries, error: r.error })}` : ""}` }),
         )),
-        el("button", { type: "button", class: "btn btn-secondary", text: "Send now", onclick: () => outbox.kick(true) }),
+        el("button", { type: "button", class: "btn btn-secondary", text: t("pending.send_now"), onclick: () => outbox.kick(true) }),
       );
     }
 
-    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: "At the gateway" }));
+    const gw = el("section", { class: "card", "aria-labelledby": "h-gw" }, el("h2", { id: "h-gw", text: t("pending.at_gateway") }));
     gw.append(
       el("p", { class: `backhaul ${up === true ? "up" : up === false ? "down" : ""}`, id: "backhaul" },
-        up === true ? "Backhaul is up: completed work goes to central." : up === false ? "Backhaul is down: completed work waits on the gateway, safely stored." : "Backhaul state unknown (gateway out of reach)."),
+        up === true ? t("pending.backhaul_up") : up === false ? t("pending.backhaul_down") : t("pending.backhaul_unknown")),
     );
-    if (s.last_sync) gw.append(el("p", { text: `Last exchange with central: ${relTime(s.last_sync)}.` }));
-    else if (state.status) gw.append(el("p", { text: "No exchange with central yet." }));
-    if (s.oldest_pending_s != null) gw.append(el("p", { text: `Oldest waiting item: ${relTime(new Date(Date.now() - s.oldest_pending_s * 1000).toISOString())}.` }));
+    if (s.last_sync) gw.append(el("p", { text: t("pending.last_sync", { when: relTime(s.last_sync) }) }));
+    else if (state.status) gw.append(el("p", { text: t("pending.never_synced") }));
+    if (s.oldest_pending_s != null) gw.append(el("p", { text: t("pending.oldest", { when: relTime(new Date(Date.now() - s.oldest_pending_s * 1000).toISOString()) }) }));
     const dl = el("dl", { class: "counts", id: "counts" });
-    for (const [key, label] of [
-      ["stored", "Drafts kept"],
-      ["queued", "Waiting for backhaul"],
-      ["sent", "Sent, waiting for central"],
-      ["applied", "Applied by central"],
-      ["rejected", "Refused by central"],
-    ]) {
-      dl.append(el("div", { "data-state": key }, el("dt", { text: label }), el("dd", { text: String(counts[key] ?? 0) })));
+    for (const key of ENVELOPE_STATES) {
+      dl.append(el("div", { "data-state": key }, el("dt", { text: t(`state.${key}`) }), el("dd", { text: formatNumber(counts[key] ?? 0) })));
     }
     gw.append(dl);
     const files = s.attachments_upload || {};
     if (files.to_upload) {
-      gw.append(el("p", { id: "files-waiting", text: `Photos and signatures waiting to go to central: ${files.to_upload} (${sizeText(files.to_upload_bytes)}).` }));
+      gw.append(el("p", { id: "files-waiting", text: t("pending.files_waiting", { n: files.to_upload, size: formatBytes(files.to_upload_bytes) }) }));
     }
-    gw.append(el("p", { class: "muted small", text: "Counts are for the whole site, every crew member." }));
-    if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: `As of ${relTime(state.fetchedAt)}.` }));
+    gw.append(el("p", { class: "muted small", text: t("pending.counts_scope") }));
+    if (state.fetchedAt) gw.append(el("p", { class: "muted small", text: t("common.as_of", { when: relTime(state.fetchedAt) }) }));
 
-    const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: "Refused" }));
+    const rej = el("section", { class: "card", "aria-labelledby": "h-rej" }, el("h2", { id: "h-rej", text: t("pending.refused") }));
     if (openRejections().length || refused.length || filesRefused.length) rej.classList.add("card-alert");
-    if (!rejected.length && !refused.length && !filesRefused.length) rej.append(el("p", { text: "Nothing was refused." }));
+    if (!rejected.length && !refused.length && !filesRefused.length) rej.append(el("p", { text: t("pending.nothing_refused") }));
     const items = el("ul", { class: "rejections", id: "rejections" });
     const open = new Set(openRejections().map((e) => e.envelope_id));
     for (const e of [...rejected].sort((a, b) => open.has(b.envelope_id) - open.has(a.envelope_id))) {
       const stillOpen = open.has(e.envelope_id);
       items.append(el("li", { class: stillOpen ? "rejection" : "rejection rejection-done", "data-envelope": e.envelope_id },
-        el("strong", { text: `${title(e.activity_id)} · save ${e.seq}` }),
+        el("strong", { text: `${title(e.activity_id)} · ${t("pending.save_n", { n: e.seq })}` }),
         el("p", { text: `${plainCode(e.code)}: ${rejectionReason(e)}` }),
         stillOpen
-          ? el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: "Open and correct" })
-          : el("p", { class: "muted", text: "Corrected: a later save was sent after it." }),
+          ? el("a", { href: `#/activity/${encodeURIComponent(e.activity_id)}`, text: t("pending.open_and_correct") })
+          : el("p", { class: "muted", text: t("pending.corrected") }),
       ));
     }
     for (const f of filesRefused) {
       items.append(el("li", { class: "rejection", "data-file": f.sha256 },
-        el("strong", { text: "A photo or signature" }),
-        el("p", { text: `Not sent to central: ${f.reason}.` }),
+        el("strong", { text: t("pending.a_file") }),
+        el("p", { text: t("pending.file_not_sent", { reason: f.reason }) }),
       ));
     }
     for (const r of refused) {
       items.append(el("li", { class: "rejection", "data-envelope": r.envelope_id },
-        el("strong", { text: `${title(r.activity_id)} · save ${r.seq}` }),
-        el("p", { text: `The gateway refused it: ${r.error}` }),
-        el("button", { type: "button", class: "btn btn-secondary", text: "Dismiss", onclick: async () => {
+        el("strong", { text: `${title(r.activity_id)} · ${t("pending.save_n", { n: r.seq })}` }),
+        el("p", { text: t("pending.gateway_refused", { error: r.error }) }),
+        el("button", { type: "button", class: "btn btn-secondary", text: t("pending.dismiss"), onclick: async () => {
           await outbox.discard(r.envelope_id);
         } }),
       ));
@@ -715,17 +733,10 @@ function screenPending() {
     if (items.children.length) rej.append(items);
     // What needs the crew's attention comes first.
     const refusedFirst = openRejections().length || refused.length || filesRefused.length ? [rej, phone, gw] : [phone, gw, rej];
-    main().replaceChildren(el("h1", { text: "Pending" }), ...refusedFirst);
+    main().replaceChildren(el("h1", { text: t("nav.pending") }), ...refusedFirst);
   };
   current = draw;
   draw();
-}
-
-/** "4.2 MB" for a person. */
-function sizeText(bytes) {
-  const n = Number(bytes) || 0;
-  if (n < 1000 * 1000) return `${Math.max(1, Math.round(n / 1000))} kB`;
-  return `${(n / 1000 / 1000).toFixed(1)} MB`;
 }
 
 /** true/false from GET /api/v1/status's backhaul.link, null when not known. */
@@ -763,10 +774,8 @@ async function startSession(s) {
 
 async function signOut() {
   const waiting = (await outbox.pending()).filter((r) => r.state === "waiting").length;
-  const text = waiting
-    ? `${waiting} save${waiting === 1 ? " has" : "s have"} not reached the gateway yet and will be lost. Everything the app keeps on this phone is wiped.`
-    : "Everything the app keeps on this phone is wiped. Your saved work is safe on the gateway.";
-  if (!(await ask("Sign out?", text, "Sign out", "Stay signed in", waiting > 0))) return;
+  const text = waiting ? t("signout.ask_waiting", { n: waiting }) : t("signout.ask_detail");
+  if (!(await ask(t("signout.ask"), text, t("nav.sign_out"), t("signout.stay"), waiting > 0))) return;
   state.session = null; // from here on nothing writes to the device's storage
   outbox.setUser(null);
   try {
@@ -776,7 +785,7 @@ async function signOut() {
   }
   await wipe();
   screenSignIn();
-  toast("Signed out. Nothing of yours is left on this phone.");
+  toast(t("signout.done"));
 }
 
 const SIGNED_OUT_KEY = "outpost:signed-out";
@@ -794,7 +803,9 @@ async function wipe() {
   blobUrls.clear();
   await db.destroy();
   try {
+    const language = savedChoice(); // a device setting, not the crew member's data: kept
     localStorage.clear();
+    if (language) setLocale(language);
     sessionStorage.clear();
     // Tell the app's other tabs (they get a "storage" event), then leave nothing.
     localStorage.setItem(SIGNED_OUT_KEY, String(Date.now()));
@@ -831,6 +842,7 @@ function route() {
 }
 
 async function boot() {
+  translatePage();
   renderReach();
   api.onReachChange(() => {
     renderReach();
@@ -843,7 +855,7 @@ async function boot() {
     clearTimeout(refreshTimer);
     outbox.setUser(null);
     db.setMeta("session", null);
-    screenSignIn("Your session ended. Sign in again: what you saved on this phone is kept and sent afterwards.");
+    screenSignIn(t("signin.session_ended"));
   });
   outbox.events.addEventListener("change", async () => {
     if (!state.session) return;
@@ -854,8 +866,7 @@ async function boot() {
     else if (current) current();
   });
   outbox.events.addEventListener("delivered", (ev) => {
-    const what = ev.detail.status === "completed" ? "Completed form" : "Draft";
-    toast(`${what} saved on the gateway.`, "ok");
+    toast(ev.detail.status === "completed" ? t("toast.delivered_completed") : t("toast.delivered_draft"), "ok");
   });
   window.addEventListener("hashchange", route);
   // A phone unlocked or the tab brought back: show fresh data.
@@ -867,7 +878,7 @@ async function boot() {
     state.session = null;
     outbox.setUser(null);
     await wipe();
-    screenSignIn("You signed out in another tab: nothing of yours is left on this phone.");
+    screenSignIn(t("signin.signed_out_elsewhere"));
   });
   $("#ask").addEventListener("cancel", () => {
     $("#ask").returnValue = "";
@@ -891,5 +902,5 @@ async function boot() {
 
 boot().catch((err) => {
   console.error("The app failed to start:", err);
-  main().replaceChildren(el("p", { class: "alert alert-error", text: `The app failed to start: ${err.message}` }));
+  main().replaceChildren(el("p", { class: "alert alert-error", text: t("app.failed", { error: err.message }) }));
 });

@@ -5,6 +5,7 @@
 // that is updated as the crew types; `collect()` returns the envelope's
 // record/tables/attachments and the problems to fix first.
 
+import { t } from "./i18n.js";
 import { signaturePad } from "./signature.js";
 
 let uid = 0;
@@ -44,15 +45,15 @@ function localInputToIso(value) {
 
 function problemFor(field, value, label) {
   if (value === null || value === undefined || value === "") {
-    return field.required ? `${label} is required.` : null;
+    return field.required ? t("form.is_required", { label }) : null;
   }
   switch (field.type) {
     case "number":
-      return typeof value === "number" && Number.isFinite(value) ? null : `${label} must be a number.`;
+      return typeof value === "number" && Number.isFinite(value) ? null : t("form.must_be_number", { label });
     case "integer":
-      return Number.isInteger(value) ? null : `${label} must be a whole number.`;
+      return Number.isInteger(value) ? null : t("form.must_be_integer", { label });
     case "text":
-      return field.required && !String(value).trim() ? `${label} is required.` : null;
+      return field.required && !String(value).trim() ? t("form.is_required", { label }) : null;
     default:
       return null;
   }
@@ -72,8 +73,8 @@ export function renderForm(container, form, opts) {
   // Values the crew typed that do not parse (e.g. "12,5," in a number) are kept
   // apart so the form can say so instead of silently dropping them.
   const bad = new Map();
-  for (const t of form.tables || []) {
-    model.tables[t.name] = (opts.data?.tables?.[t.name] || []).map((r) => ({ ...r }));
+  for (const tbl of form.tables || []) {
+    model.tables[tbl.name] = (opts.data?.tables?.[tbl.name] || []).map((r) => ({ ...r }));
   }
   const changed = () => opts.onChange && opts.onChange();
 
@@ -81,7 +82,7 @@ export function renderForm(container, form, opts) {
     const id = nextId("f");
     const errId = `${id}-err`;
     const wrap = el("div", { class: `field field-${field.type}`, "data-field": `${where}${field.name}` });
-    const reqMark = field.required ? el("span", { class: "req", text: " (required)" }) : null;
+    const reqMark = field.required ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
     const value = row[field.name];
     const setValue = (v) => {
       row[field.name] = v;
@@ -121,7 +122,7 @@ export function renderForm(container, form, opts) {
             el("span", { text }),
           );
         };
-        wrap.append(group(label, opt(true, "Yes"), opt(false, "No")));
+        wrap.append(group(label, opt(true, t("form.yes")), opt(false, t("form.no"))));
         break;
       }
       case "choice": {
@@ -148,7 +149,7 @@ export function renderForm(container, form, opts) {
           wrap.append(group(label, ...radios));
         } else {
           const select = el("select", { ...common, onchange: (e) => setValue(e.target.value || null) });
-          select.append(el("option", { value: "", text: "Choose…" }));
+          select.append(el("option", { value: "", text: t("form.choose") }));
           for (const o of options) select.append(el("option", { value: o, text: o, selected: value === o }));
           wrap.append(el("label", { for: id }, label, reqMark), select);
         }
@@ -199,7 +200,7 @@ export function renderForm(container, form, opts) {
             }
             const n = Number(raw);
             if (raw === "" || !Number.isFinite(n)) {
-              bad.set(input, `${label} must be a number.`);
+              bad.set(input, t("form.must_be_number", { label }));
               setValue(null);
             } else {
               bad.delete(input);
@@ -232,15 +233,15 @@ export function renderForm(container, form, opts) {
     const show = (sha) => {
       preview.replaceChildren();
       if (!sha) {
-        preview.append(el("p", { class: "muted", text: "No photo yet." }));
+        preview.append(el("p", { class: "muted", text: t("form.no_photo") }));
         return;
       }
-      const img = el("img", { alt: `${label}: photo`, class: "photo-img" });
+      const img = el("img", { alt: t("form.photo_alt", { label }), class: "photo-img" });
       preview.append(img);
       if (opts.blobUrl) {
         opts.blobUrl(sha).then((url) => {
           if (url) img.src = url;
-          else img.replaceWith(el("p", { class: "muted", text: "Photo saved (kept on the gateway)." }));
+          else img.replaceWith(el("p", { class: "muted", text: t("form.photo_on_gateway") }));
         });
       }
     };
@@ -253,26 +254,26 @@ export function renderForm(container, form, opts) {
         accept: "image/*",
         capture: "environment",
         class: "visually-hidden",
-        "aria-label": `${label}: take a photo`,
+        "aria-label": t("form.take_photo_label", { label }),
         "aria-describedby": errId,
       });
-      const pick = el("label", { for: id, class: "btn btn-secondary" }, value ? "Retake photo" : "Take photo");
-      const remove = el("button", { type: "button", class: "btn btn-secondary", text: "Remove photo", hidden: !value });
+      const pick = el("label", { for: id, class: "btn btn-secondary" }, value ? t("form.retake_photo") : t("form.take_photo"));
+      const remove = el("button", { type: "button", class: "btn btn-secondary", text: t("form.remove_photo"), hidden: !value });
       input.addEventListener("change", async () => {
         const file = input.files && input.files[0];
         if (!file) return;
-        pick.textContent = "Saving photo…";
+        pick.textContent = t("form.saving_photo");
         const sha = await opts.storeBlob(file);
         setValue(sha);
         show(sha);
-        pick.textContent = "Retake photo";
+        pick.textContent = t("form.retake_photo");
         remove.hidden = false;
         input.value = "";
       });
       remove.addEventListener("click", () => {
         setValue(null);
         show(null);
-        pick.textContent = "Take photo";
+        pick.textContent = t("form.take_photo");
         remove.hidden = true;
       });
       box.append(el("div", { class: "row-actions" }, input, pick, remove));
@@ -289,9 +290,9 @@ export function renderForm(container, form, opts) {
 
     function redraw() {
       list.replaceChildren();
-      if (!rows.length) list.append(el("p", { class: "muted", text: "No rows yet." }));
+      if (!rows.length) list.append(el("p", { class: "muted", text: t("form.no_rows") }));
       rows.forEach((row, i) => {
-        const legend = `${title} row ${i + 1}`;
+        const legend = t("form.row", { table: title, n: i + 1 });
         const fs = el("fieldset", { class: "row-card", "data-row": String(i + 1) });
         fs.append(el("legend", { text: legend }));
         for (const f of table.fields) {
@@ -302,8 +303,8 @@ export function renderForm(container, form, opts) {
             el("button", {
               type: "button",
               class: "btn btn-danger",
-              text: `Remove row ${i + 1}`,
-              "aria-label": `Remove ${legend}`,
+              text: t("form.remove_row", { n: i + 1 }),
+              "aria-label": t("form.remove_row_label", { row: legend }),
               onclick: () => {
                 rows.splice(i, 1);
                 changed();
@@ -321,7 +322,7 @@ export function renderForm(container, form, opts) {
         el("button", {
           type: "button",
           class: "btn btn-secondary add-row",
-          text: `Add ${title.toLowerCase()} row`,
+          text: t("form.add_row", { table: title.toLowerCase() }),
           onclick: () => {
             rows.push({});
             changed();
@@ -340,7 +341,7 @@ export function renderForm(container, form, opts) {
   for (const f of form.fields || []) {
     formEl.append(fieldControl(f, model.record, "", f.label || humanize(f.name)));
   }
-  for (const t of form.tables || []) formEl.append(tableSection(t));
+  for (const tbl of form.tables || []) formEl.append(tableSection(tbl));
   container.replaceChildren(formEl);
 
   function showProblems(list) {
@@ -379,10 +380,10 @@ export function renderForm(container, form, opts) {
       }
       const record = check(form.fields || [], model.record, "", "");
       const tables = {};
-      for (const t of form.tables || []) {
-        const title = t.label || humanize(t.name);
-        tables[t.name] = model.tables[t.name].map((row, i) =>
-          check(t.fields, row, `${t.name}.${i}.`, `${title} row ${i + 1}: `),
+      for (const tbl of form.tables || []) {
+        const title = tbl.label || humanize(tbl.name);
+        tables[tbl.name] = model.tables[tbl.name].map((row, i) =>
+          check(tbl.fields, row, `${tbl.name}.${i}.`, `${t("form.row", { table: title, n: i + 1 })}: `),
         );
       }
       showProblems(problems);

@@ -7,7 +7,8 @@
 // PUT the rest in Content-Range chunks; then POST the envelope.
 
 import * as db from "./db.js";
-import { ApiError, isReachable, onReachChange, request } from "./api.js";
+import { t } from "./i18n.js";
+import { ApiError, errorText, isReachable, onReachChange, request } from "./api.js";
 
 const CHUNK = 256 * 1024;
 const MIN_DELAY = 2000;
@@ -105,7 +106,7 @@ async function flush() {
       if (!(err instanceof ApiError) || err.retryable || err.status === 401) {
         // Out of reach or session gone: keep everything, try again later.
         row.tries += 1;
-        row.error = err.message;
+        row.error = errorText(err);
         await db.put("outbox", row);
         emit();
         if (err.status !== 401) schedule(delay);
@@ -114,7 +115,7 @@ async function flush() {
       }
       // The gateway looked at it and said no: keep it visible with its reason.
       row.state = "refused";
-      row.error = err.message;
+      row.error = errorText(err);
       row.code = err.code;
       await db.put("outbox", row);
       emit();
@@ -156,7 +157,7 @@ async function upload(sha) {
   const state = rec && !rec.attempted ? { offset: 0, complete: false } : await arrived(sha);
   if (state.complete) return;
   if (!rec) {
-    throw new ApiError(409, "blob_missing", "A photo or signature of this form is no longer on this phone.");
+    throw new ApiError(409, "blob_missing", t("error.blob_missing"));
   }
   if (!rec.attempted) await db.put("blobs", { ...rec, attempted: true });
   const blob = rec.blob;
@@ -180,7 +181,7 @@ async function upload(sha) {
       continue;
     }
     if (!resp.ok) {
-      let message = `The gateway refused a photo upload (${resp.status}).`;
+      let message = t("error.upload_refused", { status: String(resp.status) });
       let code = `http_${resp.status}`;
       try {
         const data = await resp.json();
@@ -195,7 +196,7 @@ async function upload(sha) {
     // Go on from what the gateway says is durably on its disk.
     const durable = Number(resp.headers.get("Upload-Offset"));
     const next = Number.isFinite(durable) && resp.headers.has("Upload-Offset") ? durable : end;
-    if (next <= offset && ++stalls > 3) throw new ApiError(0, "stalled", "The photo upload is not moving on.");
+    if (next <= offset && ++stalls > 3) throw new ApiError(0, "stalled", t("error.stalled"));
     offset = next;
   } while (offset < total);
 }

@@ -1,6 +1,8 @@
 // A signature pad: draw with a finger, stylus or mouse (pointer events) on a
 // canvas; the result is a PNG blob with a white background.
 
+import { t } from "./i18n.js";
+
 export function signaturePad({ label, onDone, readOnly = false, imageUrl = null }) {
   const wrap = document.createElement("div");
   wrap.className = "sig";
@@ -8,13 +10,13 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
     if (imageUrl) {
       const img = document.createElement("img");
       img.src = imageUrl;
-      img.alt = `${label}: signature`;
+      img.alt = t("sig.alt", { label });
       img.className = "sig-image";
       wrap.append(img);
     } else {
       const p = document.createElement("p");
       p.className = "muted";
-      p.textContent = "Not signed.";
+      p.textContent = t("sig.none");
       wrap.append(p);
     }
     return { element: wrap, canvas: null };
@@ -23,15 +25,15 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
   const canvas = document.createElement("canvas");
   canvas.className = "sig-canvas";
   canvas.setAttribute("role", "img");
-  canvas.setAttribute("aria-label", `${label}: sign here with your finger`);
+  canvas.setAttribute("aria-label", t("sig.canvas_label", { label }));
   canvas.tabIndex = 0;
   const hint = document.createElement("p");
   hint.className = "sig-hint";
-  hint.textContent = imageUrl ? "Signed. Sign again to replace it." : "Sign in the box with your finger.";
+  hint.textContent = imageUrl ? t("sig.signed") : t("sig.hint");
   const clear = document.createElement("button");
   clear.type = "button";
   clear.className = "btn btn-secondary";
-  clear.textContent = "Clear signature";
+  clear.textContent = t("sig.clear");
   wrap.append(canvas, hint, clear);
 
   const ctx = canvas.getContext("2d");
@@ -110,7 +112,7 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
     if (!drawn) return;
     canvas.toBlob((blob) => {
       if (blob) {
-        hint.textContent = "Signed. Sign again to replace it.";
+        hint.textContent = t("sig.signed");
         onDone(blob);
       }
     }, "image/png");
@@ -118,7 +120,7 @@ export function signaturePad({ label, onDone, readOnly = false, imageUrl = null 
 
   clear.addEventListener("click", () => {
     size();
-    hint.textContent = "Sign in the box with your finger.";
+    hint.textContent = t("sig.hint");
     onDone(null);
   });
 

@@ -1,88 +1,70 @@
 // Plain words for states, codes and times, so a crew member never has to
-// decode a machine state.
+// decode a machine state. The sentences themselves live in locales/*.js.
 
+import { t } from "./i18n.js";
+
+export { relTime } from "./i18n.js";
+
+// Refusal codes (central's and the gateway's) → the plain sentence's key.
 const CODES = {
-  validation: "Some answers do not fit the form",
-  invalid: "Some answers do not fit the form",
-  invalid_envelope: "Some answers do not fit the form",
-  form_invalid: "Some answers do not fit the form",
-  permission: "You may not change this activity",
-  forbidden: "You may not change this activity",
-  not_responsible: "You may not change this activity",
-  conflict: "Someone else changed this activity first",
-  version_conflict: "Someone else changed this activity first",
-  stale: "Someone else changed this activity first",
-  not_checked_out: "This activity is no longer checked out to this site",
-  checked_in: "This activity was already finished",
-  canceled: "Central canceled this activity",
-  recalled: "Central canceled this activity",
-  missing_attachment: "A photo or signature did not arrive",
-  attachment_missing: "A photo or signature did not arrive",
-  form_version: "The form changed on central",
-  blob_missing: "A photo or signature is no longer on this phone",
+  validation: "code.invalid",
+  invalid: "code.invalid",
+  invalid_envelope: "code.invalid",
+  form_invalid: "code.invalid",
+  permission: "code.permission",
+  forbidden: "code.permission",
+  not_responsible: "code.permission",
+  conflict: "code.conflict",
+  version_conflict: "code.conflict",
+  stale: "code.conflict",
+  not_checked_out: "code.not_checked_out",
+  checked_in: "code.checked_in",
+  canceled: "code.canceled",
+  recalled: "code.canceled",
+  missing_attachment: "code.missing_attachment",
+  attachment_missing: "code.missing_attachment",
+  form_version: "code.form_version",
+  blob_missing: "code.blob_missing",
 };
 
 export function plainCode(code) {
-  if (!code) return "Refused";
-  return CODES[code] || `Refused (${code.replace(/_/g, " ")})`;
+  if (!code) return t("code.none");
+  const key = CODES[code];
+  return key ? t(key) : t("code.other", { code: code.replace(/_/g, " ") });
 }
 
 export function rejectionReason(e) {
   const reason = e.reason || e.error || e.message;
-  return reason ? String(reason) : "No reason was given.";
+  return reason ? String(reason) : t("code.no_reason");
 }
+
+const badge = (key, icon, detail) => ({ key, label: t(`badge.${key}`), icon, detail: detail ? t(detail) : null });
 
 /** The badge for an activity given its latest envelope (gateway's or this phone's). */
 export function badgeFor(activity, latest) {
   const st = activity.state || activity.status;
-  if (st === "recalled" || st === "canceled") {
-    return { key: "canceled", label: "Canceled", icon: "✕", detail: "Central took this activity back." };
-  }
+  if (st === "recalled" || st === "canceled") return badge("canceled", "✕", "badge.detail.canceled");
   if (!latest) {
-    if (st === "checked_in") return { key: "applied", label: "Applied", icon: "✓", detail: "Central has it; it is back online." };
-    return { key: "new", label: "Not started", icon: "○", detail: null };
+    if (st === "checked_in") return badge("applied", "✓", "badge.detail.checked_in");
+    return badge("new", "○", null);
   }
   const completed = latest.status === "completed";
   switch (latest.state) {
     case "on_phone":
-      return {
-        key: "syncing",
-        label: "Syncing",
-        icon: "↻",
-        detail: "Saved on this phone; goes to the gateway when it is in reach.",
-      };
+      return badge("syncing", "↻", "badge.detail.on_phone");
     case "refused":
-      return { key: "rejected", label: "Rejected", icon: "!", detail: "The gateway refused the last save." };
+      return badge("rejected", "!", "badge.detail.refused");
     case "rejected":
-      return { key: "rejected", label: "Rejected", icon: "!", detail: "Central refused the last save." };
+      return badge("rejected", "!", "badge.detail.rejected");
     case "applied":
-      return {
-        key: "applied",
-        label: "Applied",
-        icon: "✓",
-        detail: completed ? "Central applied it; the activity is done." : "Central applied this draft.",
-      };
+      return badge("applied", "✓", completed ? "badge.detail.applied_done" : "badge.detail.applied_draft");
     case "sent":
-      return { key: "syncing", label: "Syncing", icon: "↻", detail: "On its way to central." };
+      return badge("syncing", "↻", "badge.detail.sent");
     case "queued":
       return completed
-        ? { key: "completed", label: "Completed", icon: "✓", detail: "On the gateway, waiting for backhaul." }
-        : { key: "draft", label: "Draft", icon: "✎", detail: "On the gateway, waiting for backhaul." };
+        ? badge("completed", "✓", "badge.detail.queued")
+        : badge("draft", "✎", "badge.detail.queued");
     default:
-      return completed
-        ? { key: "completed", label: "Completed", icon: "✓", detail: "Safe on the gateway." }
-        : { key: "draft", label: "Draft", icon: "✎", detail: "Draft safe on the gateway." };
+      return completed ? badge("completed", "✓", "badge.detail.stored_completed") : badge("draft", "✎", "badge.detail.stored_draft");
   }
-}
-
-export function relTime(iso) {
-  const t = new Date(iso).getTime();
-  if (Number.isNaN(t)) return "at an unknown time";
-  const s = Math.round((Date.now() - t) / 1000);
-  if (s < 10 && s > -10) return "just now";
-  if (s < 0) return new Date(t).toLocaleString();
-  if (s < 90) return `${s} seconds ago`;
-  if (s < 5400) return `${Math.round(s / 60)} minutes ago`;
-  if (s < 129600) return `${Math.round(s / 3600)} hours ago`;
-  return `${Math.round(s / 86400)} days ago`;
 }
