@@ -3,17 +3,29 @@
 Every message is a strict pydantic model: unknown or missing fields are
 errors. Each carries ``kind`` (the discriminator) and ``gateway_id`` (which
 the receiver checks against the topic's).
+
+Every value is bounded to what every supported database stores (SQLite, and
+PostgreSQL whose ``INTEGER`` is 32-bit): integers that land in an
+``INTEGER`` column are ``DbInt`` (0..2**31-1), byte counts ``Int64``, times
+``WireTime`` (any offset, but its UTC instant within ``MIN_TIME..MAX_TIME``),
+stored text has no NUL and a length limit, and the free-form ``record`` and
+``tables`` of an envelope are ``JsonDoc``: bounded depth, finite numbers,
+64-bit integers, NUL-free bounded strings. A value a database would refuse is
+refused here, at the edge, with the field's name -- never centrally, where it
+would fail a whole batch.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -26,12 +38,110 @@ from pydantic import (
 from outpost.forms import FormDefinition
 from outpost.wire.topics import GATEWAY_ID_PATTERN
 
+# --- bounds every supported database holds ------------------------------------
+
+INT32_MAX = 2**31 - 1  # PostgreSQL INTEGER
+INT64_MAX = 2**63 - 1  # PostgreSQL BIGINT, SQLite INTEGER
+MAX_SEQ = 1_000_000  # envelopes per activity check-out
+# A day inside Python's datetime range (years 1..9999) on both sides, so a
+# conversion to UTC or a day's arithmetic never overflows.
+MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
+MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+MAX_SECONDS = 1e12  # durations (uptime, lag, age): ~31,700 years
+MAX_JSON_DEPTH = 8  # nesting inside an envelope's record / a table row
+MAX_JSON_TEXT = 100_000  # characters of one string inside a record
+MAX_JSON_KEY = 128  # characters of one key inside a record
+MAX_TABLE_ROWS = 10_000
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    return value
+
+
+def _in_time_range(value: datetime) -> datetime:
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    try:
+        utc = aware.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(_TIME_RANGE) from None
+    if not MIN_TIME <= utc <= MAX_TIME:
+        raise ValueError(_TIME_RANGE)
+    return value
+
+
+_TIME_RANGE = (
+    f"time must be between {MIN_TIME.date().isoformat()} and {MAX_TIME.date().isoformat()} in UTC"
+)
+
+
+def _bounded_json(value: Any, depth: int = 0) -> Any:
+    """Refuse what a database (or a JSON reader on the other side) cannot hold."""
+    if isinstance(value, str):
+        if len(value) > MAX_JSON_TEXT:
+            raise ValueError(f"a text value is longer than {MAX_JSON_TEXT} characters")
+        _no_nul(value)
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+            raise ValueError("a whole number is outside the 64-bit range")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("a number must be finite")
+    elif isinstance(value, dict | list):
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if isinstance(key, str):
+                if len(key) > MAX_JSON_KEY:
+                    raise ValueError(f"a name is longer than {MAX_JSON_KEY} characters")
+                _no_nul(key)
+            _bounded_json(item, depth + 1)
+    else:
+        raise ValueError(f"{type(value).__name__} is not a JSON value")
+    return value
+
+
+DbInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
+Int64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+WireTime = Annotated[AwareDatetime, AfterValidator(_in_time_range)]
+# Older gateways may send these without an offset (read as UTC).
+LooseTime = Annotated[datetime, AfterValidator(_in_time_range)]
+
+
+def _text(max_length: int, min_length: int = 0) -> Any:
+    return (Field(min_length=min_length, max_length=max_length), AfterValidator(_no_nul))
+
+
+# Stored text: bounded, no NUL (PostgreSQL's text cannot hold one).
+Title = Annotated[str, *_text(300)]
+DisplayName = Annotated[str, *_text(200)]
+VersionText = Annotated[str, *_text(64)]
+ErrorText = Annotated[str, *_text(500)]
+PasswordHash = Annotated[str, *_text(512, min_length=10)]  # an argon2 encoded hash
+JsonDoc = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+Tables = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)],
+        Annotated[list[dict[str, Any]], Field(max_length=MAX_TABLE_ROWS)],
+    ],
+    Field(max_length=100),
+    AfterValidator(_bounded_json),
+]
+
+# pydantic's patterns run on Rust's regex engine, where ``$`` is the end of the
+# text (Python's ``re`` lets it match before a final newline: use fullmatch).
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 GatewayId = Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]
 Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 ActivityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-Code = Annotated[str, Field(min_length=1, max_length=64)]
-Reason = Annotated[str, Field(max_length=2000)]
+TypeName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+Code = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+Reason = Annotated[str, Field(max_length=2000), AfterValidator(_no_nul)]
 
 MAX_BATCH_ENVELOPES = 500
 MAX_BLOB_CHUNK = 256 * 1024  # bytes of one attachment chunk on the wire (before base64)
@@ -50,14 +160,14 @@ class EnvelopeBody(Strict):
 
     envelope_id: UUID
     activity_id: ActivityId
-    seq: int = Field(ge=1, le=1_000_000)
-    base_version: int = Field(ge=0)
+    seq: int = Field(ge=1, le=MAX_SEQ)
+    base_version: DbInt
     status: Literal["draft", "completed"]
-    created_at: AwareDatetime
-    record: dict[str, Any]
-    tables: dict[str, list[dict[str, Any]]] = Field(default_factory=dict)
+    created_at: WireTime
+    record: JsonDoc
+    tables: Tables = Field(default_factory=dict)
     attachments: list[Sha256] = Field(default_factory=list, max_length=100)
-    form_version: int | None = Field(default=None, ge=1)
+    form_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
 
 
 class WireEnvelope(Strict):
@@ -65,23 +175,23 @@ class WireEnvelope(Strict):
 
     envelope_id: UUID
     activity_id: ActivityId
-    seq: int = Field(ge=1)
-    base_version: int = Field(ge=0)
+    seq: int = Field(ge=1, le=MAX_SEQ)
+    base_version: DbInt
     status: Literal["draft", "completed"]
-    created_at: AwareDatetime  # the device's clock
-    received_at: AwareDatetime  # the gateway's clock
+    created_at: WireTime  # the device's clock
+    received_at: WireTime  # the gateway's clock
     author: Username
-    form_version: int = Field(ge=1)
-    record: dict[str, Any]
-    tables: dict[str, list[dict[str, Any]]]
-    attachments: list[Sha256]
+    form_version: int = Field(ge=1, le=INT32_MAX)
+    record: JsonDoc
+    tables: Tables
+    attachments: list[Sha256] = Field(max_length=100)
 
 
 class EnvelopeBatch(Strict):
     kind: Literal["envelope_batch"] = "envelope_batch"
     gateway_id: GatewayId
     batch_id: UUID
-    sent_at: AwareDatetime
+    sent_at: WireTime
     envelopes: list[WireEnvelope] = Field(min_length=1, max_length=MAX_BATCH_ENVELOPES)
 
 
@@ -93,8 +203,8 @@ class EnvelopeResult(Strict):
     outcome: Literal["applied", "rejected"]
     code: Code | None = None  # set when rejected
     reason: Reason | None = None
-    applied_at: AwareDatetime  # central's clock: when the outcome was decided
-    activity_version: int | None = None
+    applied_at: WireTime  # central's clock: when the outcome was decided
+    activity_version: DbInt | None = None
     checked_in: bool = False  # the activity went back online (completed applied)
 
 
@@ -112,12 +222,12 @@ class ActivityWire(Strict):
     """An activity as central sends it down: enough to render and validate it."""
 
     id: ActivityId
-    title: str = Field(max_length=300)
-    type: str
+    title: Title
+    type: TypeName
     form: FormDefinition
-    form_version: int = Field(ge=1)
+    form_version: int = Field(ge=1, le=INT32_MAX)
     responsible: Username
-    version: int = Field(ge=0)
+    version: DbInt
 
 
 class Dispatch(Strict):
@@ -125,7 +235,7 @@ class Dispatch(Strict):
     gateway_id: GatewayId
     activity: ActivityWire
     holder: Username
-    dispatched_at: AwareDatetime
+    dispatched_at: WireTime
 
 
 class Recall(Strict):
@@ -135,14 +245,14 @@ class Recall(Strict):
     gateway_id: GatewayId
     activity_id: ActivityId
     reason: Reason
-    recalled_at: AwareDatetime
+    recalled_at: WireTime
 
 
 class UserWire(Strict):
     username: Username
-    password_hash: str = Field(min_length=10, max_length=512)  # argon2 encoded hash
+    password_hash: PasswordHash
     offline: bool  # may work offline
-    display_name: str | None = Field(default=None, max_length=200)
+    display_name: DisplayName | None = None
 
 
 class UserPush(Strict):
@@ -151,8 +261,8 @@ class UserPush(Strict):
     kind: Literal["users"] = "users"
     gateway_id: GatewayId
     users: list[UserWire] = Field(max_length=10_000)
-    offline_types: list[str] = Field(max_length=1000)
-    pushed_at: AwareDatetime
+    offline_types: list[TypeName] = Field(max_length=1000)
+    pushed_at: WireTime
 
 
 class CheckoutRequest(Strict):
@@ -179,22 +289,22 @@ class CheckoutAnswer(Strict):
 class Heartbeat(Strict):
     kind: Literal["heartbeat"] = "heartbeat"
     gateway_id: GatewayId
-    sent_at: AwareDatetime
-    version: str = Field(max_length=64)
-    uptime_s: float = Field(ge=0)
-    counts: dict[str, int]
-    oldest_pending_s: float | None = None
-    rejected: int = Field(ge=0)
-    disk_free_bytes: int = Field(ge=0)
-    db_bytes: int = Field(ge=0)
-    replica_lag_s: float | None = None
-    replica_error: str | None = Field(default=None, max_length=500)
-    devices: int = Field(ge=0)
-    last_sync: datetime | None = None
-    cert_expires_at: datetime | None = None
+    sent_at: WireTime
+    version: VersionText
+    uptime_s: Seconds
+    counts: dict[Annotated[str, Field(max_length=32)], Int64] = Field(max_length=32)
+    oldest_pending_s: Seconds | None = None
+    rejected: Int64
+    disk_free_bytes: Int64
+    db_bytes: Int64
+    replica_lag_s: Seconds | None = None
+    replica_error: ErrorText | None = None
+    devices: Int64
+    last_sync: LooseTime | None = None
+    cert_expires_at: LooseTime | None = None
     # Attachments of completed activities not yet at central (absent before 0.2).
-    attachments_to_upload: int | None = Field(default=None, ge=0)
-    attachments_to_upload_bytes: int | None = Field(default=None, ge=0)
+    attachments_to_upload: Int64 | None = None
+    attachments_to_upload_bytes: Int64 | None = None
 
 
 class GatewayState(Strict):
@@ -203,8 +313,8 @@ class GatewayState(Strict):
     kind: Literal["state"] = "state"
     gateway_id: GatewayId
     state: Literal["online", "offline"]
-    at: AwareDatetime
-    version: str | None = Field(default=None, max_length=64)
+    at: WireTime
+    version: VersionText | None = None
 
 
 # --- attachments (gateway -> central) ------------------------------------------
@@ -239,7 +349,7 @@ class BlobChunk(Strict):
     gateway_id: GatewayId
     sha256: Sha256
     size: int = Field(ge=1, le=MAX_BLOB_BYTES)
-    offset: int = Field(ge=0)
+    offset: int = Field(ge=0, le=MAX_BLOB_BYTES)
     data: ChunkBytes
 
     @model_validator(mode="after")
@@ -263,10 +373,10 @@ class BlobReceipt(Strict):
     kind: Literal["blob_receipt"] = "blob_receipt"
     gateway_id: GatewayId
     sha256: Sha256
-    received: int = Field(ge=0)
+    received: int = Field(ge=0, le=MAX_BLOB_BYTES)
     complete: bool = False
     problem: Reason | None = None
-    offset: int | None = Field(default=None, ge=0)  # of the chunk this answers
+    offset: int | None = Field(default=None, ge=0, le=MAX_BLOB_BYTES)  # of the chunk this answers
 
 
 Message = Annotated[
