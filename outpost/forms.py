@@ -126,7 +126,7 @@ def _check_value(field: FormField, value: Any, where: str, complete: bool) -> st
         if value not in (field.options or []):
             opts = ", ".join(repr(o) for o in field.options or [])
             return f"{label} must be one of {opts}"
-    elif kind in BLOB_TYPES and (not isinstance(value, str) or not SHA256_RE.match(value)):
+    elif kind in BLOB_TYPES and (not isinstance(value, str) or not SHA256_RE.fullmatch(value)):
         return f"{label} must be the SHA-256 (64 hex digits) of an uploaded file"
     return None
 

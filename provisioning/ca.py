@@ -52,7 +52,7 @@ Kind = Literal["gateway", "bridge", "broker"]
 
 
 def bridge_cn(name: str) -> str:
-    if not _BRIDGE_NAME_RE.match(name):
+    if not _BRIDGE_NAME_RE.fullmatch(name):
         raise ProvisionError(
             f"invalid bridge name {name!r}: use lower-case letters, digits and '-' "
             f"(pattern {BRIDGE_NAME_PATTERN})"

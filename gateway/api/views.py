@@ -44,7 +44,9 @@ routes = web.RouteTableDef()
 M = TypeVar("M", bound=BaseModel)
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-RANGE_RE = re.compile(r"^bytes (\d+)-(\d+)/(\d+)$")
+# ASCII digits only, at most 15 of them (a petabyte): int() of thousands of
+# digits is refused by Python itself, and \d would take other scripts' digits.
+RANGE_RE = re.compile(r"bytes ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})")
 UPLOAD_CHUNK = 256 * 1024
 
 
@@ -84,7 +86,7 @@ async def read_body(request: web.Request, model: type[M], code: str = "invalid_b
 
 def _activity_id(request: web.Request) -> str:
     activity_id = request.match_info["activity_id"]
-    if not ACTIVITY_ID_RE.match(activity_id):
+    if not ACTIVITY_ID_RE.fullmatch(activity_id):
         raise ApiError(404, "activity_not_found", "There is no such activity on this gateway.")
     return activity_id
 
@@ -259,7 +261,7 @@ async def list_envelopes(request: web.Request) -> web.Response:
     activity_id = request.query.get("activity_id")
     store = request.app[STORE_KEY]
     if activity_id is not None and (
-        not ACTIVITY_ID_RE.match(activity_id)
+        not ACTIVITY_ID_RE.fullmatch(activity_id)
         or not await store.async_read(lambda c: queries.activity_visible(c, user, activity_id))
     ):
         raise ApiError(
@@ -276,7 +278,7 @@ async def list_envelopes(request: web.Request) -> web.Response:
 
 def _sha(request: web.Request) -> str:
     sha = request.match_info["sha256"]
-    if not SHA256_RE.match(sha):
+    if not SHA256_RE.fullmatch(sha):
         raise ApiError(
             400,
             "invalid_sha256",
@@ -322,7 +324,7 @@ def _parse_range(request: web.Request) -> tuple[int, int]:
                 411, "length_required", "Send Content-Length (or Content-Range) with the upload."
             )
         return 0, length
-    match = RANGE_RE.match(header.strip())
+    match = RANGE_RE.fullmatch(header.strip())
     if not match:
         raise ApiError(
             400,

@@ -157,7 +157,7 @@ async def _service_worker(request: web.Request) -> web.StreamResponse:
 
 async def _static(request: web.Request) -> web.StreamResponse:
     rel = request.match_info["path"]
-    if not _SAFE_PATH.match(rel):
+    if not _SAFE_PATH.fullmatch(rel):
         return _not_found()
     shell = await _async_shell(request.app)
     path = shell.files.get(rel)

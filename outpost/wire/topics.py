@@ -35,7 +35,7 @@ BRIDGE_SHARE_GROUP = "outpost-bridge"
 
 
 def valid_gateway_id(gateway_id: str) -> bool:
-    return bool(_GATEWAY_ID_RE.match(gateway_id))
+    return bool(_GATEWAY_ID_RE.fullmatch(gateway_id))
 
 
 def topic(gateway_id: str, leaf: str) -> str:
