@@ -184,10 +184,10 @@ async def _commit_stats(url: str) -> dict[str, float]:
 def seed_gateway(data_dir: Path, clients: int) -> None:
     from datetime import UTC, datetime
 
-    from gateway.auth import hash_password
     from gateway.store import Store
     from gateway.store.ops import replace_users, upsert_activity
     from outpost.forms import FormDefinition
+    from outpost.passwords import hash_password
     from outpost.wire.schemas import ActivityWire, UserPush, UserWire
 
     form = FormDefinition.model_validate(

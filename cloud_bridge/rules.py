@@ -18,8 +18,6 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -41,14 +39,14 @@ from cloud_bridge.models import (
     utcnow,
 )
 from outpost.forms import ActivityTypeDef, FormDefinition
+from outpost.passwords import hash_password as hash_password  # the one place (bounded)
+from outpost.passwords import verify_password as verify_password
 from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
 from outpost.wire.topics import valid_gateway_id
 
 ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
-
-_hasher = PasswordHasher()
 
 HELD_QUERY_CHUNK = 500  # SHA-256s per IN (...) query (bound parameters have limits)
 
@@ -60,17 +58,6 @@ TYPE_NOT_OFFLINE = "type_not_offline"
 ALREADY_CHECKED_OUT = "already_checked_out"
 CHECKED_OUT = "checked_out"
 NOT_RESPONSIBLE = "not_responsible"
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
-
-
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return bool(_hasher.verify(password_hash, password))
-    except (VerificationError, InvalidHashError):
-        return False
 
 
 # --- users and activity types ------------------------------------------------

@@ -57,6 +57,7 @@ from outpost.notify import (
     async_start_watchdog,
     async_stop_watchdog,
 )
+from outpost.passwords import PasswordGate
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +129,11 @@ def create_app(
         max_failures=config.lan.signin_max_failures,
         lockout_s=config.lan.signin_lockout_s,
         slowdown_s=config.lan.signin_slowdown_s,
+        gate=PasswordGate(
+            max_concurrent=config.lan.signin_concurrency,
+            max_waiting=config.lan.signin_queue,
+            wait_s=config.lan.signin_wait_s,
+        ),
     )
     app[METRICS_KEY] = Metrics()
     app[METRICS_KEY].registry.register(BackhaulCollector(app[BACKHAUL_KEY]))
@@ -139,7 +145,13 @@ def create_app(
     app.router.add_get("/qr.svg", qr_svg_handler)  # the gateway's address as a QR code
     setup_web(app)  # the crews' web app at /
     app.cleanup_ctx.extend(extra_cleanup_ctx)
+    app.on_cleanup.append(_close_gate)
     return app
+
+
+async def _close_gate(app: web.Application) -> None:
+    # Its threads finish the checks in hand; blocking, so off the loop.
+    await asyncio.get_running_loop().run_in_executor(None, app[AUTH_KEY].gate.close)
 
 
 @dataclass

@@ -1,13 +1,18 @@
 """Offline sign-in against the argon2 hashes central pushed, and bearer tokens.
 
-- Passwords are verified in a thread (argon2 is slow on purpose); unknown
-  users cost the same as known ones.
+- Passwords are verified through a ``PasswordGate`` (``outpost.passwords``):
+  at most ``lan.signin_concurrency`` argon2 checks at once (64 MiB each),
+  a short wait line, then 503 with ``Retry-After``; unknown users cost the
+  same as known ones and take their turn too.
+- Each attempt is reserved against the user's and the client address's
+  lockout keys *before* its password is checked (one transaction in the
+  store's writer), so at most ``lan.signin_max_failures`` guesses per key
+  are ever evaluated per lock period, concurrent or not; later guesses are
+  slowed down (exponential, capped). A right password clears the keys.
 - Tokens are 256-bit random strings; only their SHA-256 is stored.
-- Failed sign-ins are counted per user and per client address: each further
-  attempt is slowed down (exponential, capped), and after
-  ``max_failures`` the key is refused for ``lockout_s`` with a clear message.
 - Authenticated principals are cached for a few seconds so a request does not
-  cost a database read; sign-out and the database stay the truth.
+  cost a database read; a user push that ends sessions clears the cache, and
+  sign-out and the database stay the truth.
 """
 
 from __future__ import annotations
@@ -19,26 +24,30 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from sqlalchemy import Connection, delete, or_, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Connection, delete, select, update
 
 from gateway.api.errors import ApiError
 from gateway.store import Store
 from gateway.store.ops import utcnow
 from gateway.store.schema import sessions, signin_failures, users
+from outpost.passwords import (
+    LockoutPolicy,
+    PasswordGate,
+    PasswordsBusy,
+    SignInLocked,
+    clear_attempts,
+    refund_attempt,
+    reserve_attempt,
+)
 
 logger = logging.getLogger(__name__)
 
-_hasher = PasswordHasher()
 MAX_SLOWDOWN_S = 10.0
 CACHE_TTL_S = 5.0
 CACHE_MAX = 10_000
-FAILURE_MEMORY = timedelta(minutes=15)  # failures older than this (and unlocked) are forgotten
+FAILURE_MEMORY_S = 15 * 60.0  # failures older than this (and unlocked) are forgotten
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,32 +67,6 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def hash_password(password: str) -> str:
-    """An argon2 hash (central does this; tests and demos use it to seed users)."""
-    return _hasher.hash(password)
-
-
-@lru_cache(maxsize=1)
-def _dummy_hash() -> str:
-    return _hasher.hash(secrets.token_urlsafe(16))
-
-
-def verify_password(password_hash: str | None, password: str) -> bool:
-    """Blocking: verify ``password`` against an argon2 hash (a dummy one when None)."""
-    try:
-        return (
-            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
-        )
-    except (VerifyMismatchError, VerificationError, InvalidHashError):
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class _Throttle:
-    failures: int
-    locked_until: datetime | None
-
-
 class Auth:
     """Sign-in, sign-out and token checks for the LAN API."""
 
@@ -95,12 +78,18 @@ class Auth:
         max_failures: int,
         lockout_s: int,
         slowdown_s: float,
+        gate: PasswordGate | None = None,
     ) -> None:
         self._store = store
         self._ttl = timedelta(seconds=token_ttl_s)
-        self._max_failures = max_failures
-        self._lockout = timedelta(seconds=lockout_s)
-        self._slowdown_s = slowdown_s
+        self.policy = LockoutPolicy(
+            max_failures=max_failures,
+            lockout_s=lockout_s,
+            slowdown_s=slowdown_s,
+            max_slowdown_s=MAX_SLOWDOWN_S,
+            forget_s=FAILURE_MEMORY_S,
+        )
+        self.gate = gate or PasswordGate()
         self._cache: dict[str, tuple[Principal, float]] = {}
 
     # --- sign-in --------------------------------------------------------------
@@ -110,27 +99,42 @@ class Auth:
     ) -> tuple[str, Principal]:
         keys = (f"user:{username}", f"client:{client}")
         now = utcnow()
-        throttle = await self._store.async_read(lambda c: _throttle(c, keys, now))
-        if throttle.locked_until is not None and throttle.locked_until > now:
-            raise _locked(throttle.locked_until, now)
-        if throttle.failures and self._slowdown_s:
-            delay = min(self._slowdown_s * 2 ** (throttle.failures - 1), MAX_SLOWDOWN_S)
+        policy = self.policy
+        try:
+            attempt = await self._store.async_write(
+                lambda c: reserve_attempt(c, signin_failures, keys, policy, now)
+            )
+        except SignInLocked as exc:
+            raise _locked(exc.until, now) from None
+        delay = policy.delay_s(attempt)
+        if delay:
             await asyncio.sleep(delay)
         row = await self._store.async_read(
             lambda c: c.execute(select(users).where(users.c.username == username)).first()
         )
-        ok = await asyncio.get_running_loop().run_in_executor(
-            None, verify_password, row.password_hash if row else None, password
-        )
-        if not ok or row is None:
-            locked_until = await self._store.async_write(
-                lambda c: _record_failure(c, keys, self._max_failures, self._lockout)
+        try:
+            ok = await self.gate.async_verify(row.password_hash if row else None, password)
+        except PasswordsBusy as exc:
+            # Never evaluated: the guess is given back, the device retries.
+            await self._store.async_write(
+                lambda c: refund_attempt(c, signin_failures, keys, policy)
             )
-            logger.info("failed sign-in for user %r from %s", username[:64], client)
-            if locked_until is not None:
-                raise _locked(locked_until, utcnow())
+            logger.warning(
+                "sign-in for user %r from %s refused: password checks busy", username, client
+            )
+            raise ApiError(
+                503,
+                "signin_busy",
+                "The gateway is checking many sign-ins right now; try again in a few seconds.",
+                headers={"Retry-After": str(exc.retry_after_s)},
+            ) from None
+        if not ok or row is None:
+            logger.info("failed sign-in for user %r from %s", username, client)
+            if attempt >= policy.max_failures:
+                raise _locked(now + timedelta(seconds=policy.lockout_s), utcnow())
             raise ApiError(401, "bad_credentials", "The username or password is wrong.")
         if not row.offline:
+            await self._store.async_write(lambda c: clear_attempts(c, signin_failures, keys))
             raise ApiError(
                 403,
                 "offline_not_permitted",
@@ -143,7 +147,12 @@ class Auth:
             token_hash=hash_token(token),
             expires_at=utcnow() + self._ttl,
         )
-        await self._store.async_write(lambda c: _open_session(c, keys, principal, client))
+        password_hash = row.password_hash
+        opened = await self._store.async_write(
+            lambda c: _open_session(c, keys, principal, client, password_hash)
+        )
+        if not opened:  # a user push changed this user while we checked
+            raise ApiError(401, "bad_credentials", "The username or password is wrong.")
         logger.info("user %r signed in from %s", row.username, client)
         return token, principal
 
@@ -192,56 +201,21 @@ def _locked(until: datetime, now: datetime) -> ApiError:
     )
 
 
-def _throttle(conn: Connection, keys: tuple[str, ...], now: datetime) -> _Throttle:
-    rows = conn.execute(select(signin_failures).where(signin_failures.c.key.in_(keys))).all()
-    failures = 0
-    locked: datetime | None = None
-    for row in rows:
-        if row.locked_until is not None and row.locked_until <= now:
-            continue  # the lock ran out: start afresh
-        failures = max(failures, row.failures)
-        if row.locked_until is not None and (locked is None or row.locked_until > locked):
-            locked = row.locked_until
-    return _Throttle(failures, locked)
-
-
-def _record_failure(
-    conn: Connection, keys: tuple[str, ...], max_failures: int, lockout: timedelta
-) -> datetime | None:
-    now = utcnow()
-    # Forget failures nobody repeated for a while (bounded table, fresh start).
-    conn.execute(
-        delete(signin_failures).where(
-            signin_failures.c.last_at < now - max(2 * lockout, FAILURE_MEMORY),
-            or_(signin_failures.c.locked_until.is_(None), signin_failures.c.locked_until < now),
-        )
-    )
-    locked: datetime | None = None
-    for key in keys:
-        row = conn.execute(select(signin_failures).where(signin_failures.c.key == key)).first()
-        count = 1
-        if row is not None and not (row.locked_until is not None and row.locked_until <= now):
-            count = row.failures + 1
-        until = now + lockout if count >= max_failures else None
-        stmt = sqlite_insert(signin_failures).values(
-            key=key, failures=count, last_at=now, locked_until=until
-        )
-        conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[signin_failures.c.key],
-                set_={"failures": count, "last_at": now, "locked_until": until},
-            )
-        )
-        if until is not None:
-            locked = until
-    return locked
-
-
 def _open_session(
-    conn: Connection, keys: tuple[str, ...], principal: Principal, client: str
-) -> None:
+    conn: Connection,
+    keys: tuple[str, ...],
+    principal: Principal,
+    client: str,
+    password_hash: str,
+) -> bool:
+    """Record the session unless the user's hash changed (or they lost offline) meanwhile."""
+    current = conn.execute(
+        select(users.c.password_hash, users.c.offline).where(users.c.username == principal.username)
+    ).first()
+    if current is None or current.password_hash != password_hash or not current.offline:
+        return False
     now = utcnow()
-    conn.execute(delete(signin_failures).where(signin_failures.c.key.in_(keys)))
+    clear_attempts(conn, signin_failures, keys)
     conn.execute(delete(sessions).where(sessions.c.expires_at < now))
     conn.execute(
         sessions.insert().values(
@@ -252,6 +226,7 @@ def _open_session(
             expires_at=principal.expires_at,
         )
     )
+    return True
 
 
 def _session(conn: Connection, token_hash: str) -> Principal | None:

@@ -28,6 +28,11 @@ class LanSection(Section):
     signin_lockout_s: int = Field(default=300, ge=1)
     # each further failed sign-in waits slowdown * 2**(failures-1) s (capped at 10 s)
     signin_slowdown_s: float = Field(default=0.5, ge=0, le=10)
+    # argon2 costs 64 MiB per check: at most this many at once (memory bound
+    # on a 1 GB box), up to signin_queue more wait signin_wait_s, then 503.
+    signin_concurrency: int = Field(default=2, ge=1, le=16)
+    signin_queue: int = Field(default=8, ge=0, le=256)
+    signin_wait_s: float = Field(default=5.0, gt=0, le=60)
     disk_free_floor_mb: int = Field(default=200, ge=0)
     metrics_auth: bool = False  # require a bearer token on /metrics
 

@@ -24,11 +24,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app, store_for
-from gateway.auth import hash_password
 from gateway.config import GatewayConfig
 from gateway.store import Store
 from gateway.store.ops import replace_users, upsert_activity
 from outpost.forms import FormDefinition
+from outpost.passwords import hash_password
 from outpost.wire.schemas import ActivityWire, UserPush, UserWire
 
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}

@@ -10,11 +10,12 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
+from gateway.api.keys import AUTH_KEY
 from gateway.app import create_app
 from gateway.auth import expire_sessions, hash_token
 from gateway.store import Store
 from gateway.store.ops import replace_users, utcnow
-from gateway.store.schema import sessions
+from gateway.store.schema import sessions, signin_failures
 from tests.gateway.conftest import (
     PASSWORDS,
     ClientFactory,
@@ -178,3 +179,70 @@ async def test_failures_are_slowed_down_and_the_lock_runs_out(
         assert resp.status == 429
         await asyncio.sleep(0.05)  # poll interval
     assert resp.status == 200
+
+
+async def test_concurrent_guesses_are_evaluated_at_most_max_failures_times(
+    aiohttp_client: ClientFactory, seeded_store: Store
+) -> None:
+    """39 wrong passwords and the right one at once: at most 5 are ever checked."""
+    config = make_gateway_config(
+        seeded_store.path.parent,
+        lan={"signin_max_failures": 5, "signin_lockout_s": 300, "signin_queue": 64},
+    )
+    app = create_app(config, seeded_store)
+    client = await aiohttp_client(app)
+    gate = app[AUTH_KEY].gate
+    bodies = [{"username": "alice", "password": f"guess-{i}"} for i in range(39)]
+    bodies.insert(20, {"username": "alice", "password": PASSWORDS["alice"]})
+    responses = await asyncio.gather(*(client.post("/api/v1/session", json=b) for b in bodies))
+    statuses = [r.status for r in responses]
+    assert gate.runs <= 5, statuses
+    assert statuses.count(200) + statuses.count(401) + statuses.count(429) == 40
+    assert statuses.count(200) + statuses.count(401) <= 5
+    if statuses[20] != 200:  # the right one came too late: locked like every other
+        assert statuses[20] == 429
+    # Locked now: the right password is refused too, without checking it.
+    before = gate.runs
+    resp = await client.post(
+        "/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]}
+    )
+    assert resp.status == 429 and gate.runs == before
+
+
+async def test_password_checks_are_bounded_and_the_rest_get_503(
+    aiohttp_client: ClientFactory, seeded_store: Store
+) -> None:
+    """60 unknown usernames at once: never more than 2 argon2 checks run together."""
+    config = make_gateway_config(
+        seeded_store.path.parent,
+        lan={
+            "signin_max_failures": 1000,
+            "signin_concurrency": 2,
+            "signin_queue": 4,
+            "signin_wait_s": 30,
+        },
+    )
+    app = create_app(config, seeded_store)
+    client = await aiohttp_client(app)
+    responses = await asyncio.gather(
+        *(
+            client.post("/api/v1/session", json={"username": f"nobody{i}", "password": "x"})
+            for i in range(60)
+        )
+    )
+    statuses = sorted(r.status for r in responses)
+    assert set(statuses) <= {401, 503}, statuses
+    assert statuses.count(401) >= 6  # two running and four waiting were all answered
+    busy = [r for r in responses if r.status == 503]
+    assert busy, "the wait line is bounded"
+    for r in busy:
+        assert int(r.headers["Retry-After"]) >= 1
+        assert (await _error(r))["code"] == "signin_busy"
+    assert app[AUTH_KEY].gate.peak_running <= 2
+    # A refused (never checked) attempt is not held against the user.
+    rows = await seeded_store.async_read(
+        lambda c: c.execute(
+            select(signin_failures.c.failures).where(signin_failures.c.key == "user:nobody0")
+        ).all()
+    )
+    assert all(r.failures <= 1 for r in rows)
