@@ -7,6 +7,11 @@ timestamp is left to journald. Elsewhere a line carries its own time and level.
 
 Secrets never reach a log line: code logs paths, ids and sizes, never
 tokens, passwords, keys or payloads.
+
+A message never spans lines: control characters in it (a request path with
+``%0A``, a username with a newline) are written escaped (``\\n``, ``\\x1b``),
+so logged user input cannot forge a line. Only a traceback (``exc_info``)
+runs over several lines, as itself.
 """
 
 from __future__ import annotations
@@ -32,6 +37,38 @@ _QUIET = {  # libraries that chatter at INFO
 }
 
 
+# C0 controls, DEL, C1 controls, and the Unicode line/paragraph separators.
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))} | {
+    0x09: "\\t",
+    0x0A: "\\n",
+    0x0D: "\\r",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_control(text: str) -> str:
+    """``text`` with every control character written as an escape (one line, no ANSI)."""
+    return text.translate(_ESCAPES)
+
+
+class _OneLine(logging.Formatter):
+    """One header line per record: the message is escaped; a traceback is indented.
+
+    An exception's text can carry user input too, so every line after the
+    first starts with whitespace: nothing inside a record can pass for the
+    start of another.
+    """
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_control(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        first, *rest = super().format(record).split("\n")
+        return "\n".join([first, *(line if line[:1].isspace() else "  " + line for line in rest)])
+
+
 def _syslog_priority(levelno: int) -> int:
     for level, prio in sorted(_PRIORITY.items(), reverse=True):
         if levelno >= level:
@@ -39,7 +76,7 @@ def _syslog_priority(levelno: int) -> int:
     return 7
 
 
-class JournalFormatter(logging.Formatter):
+class JournalFormatter(_OneLine):
     """``<N>logger: message`` — journald parses the prefix into PRIORITY=N."""
 
     def __init__(self) -> None:
@@ -54,7 +91,7 @@ class JournalFormatter(logging.Formatter):
 
 
 def _plain_formatter() -> logging.Formatter:
-    return logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    return _OneLine("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
 
 def stderr_is_journal(
