@@ -5,12 +5,11 @@
 For each database (SQLite file; PostgreSQL when a server answers at
 ``OUTPOST_TEST_POSTGRES_URL``, default the local one) it applies N envelopes
 of about 2 KiB with 5 child rows each, in batches as gateways send them,
-through :class:`cloud_bridge.replay.Replayer` in its default (bulk) mode:
+through :class:`cloud_bridge.replay.Replayer` (the one replay path:
 idempotency check, seq order, form validation, ledger rows, record replace,
-one commit per batch. In the same run it INSERTs the same ledger rows and
+one commit per batch). In the same run it INSERTs the same ledger rows and
 child rows raw (Core executemany, one commit per batch) and prints both rates
-and their ratio. Two more replay passes show the slower ways of committing:
-a savepoint per envelope (ORM) and one transaction per envelope.
+and their ratio.
 """
 
 from __future__ import annotations
@@ -147,8 +146,8 @@ def batches(envs: list[WireEnvelope], size: int) -> list[EnvelopeBatch]:
     ]
 
 
-def bench_replay(db: Database, envs: list[WireEnvelope], size: int, **mode: bool) -> float:
-    replayer = Replayer(db, **mode)
+def bench_replay(db: Database, envs: list[WireEnvelope], size: int) -> float:
+    replayer = Replayer(db)
     start = time.perf_counter()
     applied = 0
     for batch in batches(envs, size):
@@ -211,17 +210,12 @@ def run(label: str, url: str, n: int, size: int) -> dict[str, Any]:
     db = Database.from_url(url)
     try:
         migrate(db.engine)
-        for prefix in ("b-", "s-", "p-"):
-            seed(db, prefix, activity_count(n))
+        seed(db, "b-", activity_count(n))
         bulk_envs = make_envelopes(n, "site-bench", "b-")
-        savepoint_envs = make_envelopes(n, "site-bench", "s-")
-        single_envs = make_envelopes(n, "site-bench", "p-")
         raw_envs = make_envelopes(n, "site-raw", "r-")
         env_bytes = len(bulk_envs[0].model_dump_json())
         replay_rate = bench_replay(db, bulk_envs, size)
         raw_rate = bench_raw(db, raw_envs, size)
-        savepoint_rate = bench_replay(db, savepoint_envs, size, bulk=False)
-        single_rate = bench_replay(db, single_envs, size, group_commit=False)
     finally:
         db.dispose()
     result = {
@@ -232,14 +226,11 @@ def run(label: str, url: str, n: int, size: int) -> dict[str, Any]:
         "replay_per_s": round(replay_rate),
         "raw_insert_per_s": round(raw_rate),
         "ratio": round(replay_rate / raw_rate, 3),
-        "replay_savepoint_per_envelope_per_s": round(savepoint_rate),
-        "replay_txn_per_envelope_per_s": round(single_rate),
     }
     print(
         f"{label:10s} {n} envelopes of {env_bytes} B, {ROWS} child rows, batches of {size}: "
         f"replay {replay_rate:,.0f}/s vs raw INSERT {raw_rate:,.0f}/s "
-        f"(ratio {replay_rate / raw_rate:.2f}); savepoint per envelope {savepoint_rate:,.0f}/s; "
-        f"one transaction per envelope {single_rate:,.0f}/s",
+        f"(ratio {replay_rate / raw_rate:.2f})",
         flush=True,
     )
     return result

@@ -1,12 +1,34 @@
-"""Group commit for replay: decide a whole batch under its locks, then write it in bulk.
+"""The rules of replay, applied to one batch inside one open transaction.
 
-The same rules as the per-envelope path in :mod:`cloud_bridge.replay` (the
-reference; both run the same tests), with far fewer round trips: the batch's
-activities are locked and read once, every envelope is decided in memory in
-``seq`` order (held ones included), and then the ledger rows, the activities,
-the records and their child rows are written with a handful of statements in
-the same transaction. Each envelope's ledger row and its record rows still
-commit together or not at all — the whole batch commits as one.
+:class:`BulkBatch` has three phases: **load** locks the batch's activities
+(in id order, so concurrent workers never deadlock) and reads them, the
+ledger rows the batch already has, the activities' held envelopes and their
+forms, in a handful of queries; **decide** runs every envelope through the
+rules in memory, in ``seq`` order, held ones included; **write** puts the
+ledger rows, activities, records and child rows in with a few statements.
+The caller commits (or rolls back) the whole batch; results leave only after
+that commit (:mod:`cloud_bridge.replay`).
+
+The rules, per activity and check-out:
+
+* an envelope id already in the ledger gets its first outcome again (a held
+  one stays held, without a result);
+* no such activity: rejected ``unknown_activity``; not checked out to the
+  sending gateway: ``permission`` (``canceled`` once central canceled it);
+* ``seq <= last_seq``: ``stale_seq``; ``seq > last_seq + 1``: a gap, the
+  envelope is **held** in the ledger until the missing one arrives;
+* ``seq == last_seq + 1``: its turn. It is decided (applied, or rejected
+  ``permission``/``conflict``/``validation``) and consumes its seq either
+  way, so the crew can send a corrected one with the next; then held
+  successors whose turn came are decided in order. Once the activity is
+  checked in (a ``completed`` envelope applied) or canceled, anything still
+  held is rejected ``checked_in``/``canceled``.
+
+An envelope central refused before the rules (``refused``: it fails the wire
+contract, or the database refused a value in it) arrives as a placeholder
+that holds only what can be stored. It meets the same rules, and at its turn
+it is rejected with its refusal instead of being decided; with no usable
+``seq`` (0) it is rejected on arrival and consumes nothing.
 
 Within one batch an activity's record is written once, as the last applied
 envelope left it: every envelope holds the whole form, so the intermediate
@@ -15,13 +37,15 @@ states would be overwritten inside the same transaction anyway.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, update
+from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
 
+from cloud_bridge import rejections
 from cloud_bridge.ledger import clip
 from cloud_bridge.models import (
     APPLIED,
@@ -37,6 +61,7 @@ from cloud_bridge.models import (
     Record,
     RecordRow,
 )
+from cloud_bridge.rejections import Refusal
 from outpost.forms import FormDefinition, validate_submission
 from outpost.wire.schemas import EnvelopeResult, WireEnvelope
 
@@ -47,7 +72,18 @@ _records: Table = Record.__table__  # type: ignore[assignment]
 _rows: Table = RecordRow.__table__  # type: ignore[assignment]
 _gateways: Table = Gateway.__table__  # type: ignore[assignment]
 
-Results = list[tuple[str, EnvelopeResult]]
+Results = list[tuple[str, EnvelopeResult]]  # (gateway to tell, result)
+Entry = dict[str, Any]  # a ledger row's values
+
+_UPDATED_LEDGER = ("outcome", "code", "reason", "applied_at", "activity_version", "checked_in")
+
+
+@dataclass
+class _Held:
+    entry: Entry
+    env: WireEnvelope | None  # None: a refused placeholder (rejected at its turn)
+    stored: bool  # the row is in the database already (else in this batch's inserts)
+    refusal: Refusal | None = None
 
 
 @dataclass
@@ -63,11 +99,11 @@ class _Act:
     version: int
     dirty: bool = False
     record: WireEnvelope | None = None  # the last envelope applied in this batch
-    held: dict[int, tuple[dict[str, Any], WireEnvelope, bool]] = field(default_factory=dict)
-    # seq -> (ledger row values, envelope, row already in the database)
+    held: dict[int, _Held] = field(default_factory=dict)  # by seq
 
 
-def _result(entry: dict[str, Any]) -> EnvelopeResult:
+def _result(entry: Entry) -> EnvelopeResult:
+    """The answer recorded for a decided envelope (the same every time it is asked)."""
     return EnvelopeResult(
         envelope_id=UUID(entry["envelope_id"]),
         activity_id=entry["activity_id"],
@@ -80,7 +116,7 @@ def _result(entry: dict[str, Any]) -> EnvelopeResult:
     )
 
 
-def _entry(env: WireEnvelope, gateway_id: str, batch_id: str, arrived: datetime) -> dict[str, Any]:
+def _entry(env: WireEnvelope, gateway_id: str, batch_id: str, arrived: datetime) -> Entry:
     return {
         "envelope_id": str(env.envelope_id),
         "gateway_id": gateway_id,
@@ -106,6 +142,31 @@ def _entry(env: WireEnvelope, gateway_id: str, batch_id: str, arrived: datetime)
     }
 
 
+_forms: dict[tuple[str, int, datetime], FormDefinition] = {}
+
+
+def _form_of(row: RowMapping) -> FormDefinition:
+    """The parsed form of a type's current version (parsed once, not per batch)."""
+    key = (row["name"], row["form_version"], row["updated_at"])
+    form = _forms.get(key)
+    if form is None:
+        if len(_forms) > 1000:
+            _forms.clear()
+        form = _forms[key] = FormDefinition.model_validate(row["form"])
+    return form
+
+
+def _holder_refusal(act: _Act, gateway_id: str) -> Refusal | None:
+    if act.state == CANCELED:
+        return rejections.CANCELED, f"Activity {act.id!r} was canceled by central."
+    if act.state != OFFLINE or act.holder_gateway != gateway_id:
+        return (
+            rejections.PERMISSION,
+            f"Activity {act.id!r} is not checked out to gateway {gateway_id!r}.",
+        )
+    return None
+
+
 class BulkBatch:
     """One batch's work inside one open transaction (``conn``)."""
 
@@ -116,23 +177,31 @@ class BulkBatch:
         envelopes: list[WireEnvelope],
         batch_id: str,
         arrived: datetime,
-        form_of: Any,
+        refused: Mapping[str, Refusal] | None = None,
     ) -> None:
+        """``envelopes`` in ``(activity_id, seq)`` order; ``refused``: by envelope id."""
         self.conn = conn
         self.gateway_id = gateway_id
         self.envelopes = envelopes
         self.batch_id = batch_id
         self.now = arrived
-        self.form_of = form_of  # (type name, form json, form_version, updated_at) -> FormDefinition
+        self.refused = refused or {}
         self.results: Results = []
-        self.inserts: dict[str, dict[str, Any]] = {}  # new ledger rows, by envelope id
-        self.updates: list[dict[str, Any]] = []  # decided rows that were held in the database
+        self.inserts: dict[str, Entry] = {}  # new ledger rows, by envelope id
+        self.updates: list[Entry] = []  # decided rows that were held in the database
         self.acts: dict[str, _Act] = {}
         self.forms: dict[str, tuple[FormDefinition, int]] = {}
 
-    # --- reading ------------------------------------------------------------------
+    def run(self) -> Results:
+        existing = self.load()
+        self.decide(existing)
+        self.write()
+        return self.results
 
-    def _load(self) -> dict[str, dict[str, Any]]:
+    # --- load -------------------------------------------------------------------------
+
+    def load(self) -> dict[str, Entry]:
+        """Lock and read the batch's activities; the ledger rows its envelope ids have."""
         conn = self.conn
         ids = sorted({e.activity_id for e in self.envelopes})
         stmt = select(_activities).where(_activities.c.id.in_(ids)).order_by(_activities.c.id)
@@ -163,17 +232,22 @@ class BulkBatch:
             ).mappings()
             for r in held:
                 act = self.acts[r["activity_id"]]
-                if r["checkout_no"] == act.checkout_no and r["payload"] is not None:
-                    act.held[r["seq"]] = (dict(r), WireEnvelope.model_validate(r["payload"]), True)
+                if r["checkout_no"] != act.checkout_no:
+                    continue
+                if r["payload"] is not None:
+                    env = WireEnvelope.model_validate(r["payload"])
+                    act.held[r["seq"]] = _Held(dict(r), env, stored=True)
+                elif r["code"] is not None:
+                    refusal = (r["code"], r["reason"] or "")
+                    act.held[r["seq"]] = _Held(dict(r), None, stored=True, refusal=refusal)
             type_names = sorted({a.type for a in self.acts.values()})
             for t in conn.execute(select(_types).where(_types.c.name.in_(type_names))).mappings():
-                self.forms[t["name"]] = (self.form_of(t), t["form_version"])
+                self.forms[t["name"]] = (_form_of(t), t["form_version"])
         return existing
 
-    # --- deciding -------------------------------------------------------------------
+    # --- decide -----------------------------------------------------------------------
 
-    def run(self) -> Results:
-        existing = self._load()
+    def decide(self, existing: Mapping[str, Entry]) -> None:
         for env in self.envelopes:
             key = str(env.envelope_id)
             known = existing.get(key) or self.inserts.get(key)
@@ -183,50 +257,75 @@ class BulkBatch:
                 continue
             entry = _entry(env, self.gateway_id, self.batch_id, self.now)
             self.inserts[key] = entry
-            act = self.acts.get(env.activity_id)
-            if act is None:
-                self._reject(
-                    entry, "unknown_activity", f"No activity {env.activity_id!r} exists at central."
-                )
-                continue
-            entry["checkout_no"] = act.checkout_no
-            entry["activity_version"] = act.version
-            refusal = _holder_refusal(act, self.gateway_id)
-            if refusal is not None:
-                self._reject(entry, *refusal)
-                continue
-            if env.seq <= act.last_seq:
-                self._reject(
-                    entry,
-                    "stale_seq",
-                    f"Sequence number {env.seq} of activity {act.id!r} was already used; "
-                    f"the next one is {act.last_seq + 1}.",
-                )
-                continue
-            if env.seq > act.last_seq + 1:
-                entry["payload"] = env.model_dump(mode="json")
-                act.held[env.seq] = (entry, env, False)
-                continue
-            self._decide(act, entry, env)
-            self._release(act)
-        self._write()
-        return self.results
+            self._arrive(entry, env, self.refused.get(key))
 
-    def _reject(self, entry: dict[str, Any], code: str, reason: str) -> None:
+    def _arrive(self, entry: Entry, env: WireEnvelope, refusal: Refusal | None) -> None:
+        act = self.acts.get(env.activity_id)
+        if act is None:
+            self._reject(
+                entry,
+                rejections.UNKNOWN_ACTIVITY,
+                f"No activity {env.activity_id!r} exists at central.",
+            )
+            return
+        entry["checkout_no"] = act.checkout_no
+        entry["activity_version"] = act.version
+        holder = _holder_refusal(act, self.gateway_id)
+        if holder is not None:
+            self._reject(entry, *holder)
+            return
+        if refusal is not None and env.seq < 1:
+            self._reject(entry, *refusal)  # no usable seq: it can take no turn
+            return
+        if env.seq <= act.last_seq:
+            self._reject(
+                entry,
+                rejections.STALE_SEQ,
+                f"Sequence number {env.seq} of activity {act.id!r} was already used; "
+                f"the next one is {act.last_seq + 1}.",
+            )
+            return
+        if env.seq > act.last_seq + 1:
+            if refusal is None:
+                entry["payload"] = env.model_dump(mode="json")
+                act.held[env.seq] = _Held(entry, env, stored=False)
+            else:
+                # Held without its payload (it could not be stored): the refusal waits.
+                entry["code"], entry["reason"] = refusal[0], clip(refusal[1])
+                act.held[env.seq] = _Held(entry, None, stored=False, refusal=refusal)
+            return
+        self._turn(act, entry, env if refusal is None else None, refusal)
+        self._release(act)
+
+    def _turn(
+        self, act: _Act, entry: Entry, env: WireEnvelope | None, refusal: Refusal | None
+    ) -> None:
+        """The envelope whose seq is next: decided, or rejected with its refusal."""
+        if env is None:
+            assert refusal is not None
+            act.last_seq = entry["seq"]
+            act.dirty = True
+            entry["activity_version"] = act.version
+            self._reject(entry, *refusal)
+        else:
+            self._decide(act, entry, env)
+
+    def _reject(self, entry: Entry, code: str, reason: str) -> None:
         entry["outcome"] = REJECTED
         entry["code"] = code
         entry["reason"] = clip(reason)
         entry["applied_at"] = self.now
         self.results.append((entry["gateway_id"], _result(entry)))
 
-    def _decide(self, act: _Act, entry: dict[str, Any], env: WireEnvelope) -> None:
+    def _decide(self, act: _Act, entry: Entry, env: WireEnvelope) -> None:
+        """Apply or reject the envelope whose seq is next; it consumes the seq either way."""
         act.last_seq = env.seq
         act.dirty = True
         entry["activity_version"] = act.version
         if env.author not in (act.holder_user, act.responsible):
             self._reject(
                 entry,
-                "permission",
+                rejections.PERMISSION,
                 f"User {env.author!r} may not submit for activity {act.id!r}; "
                 f"it is held by {act.holder_user!r}.",
             )
@@ -234,7 +333,7 @@ class BulkBatch:
         if env.base_version != act.version:
             self._reject(
                 entry,
-                "conflict",
+                rejections.CONFLICT,
                 f"The envelope was edited from version {env.base_version} of activity "
                 f"{act.id!r}, but central has version {act.version}; "
                 "it was not applied so nothing is overwritten.",
@@ -254,10 +353,11 @@ class BulkBatch:
                 note = (
                     f" (filled against form version {env.form_version}; central has {form_version})"
                 )
-            self._reject(entry, "validation", "; ".join(problems) + note)
+            self._reject(entry, rejections.VALIDATION, "; ".join(problems) + note)
             return
         act.record = env
         if env.status == "completed":
+            # Rule 5: checked in — back online, off the gateway, version bumped.
             act.state = ONLINE
             act.holder_gateway = None
             act.holder_user = None
@@ -271,36 +371,36 @@ class BulkBatch:
     def _release(self, act: _Act) -> None:
         """Decide held successors whose turn came; reject the rest once checked in."""
         while act.state == OFFLINE and act.last_seq + 1 in act.held:
-            entry, env, stored = act.held.pop(act.last_seq + 1)
-            refusal = _holder_refusal(act, entry["gateway_id"])
+            held = act.held.pop(act.last_seq + 1)
+            refusal = _holder_refusal(act, held.entry["gateway_id"])
             if refusal is not None:
-                act.last_seq = env.seq
+                act.last_seq = held.entry["seq"]
                 act.dirty = True
-                self._reject(entry, *refusal)
+                self._reject(held.entry, *refusal)
             else:
-                self._decide(act, entry, env)
-            self._decided_held(entry, stored)
+                self._turn(act, held.entry, held.env, held.refusal)
+            self._decided_held(held)
         if act.state != OFFLINE and act.held:
-            code = "checked_in" if act.state == ONLINE else "canceled"
+            code = rejections.CHECKED_IN if act.state == ONLINE else rejections.CANCELED
             for seq in sorted(act.held):
-                entry, _env, stored = act.held.pop(seq)
-                entry["activity_version"] = act.version
+                held = act.held.pop(seq)
+                held.entry["activity_version"] = act.version
                 self._reject(
-                    entry,
+                    held.entry,
                     code,
                     f"Activity {act.id!r} was checked in (or canceled) before this "
                     "envelope's turn came.",
                 )
-                self._decided_held(entry, stored)
+                self._decided_held(held)
 
-    def _decided_held(self, entry: dict[str, Any], stored: bool) -> None:
-        entry["payload"] = None
-        if stored:
-            self.updates.append(entry)
+    def _decided_held(self, held: _Held) -> None:
+        held.entry["payload"] = None
+        if held.stored:
+            self.updates.append(held.entry)
 
-    # --- writing --------------------------------------------------------------------
+    # --- write ------------------------------------------------------------------------
 
-    def _write(self) -> None:
+    def write(self) -> None:
         conn = self.conn
         if self.inserts:
             conn.execute(insert(_ledger), list(self.inserts.values()))
@@ -308,30 +408,8 @@ class BulkBatch:
             conn.execute(
                 update(_ledger)
                 .where(_ledger.c.envelope_id == bindparam("k_envelope_id"))
-                .values(
-                    outcome=bindparam("k_outcome"),
-                    code=bindparam("k_code"),
-                    reason=bindparam("k_reason"),
-                    applied_at=bindparam("k_applied_at"),
-                    activity_version=bindparam("k_activity_version"),
-                    checked_in=bindparam("k_checked_in"),
-                    payload=None,
-                ),
-                [
-                    {
-                        f"k_{k}": u[k]
-                        for k in (
-                            "envelope_id",
-                            "outcome",
-                            "code",
-                            "reason",
-                            "applied_at",
-                            "activity_version",
-                            "checked_in",
-                        )
-                    }
-                    for u in self.updates
-                ],
+                .values(**{k: bindparam(f"k_{k}") for k in _UPDATED_LEDGER}, payload=None),
+                [{f"k_{k}": u[k] for k in ("envelope_id", *_UPDATED_LEDGER)} for u in self.updates],
             )
         dirty = [a for a in self.acts.values() if a.dirty]
         if dirty:
@@ -359,39 +437,45 @@ class BulkBatch:
                     for a in dirty
                 ],
             )
-        applied = [a for a in self.acts.values() if a.record is not None]
-        if applied:
-            ids = [a.id for a in applied]
-            conn.execute(delete(_rows).where(_rows.c.activity_id.in_(ids)))
-            conn.execute(delete(_records).where(_records.c.activity_id.in_(ids)))
-            records = []
-            rows = []
-            for a in applied:
-                env = a.record
-                assert env is not None
-                records.append(
-                    {
-                        "activity_id": a.id,
-                        "data": dict(env.record),
-                        "envelope_id": str(env.envelope_id),
-                        "seq": env.seq,
-                        "status": env.status,
-                        "attachments": list(env.attachments),
-                        "form_version": env.form_version,
-                        "updated_at": self.now,
-                    }
-                )
-                rows += [
-                    {"activity_id": a.id, "table_name": name, "row_index": i, "data": row}
-                    for name, table_rows in env.tables.items()
-                    for i, row in enumerate(table_rows)
-                ]
-            conn.execute(insert(_records), records)
-            if rows:
-                conn.execute(insert(_rows), rows)
+        self._write_records()
         self._touch_gateway()
 
+    def _write_records(self) -> None:
+        applied = [a for a in self.acts.values() if a.record is not None]
+        if not applied:
+            return
+        conn = self.conn
+        ids = [a.id for a in applied]
+        conn.execute(delete(_rows).where(_rows.c.activity_id.in_(ids)))
+        conn.execute(delete(_records).where(_records.c.activity_id.in_(ids)))
+        records = []
+        rows = []
+        for a in applied:
+            env = a.record
+            assert env is not None
+            records.append(
+                {
+                    "activity_id": a.id,
+                    "data": dict(env.record),
+                    "envelope_id": str(env.envelope_id),
+                    "seq": env.seq,
+                    "status": env.status,
+                    "attachments": list(env.attachments),
+                    "form_version": env.form_version,
+                    "updated_at": self.now,
+                }
+            )
+            rows += [
+                {"activity_id": a.id, "table_name": name, "row_index": i, "data": row}
+                for name, table_rows in env.tables.items()
+                for i, row in enumerate(table_rows)
+            ]
+        conn.execute(insert(_records), records)
+        if rows:
+            conn.execute(insert(_rows), rows)
+
     def _touch_gateway(self) -> None:
+        """Last, after every activity lock: the fleet view's "last seen"."""
         conn = self.conn
         found = conn.execute(
             select(_gateways.c.last_seen).where(_gateways.c.id == self.gateway_id)
@@ -411,11 +495,3 @@ class BulkBatch:
                 .where(_gateways.c.id == self.gateway_id, _gateways.c.last_seen < self.now)
                 .values(last_seen=self.now)
             )
-
-
-def _holder_refusal(act: _Act, gateway_id: str) -> tuple[str, str] | None:
-    if act.state == CANCELED:
-        return "canceled", f"Activity {act.id!r} was canceled by central."
-    if act.state != OFFLINE or act.holder_gateway != gateway_id:
-        return "permission", f"Activity {act.id!r} is not checked out to gateway {gateway_id!r}."
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from uuid import UUID
 
 from sqlalchemy import select
@@ -11,10 +12,19 @@ from cloud_bridge.models import APPLIED, HELD, REJECTED, Activity, LedgerEntry, 
 from outpost.wire.schemas import EnvelopeResult
 
 MAX_REASON = 2000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def clip(reason: str) -> str:
-    return reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 1] + "…"
+def clip(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` as every database and the wire can hold it, at most ``limit`` characters.
+
+    Reasons quote what a gateway sent (field names, values): control
+    characters are escaped (PostgreSQL refuses NUL in text; a newline would
+    forge lines where it is shown) and lone surrogates too (no UTF-8 for them).
+    """
+    text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def result_of(entry: LedgerEntry) -> EnvelopeResult:

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from cloud_bridge import rejections
 from cloud_bridge.errors import CentralError, bad_request, not_found
 from cloud_bridge.ledger import reject_held
 from cloud_bridge.models import (
@@ -435,7 +436,7 @@ def cancel(
         raise CentralError("canceled", f"Activity {activity_id!r} is already canceled.")
     holder = activity.holder_gateway if activity.state == OFFLINE else None
     results = reject_held(
-        session, activity, "canceled", f"Activity {activity_id!r} was canceled by central."
+        session, activity, rejections.CANCELED, f"Activity {activity_id!r} was canceled by central."
     )
     now = utcnow()
     activity.state = CANCELED

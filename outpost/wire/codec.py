@@ -45,21 +45,27 @@ def encode_json(body: bytes, compress: bool | None = None) -> bytes:
     return bytes((CODEC_VERSION, RAW)) + body
 
 
-def _inflate(data: bytes) -> bytes:
+def _inflate(data: bytes, limit: int) -> bytes:
     inflater = zlib.decompressobj()
     try:
-        out = inflater.decompress(data, MAX_DECODED + 1)
+        out = inflater.decompress(data, limit + 1)
     except zlib.error as exc:
         raise DecodeError(f"compressed body is corrupt: {exc}") from None
-    if len(out) > MAX_DECODED or inflater.unconsumed_tail:
-        raise DecodeError(f"payload inflates past {MAX_DECODED} bytes")
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise DecodeError(f"payload inflates past {limit} bytes")
     if not inflater.eof:
         raise DecodeError("compressed body is truncated")
     return out
 
 
-def decode(payload: bytes) -> Any:
-    """Parse and validate a payload into one of the schema messages."""
+def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
+    """The JSON document inside a payload, not yet checked against the schemas.
+
+    ``max_bytes`` bounds the JSON text (after inflating). Every way a payload
+    can be wrong ends in :class:`DecodeError`: numbers past what Python parses
+    (over 4,300 digits), nesting past its recursion limit, bytes that are not
+    UTF-8.
+    """
     if len(payload) < _HEADER:
         raise DecodeError("payload is too short to carry a codec header")
     version, compression = payload[0], payload[1]
@@ -67,19 +73,30 @@ def decode(payload: bytes) -> Any:
         raise DecodeError(f"unsupported codec version {version} (this side speaks {CODEC_VERSION})")
     body = payload[_HEADER:]
     if compression == ZLIB:
-        body = _inflate(body)
+        body = _inflate(body, max_bytes)
     elif compression != RAW:
         raise DecodeError(f"unknown compression {compression}")
-    elif len(body) > MAX_DECODED:
-        raise DecodeError(f"payload is larger than {MAX_DECODED} bytes")
+    elif len(body) > max_bytes:
+        raise DecodeError(f"payload is larger than {max_bytes} bytes")
     try:
-        data = json.loads(body)
+        return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DecodeError(f"body is not JSON: {exc}") from None
+    except ValueError as exc:  # an integer of more digits than int() takes
+        raise DecodeError(f"body holds a number central cannot read: {exc}") from None
+    except RecursionError:
+        raise DecodeError("body is nested too deeply") from None
+
+
+def decode(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
+    """Parse and validate a payload into one of the schema messages."""
+    data = decode_document(payload, max_bytes)
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:
         raise DecodeError(describe_validation(exc)) from None
+    except RecursionError:
+        raise DecodeError("body is nested too deeply") from None
 
 
 def describe_validation(exc: ValidationError, limit: int = 3) -> str:

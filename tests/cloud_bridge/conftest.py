@@ -104,17 +104,10 @@ def seed(db: Database) -> Seeded:
     return Seeded(db)
 
 
-REPLAY_MODES = {
-    "bulk": {},  # the default: decided in memory, written in bulk, one commit per batch
-    "savepoint": {"bulk": False},  # a savepoint per envelope, one commit per batch
-    "single": {"group_commit": False},  # one transaction per envelope
-}
-
-
-@pytest.fixture(params=list(REPLAY_MODES))
-def replayer(db: Database, request: pytest.FixtureRequest) -> Replayer:
-    """Every replay test runs against each way of committing: same outcomes required."""
-    return Replayer(db, **REPLAY_MODES[request.param])
+@pytest.fixture
+def replayer(db: Database) -> Replayer:
+    """The one replay path; every replay test runs on SQLite and PostgreSQL."""
+    return Replayer(db)
 
 
 def envelope(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
+from datetime import datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -12,6 +14,7 @@ from cloud_bridge import rules
 from cloud_bridge.db import Database
 from cloud_bridge.models import LedgerEntry, RecordRow
 from cloud_bridge.replay import Replayer
+from outpost.wire.schemas import WireEnvelope
 from tests.cloud_bridge.conftest import Seeded, envelope
 
 
@@ -281,8 +284,8 @@ def test_second_check_out_continues_the_gateways_seq(
     assert res.outcome == "applied"
 
 
-def _install_failing_trigger(db: Database) -> None:
-    """A real database failure in the middle of a batch: inserting a row whose meter is 'boom'."""
+def _install_refusing_trigger(db: Database) -> None:
+    """The database refuses a record row whose meter is 'boom' (a constraint, as it would)."""
     with db.engine.begin() as conn:
         if db.sqlite:
             conn.exec_driver_sql(
@@ -293,7 +296,8 @@ def _install_failing_trigger(db: Database) -> None:
         else:
             conn.exec_driver_sql(
                 "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
-                "IF NEW.data->>'meter' = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; "
+                "IF NEW.data->>'meter' = 'boom' THEN "
+                "RAISE EXCEPTION 'boom' USING ERRCODE = 'check_violation'; END IF; "
                 "RETURN NEW; END $$ LANGUAGE plpgsql"
             )
             conn.exec_driver_sql(
@@ -302,39 +306,54 @@ def _install_failing_trigger(db: Database) -> None:
             )
 
 
-def _drop_failing_trigger(db: Database) -> None:
-    with db.engine.begin() as conn:
-        conn.exec_driver_sql(
-            "DROP TRIGGER boom" if db.sqlite else "DROP TRIGGER boom ON record_rows"
-        )
-
-
-def test_failure_mid_batch_leaves_no_partial_envelope(
+def test_a_row_the_database_refuses_costs_one_rejection(
     db: Database, seed: Seeded, replayer: Replayer
 ) -> None:
     good = seed.ready(activity_id="a-good")
     bad = seed.ready(activity_id="a-bad")
     e_good = envelope(good, 1)
     e_bad = envelope(bad, 1, tables={"readings": [{"meter": "ok"}, {"meter": "boom"}]})
-    _install_failing_trigger(db)
-    with pytest.raises(Exception, match="boom"):
-        replayer.apply_envelopes("site-a", [e_good, e_bad])
-    with db.session() as s:
-        # The failed envelope left nothing: no ledger row, no record, no rows, seq not consumed.
-        assert s.get(LedgerEntry, str(e_bad.envelope_id)) is None
-        assert rules.record_of(s, bad)["record"] is None
-        assert rules.get_activity(s, bad).last_seq == 0
-        # Its batch-mate: all or nothing too (nothing, when the batch is one transaction).
-        entry = s.get(LedgerEntry, str(e_good.envelope_id))
-        rec = rules.record_of(s, good)
-        assert (entry is None) == (rec["record"] is None)
-    _drop_failing_trigger(db)
-    # The gateway sends the batch again: each envelope applies exactly once.
+    e_next = envelope(bad, 2)
+    _install_refusing_trigger(db)
     results = replayer.apply_envelopes("site-a", [e_good, e_bad])
+    by_id = {r.envelope_id: r for _, r in results}
+    assert by_id[e_good.envelope_id].outcome == "applied"
+    refused = by_id[e_bad.envelope_id]
+    assert (refused.outcome, refused.code) == ("rejected", "unstorable")
+    assert "boom" in (refused.reason or "")
+    # The refused envelope consumed its seq: the next one of its activity applies.
+    ((_, after),) = replayer.apply_envelopes("site-a", [e_next])
+    assert after.outcome == "applied"
+    with db.session() as s:
+        entry = rules.envelope_of(s, str(e_bad.envelope_id))
+        assert (entry.outcome, entry.code, entry.seq) == ("rejected", "unstorable", 1)
+        assert rules.record_of(s, bad)["seq"] == 2  # nothing of the refused one
+    # Sent again: its first answer, no second effect.
+    again = replayer.apply_envelopes("site-a", [e_bad])
+    assert [r for _, r in again] == [refused]
+
+
+def test_a_failure_that_is_no_data_error_leaves_nothing_and_is_retried(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    """A broken database (here: a table gone) is no reason to reject anyone's work."""
+    good = seed.ready(activity_id="a-good")
+    other = seed.ready(activity_id="a-other")
+    e_good, e_other = envelope(good, 1), envelope(other, 1)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE record_rows RENAME TO record_rows_away")
+    with pytest.raises(Exception, match="record_rows"):
+        replayer.apply_envelopes("site-a", [e_good, e_other])
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE record_rows_away RENAME TO record_rows")
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 0
+        assert rules.get_activity(s, good).last_seq == 0
+    # The gateway sends the batch again: each envelope applies exactly once.
+    results = replayer.apply_envelopes("site-a", [e_good, e_other])
     assert sorted(r.outcome for _, r in results) == ["applied", "applied"]
     with db.session() as s:
         assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 2
-        assert rules.record_of(s, bad)["tables"]["readings"][1] == {"meter": "boom"}
 
 
 def test_a_draft_without_its_required_answers_applies(
@@ -348,3 +367,87 @@ def test_a_draft_without_its_required_answers_applies(
     )
     assert (done.outcome, done.code) == ("rejected", "validation")
     assert "'site_ok' is required" in (done.reason or "")
+
+
+def _unchecked(env: WireEnvelope, **values: Any) -> WireEnvelope:
+    """``env`` with values the wire schema would refuse: what an old gateway may send."""
+    return WireEnvelope.model_construct(**{**dict(env), **values})
+
+
+def test_values_the_database_refuses_cost_one_rejection_each(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    ids = [seed.ready(activity_id=f"a-{n}") for n in range(1, 9)]
+    year_one = datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1)))  # year 0 in UTC
+    good = envelope(ids[0], 1)
+    bad = {
+        "base_version_int32": _unchecked(envelope(ids[1], 1), base_version=2**31),
+        "seq_int64": _unchecked(envelope(ids[2], 1), seq=2**63),
+        "created_at_year_0": _unchecked(envelope(ids[3], 1), created_at=year_one),
+        "author_5000": _unchecked(envelope(ids[4], 1), author="a" * 5000),
+        "nul_in_field_name": envelope(ids[5], 1, record={"site_ok": True, "no\x00te": "x"}),
+        "form_version_int64": _unchecked(envelope(ids[6], 1), form_version=2**63),
+        # waits for seq 1 (a gap), then is refused at its turn
+        "held_base_version": _unchecked(envelope(ids[7], 2), base_version=2**63),
+    }
+    results = replayer.apply_envelopes("site-a", [good, *bad.values()])
+    by_id = {r.envelope_id: r for _, r in results}
+    assert by_id[good.envelope_id].outcome == "applied"
+    sqlite = db.sqlite  # SQLite holds 64-bit integers and any length of text
+    expected = {
+        "base_version_int32": "conflict" if sqlite else "unstorable",
+        "seq_int64": "unstorable",
+        "created_at_year_0": "unstorable",
+        "author_5000": "permission" if sqlite else "unstorable",
+        "nul_in_field_name": "validation",
+        "form_version_int64": "unstorable",
+    }
+    got = {
+        name: (by_id[env.envelope_id].outcome, by_id[env.envelope_id].code)
+        for name, env in bad.items()
+        if name in expected
+    }
+    assert got == {name: ("rejected", code) for name, code in expected.items()}
+    assert "\\x00" in (by_id[bad["nul_in_field_name"].envelope_id].reason or "")
+    for name in ("seq_int64", "created_at_year_0", "form_version_int64"):
+        reason = by_id[bad[name].envelope_id].reason or ""
+        assert reason.startswith("Central's database cannot store a value"), (name, reason)
+    assert bad["held_base_version"].envelope_id not in by_id  # held: no answer yet
+    with db.session() as s:
+        entry = rules.envelope_of(s, str(bad["seq_int64"].envelope_id))
+        assert (entry.outcome, entry.code, entry.seq) == ("rejected", "unstorable", 0)
+        held = rules.envelope_of(s, str(bad["held_base_version"].envelope_id))
+        assert (held.outcome, held.code, held.payload) == ("held", "unstorable", None)
+    # The gap fills: seq 1 applies, the held one is rejected at its turn and consumes seq 2.
+    first, after = envelope(ids[7], 1), envelope(ids[7], 3)
+    results = replayer.apply_envelopes("site-a", [first])
+    assert [(r.envelope_id, r.outcome, r.code) for _, r in results] == [
+        (first.envelope_id, "applied", None),
+        (bad["held_base_version"].envelope_id, "rejected", "unstorable"),
+    ]
+    ((_, res),) = replayer.apply_envelopes("site-a", [after])
+    assert res.outcome == "applied"
+    # Every refused one answers the same again, and its activity takes the next seq.
+    by_id[bad["held_base_version"].envelope_id] = results[1][1]
+    again = replayer.apply_envelopes("site-a", list(bad.values()))
+    assert {r.envelope_id: r for _, r in again} == {
+        env.envelope_id: by_id[env.envelope_id] for env in bad.values()
+    }
+    ((_, nxt),) = replayer.apply_envelopes("site-a", [envelope(ids[3], 2)])
+    assert nxt.outcome == "applied"
+
+
+def test_cancel_clears_a_refused_envelope(db: Database, seed: Seeded, replayer: Replayer) -> None:
+    aid = seed.ready()
+    held = _unchecked(envelope(aid, 2), base_version=2**63)  # waits for seq 1
+    assert replayer.apply_envelopes("site-a", [held]) == []
+    with db.session() as s:
+        _, _, rejected = rules.cancel(s, aid, "stop")
+    assert [(r.envelope_id, r.code) for _, r in rejected] == [(held.envelope_id, "canceled")]
+    # A refused envelope arriving after the cancel is answered "canceled" too.
+    late = _unchecked(
+        envelope(aid, 1), created_at=datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=2)))
+    )
+    ((_, res),) = replayer.apply_envelopes("site-a", [late])
+    assert (res.outcome, res.code) == ("rejected", "canceled")
+    assert replayer.apply_envelopes("site-a", [held]) == [("site-a", rejected[0][1])]
