@@ -310,7 +310,7 @@ def assess(facts: Facts, now: datetime, t: Thresholds) -> Health:
                 Reason(
                     "dropped_message",
                     "warn",
-                    f"Central dropped one of its messages {duration(ago)} ago: "
+                    f"Central dropped or rejected one of its messages {duration(ago)} ago: "
                     f"{facts.last_error[:200]}",
                 )
             )

@@ -349,7 +349,7 @@ FIGURE_LABELS = {
     "cert_expires_at": "Certificate expires",
     "attachments_to_upload": "Files waiting to go up",
     "attachments_to_upload_bytes": "Size of files waiting",
-    "last_error": "Last dropped message",
+    "last_error": "Last uplink problem",
 }
 
 

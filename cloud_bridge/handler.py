@@ -27,10 +27,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cloud_bridge import fleet, rules
+from cloud_bridge import fleet, rejections, rules
 from cloud_bridge.blobs import BlobStore, Progress
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.intake import Intake, read_batch
+from cloud_bridge.ledger import clip
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.models import Blob, Gateway, utcnow
 from cloud_bridge.replay import Replayer, Results
@@ -162,6 +164,15 @@ class UplinkHandler:
         try:
             message = decode(msg.payload)
         except DecodeError as exc:
+            if leaf == topics.UP_ENVELOPES:
+                # One envelope out of the contract must not cost its batch-mates.
+                try:
+                    intake = read_batch(msg.payload, utcnow())
+                except DecodeError:
+                    pass
+                else:
+                    if intake.batch.gateway_id == gateway_id:
+                        return await self._async_batch(gateway_id, intake)
             return await self._async_drop(
                 gateway_id, msg.topic, f"undecodable payload: {exc}", "undecodable"
             )
@@ -181,7 +192,7 @@ class UplinkHandler:
                 "wrong_gateway",
             )
         if isinstance(message, EnvelopeBatch):
-            return await self._async_batch(gateway_id, message)
+            return await self._async_batch(gateway_id, Intake(message))
         if isinstance(message, BlobChunk):
             return await self._async_blob_chunk(gateway_id, message)
         if isinstance(message, CheckoutRequest):
@@ -214,8 +225,18 @@ class UplinkHandler:
         await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
         return []
 
-    async def _async_batch(self, gateway_id: str, batch: EnvelopeBatch) -> list[Outgoing]:
-        results = await self.runner.async_call(self.replayer.apply_batch, gateway_id, batch)
+    async def _async_batch(self, gateway_id: str, intake: Intake) -> list[Outgoing]:
+        batch = intake.batch
+        try:
+            results = await self.runner.async_call(
+                self.replayer.apply_batch, gateway_id, batch, intake.refused
+            )
+        except Exception as exc:
+            # Nothing was committed; the gateway sends the batch again. Say so on its row.
+            problem = f"batch {batch.batch_id} could not be applied yet: {exc.__class__.__name__}"
+            with contextlib.suppress(Exception):
+                await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
+            raise
         rejected = sum(1 for _, r in results if r.outcome == "rejected")
         self.metrics.batches.inc()
         if rejected:
@@ -230,6 +251,24 @@ class UplinkHandler:
             len(results),
             rejected,
         )
+        problems = [
+            f"envelope {r.envelope_id} of activity {r.activity_id} rejected {r.code}: {r.reason}"
+            for _, r in results
+            if r.code in rejections.UNAPPLICABLE
+        ]
+        for problem in intake.unanswerable:
+            self.dropped += 1
+            self.metrics.dropped.labels("invalid_envelope").inc()
+            logger.warning("dropping an envelope from %s: %s", gateway_id, problem[:500])
+            problems.append(problem)
+        if problems:
+            note = problems[0]
+            if len(problems) > 1:
+                note = (
+                    f"{len(problems)} envelopes of batch {batch.batch_id} were not applied; "
+                    f"the first: {note}"
+                )
+            await self.runner.async_tx(lambda s: note_error(s, gateway_id, note))
         return results_messages(results, batch.batch_id)
 
     async def _async_blob_chunk(self, gateway_id: str, chunk: BlobChunk) -> list[Outgoing]:
@@ -311,7 +350,7 @@ class UplinkHandler:
 
 def note_error(session: Session, gateway_id: str, problem: str) -> None:
     gw = rules.touch_gateway(session, gateway_id)
-    gw.last_error = problem[:2000]
+    gw.last_error = clip(problem)
     gw.last_error_at = utcnow()
 
 
