@@ -118,7 +118,7 @@ def make_envelopes(n: int, gateway: str, activity_prefix: str) -> list[WireEnvel
 def seed(db: Database, prefix: str, activities: int) -> None:
     with db.session() as s:
         if s.get(rules.User, "ana") is None:
-            rules.put_user(s, "ana", "pw-ana-bench", True)
+            rules.put_user(s, "ana", "pw-ana-bench", True, sites=["site-bench"])
             rules.put_activity_type(
                 s,
                 ActivityTypeDef.model_validate(

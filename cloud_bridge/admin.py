@@ -1,16 +1,14 @@
-"""The central admin API's application: keys, token, middlewares, routes.
+"""The admin port's application: the API and the platform's pages; keys, middlewares, routes.
 
-Middleware order (outermost first): ``error_middleware`` turns every
-failure into ``{"error": {"code", "message"}}``; ``auth_middleware`` asks for
-``Authorization: Bearer <admin token>`` everywhere except ``/healthz``, the
-OpenAPI document, the fleet pages under ``/fleet`` (which check their own
-login cookie, see ``fleet_page``) and ``/metrics`` when ``fleet.metrics_auth``
-is off. Request bodies are capped at ``admin.max_body_bytes``.
+Middleware order (outermost first): ``error_middleware`` turns every failure
+into ``{"error": {"code", "message"}}`` for the API, or an error page for the
+pages; ``access_middleware`` (``cloud_bridge.access``) works out who is asking
+and checks the route's declared action (``cloud_bridge.permissions``) before
+any handler runs. Request bodies are capped at ``admin.max_body_bytes``.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import secrets
@@ -21,10 +19,12 @@ from aiohttp import web
 
 from cloud_bridge.blobs import BlobStore
 from cloud_bridge.bridge import MqttBridge
-from cloud_bridge.config import FleetSection
+from cloud_bridge.config import FleetSection, PlatformSection
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.identity import Policy
 from cloud_bridge.metrics import BridgeMetrics
+from cloud_bridge.passwords import PasswordWork
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +35,11 @@ FLEET_KEY = web.AppKey("fleet", FleetSection)
 METRICS_KEY = web.AppKey("metrics", BridgeMetrics)
 BLOBS_KEY = web.AppKey("blobs", BlobStore)
 
-PUBLIC_PATHS = frozenset({"/healthz", "/api/v1/openapi.json"})
 TOKEN_FILE = "admin-token"
 
 _HTTP_CODES: dict[int, tuple[str, str]] = {
     400: ("bad_request", "The request is malformed."),
-    401: ("unauthorized", "Send the admin token as 'Authorization: Bearer <token>'."),
+    401: ("unauthorized", "Sign in, or send a token as 'Authorization: Bearer <token>'."),
     404: ("not_found", "There is nothing at this address."),
     405: ("method_not_allowed", "This address does not accept that method."),
     413: ("body_too_large", "The request body is larger than the admin API accepts."),
@@ -80,7 +79,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except CentralError as exc:
-        return error_json(exc.status, exc.code, exc.message)
+        return _error(request, exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -88,34 +87,35 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status == 413:
             limit = request.app[MAX_BODY_KEY]
             message = f"The request body is larger than the admin API accepts ({limit} bytes)."
-        return error_json(exc.status, code, message)
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return _error(request, exc.status, code, message, headers)
     except Exception:
         # Loop boundary: log with the path, answer without internals.
         logger.exception("admin API failed on %s %s", request.method, request.path)
-        return error_json(500, "internal", "Central could not complete the request; see its log.")
-
-
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if _checks_its_own_auth(request):
-        return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, given = header.partition(" ")
-    expected = request.app[TOKEN_KEY]
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), expected.encode()
-    ):
-        return error_json(
-            401, "unauthorized", "Send the admin token as 'Authorization: Bearer <token>'."
+        return _error(
+            request, 500, "internal", "Central could not complete the request; see its log."
         )
-    return await handler(request)
 
 
-def _checks_its_own_auth(request: web.Request) -> bool:
-    path = request.path
-    if path in PUBLIC_PATHS or path == "/fleet" or path.startswith("/fleet/"):
-        return True  # public, or the fleet pages' login cookie (fleet_page.require_login)
-    return path == "/metrics" and not request.app[FLEET_KEY].metrics_auth
+def _error(
+    request: web.Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
+    """A JSON error for the API, an error page for a person's browser."""
+    from cloud_bridge.access import is_api_path
+
+    if is_api_path(request.path):
+        response = error_json(status, code, message)
+    else:
+        from cloud_bridge.web import render
+
+        response = render.error_page(request, status, message)
+    if headers:
+        response.headers.update(headers)
+    return response
 
 
 MAX_BODY_KEY = web.AppKey("max_body", int)
@@ -130,12 +130,25 @@ def make_app(
     fleet: FleetSection | None = None,
     metrics: BridgeMetrics | None = None,
     blobs: BlobStore,
+    platform: PlatformSection | None = None,
+    passwords: PasswordWork | None = None,
 ) -> web.Application:
-    from cloud_bridge import fleet_page, views
+    from cloud_bridge import views
+    from cloud_bridge.access import ACCESS_KEY, Access, Route, access_middleware, register
     from cloud_bridge.metrics import metrics_handler
+    from cloud_bridge.permissions import Action
+    from cloud_bridge.web import pages, render
 
+    platform = platform or PlatformSection()
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=max_body_bytes
+        middlewares=[error_middleware, access_middleware], client_max_size=max_body_bytes
+    )
+    app[ACCESS_KEY] = Access(
+        runner,
+        token,
+        policy_of(platform),
+        passwords or PasswordWork(platform.password_slots, platform.password_wait_s),
+        metrics_public=not (fleet or FleetSection()).metrics_auth,
     )
     app[RUNNER_KEY] = runner
     app[MQTT_KEY] = mqtt
@@ -144,7 +157,22 @@ def make_app(
     app[FLEET_KEY] = fleet or FleetSection()
     app[METRICS_KEY] = metrics or BridgeMetrics()
     app[BLOBS_KEY] = blobs
+    render.setup(app)
     views.add_routes(app)
-    fleet_page.add_routes(app)
-    app.router.add_get("/metrics", metrics_handler)
+    pages.add_routes(app)
+    register(
+        app,
+        [Route("GET", "/metrics", metrics_handler, "Prometheus metrics", Action.METRICS_READ)],
+    )
     return app
+
+
+def policy_of(platform: PlatformSection) -> Policy:
+    return Policy(
+        session_idle_s=platform.session_idle_s,
+        session_max_s=platform.session_max_s,
+        api_session_s=platform.api_session_s,
+        max_failures=platform.signin_max_failures,
+        failure_window_s=platform.signin_window_s,
+        lockout_s=platform.signin_lockout_s,
+    )

@@ -62,6 +62,21 @@ class FleetSection(Section):
     metrics_auth: bool = True
 
 
+class PlatformSection(Section):
+    """The web platform's sign-in and sessions (see cloud_bridge.identity)."""
+
+    session_idle_s: int = Field(default=30 * 60, ge=60)  # a page session ends after this idle
+    session_max_s: int = Field(default=12 * 3600, ge=300)  # ... and at the latest after this
+    api_session_s: int = Field(default=12 * 3600, ge=300)  # POST /api/v1/session tokens
+    signin_max_failures: int = Field(default=5, ge=1, le=1000)  # guesses per user per window
+    signin_window_s: int = Field(default=15 * 60, ge=1)
+    signin_lockout_s: int = Field(default=15 * 60, ge=1)
+    # argon2 costs 64 MiB a check: at most this many run at once; others wait up to
+    # password_wait_s, then get 503 with Retry-After.
+    password_slots: int = Field(default=2, ge=1, le=64)
+    password_wait_s: float = Field(default=10.0, gt=0)
+
+
 class BridgeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -69,6 +84,7 @@ class BridgeConfig(BaseModel):
     admin: AdminSection = AdminSection()
     mqtt: BridgeMqttSection = BridgeMqttSection()
     fleet: FleetSection = FleetSection()
+    platform: PlatformSection = PlatformSection()
 
 
 def load(path: str | Path | None = None) -> BridgeConfig:

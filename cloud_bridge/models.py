@@ -77,6 +77,99 @@ class User(Base):
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    role: Mapped[str] = mapped_column(String(16), default="crew")  # see cloud_bridge.permissions
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    password_changed_at: Mapped[datetime | None]
+
+
+class UserSite(Base):
+    """A gateway (site) a person works at; ``site_lead`` where they lead it."""
+
+    __tablename__ = "user_sites"
+    __table_args__ = (Index("ix_user_sites_gateway", "gateway_id"),)
+
+    username: Mapped[str] = mapped_column(
+        String(64), ForeignKey("users.username", ondelete="CASCADE"), primary_key=True
+    )
+    gateway_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    site_lead: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class WebSession(Base):
+    """A signed-in person: a page's cookie (``web``) or ``POST /api/v1/session`` (``api``).
+
+    Only the SHA-256 of the token is kept. ``seen_at`` drives the idle expiry,
+    ``expires_at`` is the absolute end.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_username", "username"),)
+
+    token_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), ForeignKey("users.username"))
+    kind: Mapped[str] = mapped_column(String(8))
+    csrf: Mapped[str] = mapped_column(String(64))
+    client: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+
+
+class ApiToken(Base):
+    """A person's long-lived API token for scripts (only its SHA-256 is kept)."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (Index("ix_api_tokens_username", "username"),)
+
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    username: Mapped[str] = mapped_column(String(64), ForeignKey("users.username"))
+    name: Mapped[str] = mapped_column(String(100))
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+
+class SigninFailure(Base):
+    """Failed sign-ins counted per key (``user:<name>``, ``client:<address>``) in a window."""
+
+    __tablename__ = "signin_failures"
+
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer)
+    window_start: Mapped[datetime]
+    locked_until: Mapped[datetime | None]
+
+
+class AuditEntry(Base):
+    """One change made on the platform or the API: who, when, what, from where.
+
+    ``actor_kind``: ``user`` (a signed-in person or their API token),
+    ``admin_token`` (a script with the bridge's admin token) or ``system``.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_at", "at"),
+        Index("ix_audit_target", "target_type", "target_id"),
+        Index("ix_audit_actor", "actor"),
+    )
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str | None] = mapped_column(String(64))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    target_type: Mapped[str | None] = mapped_column(String(32))
+    target_id: Mapped[str | None] = mapped_column(String(200))
+    summary: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    client: Mapped[str | None] = mapped_column(String(200))
+    via: Mapped[str] = mapped_column(String(8))  # api | page
 
 
 class ActivityType(Base):
@@ -100,6 +193,8 @@ class Activity(Base):
     responsible: Mapped[str] = mapped_column(String(64), ForeignKey("users.username"))
     approver: Mapped[str | None] = mapped_column(String(64))
     approved_at: Mapped[datetime | None]
+    approved_via: Mapped[str | None] = mapped_column(String(16))  # password | admin_token
+    created_by: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default=ONLINE)
     holder_gateway: Mapped[str | None] = mapped_column(String(64))
     holder_user: Mapped[str | None] = mapped_column(String(64))

@@ -37,6 +37,7 @@ from cloud_bridge.models import (
     Record,
     RecordRow,
     User,
+    UserSite,
     utcnow,
 )
 from outpost.forms import ActivityTypeDef, FormDefinition
@@ -59,6 +60,8 @@ TYPE_NOT_OFFLINE = "type_not_offline"
 ALREADY_CHECKED_OUT = "already_checked_out"
 CHECKED_OUT = "checked_out"
 NOT_RESPONSIBLE = "not_responsible"
+USER_DISABLED = "user_disabled"
+USER_NOT_AT_SITE = "user_not_at_site"
 
 
 # --- users and activity types ------------------------------------------------
@@ -70,37 +73,34 @@ def put_user(
     password: str | None,
     offline: bool | None,
     display_name: str | None = None,
+    *,
+    role: str | None = None,
+    sites: list[str] | None = None,
+    site_lead: list[str] | None = None,
+    disabled: bool | None = None,
 ) -> tuple[User, bool]:
-    """Create or update a user; returns ``(user, created)``."""
-    if not USERNAME_RE.match(username):
-        raise bad_request(
-            "A username is 1-64 letters, digits or the characters _ . @ -.", "invalid_username"
-        )
-    user = session.get(User, username)
-    now = utcnow()
-    if user is None:
-        if not password:
-            raise bad_request("A new user needs a password.", "password_required")
-        user = User(
-            username=username,
-            password_hash=hash_password(password),
-            offline=bool(offline),
-            display_name=display_name,
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(user)
-        session.flush()
-        return user, True
-    if password:
-        user.password_hash = hash_password(password)
-    if offline is not None:
-        user.offline = offline
-    if display_name is not None:
-        user.display_name = display_name
-    user.updated_at = now
-    session.flush()
-    return user, False
+    """Create or update a user as the system (seeding, tests); returns ``(user, created)``.
+
+    The admin API and the pages go through :func:`cloud_bridge.people.put_user`
+    with the person or token that asked (and a bounded hash).
+    """
+    from cloud_bridge.people import UserChange
+    from cloud_bridge.people import put_user as put
+    from cloud_bridge.permissions import Actor
+
+    change = UserChange(
+        password=password,
+        offline=offline,
+        display_name=display_name,
+        role=role,
+        sites=sites,
+        site_lead=site_lead,
+        disabled=disabled,
+    )
+    done = put(
+        session, Actor("anonymous"), username, change, hash_password(password) if password else None
+    )
+    return done.user, done.created
 
 
 def put_activity_type(session: Session, definition: ActivityTypeDef) -> tuple[ActivityType, bool]:
@@ -276,6 +276,11 @@ def check_rules(session: Session, activity: Activity) -> tuple[User, ActivityTyp
             f"Activities of type {activity_type.name!r} may not go offline; "
             "enable offline work for the type first.",
         )
+    if user.disabled:
+        raise CentralError(
+            USER_DISABLED,
+            f"User {user.username!r}, responsible for activity {activity.id!r}, is disabled.",
+        )
     if not user.offline:
         raise CentralError(
             USER_NOT_OFFLINE,
@@ -360,6 +365,12 @@ def check_out(
             f"User {holder!r} is not responsible for activity {activity.id!r}; "
             "only its responsible user may take it offline.",
             403,
+        )
+    if session.get(UserSite, (holder, gateway_id)) is None:
+        raise CentralError(
+            USER_NOT_AT_SITE,
+            f"User {holder!r} does not work at gateway {gateway_id!r}, so that gateway does not "
+            f"hold their sign-in; add {gateway_id!r} to their sites first.",
         )
     # The gateway numbers an activity's envelopes after the highest seq it holds for it:
     # 1 on a gateway that never had it, onwards on one that had it before.
@@ -534,15 +545,24 @@ def known_gateways(session: Session) -> list[str]:
 
 
 def user_push(session: Session, gateway_id: str) -> UserPush:
-    """The snapshot of users and offline types a gateway holds (rule 6)."""
+    """The snapshot of users and offline types a gateway holds (rule 6).
+
+    Only the people assigned to this gateway who may work offline and are not
+    disabled (:func:`cloud_bridge.people.pushed_to`), each with whether they
+    lead this site.
+    """
+    from cloud_bridge.people import pushed_to
+
+    lead_on_wire = "site_lead" in UserWire.model_fields
     users = [
         UserWire(
             username=u.username,
             password_hash=u.password_hash,
             offline=u.offline,
             display_name=u.display_name,
+            **({"site_lead": lead} if lead_on_wire else {}),
         )
-        for u in session.scalars(select(User).order_by(User.username))
+        for u, lead in pushed_to(session, gateway_id)
     ]
     types = list(
         session.scalars(

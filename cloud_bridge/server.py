@@ -31,6 +31,7 @@ from cloud_bridge.fleet import async_prune_loop
 from cloud_bridge.handler import UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
+from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog
 
@@ -51,6 +52,7 @@ class Bridge:
         self._site_runner: web.AppRunner | None = None
         self._prune_task: asyncio.Task[None] | None = None
         self.metrics = BridgeMetrics()
+        self.passwords: PasswordWork | None = None
 
     async def async_start(self) -> None:
         cfg = self.config
@@ -62,6 +64,7 @@ class Bridge:
             )
             self.admin_token = await asyncio.to_thread(self._token)
             self.runner = DbRunner(self.db)
+            self.passwords = PasswordWork(cfg.platform.password_slots, cfg.platform.password_wait_s)
             self.blobs = blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
             self.handler = UplinkHandler(self.runner, Replayer(self.db), self.metrics, blobs=blobs)
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
@@ -80,6 +83,8 @@ class Bridge:
                 fleet=cfg.fleet,
                 metrics=self.metrics,
                 blobs=blobs,
+                platform=cfg.platform,
+                passwords=self.passwords,
             )
             self._site_runner = web.AppRunner(app, access_log=None)
             await self._site_runner.setup()
@@ -129,6 +134,9 @@ class Bridge:
         if self.handler is not None:
             await asyncio.to_thread(self.handler.shutdown)
             self.handler = None
+        if self.passwords is not None:
+            await asyncio.to_thread(self.passwords.shutdown)
+            self.passwords = None
         if self.runner is not None:
             await asyncio.to_thread(self.runner.shutdown)
             self.runner = None

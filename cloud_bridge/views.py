@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -19,12 +20,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cloud_bridge import fleet, rules
-from cloud_bridge.admin import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY, Handler
+from cloud_bridge import audit, fleet, identity, people, rules
+from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
+from cloud_bridge.admin import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError, bad_request
-from cloud_bridge.handler import push_for_all, results_messages
-from cloud_bridge.models import Activity, ActivityType, Gateway, LedgerEntry, User, utcnow
+from cloud_bridge.handler import results_messages
+from cloud_bridge.models import (
+    Activity,
+    ActivityType,
+    ApiToken,
+    Gateway,
+    LedgerEntry,
+    Record,
+    User,
+    utcnow,
+)
+from cloud_bridge.permissions import Action, Actor, owns, scope
 from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import Dispatch, Recall
 
@@ -53,7 +65,10 @@ class ActivityPatch(Body):
 
 
 class ApproveBody(Body):
-    approver: str = Field(min_length=1, max_length=64)
+    """A person approves with their own password; the admin token names the ``approver``."""
+
+    password: str | None = Field(default=None, min_length=1, max_length=1024)
+    approver: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 class DispatchBody(Body):
@@ -68,6 +83,20 @@ class UserBody(Body):
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     offline: bool | None = None
     display_name: str | None = Field(default=None, max_length=200)
+    role: str | None = Field(default=None, max_length=16)
+    sites: list[str] | None = Field(default=None, max_length=people.MAX_SITES)
+    site_lead: list[str] | None = Field(default=None, max_length=people.MAX_SITES)
+    disabled: bool | None = None
+
+
+class SessionBody(Body):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class TokenBody(Body):
+    name: str = Field(min_length=1, max_length=100)
+    username: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 B = TypeVar("B", bound=BaseModel)
@@ -110,6 +139,8 @@ def activity_json(a: Activity) -> dict[str, Any]:
         "responsible": a.responsible,
         "approver": a.approver,
         "approved_at": iso(a.approved_at),
+        "approved_via": a.approved_via,
+        "created_by": a.created_by,
         "state": a.state,
         "holder_gateway": a.holder_gateway,
         "holder_user": a.holder_user,
@@ -125,12 +156,28 @@ def type_json(t: ActivityType) -> dict[str, Any]:
     return {"name": t.name, "offline": t.offline, "form": t.form, "form_version": t.form_version}
 
 
-def user_json(u: User) -> dict[str, Any]:
+def user_json(u: User, sites: dict[str, bool]) -> dict[str, Any]:
     return {
         "username": u.username,
         "offline": u.offline,
         "display_name": u.display_name,
+        "role": u.role,
+        "sites": sorted(sites),
+        "site_lead": sorted(g for g, lead in sites.items() if lead),
+        "disabled": u.disabled,
         "updated_at": iso(u.updated_at),
+    }
+
+
+def token_json(t: ApiToken) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "name": t.name,
+        "username": t.username,
+        "created_by": t.created_by,
+        "created_at": iso(t.created_at),
+        "last_used_at": iso(t.last_used_at),
+        "revoked_at": iso(t.revoked_at),
     }
 
 
@@ -173,11 +220,35 @@ async def _tx(request: web.Request, fn: Any) -> Any:
     return await request.app[RUNNER_KEY].async_tx(fn)
 
 
-async def _push_users(request: web.Request) -> None:
-    pushes = await _tx(request, push_for_all)
+def actor_of(request: web.Request) -> Actor:
+    return request[ACTOR_KEY]
+
+
+async def async_push_users(request: web.Request, gateways: Iterable[str] | None = None) -> None:
+    """Send the user snapshot to ``gateways`` (default: every known one) at once."""
+    wanted = None if gateways is None else set(gateways)
+
+    def work(s: Session) -> list[Any]:
+        known = rules.known_gateways(s)
+        return [rules.user_push(s, g) for g in known if wanted is None or g in wanted]
+
+    pushes = await _tx(request, work)
     if pushes:
         sent = await request.app[MQTT_KEY].async_push_users(pushes)
         logger.info("pushed users and permissions to %d of %d gateways", sent, len(pushes))
+
+
+_push_users = async_push_users
+
+
+def check_own_activity(actor: Actor, a: Activity) -> None:
+    """A crew member sees only activities they are responsible for or hold."""
+    if scope(actor, Action.ACTIVITIES_READ) == "own" and not owns(
+        actor, a.responsible, a.holder_user
+    ):
+        raise CentralError(
+            "forbidden", f"Activity {a.id!r} is not yours; you see only your own.", 403
+        )
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -206,9 +277,21 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def put_activity_type(request: web.Request) -> web.Response:
     definition = rules.parse_type_definition(await read_json(request))
+    actor = actor_of(request)
 
     def work(s: Session) -> tuple[dict[str, Any], bool]:
         t, created = rules.put_activity_type(s, definition)
+        audit.record(
+            s,
+            actor,
+            "type.create" if created else "type.update",
+            "activity_type",
+            t.name,
+            f"{'created' if created else 'updated'} activity type {t.name!r} "
+            f"(form version {t.form_version}{', offline' if t.offline else ''})",
+            form_version=t.form_version,
+            offline=t.offline,
+        )
         return type_json(t), created
 
     body, created = await _tx(request, work)
@@ -225,34 +308,237 @@ async def list_activity_types(request: web.Request) -> web.Response:
     return web.json_response({"activity_types": await _tx(request, work)})
 
 
+async def async_put_user(
+    request: web.Request, username: str, change: people.UserChange
+) -> people.Changed:
+    """Create or change a user as the request's actor, then push to the gateways it touches.
+
+    Shared by ``PUT /api/v1/users/{username}`` and the users page.
+    """
+    actor = actor_of(request)
+    password_hash = None
+    if change.password:
+        password_hash = await request.app[ACCESS_KEY].passwords.async_hash(change.password)
+    done: people.Changed = await _tx(
+        request, lambda s: people.put_user(s, actor, username, change, password_hash)
+    )
+    if done.gateways:
+        # A password change, a disable or a removal from a site reaches the gateway now.
+        await async_push_users(request, done.gateways)
+    return done
+
+
 async def put_user(request: web.Request) -> web.Response:
     username = request.match_info["username"]
     body = await read_body(request, UserBody)
-
-    def work(s: Session) -> tuple[dict[str, Any], bool]:
-        u, created = rules.put_user(s, username, body.password, body.offline, body.display_name)
-        return user_json(u), created
-
-    out, created = await _tx(request, work)
-    await _push_users(request)
-    return web.json_response(out, status=201 if created else 200)
+    change = people.UserChange(**body.model_dump())
+    done = await async_put_user(request, username, change)
+    out = await _tx(request, lambda s: user_json(done.user, people.sites_of(s, done.user.username)))
+    return web.json_response(out, status=201 if done.created else 200)
 
 
 async def list_users(request: web.Request) -> web.Response:
     def work(s: Session) -> list[dict[str, Any]]:
-        from sqlalchemy import select
-
-        return [user_json(u) for u in s.scalars(select(User).order_by(User.username))]
+        sites = people.all_sites(s)
+        return [user_json(u, sites.get(u.username, {})) for u in people.list_users(s)]
 
     return web.json_response({"users": await _tx(request, work)})
 
 
+async def get_user(request: web.Request) -> web.Response:
+    username = request.match_info["username"]
+
+    def work(s: Session) -> dict[str, Any]:
+        return user_json(people.get_user(s, username), people.sites_of(s, username))
+
+    return web.json_response(await _tx(request, work))
+
+
+# --- sessions and tokens --------------------------------------------------------------
+
+
+async def create_session(request: web.Request) -> web.Response:
+    body = await read_body(request, SessionBody)
+    done = await async_sign_in(request, body.username, body.password, "api")
+    return web.json_response(
+        {
+            "token": done.token,
+            "user": done.user,
+            "role": done.user["role"],
+            "expires_at": done.expires_at,
+        },
+        status=201,
+    )
+
+
+async def delete_session(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    if actor.session_hash is None:
+        raise bad_request(
+            "Only a token from POST /api/v1/session can be signed out; revoke an API token "
+            "with DELETE /api/v1/tokens/{id}.",
+            "not_a_session",
+        )
+    token_hash = actor.session_hash
+
+    def work(s: Session) -> None:
+        identity.end_session(s, token_hash)
+        audit.record(s, actor, "session.sign_out", "user", actor.username, "signed out")
+
+    await _tx(request, work)
+    return web.json_response({"signed_out": True})
+
+
+def _token_owner(actor: Actor, wanted: str | None) -> str:
+    """Whose tokens a request may touch: your own, or anyone's with tokens.manage."""
+    from cloud_bridge.permissions import may
+
+    if wanted is None or wanted == actor.username:
+        if actor.username is None:
+            raise bad_request("The admin token has no tokens of its own; name a username.")
+        return actor.username
+    if not may(actor, Action.TOKENS_MANAGE):
+        raise CentralError("forbidden", "You may manage only your own API tokens.", 403)
+    return wanted
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    from cloud_bridge.permissions import may
+
+    wanted = request.query.get("username")
+    if wanted is None and may(actor, Action.TOKENS_MANAGE) and actor.username is None:
+        who = None
+    else:
+        who = _token_owner(actor, wanted)
+    out = await _tx(request, lambda s: [token_json(t) for t in identity.tokens_of(s, who)])
+    return web.json_response({"tokens": out})
+
+
+async def create_token(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    body = await read_body(request, TokenBody)
+    owner = _token_owner(actor, body.username)
+
+    def work(s: Session) -> dict[str, Any]:
+        people.get_user(s, owner)
+        token, row = identity.create_token(s, owner, body.name, actor.username)
+        audit.record(
+            s,
+            actor,
+            "token.create",
+            "user",
+            owner,
+            f"created API token {body.name!r} ({row.id}) for {owner!r}",
+            token_id=row.id,
+        )
+        return {**token_json(row), "token": token}
+
+    return web.json_response(await _tx(request, work), status=201)
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    actor = actor_of(request)
+    token_id = request.match_info["token_id"]
+
+    def work(s: Session) -> dict[str, Any]:
+        row = s.get(ApiToken, token_id)
+        if row is None:
+            raise CentralError("not_found", f"No API token {token_id!r} exists.", 404)
+        _token_owner(actor, row.username)
+        identity.revoke_token(s, token_id)
+        audit.record(
+            s,
+            actor,
+            "token.revoke",
+            "user",
+            row.username,
+            f"revoked API token {row.name!r} ({row.id}) of {row.username!r}",
+            token_id=row.id,
+        )
+        return token_json(row)
+
+    return web.json_response(await _tx(request, work))
+
+
+# --- the audit log -------------------------------------------------------------------
+
+
+def audit_filter(query: Any) -> audit.Filter:
+    """``GET /api/v1/audit`` and the audit page read the same query parameters."""
+
+    def opt(name: str, limit: int = 200) -> str | None:
+        value = str(query.get(name, "")).strip()
+        return value[:limit] or None
+
+    def number(name: str, default: int | None, low: int, high: int) -> int | None:
+        raw = opt(name, 20)
+        if raw is None:
+            return default
+        if not raw.isdigit() or not low <= int(raw) <= high:
+            raise bad_request(
+                f"{name} must be a whole number from {low} to {high}.", f"invalid_{name}"
+            )
+        return int(raw)
+
+    def day(name: str) -> datetime | None:
+        raw = opt(name, 40)
+        if raw is None:
+            return None
+        parsed = fleet.parse_time(raw if "T" in raw else raw + "T00:00:00Z")
+        if parsed is None or not 1970 <= parsed.year <= 9998:
+            raise bad_request(
+                f"{name} must be a date (YYYY-MM-DD) or a time in ISO 8601.", f"invalid_{name}"
+            )
+        return parsed
+
+    return audit.Filter(
+        actor=opt("actor", 64),
+        action=opt("action", 64),
+        target_type=opt("target_type", 32),
+        target_id=opt("target_id"),
+        since=day("from"),
+        until=day("to"),
+        q=opt("q"),
+        before_id=number("before", None, 1, 2**62),
+        limit=number("limit", 100, 1, audit.MAX_PAGE) or 100,
+    )
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    f = audit_filter(request.query)
+    out = await _tx(request, lambda s: [audit.entry_json(e) for e in audit.entries(s, f)])
+    return web.json_response(
+        {"entries": out, "next_before": out[-1]["id"] if len(out) == f.limit else None}
+    )
+
+
+def create_activity_tx(
+    s: Session, actor: Actor, title: str, type_name: str, responsible: str, aid: str | None
+) -> Activity:
+    a = rules.create_activity(s, title, type_name, responsible, aid)
+    a.created_by = actor.username if actor.kind == "user" else None
+    audit.record(
+        s,
+        actor,
+        "activity.create",
+        "activity",
+        a.id,
+        f"created activity {a.id!r} ({title!r}, type {type_name!r}) for {responsible!r}",
+        title=title,
+        type=type_name,
+        responsible=responsible,
+    )
+    return a
+
+
 async def create_activity(request: web.Request) -> web.Response:
     body = await read_body(request, ActivityCreate)
+    actor = actor_of(request)
     out = await _tx(
         request,
         lambda s: activity_json(
-            rules.create_activity(s, body.title, body.type, body.responsible, body.id)
+            create_activity_tx(s, actor, body.title, body.type, body.responsible, body.id)
         ),
     )
     return web.json_response(out, status=201)
@@ -264,32 +550,130 @@ async def list_activities(request: web.Request) -> web.Response:
         state = None
     elif state not in STATES:
         raise bad_request("state must be one of online, offline, canceled or all.", "invalid_state")
-    out = await _tx(request, lambda s: [activity_json(a) for a in rules.list_activities(s, state)])
+    actor = actor_of(request)
+    own = scope(actor, Action.ACTIVITIES_READ) == "own"
+    out = await _tx(
+        request,
+        lambda s: [
+            activity_json(a)
+            for a in rules.list_activities(s, state)
+            if not own or owns(actor, a.responsible, a.holder_user)
+        ],
+    )
     return web.json_response({"activities": out})
 
 
 async def get_activity(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
-    return web.json_response(
-        await _tx(request, lambda s: activity_json(rules.get_activity(s, aid)))
-    )
+    actor = actor_of(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        a = rules.get_activity(s, aid)
+        check_own_activity(actor, a)
+        return activity_json(a)
+
+    return web.json_response(await _tx(request, work))
 
 
 async def patch_activity(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
     body = await read_body(request, ActivityPatch)
-    out = await _tx(
-        request,
-        lambda s: activity_json(rules.update_activity(s, aid, body.title, body.responsible)),
-    )
-    return web.json_response(out)
+    actor = actor_of(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        a = rules.update_activity(s, aid, body.title, body.responsible)
+        changes = body.model_dump(exclude_none=True)
+        audit.record(
+            s,
+            actor,
+            "activity.update",
+            "activity",
+            aid,
+            f"edited activity {aid!r}: " + "; ".join(f"{k} → {v!r}" for k, v in changes.items()),
+            **changes,
+        )
+        return activity_json(a)
+
+    return web.json_response(await _tx(request, work))
+
+
+async def async_approve(
+    request: web.Request, aid: str, password: str | None, approver: str | None
+) -> Activity:
+    """Rule 1 for real: a person approves as themselves with their password; the admin
+    token names the approver and is audited as acting on their behalf.
+
+    Shared by ``POST /api/v1/activities/{id}/approve`` and the activity page.
+    """
+    actor = actor_of(request)
+    if actor.is_admin_token:
+        if not approver:
+            raise bad_request(
+                'With the admin token, name the responsible user: {"approver": "<username>"}.',
+                "approver_required",
+            )
+        name = approver
+    else:
+        if approver is not None and approver != actor.username:
+            raise bad_request(
+                "You approve as yourself: send your password, not an approver.",
+                "approver_not_allowed",
+            )
+        if not password:
+            raise bad_request("Re-enter your password to approve.", "password_required")
+        assert actor.username is not None
+        name = actor.username
+
+        def whose(s: Session) -> str:
+            return rules.get_activity(s, aid).responsible
+
+        responsible = await _tx(request, whose)
+        if responsible != name:
+            raise CentralError(
+                rules.NOT_RESPONSIBLE,
+                f"Only {responsible!r}, responsible for activity {aid!r}, may approve it.",
+                403,
+            )
+        if await async_check_password(request, name, password) is None:
+            raise CentralError(
+                "bad_password", "That is not your password; the activity is not approved.", 403
+            )
+
+    def work(s: Session) -> Activity:
+        a = rules.approve(s, aid, name)
+        a.approved_via = "admin_token" if actor.is_admin_token else "password"
+        if actor.is_admin_token:
+            audit.record(
+                s,
+                actor,
+                "activity.approve",
+                "activity",
+                aid,
+                f"approved activity {aid!r} on behalf of {name!r} by the admin token",
+                on_behalf_of=name,
+                version=a.version,
+            )
+        else:
+            audit.record(
+                s,
+                actor,
+                "activity.approve",
+                "activity",
+                aid,
+                f"{name!r} approved activity {aid!r} with their password",
+                version=a.version,
+            )
+        return a
+
+    activity: Activity = await _tx(request, work)
+    return activity
 
 
 async def approve_activity(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
     body = await read_body(request, ApproveBody)
-    out = await _tx(request, lambda s: activity_json(rules.approve(s, aid, body.approver)))
-    return web.json_response(out)
+    activity = await async_approve(request, aid, body.password, body.approver)
+    return web.json_response(activity_json(activity))
 
 
 @dataclass
@@ -299,25 +683,48 @@ class _CheckedOut:
     checkout_no: int
 
 
-async def dispatch_activity(request: web.Request) -> web.Response:
-    aid = request.match_info["activity_id"]
-    body = await read_body(request, DispatchBody)
+async def async_dispatch(request: web.Request, aid: str, gateway_id: str) -> dict[str, Any]:
+    """Check an activity out to a gateway and send it down (API and page)."""
+    actor = actor_of(request)
 
     def work(s: Session) -> _CheckedOut:
-        activity, _wire = rules.check_out(s, aid, body.gateway_id)
+        activity, _wire = rules.check_out(s, aid, gateway_id)
+        audit.record(
+            s,
+            actor,
+            "activity.dispatch",
+            "activity",
+            aid,
+            f"dispatched activity {aid!r} to gateway {gateway_id!r} for {activity.holder_user!r}",
+            gateway_id=gateway_id,
+            checkout_no=activity.checkout_no,
+        )
         return _CheckedOut(
             activity_json(activity), rules.dispatch_of(s, activity), activity.checkout_no
         )
 
     done: _CheckedOut = await _tx(request, work)
     if not await request.app[MQTT_KEY].async_dispatch(done.dispatch):
-        undone = await _tx(
-            request, lambda s: rules.undo_check_out(s, aid, body.gateway_id, done.checkout_no)
-        )
+
+        def undo(s: Session) -> bool:
+            undone = rules.undo_check_out(s, aid, gateway_id, done.checkout_no)
+            if undone:
+                audit.record(
+                    s,
+                    actor,
+                    "activity.dispatch_undone",
+                    "activity",
+                    aid,
+                    f"dispatch of {aid!r} to {gateway_id!r} not sent (no broker); it stays online",
+                    gateway_id=gateway_id,
+                )
+            return undone
+
+        undone = await _tx(request, undo)
         logger.warning(
             "dispatch of %s to %s not sent; check-out %s",
             aid,
-            body.gateway_id,
+            gateway_id,
             "undone" if undone else "kept",
         )
         raise CentralError(
@@ -326,48 +733,117 @@ async def dispatch_activity(request: web.Request) -> web.Response:
             + ("the activity stays online, try again." if undone else "retry later."),
             503,
         )
-    logger.info("activity %s dispatched to gateway %s", aid, body.gateway_id)
-    return web.json_response(done.json)
+    logger.info("activity %s dispatched to gateway %s", aid, gateway_id)
+    return done.json
 
 
-async def cancel_activity(request: web.Request) -> web.Response:
+async def dispatch_activity(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
-    body = await read_body(request, CancelBody, optional=True)
+    body = await read_body(request, DispatchBody)
+    return web.json_response(await async_dispatch(request, aid, body.gateway_id))
+
+
+async def async_cancel(request: web.Request, aid: str, reason: str) -> dict[str, Any]:
+    """Cancel (recall) an activity; tells its gateway (API and page)."""
+    actor = actor_of(request)
 
     def work(s: Session) -> tuple[dict[str, Any], str | None, Any]:
-        activity, holder, results = rules.cancel(s, aid, body.reason)
+        activity, holder, results = rules.cancel(s, aid, reason)
+        audit.record(
+            s,
+            actor,
+            "activity.cancel",
+            "activity",
+            aid,
+            f"recalled activity {aid!r}"
+            + (f" from gateway {holder!r}" if holder else "")
+            + f": {reason}",
+            gateway_id=holder,
+            reason=reason,
+        )
         return activity_json(activity), holder, results
 
     out, holder, results = await _tx(request, work)
     mqtt = request.app[MQTT_KEY]
     recall_sent = None
     if holder is not None:
-        recall = Recall(
-            gateway_id=holder, activity_id=aid, reason=body.reason, recalled_at=utcnow()
-        )
+        recall = Recall(gateway_id=holder, activity_id=aid, reason=reason, recalled_at=utcnow())
         recall_sent = await mqtt.async_recall(recall)
     for message in results_messages(results):
         await mqtt.async_send(message)
     out["recalled_from"] = holder
     out["recall_sent"] = recall_sent
-    return web.json_response(out)
+    answer: dict[str, Any] = out
+    return answer
+
+
+async def cancel_activity(request: web.Request) -> web.Response:
+    aid = request.match_info["activity_id"]
+    body = await read_body(request, CancelBody, optional=True)
+    return web.json_response(await async_cancel(request, aid, body.reason))
 
 
 async def get_record(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
-    return web.json_response(await _tx(request, lambda s: rules.record_of(s, aid)))
+    actor = actor_of(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        check_own_activity(actor, rules.get_activity(s, aid))
+        return rules.record_of(s, aid)
+
+    return web.json_response(await _tx(request, work))
+
+
+def own_activity_ids(s: Session, actor: Actor) -> set[str]:
+    from sqlalchemy import or_, select
+
+    return set(
+        s.scalars(
+            select(Activity.id).where(
+                or_(Activity.responsible == actor.username, Activity.holder_user == actor.username)
+            )
+        )
+    )
 
 
 async def get_envelope(request: web.Request) -> web.Response:
     eid = request.match_info["envelope_id"]
-    out = await _tx(request, lambda s: envelopes_json(s, [rules.envelope_of(s, eid)])[0])
-    return web.json_response(out)
+    actor = actor_of(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        entry = rules.envelope_of(s, eid)
+        if scope(actor, Action.ACTIVITIES_READ) == "own":
+            check_own_activity(actor, rules.get_activity(s, entry.activity_id))
+        return envelopes_json(s, [entry])[0]
+
+    return web.json_response(await _tx(request, work))
 
 
 async def list_envelopes(request: web.Request) -> web.Response:
     aid = request.query.get("activity_id")
-    out = await _tx(request, lambda s: envelopes_json(s, rules.list_envelopes(s, aid)))
-    return web.json_response({"envelopes": out})
+    actor = actor_of(request)
+
+    def work(s: Session) -> list[dict[str, Any]]:
+        entries = rules.list_envelopes(s, aid)
+        if scope(actor, Action.ACTIVITIES_READ) == "own":
+            mine = own_activity_ids(s, actor)
+            entries = [e for e in entries if e.activity_id in mine]
+        return envelopes_json(s, entries)
+
+    return web.json_response({"envelopes": await _tx(request, work)})
+
+
+def may_see_attachment(s: Session, actor: Actor, sha: str) -> bool:
+    """A crew member sees the files of their own activities' records only."""
+    if scope(actor, Action.ACTIVITIES_READ) != "own":
+        return True
+    from sqlalchemy import select
+
+    mine = own_activity_ids(s, actor)
+    if not mine:
+        return False
+    records = s.scalars(select(Record.attachments).where(Record.activity_id.in_(mine)))
+    return any(sha in (atts or []) for atts in records)
 
 
 async def get_attachment(request: web.Request) -> web.StreamResponse:
@@ -377,6 +853,9 @@ async def get_attachment(request: web.Request) -> web.StreamResponse:
             "An attachment is named by its SHA-256: 64 lowercase hexadecimal characters.",
             "invalid_sha256",
         )
+    actor = actor_of(request)
+    if not await _tx(request, lambda s: may_see_attachment(s, actor, sha)):
+        raise CentralError("forbidden", "This file belongs to an activity that is not yours.", 403)
     path = request.app[BLOBS_KEY].path_of(sha)
     if not await asyncio.to_thread(path.is_file):
         raise CentralError(
@@ -433,38 +912,101 @@ async def get_gateway_history(request: web.Request) -> web.Response:
     return web.json_response({"gateway_id": gid, "history": await _tx(request, work)})
 
 
-@dataclass(frozen=True)
-class Route:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None = None
-    public: bool = False
-
+A = Action
 
 ROUTES: list[Route] = [
-    Route("GET", "/healthz", healthz, "Liveness: database and broker", public=True),
-    Route("GET", "/api/v1/openapi.json", openapi, "This API's OpenAPI document", public=True),
-    Route("POST", "/api/v1/activity-types", put_activity_type, "Create or update an activity type"),
-    Route("GET", "/api/v1/activity-types", list_activity_types, "List activity types"),
-    Route("GET", "/api/v1/users", list_users, "List users"),
-    Route("PUT", "/api/v1/users/{username}", put_user, "Create or update a user", UserBody),
-    Route("POST", "/api/v1/activities", create_activity, "Create an activity", ActivityCreate),
-    Route("GET", "/api/v1/activities", list_activities, "List activities (?state=online|offline)"),
-    Route("GET", "/api/v1/activities/{activity_id}", get_activity, "One activity"),
+    Route("GET", "/healthz", healthz, "Liveness: database and broker", A.PUBLIC),
+    Route("GET", "/api/v1/openapi.json", openapi, "This API's OpenAPI document", A.PUBLIC),
+    Route(
+        "POST",
+        "/api/v1/session",
+        create_session,
+        "A person signs in -> {token, user, role, expires_at}",
+        A.PUBLIC,
+        SessionBody,
+    ),
+    Route("DELETE", "/api/v1/session", delete_session, "Sign out (ends this token)", A.SIGNED_IN),
+    Route(
+        "POST",
+        "/api/v1/activity-types",
+        put_activity_type,
+        "Create or update an activity type",
+        A.TYPES_WRITE,
+    ),
+    Route(
+        "GET", "/api/v1/activity-types", list_activity_types, "List activity types", A.TYPES_READ
+    ),
+    Route("GET", "/api/v1/users", list_users, "List users", A.USERS_READ),
+    Route("GET", "/api/v1/users/{username}", get_user, "One user", A.USERS_READ),
+    Route(
+        "PUT",
+        "/api/v1/users/{username}",
+        put_user,
+        "Create or update a user: password, offline, role, sites, site_lead, disabled",
+        A.USERS_WRITE,
+        UserBody,
+    ),
+    Route(
+        "GET",
+        "/api/v1/tokens",
+        list_tokens,
+        "Your API tokens (?username= someone's, with tokens.manage)",
+        A.SIGNED_IN,
+    ),
+    Route(
+        "POST",
+        "/api/v1/tokens",
+        create_token,
+        "Create an API token for yourself (or, as admin, for username); shown once",
+        A.SIGNED_IN,
+        TokenBody,
+    ),
+    Route(
+        "DELETE",
+        "/api/v1/tokens/{token_id}",
+        revoke_token,
+        "Revoke an API token (yours, or anyone's as admin)",
+        A.SIGNED_IN,
+    ),
+    Route(
+        "GET",
+        "/api/v1/audit",
+        list_audit,
+        "The audit log, newest first (?actor=&action=&target_type=&target_id=&from=&to=&q=&before=&limit=)",
+        A.AUDIT_READ,
+    ),
+    Route(
+        "POST",
+        "/api/v1/activities",
+        create_activity,
+        "Create an activity",
+        A.ACTIVITIES_WRITE,
+        ActivityCreate,
+    ),
+    Route(
+        "GET",
+        "/api/v1/activities",
+        list_activities,
+        "List activities (?state=online|offline|canceled|all)",
+        A.ACTIVITIES_READ,
+    ),
+    Route(
+        "GET", "/api/v1/activities/{activity_id}", get_activity, "One activity", A.ACTIVITIES_READ
+    ),
     Route(
         "PATCH",
         "/api/v1/activities/{activity_id}",
         patch_activity,
         "Edit an activity online (409 checked_out while offline)",
+        A.ACTIVITIES_WRITE,
         ActivityPatch,
     ),
     Route(
         "POST",
         "/api/v1/activities/{activity_id}/approve",
         approve_activity,
-        "Approve an activity",
+        "Approve: the responsible user with {password}; the admin token with {approver}",
+        A.ACTIVITIES_APPROVE,
         ApproveBody,
     ),
     Route(
@@ -472,6 +1014,7 @@ ROUTES: list[Route] = [
         "/api/v1/activities/{activity_id}/dispatch",
         dispatch_activity,
         "Check the activity out to a gateway (rules 1, 2) and send it down",
+        A.ACTIVITIES_DISPATCH,
         DispatchBody,
     ),
     Route(
@@ -479,6 +1022,7 @@ ROUTES: list[Route] = [
         "/api/v1/activities/{activity_id}/cancel",
         cancel_activity,
         "Cancel an activity; recalls it from its gateway",
+        A.ACTIVITIES_DISPATCH,
         CancelBody,
     ),
     Route(
@@ -486,41 +1030,50 @@ ROUTES: list[Route] = [
         "/api/v1/activities/{activity_id}/record",
         get_record,
         "The applied form data: parent record and child rows",
+        A.ACTIVITIES_READ,
     ),
-    Route("GET", "/api/v1/envelopes", list_envelopes, "Envelopes (?activity_id=)"),
+    Route(
+        "GET", "/api/v1/envelopes", list_envelopes, "Envelopes (?activity_id=)", A.ACTIVITIES_READ
+    ),
     Route(
         "GET",
         "/api/v1/envelopes/{envelope_id}",
         get_envelope,
         "One envelope: applied or rejected, when and why",
+        A.ACTIVITIES_READ,
     ),
     Route(
         "GET",
         "/api/v1/attachments/{sha256}",
         get_attachment,
         "An attachment's bytes (photo, signature), by SHA-256; 404 until a gateway sent it",
+        A.ACTIVITIES_READ,
     ),
     Route(
         "GET",
         "/api/v1/gateways",
         list_gateways,
         "The fleet: each gateway's figures (with when each was heard), health and reasons",
+        A.FLEET_READ,
     ),
     Route(
         "GET",
         "/api/v1/gateways/{gateway_id}",
         get_gateway,
         "One gateway: figures, health (ok, warn, critical) and reasons",
+        A.FLEET_READ,
     ),
     Route(
         "GET",
         "/api/v1/gateways/{gateway_id}/history",
         get_gateway_history,
         "One gateway's recent heartbeats and state changes, newest first (?limit=)",
+        A.FLEET_READ,
     ),
 ]
 
 
 def add_routes(app: web.Application) -> None:
-    for r in ROUTES:
-        app.router.add_route(r.method, r.path, r.handler)
+    from cloud_bridge.access import register
+
+    register(app, ROUTES)

@@ -193,7 +193,9 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         )
         for user, password in CREW.items():
             await central.call(
-                "PUT", f"/api/v1/users/{user}", {"password": password, "offline": True}
+                "PUT",
+                f"/api/v1/users/{user}",
+                {"password": password, "offline": True, "sites": [GATEWAY_ID]},
             )
 
         async def gateway_knows_users() -> bool:

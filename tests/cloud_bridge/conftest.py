@@ -45,6 +45,10 @@ FORM: dict[str, Any] = {
 }
 
 
+# The gateways the tests' users work at (a user is pushed to, and dispatched on, only these).
+SITES = ("site-a", "site-b", "site-c", "site-d", "site-good", "site-bad", "site-raw")
+
+
 @pytest.fixture
 def db(central_db_url: str) -> Iterator[Database]:
     database = Database.from_url(central_db_url)
@@ -59,7 +63,7 @@ class Seeded:
 
     def user(self, name: str = "ana", offline: bool = True) -> None:
         with self.db.session() as s:
-            rules.put_user(s, name, "pw-" + name, offline)
+            rules.put_user(s, name, "pw-" + name, offline, sites=list(SITES))
 
     def activity_type(self, name: str = "inspection", offline: bool = True) -> None:
         with self.db.session() as s:
@@ -84,7 +88,7 @@ class Seeded:
         """A user, an offline type and an approved activity, checked out to ``gateway``."""
         with self.db.session() as s:
             if s.get(rules.User, "ana") is None:
-                rules.put_user(s, "ana", "pw-ana", True)
+                rules.put_user(s, "ana", "pw-ana", True, sites=list(SITES))
             if s.get(rules.ActivityType, "inspection") is None:
                 rules.put_activity_type(
                     s,
@@ -188,7 +192,11 @@ class Admin:
         return data
 
     async def seed(self, activity_id: str = "act-1", offline: bool = True) -> str:
-        await self.ok("PUT", "/api/v1/users/ana", {"password": "correct horse", "offline": offline})
+        await self.ok(
+            "PUT",
+            "/api/v1/users/ana",
+            {"password": "correct horse", "offline": offline, "sites": list(SITES)},
+        )
         await self.ok(
             "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
         )

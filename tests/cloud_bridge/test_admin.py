@@ -111,6 +111,8 @@ async def test_rules_over_http(bridge: Bridge, admin: Admin) -> None:
     )
     assert await refusal() == (409, "user_not_offline")
     await admin.ok("PUT", "/api/v1/users/ana", {"offline": True})
+    assert await refusal() == (409, "user_not_at_site")  # site-a does not hold her sign-in
+    await admin.ok("PUT", "/api/v1/users/ana", {"sites": ["site-a"]})
     status, body = await admin.call("POST", path + "/dispatch", {"gateway_id": "Not Valid"})
     assert (status, body["error"]["code"]) == (400, "invalid_gateway")
     out = await admin.ok("POST", path + "/dispatch", {"gateway_id": "site-a"})

@@ -209,9 +209,17 @@ async def test_state_heartbeat_and_user_pushes(
     fleet = await admin.ok("GET", "/api/v1/gateways")
     assert [g["id"] for g in fleet["gateways"]] == ["site-a"]
     # A permission change is pushed to every known gateway.
-    await admin.ok("PUT", "/api/v1/users/bob", {"password": "another secret", "offline": False})
+    await admin.ok(
+        "PUT",
+        "/api/v1/users/bob",
+        {"password": "another secret", "offline": True, "sites": ["site-a"]},
+    )
     push = await gw.expect(topics.DOWN_USERS)
-    assert {(u.username, u.offline) for u in push.users} == {("ana", True), ("bob", False)}
+    assert {(u.username, u.offline) for u in push.users} == {("ana", True), ("bob", True)}
+    # Taken off the site: gone from that gateway's snapshot at once.
+    await admin.ok("PUT", "/api/v1/users/bob", {"sites": []})
+    push = await gw.expect(topics.DOWN_USERS)
+    assert [u.username for u in push.users] == ["ana"]
 
 
 async def test_cancel_recalls_from_the_holder(

@@ -310,52 +310,34 @@ async def test_openapi_documents_the_fleet(strict_bridge: Bridge) -> None:
     assert "/api/v1/gateways/{gateway_id}/history" in paths
 
 
-async def test_fleet_page_needs_a_login_and_sets_a_strict_cookie(
+async def test_fleet_page_is_behind_the_platform_sign_in(
     strict_bridge: Bridge, broker: Broker
 ) -> None:
+    """The fleet pages sit on the platform's layout and sign-in (a viewer may see them)."""
+    from tests.cloud_bridge.test_platform import Browser, make_user
+
     url = strict_bridge.admin_url
-    # unsafe: aiohttp's jar ignores cookies from IP addresses by default; browsers do not
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
-        async with http.get(url + "/fleet") as r:
-            assert r.status == 200 and "Admin token" in await r.text()
-            assert "script-src" not in r.headers["Content-Security-Policy"]
-        async with http.post(url + "/fleet/login", data={"token": "wrong"}) as r:
-            assert r.status == 401 and "not the admin token" in await r.text()
-        async with http.post(
-            url + "/fleet/login", data={"token": TOKEN}, allow_redirects=False
-        ) as r:
-            assert r.status == 303 and r.headers["Location"] == "/fleet"
-            cookie = r.headers["Set-Cookie"]
-        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/fleet" in cookie
-        assert TOKEN not in cookie
-        async with http.get(url + "/fleet") as r:
-            page = await r.text()
-            assert r.status == 200 and "0 gateways" in page and 'http-equiv="refresh"' in page
-        async with http.get(url + "/fleet/gateways/nope") as r:
-            assert r.status == 404
-        # the cookie opens the page only: the API still wants the bearer token
-        async with http.get(url + "/api/v1/gateways") as r:
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "vera", "viewer")
+    async with Browser(url) as b:
+        async with b.http.get(url + "/fleet", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"].startswith("/signin?next=")
+        await b.sign_in("vera")
+        status, page = await b.get("/fleet")
+        assert status == 200 and "0 gateways" in page and 'http-equiv="refresh"' in page
+        assert "script-src" not in b.last_headers["Content-Security-Policy"]
+        status, _ = await b.get("/fleet/gateways/nope")
+        assert status == 404
+        # the cookie opens the pages only: the API still wants a bearer token
+        async with b.http.get(url + "/api/v1/gateways") as r:
             assert r.status == 401
         # central cut off from the broker: the page says every figure is old news
         broker.stop()
         async with asyncio.timeout(10):
             while strict_bridge.mqtt is not None and strict_bridge.mqtt.connected:
                 await asyncio.sleep(0.05)
-        async with http.get(url + "/fleet") as r:
-            assert "not connected to the MQTT broker" in await r.text()
-        async with http.post(url + "/fleet/logout") as r:
-            assert "Admin token" in await r.text()
-
-
-def test_session_cookie_expires_and_is_bound_to_the_token() -> None:
-    from cloud_bridge.fleet_page import session_value, valid_session
-
-    v = session_value("a" * 20, now=1000.0)
-    assert valid_session("a" * 20, v, now=1000.0)
-    assert not valid_session("b" * 20, v, now=1000.0)
-    assert not valid_session("a" * 20, v, now=1000.0 + 13 * 3600)
-    assert not valid_session("a" * 20, "123.abc", now=0)
-    assert not valid_session("a" * 20, None)
+        _, page = await b.get("/fleet")
+        assert "not connected to the MQTT broker" in page
 
 
 async def test_the_bridge_prunes_old_history_when_it_starts(

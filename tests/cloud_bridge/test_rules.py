@@ -116,9 +116,15 @@ def test_user_push_snapshot(db: Database, seed: Seeded) -> None:
     seed.activity_type("inspection", offline=True)
     seed.activity_type("audit", offline=False)
     with db.session() as s:
+        rules.put_user(s, "cy", "pw-cy", True, sites=["site-b"])  # works elsewhere
+        rules.put_user(s, "dee", "pw-dee", True, sites=["site-a"], disabled=True)
+        rules.put_user(s, "eli", "pw-eli", True, sites=["site-a"], site_lead=["site-a"])
         push = rules.user_push(s, "site-a")
-    assert {(u.username, u.offline) for u in push.users} == {("ana", True), ("bob", False)}
+    # Only those who may work offline, are not disabled and work at site-a (issue 13).
+    assert [u.username for u in push.users] == ["ana", "eli"]
     assert push.offline_types == ["inspection"]
+    if "site_lead" in type(push.users[0]).model_fields:
+        assert [u.site_lead for u in push.users] == [False, True]
     assert rules.verify_password(push.users[0].password_hash, "pw-ana")
     assert not rules.verify_password(push.users[0].password_hash, "wrong")
 
@@ -147,7 +153,7 @@ def test_concurrent_dispatch_exactly_one_wins(db: Database, seed: Seeded, rounds
             except CentralError as exc:
                 losses.append(exc.code)
 
-        threads = [threading.Thread(target=go, args=(f"site-{i}",)) for i in range(4)]
+        threads = [threading.Thread(target=go, args=(f"site-{c}",)) for c in "abcd"]
         for t in threads:
             t.start()
         for t in threads:

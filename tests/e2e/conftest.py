@@ -135,7 +135,11 @@ class Central:
             "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
         )
         for user in users:
-            await self.call("PUT", f"/api/v1/users/{user}", {"password": PASSWORD, "offline": True})
+            await self.call(
+                "PUT",
+                f"/api/v1/users/{user}",
+                {"password": PASSWORD, "offline": True, "sites": [GW]},
+            )
 
     async def new_activity(
         self, responsible: str = "ana", title: str = "Inspect fence"

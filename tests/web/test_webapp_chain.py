@@ -71,7 +71,12 @@ def test_crew_flow_from_sign_in_to_applied_by_central(
         "/api/v1/activity-types",
         {"name": "inspection", "offline": True, "form": FORM.model_dump(exclude_none=True)},
     )
-    admin(bridge, "PUT", "/api/v1/users/alice", {"password": PASSWORDS["alice"], "offline": True})
+    admin(
+        bridge,
+        "PUT",
+        "/api/v1/users/alice",
+        {"password": PASSWORDS["alice"], "offline": True, "sites": [gw.gateway_id]},
+    )
     act = admin(
         bridge,
         "POST",

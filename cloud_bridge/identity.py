@@ -1,0 +1,282 @@
+"""Who a request comes from: sign-in, sessions, API tokens, the admin token.
+
+- A person signs in with username and password (argon2). The page gets a
+  server-side session in a cookie; ``POST /api/v1/session`` gets a bearer
+  token. Both are rows of ``sessions`` (only the token's SHA-256 is kept),
+  ended by sign-out, by idle expiry (``platform.session_idle_s``), at their
+  absolute end, and at once when the person is disabled or their password
+  changes.
+- A person's API tokens (``api_tokens``) are for scripts that act as them;
+  they are created and revoked by the person or an admin.
+- The bridge's admin token is for scripts; it acts as an admin and the audit
+  log says "the admin token".
+- Failed sign-ins are counted per user and per client address *before* the
+  password is checked, in one transaction with the row locked: at most
+  ``signin_max_failures`` guesses per user are ever evaluated in a window,
+  however many arrive at once. A success clears the count.
+
+Everything here that touches the database is blocking (DB threads).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Literal
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from cloud_bridge.errors import CentralError
+from cloud_bridge.models import ApiToken, SigninFailure, User, UserSite, WebSession, utcnow
+from cloud_bridge.permissions import Actor
+
+SEEN_EVERY = timedelta(seconds=30)  # a session's seen_at is written at most this often
+CLIENT_FACTOR = 4  # one address may fail this many times more than one user (shared NAT)
+TOKEN_PREFIX = "op_"  # a person's API token: op_<id>_<secret>
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The sign-in and session limits (from ``[platform]`` in bridge.toml)."""
+
+    session_idle_s: int = 30 * 60
+    session_max_s: int = 12 * 3600
+    api_session_s: int = 12 * 3600
+    max_failures: int = 5
+    failure_window_s: int = 15 * 60
+    lockout_s: int = 15 * 60
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- the sign-in throttle ---------------------------------------------------------
+
+
+def _lock_row(session: Session, key: str, now: datetime) -> SigninFailure:
+    """The throttle row for ``key``, created if absent and locked for this transaction."""
+    dialect = session.get_bind().dialect.name
+    values = {"key": key, "failures": 0, "window_start": now, "locked_until": None}
+    if dialect == "postgresql":
+        session.execute(postgresql.insert(SigninFailure).values(**values).on_conflict_do_nothing())
+    else:  # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE)
+        session.execute(sqlite.insert(SigninFailure).values(**values).on_conflict_do_nothing())
+    return session.scalars(
+        select(SigninFailure)
+        .where(SigninFailure.key == key)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
+
+
+def reserve_guess(session: Session, username: str, client: str, policy: Policy) -> None:
+    """Count one guess for ``username`` from ``client`` before it is checked.
+
+    Raises ``signin_locked`` (429, with the seconds to wait) when either is
+    locked; otherwise the guess is counted and the caller may check it. The
+    guess that reaches the limit is still checked; the next one is refused.
+    """
+    now = utcnow()
+    window = timedelta(seconds=policy.failure_window_s)
+    limits = {
+        f"user:{username}": policy.max_failures,
+        f"client:{client}": policy.max_failures * CLIENT_FACTOR,
+    }
+    rows = {key: _lock_row(session, key, now) for key in sorted(limits)}
+    for row in rows.values():
+        if row.locked_until is not None and row.locked_until > now:
+            raise locked_error(row.locked_until, now)
+    for key, row in rows.items():
+        expired_lock = row.locked_until is not None and row.locked_until <= now
+        if expired_lock or row.window_start + window <= now:
+            row.failures, row.window_start, row.locked_until = 0, now, None
+        row.failures += 1
+        if row.failures >= limits[key]:
+            row.locked_until = now + timedelta(seconds=policy.lockout_s)
+    session.flush()
+
+
+def clear_guesses(session: Session, username: str, client: str) -> None:
+    session.execute(
+        delete(SigninFailure).where(SigninFailure.key.in_((f"user:{username}", f"client:{client}")))
+    )
+
+
+def locked_error(until: datetime, now: datetime) -> CentralError:
+    seconds = max(1, int((until - now).total_seconds()) + 1)
+    minutes = (seconds + 59) // 60
+    return CentralError(
+        "signin_locked",
+        f"Too many failed sign-ins; try again in {minutes} minute{'s' if minutes != 1 else ''}.",
+        429,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
+def bad_credentials() -> CentralError:
+    return CentralError("bad_credentials", "The username or password is wrong.", 401)
+
+
+# --- sessions ---------------------------------------------------------------------
+
+
+def open_session(
+    session: Session,
+    user: User,
+    kind: Literal["web", "api"],
+    client: str,
+    policy: Policy,
+) -> tuple[str, WebSession]:
+    """A new session for ``user``; returns the token (shown once) and the row."""
+    now = utcnow()
+    session.execute(delete(WebSession).where(WebSession.expires_at < now))
+    token = secrets.token_urlsafe(32)
+    ttl = policy.session_max_s if kind == "web" else policy.api_session_s
+    row = WebSession(
+        token_hash=hash_token(token),
+        username=user.username,
+        kind=kind,
+        csrf=secrets.token_urlsafe(24),
+        client=client[:200],
+        created_at=now,
+        seen_at=now,
+        expires_at=now + timedelta(seconds=ttl),
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def end_session(session: Session, token_hash: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.token_hash == token_hash))
+
+
+def end_sessions_of(session: Session, username: str, keep: str | None = None) -> int:
+    """End every session of ``username`` (but ``keep``); returns how many ended."""
+    stmt = delete(WebSession).where(WebSession.username == username)
+    if keep is not None:
+        stmt = stmt.where(WebSession.token_hash != keep)
+    result = session.execute(stmt)
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _sites(session: Session, username: str) -> tuple[str, ...]:
+    return tuple(
+        session.scalars(
+            select(UserSite.gateway_id)
+            .where(UserSite.username == username)
+            .order_by(UserSite.gateway_id)
+        )
+    )
+
+
+def _actor(
+    session: Session, user: User, via: Literal["api", "page"], client: str, **kw: str | None
+) -> Actor:
+    return Actor(
+        "user",
+        username=user.username,
+        role=user.role,
+        display_name=user.display_name,
+        via=via,
+        client=client,
+        sites=_sites(session, user.username),
+        **kw,
+    )
+
+
+def session_actor(
+    session: Session,
+    token: str,
+    kind: Literal["web", "api"],
+    client: str,
+    policy: Policy,
+) -> Actor | None:
+    """The person behind a session token, or None (unknown, expired, idle, disabled)."""
+    now = utcnow()
+    token_hash = hash_token(token)
+    row = session.get(WebSession, token_hash)
+    if row is None or row.kind != kind:
+        return None
+    idle = now - row.seen_at > timedelta(seconds=policy.session_idle_s)
+    if row.expires_at <= now or (kind == "web" and idle):
+        session.delete(row)
+        return None
+    user = session.get(User, row.username)
+    if user is None or user.disabled:
+        session.delete(row)
+        return None
+    if now - row.seen_at >= SEEN_EVERY:
+        row.seen_at = now
+    via: Literal["api", "page"] = "page" if kind == "web" else "api"
+    return _actor(session, user, via, client, session_hash=token_hash, csrf=row.csrf)
+
+
+# --- API tokens ---------------------------------------------------------------------
+
+
+def create_token(
+    session: Session, username: str, name: str, created_by: str | None
+) -> tuple[str, ApiToken]:
+    """A new API token for ``username``; returns it (shown once) and its row."""
+    token_id = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    token = f"{TOKEN_PREFIX}{token_id}_{secret}"
+    row = ApiToken(
+        id=token_id,
+        token_hash=hash_token(token),
+        username=username,
+        name=name,
+        created_by=created_by,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def revoke_token(session: Session, token_id: str) -> ApiToken | None:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        return None
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    session.flush()
+    return row
+
+
+def tokens_of(session: Session, username: str | None = None) -> list[ApiToken]:
+    stmt = select(ApiToken).order_by(ApiToken.created_at.desc())
+    if username is not None:
+        stmt = stmt.where(ApiToken.username == username)
+    return list(session.scalars(stmt))
+
+
+def token_actor(session: Session, token: str, client: str) -> Actor | None:
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
+    if row is None or row.revoked_at is not None:
+        return None
+    user = session.get(User, row.username)
+    if user is None or user.disabled:
+        return None
+    now = utcnow()
+    if row.last_used_at is None or now - row.last_used_at >= SEEN_EVERY:
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+    return _actor(session, user, "api", client, token_id=row.id)
+
+
+def bearer_actor(
+    session: Session, token: str, admin_token: str, client: str, policy: Policy
+) -> Actor | None:
+    """Who a bearer token belongs to: the admin token, a person's API token or API session."""
+    if hmac.compare_digest(token.encode(), admin_token.encode()):
+        return Actor("admin_token", via="api", client=client)
+    if token.startswith(TOKEN_PREFIX):
+        return token_actor(session, token, client)
+    return session_actor(session, token, "api", client, policy)

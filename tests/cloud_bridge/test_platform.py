@@ -1,0 +1,363 @@
+"""The platform's people and identity: sign-in, sessions, tokens, rule 1 with a password,
+the audit log, the lockout under concurrent guesses, and every route walked as every role."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+from cloud_bridge.server import Bridge
+from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin
+
+PASSWORD = "a long enough password"
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+async def make_user(
+    http: aiohttp.ClientSession, url: str, name: str, role: str, **extra: Any
+) -> None:
+    body = {"password": PASSWORD, "role": role, **extra}
+    async with http.put(
+        f"{url}/api/v1/users/{name}", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+    ) as r:
+        assert r.status in (200, 201), await r.text()
+
+
+class Browser:
+    """A person's browser without JavaScript: a cookie jar, forms with their CSRF token."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        # unsafe: aiohttp's jar ignores cookies from IP addresses by default; browsers do not
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+        self.csrf = ""
+        self.last_headers: Any = {}
+
+    async def __aenter__(self) -> Browser:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.http.close()
+
+    async def get(self, path: str) -> tuple[int, str]:
+        async with self.http.get(self.url + path) as r:
+            text = await r.text()
+            self.last_headers = r.headers
+            if m := CSRF_RE.search(text):
+                self.csrf = m.group(1)
+            return r.status, text
+
+    async def post(self, path: str, data: dict[str, Any], *, csrf: bool = True) -> tuple[int, str]:
+        form = {**data, **({"csrf_token": self.csrf} if csrf else {})}
+        async with self.http.post(self.url + path, data=form) as r:
+            text = await r.text()
+            self.last_headers = r.headers
+            if m := CSRF_RE.search(text):
+                self.csrf = m.group(1)
+            return r.status, text
+
+    async def sign_in(self, name: str, password: str = PASSWORD) -> tuple[int, str]:
+        await self.get("/signin")
+        return await self.post("/signin", {"username": name, "password": password})
+
+
+async def api(
+    http: aiohttp.ClientSession,
+    url: str,
+    method: str,
+    path: str,
+    token: str | None,
+    body: Any = None,
+) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with http.request(method, url + path, json=body, headers=headers) as r:
+        if r.content_type != "application/json":
+            return r.status, await r.text()
+        return r.status, await r.json()
+
+
+async def test_sign_in_page_session_cookie_csrf_and_sign_out(bridge: Bridge) -> None:
+    url = bridge.admin_url
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "dora", "dispatcher")
+    async with Browser(url) as b:
+        status, page = await b.get("/")
+        assert status == 200 and "Sign in to Outpost" in page  # / → /signin
+        # A form without its CSRF token is refused with a page, not a traceback.
+        status, page = await b.post(
+            "/signin", {"username": "dora", "password": PASSWORD}, csrf=False
+        )
+        assert status == 403 and "out of date" in page
+        status, page = await b.sign_in("dora", "wrong password")
+        assert status == 401 and "wrong" in page
+        async with b.http.get(url + "/signin") as r:
+            await r.text()
+        form = {"username": "dora", "password": PASSWORD, "csrf_token": b.csrf, "next": "/fleet"}
+        async with b.http.post(url + "/signin", data=form, allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == "/fleet"
+            cookie = r.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+        status, page = await b.get("/activities")
+        assert status == 200 and "dora" in page and "Sign out" in page
+        # A dispatcher may not read the audit log: a page that says why.
+        status, page = await b.get("/audit")
+        assert status == 403 and "Your role (dispatcher) may not read the audit log" in page
+        status, page = await b.post("/signout", {})
+        assert status == 200 and "You are signed out" in page
+        status, page = await b.get("/activities")
+        assert "Sign in to Outpost" in page  # the session is gone on the server, too
+
+
+async def test_api_session_tokens_and_revocation(bridge: Bridge) -> None:
+    url = bridge.admin_url
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "vic", "viewer")
+        status, body = await api(
+            http, url, "POST", "/api/v1/session", None, {"username": "vic", "password": PASSWORD}
+        )
+        assert status == 201 and body["role"] == "viewer" and body["user"]["username"] == "vic"
+        assert body["expires_at"].endswith("Z")
+        session = body["token"]
+        assert (await api(http, url, "GET", "/api/v1/gateways", session))[0] == 200
+        status, err = await api(
+            http, url, "PUT", "/api/v1/users/x", session, {"password": "12345678"}
+        )
+        assert (
+            status == 403
+            and "Your role (viewer) may not create or change users" in err["error"]["message"]
+        )
+        # A token for a script, acting as vic; revoked, it stops working at once.
+        status, tok = await api(http, url, "POST", "/api/v1/tokens", session, {"name": "report"})
+        assert status == 201 and tok["token"].startswith("op_")
+        assert (await api(http, url, "GET", "/api/v1/activities", tok["token"]))[0] == 200
+        status, _ = await api(http, url, "DELETE", f"/api/v1/tokens/{tok['id']}", session)
+        assert status == 200
+        status, err = await api(http, url, "GET", "/api/v1/activities", tok["token"])
+        assert status == 401 and err["error"]["code"] == "unauthorized"
+        assert (await api(http, url, "DELETE", "/api/v1/session", session))[0] == 200
+        assert (await api(http, url, "GET", "/api/v1/gateways", session))[0] == 401
+        # A disabled person cannot sign in, and it is said plainly.
+        await make_user(http, url, "vic", "viewer", disabled=True)
+        status, err = await api(
+            http, url, "POST", "/api/v1/session", None, {"username": "vic", "password": PASSWORD}
+        )
+        assert status == 403 and err["error"]["code"] == "user_disabled"
+        status, log = await api(http, url, "GET", "/api/v1/audit?action=token.", TOKEN)
+        assert [e["action"] for e in log["entries"]] == ["token.revoke", "token.create"]
+        assert log["entries"][0]["actor"] == "vic" and log["entries"][0]["client"]
+
+
+async def test_rule_1_approval_by_the_responsible_person_with_their_password(
+    bridge: Bridge, admin: Admin
+) -> None:
+    url = bridge.admin_url
+    await admin.ok(
+        "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
+    )
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "carl", "crew", offline=True, sites=list(SITES))
+        await make_user(http, url, "cleo", "crew", offline=True, sites=list(SITES))
+        act = await admin.ok(
+            "POST",
+            "/api/v1/activities",
+            {"title": "Fence", "type": "inspection", "responsible": "carl"},
+        )
+        path = f"/api/v1/activities/{act['id']}/approve"
+
+        async def session(name: str) -> str:
+            _, body = await api(
+                http, url, "POST", "/api/v1/session", None, {"username": name, "password": PASSWORD}
+            )
+            return str(body["token"])
+
+        carl, cleo = await session("carl"), await session("cleo")
+        # Someone else's activity: refused, and cleo does not even see it.
+        status, err = await api(http, url, "POST", path, cleo, {"password": PASSWORD})
+        assert (status, err["error"]["code"]) == (403, "not_responsible")
+        status, err = await api(http, url, "GET", f"/api/v1/activities/{act['id']}", cleo)
+        assert status == 403
+        status, listed = await api(http, url, "GET", "/api/v1/activities", cleo)
+        assert listed["activities"] == []
+        # A person never names the approver: identity comes from the sign-in.
+        status, err = await api(
+            http, url, "POST", path, carl, {"approver": "cleo", "password": PASSWORD}
+        )
+        assert (status, err["error"]["code"]) == (400, "approver_not_allowed")
+        status, err = await api(http, url, "POST", path, carl, {"password": "not it at all"})
+        assert (status, err["error"]["code"]) == (403, "bad_password")
+        status, done = await api(http, url, "POST", path, carl, {"password": PASSWORD})
+        assert status == 200 and done["approver"] == "carl" and done["approved_via"] == "password"
+        # The admin token still approves for scripts, audited as on someone's behalf.
+        act2 = await admin.ok(
+            "POST",
+            "/api/v1/activities",
+            {"title": "Gate", "type": "inspection", "responsible": "carl"},
+        )
+        done = await admin.ok(
+            "POST", f"/api/v1/activities/{act2['id']}/approve", {"approver": "carl"}
+        )
+        assert done["approved_via"] == "admin_token"
+        out = await admin.ok(
+            "POST", f"/api/v1/activities/{act2['id']}/dispatch", {"gateway_id": "site-a"}
+        )
+        assert out["state"] == "offline"
+        log = await admin.ok("GET", "/api/v1/audit?action=activity.approve")
+        summaries = [e["summary"] for e in log["entries"]]
+        assert (
+            f"approved activity {act2['id']!r} on behalf of 'carl' by the admin token" in summaries
+        )
+        assert f"'carl' approved activity {act['id']!r} with their password" in summaries
+        by_token = next(e for e in log["entries"] if e["target_id"] == act2["id"])
+        assert by_token["actor_kind"] == "admin_token" and by_token["on_behalf_of"] == "carl"
+        everything = await admin.ok("GET", f"/api/v1/audit?target_id={act2['id']}")
+        assert [e["action"] for e in everything["entries"]] == [
+            "activity.dispatch",
+            "activity.approve",
+            "activity.create",
+        ]
+
+
+async def test_lockout_holds_under_concurrent_guesses(bridge: Bridge) -> None:
+    """40 wrong passwords and the right one at once: at most max_failures are ever checked."""
+    url = bridge.admin_url
+    limit = bridge.config.platform.signin_max_failures
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "target", "crew")
+
+        async def guess(password: str) -> int:
+            status, _ = await api(
+                http,
+                url,
+                "POST",
+                "/api/v1/session",
+                None,
+                {"username": "target", "password": password},
+            )
+            return status
+
+        statuses = await asyncio.gather(
+            *(guess(f"wrong guess {i}") for i in range(40)), guess(PASSWORD)
+        )
+    evaluated = [s for s in statuses if s in (201, 401)]
+    assert len(evaluated) <= limit, statuses
+    assert statuses.count(429) >= 41 - limit
+    assert set(statuses) <= {201, 401, 429}
+
+
+# --- every route, as every role -----------------------------------------------------
+
+# Who may use what, written out from DESIGN's roles (not read from the code's table).
+EXPECTED: dict[str, set[str]] = {
+    "public": {"anonymous", "admin", "dispatcher", "crew", "viewer", "admin_token"},
+    "signed_in": {"admin", "dispatcher", "crew", "viewer", "admin_token"},
+    "activities.read": {"admin", "dispatcher", "crew", "viewer", "admin_token"},
+    "activities.write": {"admin", "dispatcher", "admin_token"},
+    "activities.approve": {"admin", "dispatcher", "crew", "admin_token"},
+    "activities.dispatch": {"admin", "dispatcher", "admin_token"},
+    "activities.review": {"admin", "dispatcher", "admin_token"},
+    "types.read": {"admin", "dispatcher", "crew", "viewer", "admin_token"},
+    "types.write": {"admin", "admin_token"},
+    "users.read": {"admin", "dispatcher", "admin_token"},
+    "users.write": {"admin", "admin_token"},
+    "tokens.manage": {"admin", "admin_token"},
+    "fleet.read": {"admin", "dispatcher", "viewer", "admin_token"},
+    "audit.read": {"admin", "admin_token"},
+    "exports.read": {"admin", "dispatcher", "admin_token"},
+    "metrics.read": {"admin", "admin_token"},
+}
+
+
+def _path(template: str) -> str:
+    return re.sub(r"{[^}]+}", "zz-nothing-here", template)
+
+
+async def test_every_route_as_every_role(bridge: Bridge) -> None:
+    """Each declared route, called as each role: refused exactly where EXPECTED says so,
+    with a clear answer (JSON for the API, a page for pages) and never a 5xx."""
+    from cloud_bridge.access import ACCESS_KEY
+
+    url = bridge.admin_url
+    app = bridge._site_runner.app  # type: ignore[union-attr]
+    table = app[ACCESS_KEY].declared()
+    # Every route the router serves is declared (none escapes the check).
+    served = {
+        (r.method, r.resource.canonical)
+        for r in app.router.routes()
+        if r.method != "HEAD" and r.resource is not None
+    }
+    assert served == set(table), served ^ set(table)
+    assert {r.action.value for r in table.values()} <= set(EXPECTED)
+    roles = ("admin", "dispatcher", "crew", "viewer")
+    async with aiohttp.ClientSession() as http:
+        for role in roles:
+            await make_user(http, url, f"walk-{role}", role)
+        tokens: dict[str, str | None] = {"anonymous": None, "admin_token": TOKEN}
+        for role in roles:
+            _, body = await api(
+                http,
+                url,
+                "POST",
+                "/api/v1/session",
+                None,
+                {"username": f"walk-{role}", "password": PASSWORD},
+            )
+            tokens[role] = body["token"]
+        browsers: dict[str, Browser] = {}
+        for who in ("anonymous", *roles):
+            browsers[who] = Browser(url)
+            if who != "anonymous":
+                status, _ = await browsers[who].sign_in(f"walk-{who}")
+                assert status == 200
+            else:
+                await browsers[who].get("/signin")
+        try:
+            ordered = sorted(  # signing out last
+                table.values(),
+                key=lambda r: (
+                    r.path == "/signout" or (r.method, r.path) == ("DELETE", "/api/v1/session")
+                ),
+            )
+            for route in ordered:
+                allowed = EXPECTED[route.action.value]
+                if route.path == "/metrics":
+                    allowed = EXPECTED["metrics.read"]
+                whos = ("anonymous", *roles) if route.page else tuple(tokens)
+                for who in whos:
+                    path = _path(route.path)
+                    if route.page:
+                        b = browsers[who]
+                        if route.method == "GET":
+                            status, text = await b.get(path)
+                        else:
+                            status, text = await b.post(path, {})
+                        refused = "data-refused" in text or (
+                            route.path != "/signout" and "Sign in to Outpost" in text
+                        )
+                        if route.action.value == "public":
+                            refused = False
+                    else:
+                        status, body = await api(
+                            http,
+                            url,
+                            route.method,
+                            path,
+                            tokens[who],
+                            {} if route.method != "GET" else None,
+                        )
+                        message = (
+                            (body or {}).get("error", {}).get("message", "")
+                            if isinstance(body, dict)
+                            else ""
+                        )
+                        refused = status == 401 or (status == 403 and "may not" in message)
+                    assert status < 500, (who, route.method, route.path, status)
+                    assert refused == (who not in allowed), (who, route.method, route.path, status)
+        finally:
+            for b in browsers.values():
+                await b.http.close()
