@@ -276,8 +276,9 @@ async def async_check_password(request: web.Request, username: str, password: st
     ok = await access.passwords.async_verify(user.password_hash if user else None, password)
     if not ok or user is None:
         logger.info("failed sign-in for user %r from %s", username[:64], client)
+        await access.runner.async_tx(lambda s: identity.note_failure(s, client, access.policy))
         return None
-    await access.runner.async_tx(lambda s: identity.clear_guesses(s, username, client))
+    await access.runner.async_tx(lambda s: identity.clear_guesses(s, username))
     return user
 
 

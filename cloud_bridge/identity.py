@@ -10,10 +10,12 @@
   they are created and revoked by the person or an admin.
 - The bridge's admin token is for scripts; it acts as an admin and the audit
   log says "the admin token".
-- Failed sign-ins are counted per user and per client address *before* the
-  password is checked, in one transaction with the row locked: at most
-  ``signin_max_failures`` guesses per user are ever evaluated in a window,
-  however many arrive at once. A success clears the count.
+- Guesses are counted per user *before* the password is checked, in one
+  transaction with the row locked: at most ``signin_max_failures`` guesses
+  per user are ever evaluated in a window, however many arrive at once. A
+  success clears the user's count. Failed guesses are also counted per client
+  address (``CLIENT_FACTOR`` times as many allowed), so one address cannot
+  sweep many usernames.
 
 Everything here that touches the database is blocking (DB threads).
 """
@@ -75,37 +77,51 @@ def _lock_row(session: Session, key: str, now: datetime) -> SigninFailure:
     ).one()
 
 
-def reserve_guess(session: Session, username: str, client: str, policy: Policy) -> None:
-    """Count one guess for ``username`` from ``client`` before it is checked.
+def _count(row: SigninFailure, limit: int, policy: Policy, now: datetime) -> None:
+    window = timedelta(seconds=policy.failure_window_s)
+    expired_lock = row.locked_until is not None and row.locked_until <= now
+    if expired_lock or row.window_start + window <= now:
+        row.failures, row.window_start, row.locked_until = 0, now, None
+    row.failures += 1
+    if row.failures >= limit:
+        row.locked_until = now + timedelta(seconds=policy.lockout_s)
 
-    Raises ``signin_locked`` (429, with the seconds to wait) when either is
-    locked; otherwise the guess is counted and the caller may check it. The
-    guess that reaches the limit is still checked; the next one is refused.
+
+def reserve_guess(session: Session, username: str, client: str, policy: Policy) -> None:
+    """Count one guess for ``username`` before it is checked.
+
+    Raises ``signin_locked`` (429, with the seconds to wait) when the user or
+    the client address is locked; otherwise the guess is counted against the
+    user and the caller may check it. The guess that reaches the limit is
+    still checked; the next one is refused. (The address is charged only for
+    guesses that failed, :func:`note_failure`: many people signing in at
+    once from one office must not lock it.)
     """
     now = utcnow()
-    window = timedelta(seconds=policy.failure_window_s)
-    limits = {
-        f"user:{username}": policy.max_failures,
-        f"client:{client}": policy.max_failures * CLIENT_FACTOR,
-    }
-    rows = {key: _lock_row(session, key, now) for key in sorted(limits)}
-    for row in rows.values():
+    user_row = _lock_row(session, f"user:{username}", now)
+    client_row = _lock_row(session, f"client:{client}", now)
+    for row in (user_row, client_row):
         if row.locked_until is not None and row.locked_until > now:
             raise locked_error(row.locked_until, now)
-    for key, row in rows.items():
-        expired_lock = row.locked_until is not None and row.locked_until <= now
-        if expired_lock or row.window_start + window <= now:
-            row.failures, row.window_start, row.locked_until = 0, now, None
-        row.failures += 1
-        if row.failures >= limits[key]:
-            row.locked_until = now + timedelta(seconds=policy.lockout_s)
+    _count(user_row, policy.max_failures, policy, now)
     session.flush()
 
 
-def clear_guesses(session: Session, username: str, client: str) -> None:
-    session.execute(
-        delete(SigninFailure).where(SigninFailure.key.in_((f"user:{username}", f"client:{client}")))
+def note_failure(session: Session, client: str, policy: Policy) -> None:
+    """Charge a failed guess to the client address (limit: ``CLIENT_FACTOR`` x the user's)."""
+    now = utcnow()
+    _count(
+        _lock_row(session, f"client:{client}", now),
+        policy.max_failures * CLIENT_FACTOR,
+        policy,
+        now,
     )
+    session.flush()
+
+
+def clear_guesses(session: Session, username: str) -> None:
+    """A right password: the user's count starts afresh (the address's does not)."""
+    session.execute(delete(SigninFailure).where(SigninFailure.key == f"user:{username}"))
 
 
 def locked_error(until: datetime, now: datetime) -> CentralError:
