@@ -334,6 +334,9 @@ async def test_fleet_page_renders_in_chromium_without_console_errors(
     from playwright.async_api import async_playwright
 
     central = Central(http, bridge.url)
+    await central.call(
+        "PUT", "/api/v1/users/vera", {"password": "viewer password", "role": "viewer"}
+    )
     await gateway_process.async_start(http)
     await sites.publish("quarry-north", "online", disk_free_bytes=700 * 1024**2)
     await sites.publish(
@@ -372,12 +375,13 @@ async def test_fleet_page_renders_in_chromium_without_console_errors(
                 ),
             )
             page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-            await page.goto(bridge.url + "/fleet")
-            await page.get_by_label("Admin token").fill("not the token")
+            await page.goto(bridge.url + "/fleet")  # a viewer signs in on the platform's page
+            await page.get_by_label("User name").fill("vera")
+            await page.get_by_label("Password").fill("not her password")
             await page.get_by_role("button", name="Sign in").click()
             await page.get_by_role("alert").wait_for()
             errors[:] = [e for e in errors if "401" not in e]  # the refused sign-in itself
-            await page.get_by_label("Admin token").fill(_admin_token(bridge))
+            await page.get_by_label("Password").fill("viewer password")
             await page.get_by_role("button", name="Sign in").click()
             await page.locator("tr[data-gateway]").first.wait_for()
             rows = page.locator("tr[data-gateway]")
