@@ -27,10 +27,10 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from cloud_bridge import rejections
-from cloud_bridge.models import DB_INT_MAX
 from cloud_bridge.rejections import Refusal
 from outpost.wire.codec import DecodeError, decode_document, describe_validation
 from outpost.wire.schemas import (
+    INT32_MAX,
     MAX_BATCH_ENVELOPES,
     ActivityId,
     EnvelopeBatch,
@@ -150,7 +150,7 @@ def _valid(adapter: TypeAdapter[str], value: Any) -> str | None:
 
 def _number(value: Any, least: int) -> int:
     """The value when every database column holds it (and it is at least ``least``), else 0."""
-    if isinstance(value, int) and not isinstance(value, bool) and least <= value <= DB_INT_MAX:
+    if isinstance(value, int) and not isinstance(value, bool) and least <= value <= INT32_MAX:
         return value
     return 0
 

@@ -35,9 +35,6 @@ APPLIED = "applied"
 REJECTED = "rejected"
 HELD = "held"
 
-# The largest value every Integer column holds (PostgreSQL INTEGER is 32-bit; SQLite 64).
-DB_INT_MAX = 2**31 - 1
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)

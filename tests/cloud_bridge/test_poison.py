@@ -73,6 +73,7 @@ BAD: dict[str, dict[str, Any]] = {
     "base_version_2_31": {"base_version": 2**31},
     "base_version_2_63": {"base_version": 2**63},
     "seq_2_63": {"seq": 2**63},
+    "form_version_2_31": {"form_version": 2**31},
     "form_version_2_63": {"form_version": 2**63},
     "created_at_year_0_utc": {"created_at": "0001-01-01T00:30:00+01:00"},
     "received_at_year_10000_utc": {"received_at": "9999-12-31T23:30:00-01:00"},

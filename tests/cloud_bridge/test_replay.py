@@ -385,7 +385,9 @@ def test_values_the_database_refuses_cost_one_rejection_each(
         "seq_int64": _unchecked(envelope(ids[2], 1), seq=2**63),
         "created_at_year_0": _unchecked(envelope(ids[3], 1), created_at=year_one),
         "author_5000": _unchecked(envelope(ids[4], 1), author="a" * 5000),
-        "nul_in_field_name": envelope(ids[5], 1, record={"site_ok": True, "no\x00te": "x"}),
+        "nul_in_field_name": _unchecked(
+            envelope(ids[5], 1), record={"site_ok": True, "no\x00te": "x"}
+        ),
         "form_version_int64": _unchecked(envelope(ids[6], 1), form_version=2**63),
         # waits for seq 1 (a gap), then is refused at its turn
         "held_base_version": _unchecked(envelope(ids[7], 2), base_version=2**63),
