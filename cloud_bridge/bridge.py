@@ -21,12 +21,15 @@ from cloud_bridge.config import BridgeMqttSection
 from cloud_bridge.handler import Outgoing, UplinkHandler, short
 from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received
 from outpost.wire import topics
-from outpost.wire.codec import encode
+from outpost.wire.codec import CODEC_PROPERTY, CODEC_ZSTD, encode
 from outpost.wire.schemas import Dispatch, Recall, UserPush
 
 logger = logging.getLogger(__name__)
 
 PUBLISH_RETRIES = 3
+# On every message down: the newest codec this bridge reads, so a gateway
+# uses it (and an old gateway, which never looks, keeps writing version 1).
+CODEC_ADVERT = [(CODEC_PROPERTY, str(CODEC_ZSTD))]
 
 
 def default_client_id() -> str:
@@ -87,7 +90,11 @@ class MqttBridge:
         for attempt in range(1, PUBLISH_RETRIES + 1):
             try:
                 await self.client.async_publish(
-                    out.topic, payload, qos=1, correlation_data=out.correlation_data
+                    out.topic,
+                    payload,
+                    qos=1,
+                    correlation_data=out.correlation_data,
+                    user_properties=CODEC_ADVERT,
                 )
                 return True
             except (NotConnected, PublishFailed) as exc:

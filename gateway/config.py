@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -54,14 +55,37 @@ class GatewayMqttSection(MqttSection):
     batch_max_envelopes: int = Field(default=200, ge=1, le=500)
     batch_max_bytes: int = Field(default=256 * 1024, ge=1024)
     inflight_batches: int = Field(default=8, ge=1, le=100)
-    ack_timeout_s: float = Field(default=30.0, gt=0)  # also for an attachment chunk's receipt
-    # Attachments go up in chunks of this many bytes, one at a time (resumable).
+    # The floor of the wait for central's answer (a batch's results, a chunk's
+    # receipt); on a slow link it grows with what is queued (docs/uplink.md).
+    ack_timeout_s: float = Field(default=30.0, gt=0)
+    ack_timeout_max_s: float = Field(default=600.0, gt=0)  # ... and its ceiling
+    # Attachments go up in chunks of at most this many bytes (resumable).
     blob_chunk_bytes: int = Field(default=128 * 1024, ge=1024, le=MAX_BLOB_CHUNK)
-    # Chunks in flight before central's receipts: more fills a long-RTT link
-    # (satellite); fewer leaves more room to envelope batches.
-    blob_window: int = Field(default=4, ge=1, le=64)
+    # Chunks in flight before central's receipts, at most (the measured link
+    # decides how many within that).
+    blob_window: int = Field(default=32, ge=1, le=256)
+    # Fit the uplink to the measured link (docs/uplink.md): chunk size, bytes
+    # in flight, batch size, keepalive and timeouts. false: the fixed sizes above.
+    adaptive: bool = True
+    blob_chunk_min_bytes: int = Field(default=8 * 1024, ge=1024, le=MAX_BLOB_CHUNK)
+    chunk_s: float = Field(default=1.0, gt=0, le=60)  # link time one chunk takes
+    send_queue_s: float = Field(default=1.0, gt=0, le=60)  # attachment bytes queued ahead
+    batch_s: float = Field(default=4.0, gt=0, le=120)  # link time one envelope batch takes
+    keepalive_max: int = Field(default=300, ge=5, le=3600)
+    # zstd with the envelope dictionary once central says it reads it; zlib: always zlib
+    compression: Literal["auto", "zlib"] = "auto"
     checkout_timeout_s: float = Field(default=10.0, gt=0)
     heartbeat_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> GatewayMqttSection:
+        if self.blob_chunk_min_bytes > self.blob_chunk_bytes:
+            raise ValueError("blob_chunk_min_bytes must not exceed blob_chunk_bytes")
+        if self.ack_timeout_max_s < self.ack_timeout_s:
+            raise ValueError("ack_timeout_max_s must not be less than ack_timeout_s")
+        if self.keepalive_max < self.keepalive:
+            raise ValueError("keepalive_max must not be less than keepalive")
+        return self
 
 
 class DiscoverySection(Section):

@@ -25,6 +25,10 @@ Design (after Home Assistant's ``mqtt/client.py``):
   the broker delivers the message again. Messages are handled in arrival
   order per partition (``partition(topic)``, default: one partition), so one
   slow gateway's traffic need not hold up another's.
+- ``publish_nowait`` hands a message to the socket and returns the future of
+  its PUBACK, so a caller can keep several in flight (``async_publish``
+  awaits it). Every QoS 1 message feeds :attr:`MqttClient.meter`
+  (:mod:`outpost.linkmeter`): the link's measured rate and round trip.
 - ``async_publish`` while disconnected raises :class:`NotConnected` at once:
   paho would keep QoS 1 messages in memory only; the caller's durable store
   is the source of truth and resends after reconnect.
@@ -50,6 +54,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from outpost.linkmeter import LinkMeter
 from outpost.mqtt_config import MqttSection
 
 _LOGGER = logging.getLogger(__name__)
@@ -119,8 +124,13 @@ class MqttClient:
         on_disconnect: DisconnectHandler | None = None,
         partition: Callable[[str], str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        keepalive: Callable[[LinkMeter], int] | None = None,
     ) -> None:
         self._settings = settings
+        # Chooses the keepalive of the next connection (default: the setting).
+        self._keepalive = keepalive or (lambda _meter: settings.keepalive)
+        self.meter = LinkMeter()
+        self.keepalive_s = settings.keepalive
         self.client_id = client_id
         self._on_message_cb = on_message
         self._subscriptions = list(subscriptions)
@@ -209,8 +219,38 @@ class MqttClient:
         memory) and :class:`PublishFailed` when the link drops before the
         PUBACK or the broker refuses the message.
         """
+        fut = self.publish_nowait(
+            topic,
+            payload,
+            qos,
+            retain,
+            user_properties=user_properties,
+            response_topic=response_topic,
+            correlation_data=correlation_data,
+        )
+        if wait:
+            await fut
+
+    def publish_nowait(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        user_properties: Iterable[tuple[str, str]] = (),
+        response_topic: str | None = None,
+        correlation_data: bytes | None = None,
+    ) -> asyncio.Future[None]:
+        """Hand a message to the socket now; the returned future resolves on its PUBACK.
+
+        Raises :class:`NotConnected` at once when the link is down; the future
+        fails with :class:`PublishFailed` when the link drops before the
+        PUBACK or the broker refuses the message. Loop thread only.
+        """
         if self._client is None or not self._connected.is_set():
             raise NotConnected("not connected to the broker")
+        loop = asyncio.get_running_loop()
         props = None
         user_props = list(user_properties)
         if user_props or response_topic or correlation_data:
@@ -224,15 +264,13 @@ class MqttClient:
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise NotConnected(f"publish failed: {paho.error_string(info.rc)}")
-        if qos == 0 or not wait:
-            return
-        if info.is_published():
-            return
-        fut = self._pending.get(info.mid)
-        if fut is None:
-            fut = asyncio.get_running_loop().create_future()
-            self._pending[info.mid] = fut
-        await fut
+        fut: asyncio.Future[None] = loop.create_future()
+        if qos == 0 or info.is_published():
+            fut.set_result(None)
+            return fut
+        self._pending[info.mid] = fut
+        self.meter.on_send(info.mid, len(payload) + len(topic))
+        return fut
 
     async def async_subscribe(self, subs: list[tuple[str, int]]) -> list[ReasonCode]:
         """Subscribe now and return the broker's reason codes (for ACL checks)."""
@@ -283,7 +321,7 @@ class MqttClient:
         client.connect(
             self._settings.host,
             self._settings.port,
-            keepalive=self._settings.keepalive,
+            keepalive=self.keepalive_s,
             clean_start=self._clean_start,
             properties=props,
         )
@@ -295,6 +333,7 @@ class MqttClient:
             client = self._make_client()
             self._client = client
             self._disconnected.clear()
+            self.keepalive_s = self._keepalive(self.meter)
             try:
                 await asyncio.wait_for(
                     self._loop.run_in_executor(None, self._connect_blocking, client),
@@ -447,6 +486,7 @@ class MqttClient:
             self._note_error(f"broker refused the connection: {reason_code}")
             return  # paho closes the socket; on_disconnect follows
         self.connect_count += 1
+        self.meter.reset()
         if self.last_error:
             _LOGGER.info(
                 "connected to %s:%s (%s)", self._settings.host, self._settings.port, self.client_id
@@ -501,6 +541,10 @@ class MqttClient:
         properties: Properties | None,
     ) -> None:
         fut = self._pending.pop(mid, None)
+        if reason_code.is_failure:
+            self.meter.on_lost(mid)
+        else:
+            self.meter.on_ack(mid)
         if fut is None:
             return  # QoS 0, or a publish nobody waits for
         if fut.done():

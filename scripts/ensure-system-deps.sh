@@ -15,6 +15,9 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 command -v avahi-browse >/dev/null 2>&1 || need+=(avahi-utils)
 command -v avahi-daemon >/dev/null 2>&1 || [ -x /usr/sbin/avahi-daemon ] || need+=(avahi-daemon)
 command -v dbus-daemon >/dev/null 2>&1 || need+=(dbus)
+# The link laboratory (tests/e2e/test_link_lab.py) shapes a link between
+# namespaces: iptables-legacy for its NFQUEUE delay and random loss.
+command -v iptables-legacy >/dev/null 2>&1 || [ -x /usr/sbin/iptables-legacy ] || need+=(iptables)
 # zbarimg reads back the gateway's QR codes in the tests
 command -v zbarimg >/dev/null 2>&1 || need+=(zbar-tools)
 

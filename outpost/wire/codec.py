@@ -1,10 +1,18 @@
 """The one versioned codec for every MQTT payload.
 
-Layout: one byte codec version, one byte compression (0 none, 1 zlib), then
-UTF-8 JSON. Batches cross metered satellite links, so anything over a small
-threshold is compressed. Decoding is strict and bounded: a payload that
-inflates past ``MAX_DECODED`` bytes is refused (no zip bombs), and the JSON
-must validate against the message schemas.
+Layout: one byte codec version, one byte compression, then UTF-8 JSON.
+
+- version 1: compression 0 none, 1 zlib. Every peer reads it; central and
+  the downlink always write it, so gateways of any age read what they get.
+- version 2: also compression 2, a zstd frame (with its content size). A
+  gateway writes it for envelope batches only once central said it reads
+  it (``CODEC_PROPERTY`` on central's messages), so a new gateway keeps
+  working with an old central.
+
+Batches cross metered satellite links, so anything over a small threshold
+is compressed. Decoding is strict and bounded: a payload that inflates past
+``MAX_DECODED`` bytes is refused (no zip bombs), and the JSON must validate
+against the message schemas.
 """
 
 from __future__ import annotations
@@ -13,13 +21,18 @@ import json
 import zlib
 from typing import Any
 
+import zstandard
 from pydantic import TypeAdapter, ValidationError
 
 from outpost.wire.schemas import Message
 
 CODEC_VERSION = 1
+CODEC_ZSTD = 2  # the newest version this side reads
 RAW = 0
 ZLIB = 1
+ZSTD = 2
+# MQTT 5 user property on central's messages: the newest codec version it reads.
+CODEC_PROPERTY = "outpost-codec"
 COMPRESS_OVER = 256  # bytes of JSON; smaller payloads gain nothing
 MAX_DECODED = 16 * 1024 * 1024
 _HEADER = 2
@@ -43,6 +56,27 @@ def encode_json(body: bytes, compress: bool | None = None) -> bytes:
     if compress:
         return bytes((CODEC_VERSION, ZLIB)) + zlib.compress(body, 6)
     return bytes((CODEC_VERSION, RAW)) + body
+
+
+def encode_json_zstd(body: bytes, level: int = 9) -> bytes:
+    """Frame a document as codec version 2 (zstd); only for a peer that reads it."""
+    compressor = zstandard.ZstdCompressor(level=level, write_content_size=True)
+    return bytes((CODEC_ZSTD, ZSTD)) + compressor.compress(body)
+
+
+def _unzstd(data: bytes, limit: int) -> bytes:
+    try:
+        size = zstandard.frame_content_size(data)
+    except zstandard.ZstdError:
+        raise DecodeError("zstd body is corrupt: no frame header") from None
+    if size < 0:
+        raise DecodeError("zstd body does not state its size")
+    if size > limit:
+        raise DecodeError(f"payload inflates past {limit} bytes")
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=limit)
+    except zstandard.ZstdError as exc:
+        raise DecodeError(f"zstd body is corrupt: {exc}") from None
 
 
 def _inflate(data: bytes, limit: int) -> bytes:
@@ -69,11 +103,15 @@ def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
     if len(payload) < _HEADER:
         raise DecodeError("payload is too short to carry a codec header")
     version, compression = payload[0], payload[1]
-    if version != CODEC_VERSION:
-        raise DecodeError(f"unsupported codec version {version} (this side speaks {CODEC_VERSION})")
+    if version not in (CODEC_VERSION, CODEC_ZSTD):
+        raise DecodeError(
+            f"unsupported codec version {version} (this side speaks {CODEC_VERSION} and {CODEC_ZSTD})"
+        )
     body = payload[_HEADER:]
     if compression == ZLIB:
         body = _inflate(body, max_bytes)
+    elif compression == ZSTD and version == CODEC_ZSTD:
+        body = _unzstd(body, max_bytes)
     elif compression != RAW:
         raise DecodeError(f"unknown compression {compression}")
     elif len(body) > max_bytes:

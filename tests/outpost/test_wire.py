@@ -3,6 +3,7 @@ import zlib
 from datetime import UTC, datetime
 
 import pytest
+import zstandard
 
 from outpost.wire import (
     DecodeError,
@@ -13,6 +14,7 @@ from outpost.wire import (
     encode,
     topics,
 )
+from outpost.wire.codec import CODEC_ZSTD, encode_json, encode_json_zstd
 
 
 def _envelope(seq: int = 1) -> WireEnvelope:
@@ -56,7 +58,18 @@ def test_small_messages_are_not_compressed() -> None:
     ("payload", "problem"),
     [
         (b"", "too short"),
-        (b"\x02\x00{}", "unsupported codec version 2"),
+        (b"\x03\x00{}", "unsupported codec version 3"),
+        (b"\x01\x02" + zstandard.ZstdCompressor().compress(b"{}"), "unknown compression"),
+        (b"\x02\x02not zstd", "zstd body is corrupt"),
+        (b"\x02\x02" + zstandard.ZstdCompressor().compress(b"{}" * 500)[:-6], "corrupt"),
+        (
+            b"\x02\x02" + zstandard.ZstdCompressor(write_content_size=False).compress(b"{}"),
+            "does not state its size",
+        ),
+        (
+            b"\x02\x02" + zstandard.ZstdCompressor().compress(b" " * (17 * 1024 * 1024)),
+            "inflates past",
+        ),
         (b"\x01\x07{}", "unknown compression"),
         (b"\x01\x01not zlib", "corrupt"),
         (b"\x01\x00{not json", "not JSON"),
@@ -91,3 +104,13 @@ def test_topics() -> None:
     assert topics.parse("outpost/v1/gw/+/up") is None
     with pytest.raises(ValueError, match="invalid gateway id"):
         topics.topic("a/#", "state")
+
+
+def test_codec_2_carries_zstd_and_version_1_stays_readable() -> None:
+    state = GatewayState(gateway_id="site-a", state="online", at=datetime.now(UTC))
+    doc = state.model_dump_json().encode()
+    v2 = encode_json_zstd(doc)
+    assert v2[:2] == bytes((CODEC_ZSTD, 2))
+    assert decode(v2) == state
+    assert decode(encode_json(doc)) == state  # what old gateways send
+    assert encode(state)[0] == 1  # central and the downlink keep writing version 1
