@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 GW = "bench-gw"
 LAB_PORT = 1883
+SINGLES = 6  # activities kept for lone envelopes (one per command round)
 
 
 def _print(obj: Any) -> None:
@@ -146,13 +147,17 @@ async def run_gateway(spec: dict[str, Any]) -> None:
                 await asyncio.sleep(0.05)
             return False
 
+        # Bulk envelopes use activities 6 on; a lone one activity ``round_no``
+        # (a completed envelope checks its activity in: each is used once).
+        bulk_acts = [a for a, _ in acts[SINGLES:]]
         bodies = make_bodies(
-            max(len(acts), command.get("envelopes", 0)), [a for a, _ in acts], acts[0][1]
+            max(len(bulk_acts), command.get("envelopes", 0)), bulk_acts, acts[0][1]
         )
+        singles = make_bodies(len(acts), [a for a, _ in acts], acts[0][1])
 
         async def one_completed() -> float:
             """A completed envelope of activity ``round_no``; seconds until applied."""
-            late = bodies[round_no - 1].model_copy(
+            late = singles[round_no - 1].model_copy(
                 update={"status": "completed", "envelope_id": uuid.uuid4(), "seq": 1}
             )
             before = await store.async_read(count(APPLIED))
@@ -167,8 +172,8 @@ async def run_gateway(spec: dict[str, Any]) -> None:
             result.update(envelope_seconds=await one_completed())
             result["done"] = result["envelope_seconds"] >= 0
         if "envelopes" in command:
-            n = command["envelopes"]
-            chosen = bodies[:n]
+            chosen = bodies[: command["envelopes"]]
+            n = len(chosen) + await store.async_read(count(APPLIED))
 
             def put(c: Any) -> None:
                 for b in chosen:
