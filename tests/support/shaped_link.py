@@ -225,6 +225,7 @@ host, port, nbytes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 t0 = time.monotonic()
 s = socket.create_connection((host, port), timeout=30)
 rtt = time.monotonic() - t0
+s.settimeout(None)  # a slow link takes minutes for the bulk part
 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 t1 = time.monotonic()
 s.sendall(b"x" * nbytes)
