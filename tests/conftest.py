@@ -12,6 +12,17 @@ from tests.support.broker import Broker
 from tests.support.postgres import fresh_database
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that drive the session's Chromium run last.
+
+    Playwright's sync API keeps its event loop running in the main thread from
+    the first browser test to the end of the session, and pytest-asyncio cannot
+    start a loop for an async test while it runs ("Runner.run() cannot be
+    called from a running event loop"). The sort is stable: order is otherwise kept.
+    """
+    items.sort(key=lambda item: "chromium_browser" in getattr(item, "fixturenames", ()))
+
+
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     """A running Mosquitto on a free port with persistence; stopped after the test."""

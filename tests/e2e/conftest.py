@@ -130,7 +130,8 @@ class Central:
                 raise AssertionError(f"{method} {path}: {r.status} {data}")
             return data
 
-    async def setup_crew(self, users: tuple[str, ...] = ("ana",)) -> None:
+    async def setup_crew(self, users: tuple[str, ...] = ("ana",), site: str = GW) -> None:
+        """The inspection type and offline crew members working at gateway ``site``."""
         await self.call(
             "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
         )
@@ -138,7 +139,7 @@ class Central:
             await self.call(
                 "PUT",
                 f"/api/v1/users/{user}",
-                {"password": PASSWORD, "offline": True, "sites": [GW]},
+                {"password": PASSWORD, "offline": True, "sites": [site]},
             )
 
     async def new_activity(

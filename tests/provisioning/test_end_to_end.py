@@ -120,7 +120,7 @@ async def test_a_provisioned_gateway_syncs_to_the_bridge_over_mutual_tls(
     fleet: Provisioned, bridge: str, http: aiohttp.ClientSession
 ) -> None:
     central = Central(http, bridge)
-    await central.setup_crew()
+    await central.setup_crew(site=GW)
     act = await central.new_activity(title="Substation fence")
     cfg = fleet.gateway_config()
     assert cfg.mqtt.tls and cfg.mqtt.cert == fleet.gw_root / "tls" / "gateway.crt"
