@@ -37,6 +37,7 @@ from gateway.api.keys import (
 )
 from gateway.api.metrics import BackhaulCollector, Metrics
 from gateway.api.middleware import MIDDLEWARES
+from gateway.api.site import routes as site_routes
 from gateway.api.views import routes
 from gateway.auth import Auth
 from gateway.backhaul import Backhaul, OfflineBackhaul
@@ -142,6 +143,7 @@ def create_app(
     app[UPLOAD_LOCKS_KEY] = {}
     app[STARTED_KEY] = time.monotonic()
     app.add_routes(routes)
+    app.add_routes(site_routes)  # the site lead's view of the whole gateway
     app.router.add_get("/qr.svg", qr_svg_handler)  # the gateway's address as a QR code
     setup_web(app)  # the crews' web app at /
     app.cleanup_ctx.extend(extra_cleanup_ctx)

@@ -58,9 +58,14 @@ class Principal:
     display_name: str | None
     token_hash: str
     expires_at: datetime
+    site_lead: bool = False  # granted by central for this gateway: sees the whole gateway
 
     def public(self) -> dict[str, Any]:
-        return {"username": self.username, "display_name": self.display_name}
+        return {
+            "username": self.username,
+            "display_name": self.display_name,
+            "site_lead": self.site_lead,
+        }
 
 
 def hash_token(token: str) -> str:
@@ -146,6 +151,7 @@ class Auth:
             display_name=row.display_name,
             token_hash=hash_token(token),
             expires_at=utcnow() + self._ttl,
+            site_lead=bool(row.site_lead),
         )
         password_hash = row.password_hash
         opened = await self._store.async_write(
@@ -231,13 +237,15 @@ def _open_session(
 
 def _session(conn: Connection, token_hash: str) -> Principal | None:
     row = conn.execute(
-        select(sessions.c.expires_at, users.c.username, users.c.display_name)
+        select(sessions.c.expires_at, users.c.username, users.c.display_name, users.c.site_lead)
         .join(users, users.c.username == sessions.c.username)
         .where(sessions.c.token_hash == token_hash, users.c.offline.is_(True))
     ).first()
     if row is None:
         return None
-    return Principal(row.username, row.display_name, token_hash, row.expires_at)
+    return Principal(
+        row.username, row.display_name, token_hash, row.expires_at, site_lead=bool(row.site_lead)
+    )
 
 
 def expire_sessions(conn: Connection, username: str, at: datetime) -> None:

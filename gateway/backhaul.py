@@ -8,7 +8,7 @@ API works alone and answers ``503 backhaul_down`` to check-outs.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from outpost.wire.schemas import CheckoutAnswer
@@ -37,7 +37,8 @@ class OfflineBackhaul:
     """No link to central (the default): check-outs are refused with 503."""
 
     def __init__(self, since: datetime | None = None) -> None:
-        self._since = since
+        # Down since it was made (the gateway's start), unless told otherwise.
+        self._since = since or datetime.now(UTC)
 
     @property
     def is_up(self) -> bool:
@@ -46,7 +47,7 @@ class OfflineBackhaul:
     def status(self) -> dict[str, Any]:
         return {
             "link": "down",
-            "since": self._since.isoformat() if self._since else None,
+            "since": self._since.isoformat(),
             "last_sync": None,
             "bytes_sent": 0,
         }

@@ -90,6 +90,10 @@ def openapi_document() -> dict[str, Any]:
                 body={"$ref": "#/components/schemas/SignIn"},
                 public=True,
             ),
+            "get": _op(
+                "The signed-in user now: {user: {username, display_name, site_lead}, expires_at}",
+                {"200": "the session"},
+            ),
             "delete": _op("Sign out (the device then wipes its data)", {"204": "signed out"}),
         },
         "/api/v1/activities": {
@@ -169,6 +173,15 @@ def openapi_document() -> dict[str, Any]:
                 {"200": "known upload", "404": "nothing received yet"},
                 params=[SHA],
             ),
+        },
+        "/api/v1/site": {
+            "get": _op(
+                "The whole gateway for its site lead: link and since when, envelopes by state, "
+                "the oldest waiting, every rejection and what happened after it, files to go "
+                "up, disk and the full-disk policy, replica, certificate",
+                {"200": "the gateway's state"},
+                errors={"403": "not_site_lead: only the site lead central granted"},
+            )
         },
         "/api/v1/status": {
             "get": _op(

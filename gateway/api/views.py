@@ -145,6 +145,13 @@ async def sign_in(request: web.Request) -> web.Response:
     )
 
 
+@routes.get("/api/v1/session")
+async def who_am_i(request: web.Request) -> web.Response:
+    """The signed-in user as the gateway knows them now (a site-lead grant may have changed)."""
+    who = principal(request)
+    return web.json_response({"user": who.public(), "expires_at": queries.iso(who.expires_at)})
+
+
 @routes.delete("/api/v1/session")
 async def sign_out(request: web.Request) -> web.Response:
     await request.app[AUTH_KEY].async_sign_out(principal(request))

@@ -149,11 +149,17 @@ def _step_3_attachment_upload(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _step_4_site_lead(conn: sqlite3.Connection) -> None:
+    # Central grants a site lead per gateway; the lead sees the whole gateway's state.
+    conn.execute("ALTER TABLE users ADD COLUMN site_lead BOOLEAN NOT NULL DEFAULT 0")
+
+
 # (version, description, step). Never edit a released step: add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _step_1_initial),
     (2, "index for the completed-activity check", _step_2_completed_lock_index),
     (3, "attachment upload to central", _step_3_attachment_upload),
+    (4, "site lead per user", _step_4_site_lead),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -92,6 +92,7 @@ def replace_users(conn: Connection, push: UserPush) -> None:
                     "offline": u.offline,
                     "display_name": u.display_name,
                     "updated_at": now,
+                    "site_lead": u.site_lead,
                 }
                 for u in push.users
             ],

@@ -92,6 +92,7 @@ users = Table(
     Column("offline", Boolean, nullable=False),  # may work offline
     Column("display_name", String(200)),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("site_lead", Boolean, nullable=False, default=False),  # sees the whole gateway
 )
 
 offline_types = Table(

@@ -253,6 +253,9 @@ class UserWire(Strict):
     password_hash: PasswordHash
     offline: bool  # may work offline
     display_name: DisplayName | None = None
+    # Site lead at this gateway (granted centrally per gateway): sees the whole
+    # gateway's state, not only their own work. Optional: older centrals omit it.
+    site_lead: bool = False
 
 
 class UserPush(Strict):

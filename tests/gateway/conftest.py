@@ -101,8 +101,14 @@ def activity(activity_id: str, responsible: str, form: FormDefinition = FORM) ->
     )
 
 
-def user_push(*offline: str, others: tuple[str, ...] = ("carol",)) -> UserPush:
-    users = [UserWire(username=u, password_hash=password_hash(u), offline=True) for u in offline]
+def user_push(
+    *offline: str, others: tuple[str, ...] = ("carol",), leads: tuple[str, ...] = ()
+) -> UserPush:
+    """alice… may work offline, others may not; ``leads`` are site leads of this gateway."""
+    users = [
+        UserWire(username=u, password_hash=password_hash(u), offline=True, site_lead=u in leads)
+        for u in offline
+    ]
     users += [UserWire(username=u, password_hash=password_hash(u), offline=False) for u in others]
     return UserPush(
         gateway_id="site-test",

@@ -103,6 +103,7 @@ class GatewayProcess:
     # None: a LAN-only gateway (backhaul always down); else [mqtt] host/port of a broker
     mqtt: dict[str, Any] | None = None
     tokens: dict[str, str] = field(default_factory=dict)
+    site_leads: tuple[str, ...] = ()  # users central made site lead of this gateway
 
     @property
     def config_path(self) -> Path:
@@ -152,7 +153,7 @@ class GatewayProcess:
         """alice and bob may work offline; the ACTIVITIES are alice's."""
 
         def work(conn: Any) -> None:
-            replace_users(conn, user_push("alice", "bob"))
+            replace_users(conn, user_push("alice", "bob", leads=self.site_leads))
             for act_id in ACTIVITIES:
                 upsert_activity(conn, activity(act_id, "alice", FORM), "alice", DISPATCHED_AT)
 
@@ -294,7 +295,7 @@ class Crew:
         page.get_by_role("button", name="Sign in").click()
         page.wait_for_selector("[data-activity]")
 
-    def screenshot(self, name: str, scroll_to: str | None = None) -> None:
+    def screenshot(self, name: str, scroll_to: str | None = None, full_page: bool = False) -> None:
         """A phone-sized picture for docs/screenshots (no focus ring, no toast)."""
         if not SCREENSHOTS:
             return
@@ -307,7 +308,9 @@ class Crew:
             page.evaluate("window.scrollTo(0, 0)")
         folder = Path(SCREENSHOTS)
         folder.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(folder / f"{name}.png"), animations="disabled")
+        page.screenshot(
+            path=str(folder / f"{name}.png"), animations="disabled", full_page=full_page
+        )
 
     def watch(self, page: Any) -> Any:
         """Keep every console error and page error of ``page`` (another tab, say)."""

@@ -10,7 +10,18 @@ import * as outbox from "./outbox.js";
 import { humanize, renderForm } from "./form.js";
 import { sha256Blob } from "./sha256.js";
 import { uuid4 } from "./uuid.js";
-import { LOCALES, formatBytes, formatNumber, locale, savedChoice, setLocale, t, translatePage } from "./i18n.js";
+import {
+  LOCALES,
+  duration,
+  formatBytes,
+  formatDateTime,
+  formatNumber,
+  locale,
+  savedChoice,
+  setLocale,
+  t,
+  translatePage,
+} from "./i18n.js";
 import { badgeFor, plainCode, rejectionReason, relTime } from "./words.js";
 
 const REFRESH_MS = 15000;
@@ -120,6 +131,7 @@ function renderNav() {
       extra,
     );
   const count = waiting + rejected;
+  const siteTab = isSiteLead() ? link("#/site", t("nav.site")) : null;
   nav.replaceChildren(
     link("#/activities", t("nav.activities")),
     link(
@@ -127,6 +139,7 @@ function renderNav() {
       t("nav.pending"),
       count ? el("span", { class: "count", "aria-label": t("nav.attention", { n: count }) }, formatNumber(count)) : null,
     ),
+    siteTab,
     el("button", { type: "button", class: "nav-link nav-signout", id: "signout", text: t("nav.sign_out"), onclick: signOut }),
   );
   const who = state.session.user;
@@ -189,12 +202,15 @@ function refresh() {
 async function doRefresh() {
   if (!state.session) return;
   try {
-    const [acts, envs, status] = await Promise.all([
+    const [acts, envs, status, me] = await Promise.all([
       api.request("GET", "/api/v1/activities"),
       api.request("GET", "/api/v1/envelopes"),
       api.request("GET", "/api/v1/status"),
+      // Who the gateway says we are now: central may have granted or taken the site lead.
+      api.request("GET", "/api/v1/session").catch(() => null),
     ]);
     if (!state.session) return; // signed out meanwhile
+    if (me && me.user && !!me.user.site_lead !== isSiteLead()) await setSiteLead(!!me.user.site_lead);
     const list = listOf(acts, "activities");
     const prior = await db.getAll("activities");
     const cached = new Map(prior.map((p) => [p.id, p]));
@@ -739,6 +755,201 @@ function screenPending() {
   draw();
 }
 
+// --- the site lead's screen -------------------------------------------------------
+
+const SITE_REFRESH_MS = 5000;
+let siteTimer = null;
+let siteScreen = 0; // which opening of the Site screen the polling belongs to
+
+function isSiteLead() {
+  return !!(state.session && state.session.user && state.session.user.site_lead);
+}
+
+async function setSiteLead(value) {
+  state.session = { ...state.session, user: { ...state.session.user, site_lead: value } };
+  await db.setMeta("session", state.session);
+  renderNav();
+}
+
+/** "ana" or "Ana Souza (ana)". */
+function person(username, displayName) {
+  return displayName && displayName !== username ? `${displayName} (${username})` : username;
+}
+
+function siteLine(text, attrs = {}) {
+  return el("p", { class: "site-line", ...attrs, text });
+}
+
+/** The whole gateway for its site lead: refreshed every few seconds while open. */
+function screenSite() {
+  setTitle(t("nav.site"));
+  let data = null;
+  let fetchedAt = null;
+  let problem = null;
+  const opened = ++siteScreen;
+  clearTimeout(siteTimer);
+  const here = () => opened === siteScreen && (location.hash || "").startsWith("#/site");
+
+  const draw = () => {
+    if (!here()) return;
+    const body = [el("h1", { text: data ? t("site.title", { site: data.gateway.site }) : t("nav.site") })];
+    if (problem && problem.code === "not_site_lead") {
+      body.push(el("p", { class: "alert alert-warn", id: "site-refused", text: t("error.not_site_lead") }));
+      main().replaceChildren(...body);
+      return;
+    }
+    if (problem) body.push(el("p", { class: "alert alert-warn", id: "site-stale", text: data ? t("site.stale", { error: errorText(problem) }) : errorText(problem) }));
+    if (!data) {
+      if (!problem) body.push(el("p", { class: "muted", text: t("site.loading") }));
+      main().replaceChildren(...body);
+      return;
+    }
+    body.push(siteLink(data), siteWork(data), siteRejections(data), siteBox(data));
+    body.push(el("p", { class: "muted small", id: "site-as-of", text: `${t("common.as_of", { when: relTime(fetchedAt) })} ${t("site.live")}` }));
+    main().replaceChildren(...body);
+  };
+
+  const load = async () => {
+    if (!here() || !state.session) return;
+    if (document.visibilityState === "visible") {
+      try {
+        data = await api.request("GET", "/api/v1/site");
+        fetchedAt = new Date().toISOString();
+        problem = null;
+      } catch (err) {
+        problem = err;
+        if (err instanceof api.ApiError && err.code === "not_site_lead") {
+          data = null;
+          await setSiteLead(false);
+        }
+      }
+      draw();
+    }
+    if (here() && state.session && !(problem && problem.code === "not_site_lead")) siteTimer = setTimeout(load, SITE_REFRESH_MS);
+  };
+  current = draw;
+  draw();
+  load();
+}
+
+function siteCard(id, title, alert, ...children) {
+  return el(
+    "section",
+    { class: alert ? "card card-alert" : "card", id, "aria-labelledby": `${id}-h` },
+    el("h2", { id: `${id}-h`, text: title }),
+    ...children,
+  );
+}
+
+function siteLink(s) {
+  const up = s.backhaul.link === "up";
+  const since = s.backhaul.since;
+  const forHow = since ? duration((Date.now() - new Date(since).getTime()) / 1000) : null;
+  const line = since
+    ? t(up ? "site.link_up_since" : "site.link_down_since", { since: formatDateTime(since), for: forHow })
+    : t(up ? "site.link_up" : "site.link_down");
+  const parts = [el("p", { class: `backhaul ${up ? "up" : "down"}`, id: "site-link-state", text: line })];
+  parts.push(siteLine(s.last_sync ? t("site.last_sync", { when: relTime(s.last_sync), at: formatDateTime(s.last_sync) }) : t("site.never_synced"), { id: "site-last-sync" }));
+  if (!up && s.backhaul.last_error) parts.push(el("p", { id: "site-link-error", text: t("site.link_error", { error: s.backhaul.last_error }) }));
+  return siteCard("site-backhaul", t("site.link"), !up, ...parts);
+}
+
+function siteWork(s) {
+  const dl = el("dl", { class: "counts", id: "site-counts" });
+  for (const key of ENVELOPE_STATES) {
+    dl.append(el("div", { "data-state": key }, el("dt", { text: t(`state.${key}`) }), el("dd", { text: formatNumber(s.envelopes[key] ?? 0) })));
+  }
+  const o = s.oldest_waiting;
+  const oldest = o
+    ? t("site.oldest", { title: o.activity_title || o.activity_id, seq: o.seq, who: o.author, age: duration(o.age_s) })
+    : t("site.nothing_waiting");
+  const files = s.files || {};
+  const parts = [siteLine(oldest, { id: "site-oldest" }), dl];
+  parts.push(siteLine(files.to_upload ? t("site.files_waiting", { n: files.to_upload, size: formatBytes(files.to_upload_bytes) }) : t("site.no_files_waiting"), { id: "site-files" }));
+  for (const f of files.refused || []) {
+    parts.push(el("p", { class: "rejection", "data-file": f.sha256, text: t("site.file_refused", { sha: f.sha256.slice(0, 12), reason: f.reason }) }));
+  }
+  // Work waiting for hours with the link up needs a look; with the link down it is expected.
+  const stuck = o && s.backhaul.link === "up" && o.age_s > 3600;
+  return siteCard("site-work", t("site.work"), stuck || (files.refused || []).length > 0, ...parts);
+}
+
+function afterText(r) {
+  const a = r.after || {};
+  switch (a.what) {
+    case "corrected":
+      return t("site.after_corrected", { seq: a.seq, state: t(`site.now.${a.state}`) });
+    case "canceled":
+      return t("site.after_canceled");
+    case "checked_in":
+      return t("site.after_checked_in");
+    default:
+      return t("site.after_open", { who: r.author });
+  }
+}
+
+function siteRejections(s) {
+  const parts = [];
+  if (!s.rejections_total) parts.push(siteLine(t("site.no_rejections"), { id: "site-no-rejections" }));
+  else parts.push(siteLine(t("site.rejections_count", { n: s.rejections_total, open: s.rejections_open }), { id: "site-rejections-count" }));
+  const list = el("ul", { class: "rejections", id: "site-rejections" });
+  for (const r of s.rejections) {
+    const open = (r.after || {}).what === "open";
+    list.append(
+      el(
+        "li",
+        { class: open ? "rejection" : "rejection rejection-done", "data-envelope": r.envelope_id },
+        el("strong", { text: `${r.activity_title || r.activity_id} · ${t("pending.save_n", { n: r.seq })}` }),
+        el("p", { class: "rejection-who", text: t("site.rejected_who", { who: person(r.author, r.author_name), when: r.rejected_at ? formatDateTime(r.rejected_at) : t("time.unknown") }) }),
+        el("p", { class: "rejection-code", text: `${plainCode(r.code)} (${r.code || "—"})` }),
+        el("p", { class: "rejection-reason", text: rejectionReason(r) }),
+        el("p", { class: "rejection-after", text: afterText(r) }),
+      ),
+    );
+  }
+  if (s.rejections.length) parts.push(list);
+  if (s.rejections_total > s.rejections.length) parts.push(el("p", { class: "muted", text: t("site.more_rejections", { n: s.rejections_total - s.rejections.length }) }));
+  return siteCard("site-refused", t("site.rejections"), s.rejections_open > 0, ...parts);
+}
+
+function siteBox(s) {
+  const disk = s.disk || {};
+  const rep = s.replication || {};
+  const cert = s.certificate || {};
+  const parts = [
+    siteLine(t("site.disk_free", { free: formatBytes(disk.free_bytes), db: formatBytes(disk.db_bytes) }), { id: "site-disk" }),
+    el("p", {
+      class: disk.low ? "alert alert-error" : "",
+      id: "site-disk-policy",
+      text: disk.low
+        ? t("site.disk_low", { floor: formatBytes(disk.floor_bytes) })
+        : disk.floor_bytes
+          ? t("site.disk_ok", { floor: formatBytes(disk.floor_bytes) })
+          : t("site.disk_guard_off"),
+    }),
+  ];
+  let replicaBad = false;
+  if (!rep.enabled) parts.push(siteLine(t("site.replica_off"), { id: "site-replica" }));
+  else {
+    const lag = rep.lag_s;
+    replicaBad = !rep.running || !!rep.last_error || (lag != null && lag > 60);
+    parts.push(siteLine(
+      !rep.running ? t("site.replica_not_running") : lag == null ? t("site.replica_unknown") : t("site.replica_lag", { lag: formatNumber(lag, { maximumFractionDigits: 1 }) }),
+      { id: "site-replica" },
+    ));
+    if (rep.last_error) parts.push(el("p", { id: "site-replica-error", text: t("site.replica_error", { error: rep.last_error, when: rep.last_error_at ? relTime(rep.last_error_at) : t("time.unknown") }) }));
+  }
+  const certSoon = cert.days_left != null && cert.days_left < 30;
+  parts.push(siteLine(
+    cert.expires_at
+      ? t(cert.days_left < 0 ? "site.cert_expired" : "site.cert_expires", { date: formatDateTime(cert.expires_at), n: Math.max(0, Math.floor(cert.days_left)) })
+      : t("site.cert_none"),
+    { id: "site-cert" },
+  ));
+  parts.push(el("p", { class: "muted", id: "site-version", text: t("site.version", { version: s.gateway.version, uptime: duration(s.gateway.uptime_s), n: s.crew_signed_in }) }));
+  return siteCard("site-box", t("site.gateway"), !!disk.low || replicaBad || certSoon, ...parts);
+}
+
 /** true/false from GET /api/v1/status's backhaul.link, null when not known. */
 function backhaulUp(s) {
   const link = s && s.backhaul && s.backhaul.link;
@@ -834,6 +1045,7 @@ function route() {
   const m = h.match(/^#\/activity\/(.+)$/);
   if (m) screenActivity(decodeURIComponent(m[1]));
   else if (h.startsWith("#/pending")) screenPending();
+  else if (h.startsWith("#/site")) screenSite();
   else screenActivities();
   renderNav();
   main().focus({ preventScroll: true });

@@ -151,6 +151,7 @@ export function formatDateTime(iso) {
 /** "4.2 MB" for a person (decimal units, the locale's separators). */
 export function formatBytes(bytes) {
   const n = Number(bytes) || 0;
+  if (n <= 0) return `${formatNumber(0)} kB`;
   if (n < 1000 * 1000) return `${formatNumber(Math.max(1, Math.round(n / 1000)))} kB`;
   if (n < 1000 * 1000 * 1000) return `${formatNumber(n / 1e6, { maximumFractionDigits: 1 })} MB`;
   return `${formatNumber(n / 1e9, { maximumFractionDigits: 1 })} GB`;
