@@ -104,7 +104,9 @@ def test_the_site_lead_sees_the_whole_gateway_refreshed_live(
     expect(page.locator("h1")).to_have_text("Site: North Quarry")
     expect(page.locator("#site-link-state")).to_contain_text("Backhaul is DOWN since")
     expect(page.locator("#site-backhaul")).to_have_class("card card-alert")
-    expect(page.locator("#site-last-sync")).to_have_text("No exchange with central yet.")
+    expect(page.locator("#site-last-sync")).to_have_text(
+        "Not synced with central yet: no work from this gateway has been answered."
+    )
     expect(page.locator("#site-counts [data-state=queued] dd")).to_have_text("1")
     expect(page.locator("#site-counts [data-state=rejected] dd")).to_have_text("1")
     expect(page.locator("#site-oldest")).to_contain_text(
