@@ -133,7 +133,7 @@ def make_app(
     platform: PlatformSection | None = None,
     passwords: PasswordWork | None = None,
 ) -> web.Application:
-    from cloud_bridge import views
+    from cloud_bridge import export_views, views
     from cloud_bridge.access import ACCESS_KEY, Access, Route, access_middleware, register
     from cloud_bridge.metrics import metrics_handler
     from cloud_bridge.permissions import Action
@@ -159,6 +159,7 @@ def make_app(
     app[BLOBS_KEY] = blobs
     render.setup(app)
     views.add_routes(app)
+    export_views.setup(app, runner.db, blobs)
     pages.add_routes(app)
     register(
         app,

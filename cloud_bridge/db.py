@@ -85,7 +85,12 @@ def create_central_engine(url: str, *, synchronous: str = "FULL", pool_size: int
         @event.listens_for(engine, "begin")
         def _on_begin(conn: Any) -> None:
             _check_not_loop()
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # A long read (an export) must not hold the write lock: a deferred
+            # BEGIN reads a snapshot while replay keeps committing (WAL).
+            if conn.get_execution_options().get("outpost_read_only"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     else:
 

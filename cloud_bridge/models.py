@@ -323,3 +323,44 @@ class Blob(Base):
     size: Mapped[int] = mapped_column(BigInteger)
     gateway_id: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ActivityTypeVersion(Base):
+    """Every version of an activity type's form, kept (an envelope names the one it was filled against)."""
+
+    __tablename__ = "activity_type_versions"
+
+    type_name: Mapped[str] = mapped_column(
+        String(64), ForeignKey("activity_types.name"), primary_key=True
+    )
+    form_version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    form: Mapped[dict[str, Any]] = mapped_column(JSON)
+    offline: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Review(Base):
+    """A review of an activity's applied upload: ``approved`` or ``has_issues`` with a note.
+
+    ``round`` is the round of field work reviewed (1 = the first); a
+    ``has_issues`` review sent the activity back to ``gateway_id`` with the
+    check-out ``checkout_no``, which starts round ``round + 1``.
+    ``envelope_id`` is the record's envelope the reviewer looked at.
+    """
+
+    __tablename__ = "reviews"
+    __table_args__ = (Index("ix_reviews_activity", "activity_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    activity_id: Mapped[str] = mapped_column(String(64), ForeignKey("activities.id"))
+    round: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str | None] = mapped_column(Text)
+    reviewer: Mapped[str] = mapped_column(String(64))
+    reviewer_display: Mapped[str | None] = mapped_column(String(200))
+    via: Mapped[str] = mapped_column(String(32))
+    envelope_id: Mapped[str | None] = mapped_column(String(36))
+    gateway_id: Mapped[str | None] = mapped_column(String(64))
+    checkout_no: Mapped[int | None] = mapped_column(Integer)
+    reviewed_at: Mapped[datetime] = mapped_column(default=utcnow)

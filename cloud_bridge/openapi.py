@@ -33,10 +33,10 @@ def _error(description: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=1)
 def document() -> dict[str, Any]:
-    from cloud_bridge.views import ROUTES
+    from cloud_bridge.views import all_routes
 
     paths: dict[str, dict[str, Any]] = {}
-    for route in ROUTES:
+    for route in all_routes():
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,

@@ -31,6 +31,7 @@ from cloud_bridge.models import (
     ONLINE,
     Activity,
     ActivityType,
+    ActivityTypeVersion,
     Blob,
     Gateway,
     LedgerEntry,
@@ -103,8 +104,13 @@ def put_user(
     return done.user, done.created
 
 
-def put_activity_type(session: Session, definition: ActivityTypeDef) -> tuple[ActivityType, bool]:
-    """Create an activity type, or update it (a changed form gets a new form_version)."""
+def put_activity_type(
+    session: Session, definition: ActivityTypeDef, actor: str | None = None
+) -> tuple[ActivityType, bool]:
+    """Create an activity type, or update it (a changed form gets a new form_version).
+
+    Every form version is kept in ``activity_type_versions``.
+    """
     form_json = definition.form.model_dump(mode="json", exclude_none=True)
     existing = session.get(ActivityType, definition.name)
     now = utcnow()
@@ -119,14 +125,30 @@ def put_activity_type(session: Session, definition: ActivityTypeDef) -> tuple[Ac
         )
         session.add(created)
         session.flush()
+        _keep_version(session, created, actor, now)
         return created, True
     if existing.form != form_json:
         existing.form = form_json
         existing.form_version += 1
+        _keep_version(session, existing, actor, now)
     existing.offline = definition.offline
     existing.updated_at = now
     session.flush()
     return existing, False
+
+
+def _keep_version(session: Session, t: ActivityType, actor: str | None, now: datetime) -> None:
+    session.add(
+        ActivityTypeVersion(
+            type_name=t.name,
+            form_version=t.form_version,
+            form=t.form,
+            offline=t.offline,
+            created_at=now,
+            created_by=actor,
+        )
+    )
+    session.flush()
 
 
 def form_of(activity_type: ActivityType) -> FormDefinition:
@@ -305,7 +327,12 @@ def activity_wire(session: Session, activity: Activity) -> ActivityWire:
 
 
 def dispatch_of(session: Session, activity: Activity) -> Dispatch:
-    """The Dispatch message for an activity checked out to a gateway."""
+    """The Dispatch message for an activity checked out to a gateway.
+
+    When a review sent it back (``has_issues``), the dispatch carries the note.
+    """
+    from cloud_bridge.review import note_for
+
     assert activity.holder_gateway is not None
     assert activity.holder_user is not None and activity.checked_out_at is not None
     return Dispatch(
@@ -313,6 +340,7 @@ def dispatch_of(session: Session, activity: Activity) -> Dispatch:
         activity=activity_wire(session, activity),
         holder=activity.holder_user,
         dispatched_at=activity.checked_out_at,
+        review=note_for(session, activity),
     )
 
 

@@ -1073,7 +1073,14 @@ ROUTES: list[Route] = [
 ]
 
 
+def all_routes() -> list[Route]:
+    """This table and those of the API's other modules (which use this module's helpers)."""
+    from cloud_bridge import export_views, review_views
+
+    return ROUTES + review_views.ROUTES + export_views.ROUTES
+
+
 def add_routes(app: web.Application) -> None:
     from cloud_bridge.access import register
 
-    register(app, ROUTES)
+    register(app, all_routes())

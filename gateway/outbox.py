@@ -123,6 +123,6 @@ def apply_results(conn: Connection, results: Iterable[EnvelopeResult], now: date
         changed = max(outcome.rowcount, 0)
     for result in results:
         if result.checked_in:
-            check_in_activity(conn, result.activity_id, result.applied_at)
+            check_in_activity(conn, result.activity_id, result.applied_at, str(result.envelope_id))
     set_meta(conn, META_LAST_SYNC, now.isoformat())
     return changed

@@ -443,10 +443,22 @@ class Uplink:
             await self._async_on_results(message)
         elif isinstance(message, Dispatch):
             d = message
-            await self._store.async_write(
-                lambda c: upsert_activity(c, d.activity, d.holder, d.dispatched_at)
+            taken = await self._store.async_write(
+                lambda c: upsert_activity(
+                    c, d.activity, d.holder, d.dispatched_at, d.review, from_dispatch=True
+                )
             )
-            _LOGGER.info("activity %s dispatched to %s", d.activity.id, d.holder)
+            if not taken:
+                _LOGGER.info("ignoring a dispatch of %s older than its check-in", d.activity.id)
+            elif d.review is not None:
+                _LOGGER.info(
+                    "activity %s sent back to %s by central for round %d",
+                    d.activity.id,
+                    d.holder,
+                    d.review.round,
+                )
+            else:
+                _LOGGER.info("activity %s dispatched to %s", d.activity.id, d.holder)
         elif isinstance(message, Recall):
             r = message
             await self._store.async_write(

@@ -4,4 +4,4 @@ Both the gateway and the central bridge import this package; neither imports
 the other.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

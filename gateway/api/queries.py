@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, or_, select
+from sqlalchemy import Connection, and_, case, func, or_, select
 
 from gateway.blob_upload import upload_counts
 from gateway.store.ops import get_meta, utcnow
@@ -44,7 +44,25 @@ def _progress(state: str, count: int, completed: bool) -> str:
     return "in_progress" if count else "not_started"
 
 
+def _review(row: Any) -> dict[str, Any] | None:
+    """Central's note when it sent the activity back for another round (else None)."""
+    if row.review_note is None:
+        return None
+    return {
+        "round": row.review_round,
+        "note": row.review_note,
+        "by": row.review_by,
+        "at": iso(row.reviewed_at),
+    }
+
+
 def _summary(row: Any, count: int, last_seq: int, completed: bool) -> dict[str, Any]:
+    review = _review(row)
+    if review is not None and not count and not completed and row.state == OFFLINE:
+        # Sent back: the last round's answers are there to correct.
+        status = "in_progress"
+    else:
+        status = _progress(row.state, count, completed)
     return {
         "id": row.id,
         "title": row.title,
@@ -54,25 +72,33 @@ def _summary(row: Any, count: int, last_seq: int, completed: bool) -> dict[str, 
         "version": row.version,
         "form_version": row.form_version,
         "dispatched_at": iso(row.dispatched_at),
-        "status": _progress(row.state, count, completed),
+        "status": status,
         "read_only": row.state != OFFLINE or completed,
-        "next_seq": last_seq + 1,
+        "next_seq": max(last_seq, row.reopen_seq or 0) + 1,
+        # This round of field work holds the envelopes after this seq (0: all).
+        "round_after": row.reopen_seq or 0,
         "envelopes": count,
         "recall_reason": row.recall_reason,
+        "review": review,
     }
 
 
 def _envelope_stats(conn: Connection, activity_ids: list[str]) -> dict[str, tuple[int, int, bool]]:
+    """Per activity: envelopes of the current round, the highest seq, completed this round."""
     if not activity_ids:
         return {}
-    completed = func.max(and_(envelopes.c.status == "completed", envelopes.c.state != REJECTED))
+    this_round = envelopes.c.seq > activities.c.reopen_seq
+    completed = func.max(
+        and_(envelopes.c.status == "completed", envelopes.c.state != REJECTED, this_round)
+    )
     rows = conn.execute(
         select(
             envelopes.c.activity_id,
-            func.count(),
+            func.sum(case((this_round, 1), else_=0)),
             func.max(envelopes.c.seq),
             completed,
         )
+        .join(activities, activities.c.id == envelopes.c.activity_id)
         .where(envelopes.c.activity_id.in_(activity_ids))
         .group_by(envelopes.c.activity_id)
     ).all()

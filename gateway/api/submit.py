@@ -85,12 +85,20 @@ _LAST_SEQ = (
     .where(envelopes.c.activity_id == bindparam("aid"))
     .scalar_subquery()
 )
+_REOPEN = activities.alias("reopen")
+# Only envelopes of the current round count (central may have sent it back).
+_REOPEN_SEQ = func.coalesce(
+    select(_REOPEN.c.reopen_seq).where(_REOPEN.c.id == bindparam("aid")).scalar_subquery(), 0
+)
 _LOCKED = (
     select(envelopes.c.envelope_id)
     .where(
         envelopes.c.activity_id == bindparam("aid"),
         envelopes.c.status == "completed",
         envelopes.c.state != REJECTED,
+        # "+ 0" keeps SQLite on ix_envelopes_activity_status (few completed
+        # rows) rather than a range over every envelope of the activity.
+        envelopes.c.seq + 0 > _REOPEN_SEQ,
     )
     .exists()
 )
@@ -107,6 +115,7 @@ _ACTIVITY = select(
     activities.c.holder,
     activities.c.state,
     activities.c.recall_reason,
+    activities.c.reopen_seq,
     _LAST_SEQ.label("last_seq"),
     _LOCKED.label("locked"),
     _KNOWN_ID.label("known_id"),
@@ -212,7 +221,7 @@ def store_envelope(
         raise ApiError(
             409, "activity_checked_in", "This activity was already uploaded and checked in."
         )
-    last, locked = act.last_seq, act.locked
+    last, locked = max(act.last_seq or 0, act.reopen_seq or 0), act.locked
     if locked:
         raise ApiError(
             409, "activity_completed", "This activity is completed and can no longer be changed."

@@ -154,12 +154,26 @@ def _step_4_site_lead(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE users ADD COLUMN site_lead BOOLEAN NOT NULL DEFAULT 0")
 
 
+def _step_5_review_rounds(conn: sqlite3.Connection) -> None:
+    # Central can send a completed activity back with a reviewer's note; a new
+    # round of field work starts after the envelopes of the last one.
+    for statement in (
+        "ALTER TABLE activities ADD COLUMN reopen_seq INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE activities ADD COLUMN review_round INTEGER",
+        "ALTER TABLE activities ADD COLUMN review_note TEXT",
+        "ALTER TABLE activities ADD COLUMN review_by VARCHAR(200)",
+        "ALTER TABLE activities ADD COLUMN reviewed_at VARCHAR(32)",
+    ):
+        conn.execute(statement)
+
+
 # (version, description, step). Never edit a released step: add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _step_1_initial),
     (2, "index for the completed-activity check", _step_2_completed_lock_index),
     (3, "attachment upload to central", _step_3_attachment_upload),
     (4, "site lead per user", _step_4_site_lead),
+    (5, "review rounds: an activity sent back with a note", _step_5_review_rounds),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -80,6 +80,15 @@ activities = Table(
     Column("recalled_at", UtcDateTime),
     Column("recall_reason", Text),
     Column("updated_at", UtcDateTime, nullable=False),
+    # A round of field work starts after this seq: envelopes at or below it
+    # belong to an earlier round (central sent the activity back, or dispatched
+    # it again after a check-in) and neither lock nor complete this one.
+    Column("reopen_seq", Integer, nullable=False, default=0, server_default="0"),
+    # Central's review note when it sent the activity back (``Dispatch.review``).
+    Column("review_round", Integer),
+    Column("review_note", Text),
+    Column("review_by", String(200)),
+    Column("reviewed_at", UtcDateTime),
 )
 Index("ix_activities_responsible", activities.c.responsible, activities.c.state)
 Index("ix_activities_holder", activities.c.holder, activities.c.state)

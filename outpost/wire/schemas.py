@@ -32,6 +32,8 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    SerializerFunctionWrapHandler,
+    model_serializer,
     model_validator,
 )
 
@@ -230,12 +232,48 @@ class ActivityWire(Strict):
     version: DbInt
 
 
+class ReviewNote(Strict):
+    """Why central sends a completed activity back to the field: a reviewer's note.
+
+    ``round`` counts the activity's rounds of field work (2 is the first one
+    sent back). ``after_seq`` is the highest seq central has seen from this
+    gateway for the activity: the crew's next envelope is ``after_seq + 1`` (or
+    later), even if the gateway no longer holds the earlier ones.
+    """
+
+    round: int = Field(ge=2, le=1_000_000)
+    note: Annotated[Reason, Field(min_length=1)]
+    reviewer: DisplayName  # who sent it back, as crews read it
+    reviewed_at: WireTime
+    after_seq: int = Field(ge=0, le=1_000_000)
+
+
 class Dispatch(Strict):
+    """An activity checked out to a gateway; with ``review``, one sent back with a note.
+
+    ``review`` is left out of the encoded message when absent, so a gateway
+    older than it (0.2 and before, which refuse unknown fields) still takes
+    ordinary dispatches. Central sends a ``review`` only to gateways whose
+    reported version understands it (:data:`REVIEW_SINCE`).
+    """
+
     kind: Literal["dispatch"] = "dispatch"
     gateway_id: GatewayId
     activity: ActivityWire
     holder: Username
     dispatched_at: WireTime
+    review: ReviewNote | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_review(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("review") is None:
+            data.pop("review", None)
+        return data
+
+
+# The first gateway version that understands ``Dispatch.review``.
+REVIEW_SINCE = (0, 3, 0)
 
 
 class Recall(Strict):

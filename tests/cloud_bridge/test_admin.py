@@ -10,7 +10,7 @@ import aiohttp
 
 from cloud_bridge.admin import load_or_create_token
 from cloud_bridge.server import Bridge
-from cloud_bridge.views import ROUTES
+from cloud_bridge.views import all_routes
 from tests.cloud_bridge.conftest import FORM, Admin
 from tests.support.broker import Broker
 
@@ -34,7 +34,7 @@ async def test_auth_is_required(bridge: Bridge, admin: Admin) -> None:
 async def test_openapi_lists_every_route(bridge: Bridge, admin: Admin) -> None:
     doc = await admin.ok("GET", "/api/v1/openapi.json")
     documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
-    assert documented == {(r.method, r.path) for r in ROUTES}
+    assert documented == {(r.method, r.path) for r in all_routes()}
     for path in (
         "/api/v1/activities/{activity_id}/dispatch",
         "/api/v1/users/{username}",

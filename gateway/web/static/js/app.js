@@ -218,7 +218,12 @@ async function doRefresh() {
     // only for activities that are new or changed since the last look.
     const changed = (a) => {
       const c = cached.get(a.id);
-      return !c || !c.form || ["envelopes", "next_seq", "status", "version", "form_version"].some((k) => c[k] !== a[k]);
+      return (
+        !c ||
+        !c.form ||
+        ["envelopes", "next_seq", "status", "version", "form_version"].some((k) => c[k] !== a[k]) ||
+        JSON.stringify(c.review || null) !== JSON.stringify(a.review || null)
+      );
     };
     const details = await Promise.all(
       list.map((a) =>
@@ -229,7 +234,9 @@ async function doRefresh() {
     const keep = new Set();
     const rows = list.map((a, i) => {
       keep.add(a.id);
-      return { ...(cached.get(a.id) || {}), ...a, ...(details[i] || {}), id: a.id };
+      // Listed by the gateway: offline again even if this phone saw it checked in
+      // (central sent it back for another round).
+      return { ...(cached.get(a.id) || {}), ...a, ...(details[i] || {}), id: a.id, state: "offline" };
     });
     await db.putMany(rows.map((r) => ["activities", r]));
     state.envelopes = listOf(envs, "envelopes");
@@ -322,6 +329,45 @@ function latestOf(activity) {
   // The envelope list has the fresh state; the detail has the content.
   else if (fromDetail && fromDetail.seq === latest.seq && !latest.body) latest = { ...fromDetail, ...latest };
   return latest;
+}
+
+/** The latest envelope of the activity's current round (central may have sent it back). */
+function latestThisRound(activity) {
+  const latest = latestOf(activity);
+  return latest && latest.seq > (activity.round_after || 0) ? latest : null;
+}
+
+/** The status badge, with "Sent back" for an activity central returned with a note. */
+function badgeOf(activity, latest) {
+  if (activity.review && !latest && activity.status !== "canceled") {
+    return {
+      key: "sent_back",
+      label: "Sent back",
+      icon: "↩",
+      detail: `Central sent it back: ${activity.review.note}`,
+    };
+  }
+  return badgeFor(activity, latest);
+}
+
+/** Central's note on an activity it sent back, as a block for the activity screen. */
+function reviewNote(activity, latest) {
+  const r = activity.review;
+  if (!r) return null;
+  const who = r.by ? ` by ${r.by}` : "";
+  const when = r.at ? ` ${relTime(r.at)}` : "";
+  const done = latest && latest.status === "completed";
+  return el(
+    "div",
+    { class: "alert alert-warn", role: "status", id: "review-note" },
+    el("strong", { text: `Sent back${who}${when}:` }),
+    el("p", { class: "review-text", text: r.note }),
+    el("p", {
+      text: done
+        ? "Your correction is completed."
+        : "Your last answers are below: correct them and mark the activity completed again.",
+    }),
+  );
 }
 
 // --- screens ----------------------------------------------------------------
@@ -417,7 +463,7 @@ function screenActivities() {
   const draw = () => {
     const list = el("ul", { class: "activity-list", "aria-label": t("activities.list_label") });
     for (const a of state.activities) {
-      const b = badgeFor(a, latestOf(a));
+      const b = badgeOf(a, latestThisRound(a));
       list.append(
         el(
           "li",
@@ -520,15 +566,16 @@ function screenActivity(id) {
 
   /** Read-only once completed (unless refused), applied or canceled. */
   const isReadOnly = (latest) => {
-    const b = badgeFor(activity, latest);
+    const b = badgeOf(activity, latest);
     const refused = latest && (latest.state === "rejected" || latest.state === "refused");
     return b.key === "canceled" || b.key === "applied" || (!refused && !!latest && latest.status === "completed");
   };
 
   const draw = async (force) => {
     activity = state.activities.find((a) => a.id === id) || activity;
-    const latest = latestOf(activity);
-    const latestSeq = latest ? latest.seq : 0;
+    const last = latestOf(activity); // its answers fill the form (also from a past round)
+    const latest = latestThisRound(activity);
+    const latestSeq = last ? last.seq : 0;
     const readOnly = isReadOnly(latest);
     // While the crew is typing, a background refresh only updates the header;
     // the form is redrawn when a newer save or a refusal/cancelation arrives.
@@ -541,7 +588,7 @@ function screenActivity(id) {
     const work = await db.get("work", id);
     if (!state.session || current !== redraw) return; // signed out or moved on meanwhile
     let data = { record: {}, tables: {} };
-    const latestBody = latest && (latest.body || (latest.record ? latest : null));
+    const latestBody = last && (last.body || (last.record ? last : null));
     if (latestBody) data = { record: latestBody.record || {}, tables: latestBody.tables || {} };
     if (work && work.dirty && work.base_seq >= latestSeq) data = work.data;
     dirty = !!(work && work.dirty && work.base_seq >= latestSeq);
@@ -581,12 +628,14 @@ function screenActivity(id) {
   function updateHeader(latest) {
     const head = $("#activity-head");
     if (!head) return;
-    const b = badgeFor(activity, latest);
+    const b = badgeOf(activity, latest);
     const parts = [
       el("h1", { text: activity.title || activity.id }),
       el("p", { class: "activity-meta" }, `${humanize(activity.type || "")} · ${t("activity.version", { version: activity.version ?? "?" })} `, badge(b)),
     ];
-    if (b.detail) parts.push(el("p", { class: "status-line", text: b.detail }));
+    if (b.detail && b.key !== "sent_back") parts.push(el("p", { class: "status-line", text: b.detail }));
+    const note = reviewNote(activity, latest);
+    if (note) parts.push(note);
     if (latest && (latest.state === "rejected" || latest.state === "refused")) {
       parts.push(
         el(
@@ -668,6 +717,7 @@ async function nextSeq(activityId) {
   for (const e of envelopesOf(activityId)) seqs.push(e.seq || 0);
   const a = state.activities.find((x) => x.id === activityId);
   if (a && a.latest_envelope) seqs.push(a.latest_envelope.seq || 0);
+  if (a && a.next_seq) seqs.push(a.next_seq - 1); // a new round starts after central's last seq
   return Math.max(...seqs) + 1;
 }
 

@@ -1,0 +1,124 @@
+"""The review API: ``POST /api/v1/activities/{id}/review`` and the activity's rounds.
+
+``has_issues`` is a check-out: the Dispatch (with the note) leaves after the
+commit, and if the broker cannot take it the check-out and the review are
+undone (503), as for an ordinary dispatch.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Literal
+
+from aiohttp import web
+from pydantic import Field
+from sqlalchemy.orm import Session
+
+from cloud_bridge import review
+from cloud_bridge.admin import MQTT_KEY, RUNNER_KEY
+from cloud_bridge.errors import CentralError
+from cloud_bridge.access import Route
+from cloud_bridge.permissions import Action
+from cloud_bridge.views import Body, activity_json, read_body
+
+logger = logging.getLogger(__name__)
+
+# How the admin token is named as a reviewer (it is no person).
+ADMIN_TOKEN_ACTOR = "admin-token"
+
+
+class ReviewBody(Body):
+    state: Literal["approved", "has_issues"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def actor_of(request: web.Request) -> tuple[str, str, str | None]:
+    """``(reviewer, via, display name)`` of the authenticated caller (never a body field).
+
+    ``via``: ``session`` (a page's sign-in), ``token`` (a person's API token or
+    API sign-in) or ``admin_token`` (a script).
+    """
+    actor = views.actor_of(request)
+    if actor.is_admin_token or actor.username is None:
+        return ADMIN_TOKEN_ACTOR, "admin_token", "the admin token"
+    via = "session" if actor.via == "page" else "token"
+    return actor.username, via, actor.display_name or actor.username
+
+
+async def post_review(request: web.Request) -> web.Response:
+    aid = request.match_info["activity_id"]
+    body = await read_body(request, ReviewBody)
+    reviewer, via, display = actor_of(request)
+    runner = request.app[RUNNER_KEY]
+
+    def work(s: Session) -> review.Reviewed:
+        return review.review(s, aid, body.state, body.note, reviewer, via, display)
+
+    done: review.Reviewed = await runner.async_tx(work)
+    out: dict[str, Any] = {"activity": activity_json(done.activity), "review": done.review}
+    if done.dispatch is not None:
+        if not await request.app[MQTT_KEY].async_dispatch(done.dispatch):
+            review_id = done.review["id"]
+            def undo(s: Session) -> bool:
+                undone = review.undo_send_back(s, review_id, aid)
+                if undone:
+                    audit.record(
+                        s,
+                        actor,
+                        "activity.review_undone",
+                        "activity",
+                        aid,
+                        f"the review of {aid!r} was undone: the broker could not take it",
+                    )
+                return undone
+
+            undone = await runner.async_tx(undo)
+            logger.warning(
+                "activity %s not sent back to %s: broker unavailable; review %s",
+                aid,
+                done.dispatch.gateway_id,
+                "undone" if undone else "kept",
+            )
+            raise CentralError(
+                "broker_unavailable",
+                "Central cannot reach the MQTT broker, so the activity was not sent back; "
+                + ("nothing changed, try again." if undone else "it will go when it can."),
+                503,
+            )
+        logger.info(
+            "activity %s sent back to gateway %s for round %s by %s",
+            aid,
+            done.dispatch.gateway_id,
+            done.review["round"] + 1,
+            reviewer,
+        )
+    else:
+        logger.info("activity %s reviewed %s by %s", aid, body.state, reviewer)
+    out["sent_to_gateway"] = done.dispatch.gateway_id if done.dispatch else None
+    return web.json_response(out)
+
+
+async def get_reviews(request: web.Request) -> web.Response:
+    aid = request.match_info["activity_id"]
+    out = await request.app[RUNNER_KEY].async_tx(lambda s: review.reviews_of(s, aid))
+    return web.json_response(out)
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/api/v1/activities/{activity_id}/review",
+        post_review,
+        "Review an applied upload: approved, or has_issues with a note (sends it back to "
+        "its gateway)",
+        Action.ACTIVITIES_REVIEW,
+        ReviewBody,
+    ),
+    Route(
+        "GET",
+        "/api/v1/activities/{activity_id}/reviews",
+        get_reviews,
+        "The activity's reviews, its review state and its rounds of field work",
+        Action.ACTIVITIES_READ,
+    ),
+]
