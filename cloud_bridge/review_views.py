@@ -14,10 +14,10 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from cloud_bridge import review
+from cloud_bridge import audit, rejection_list, review, views
 from cloud_bridge.admin import MQTT_KEY, RUNNER_KEY
-from cloud_bridge.errors import CentralError
 from cloud_bridge.access import Route
+from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.permissions import Action
 from cloud_bridge.views import Body, activity_json, read_body
 
@@ -104,6 +104,30 @@ async def get_reviews(request: web.Request) -> web.Response:
     return web.json_response(out)
 
 
+async def list_rejections(request: web.Request) -> web.Response:
+    q = request.query
+    raw = q.get("limit", "50")
+    limit = int(raw) if raw.isdigit() and len(raw) <= 4 else 0
+    if not 1 <= limit <= rejection_list.MAX_LIMIT:
+        raise bad_request(
+            f"limit must be a whole number from 1 to {rejection_list.MAX_LIMIT}.", "invalid_limit"
+        )
+    still_open = q.get("open", "") in ("1", "true", "yes")
+
+    def work(s: Session) -> dict[str, Any]:
+        return rejection_list.rejections(
+            s,
+            limit=limit,
+            before=q.get("before") or None,
+            gateway_id=q.get("gateway") or None,
+            code=q.get("code") or None,
+            activity_id=q.get("activity_id") or None,
+            still_open=still_open,
+        )
+
+    return web.json_response(await request.app[RUNNER_KEY].async_tx(work))
+
+
 ROUTES: list[Route] = [
     Route(
         "POST",
@@ -119,6 +143,14 @@ ROUTES: list[Route] = [
         "/api/v1/activities/{activity_id}/reviews",
         get_reviews,
         "The activity's reviews, its review state and its rounds of field work",
+        Action.ACTIVITIES_READ,
+    ),
+    Route(
+        "GET",
+        "/api/v1/rejections",
+        list_rejections,
+        "Every rejected envelope, newest first, with what happened after it "
+        "(?limit=&before=&gateway=&code=&activity_id=&open=true)",
         Action.ACTIVITIES_READ,
     ),
 ]

@@ -1075,9 +1075,9 @@ ROUTES: list[Route] = [
 
 def all_routes() -> list[Route]:
     """This table and those of the API's other modules (which use this module's helpers)."""
-    from cloud_bridge import export_views, review_views
+    from cloud_bridge import export_views, review_views, type_versions
 
-    return ROUTES + review_views.ROUTES + export_views.ROUTES
+    return ROUTES + review_views.ROUTES + export_views.ROUTES + type_versions.ROUTES
 
 
 def add_routes(app: web.Application) -> None:
