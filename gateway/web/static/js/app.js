@@ -342,9 +342,9 @@ function badgeOf(activity, latest) {
   if (activity.review && !latest && activity.status !== "canceled") {
     return {
       key: "sent_back",
-      label: "Sent back",
+      label: t("badge.sent_back"),
       icon: "↩",
-      detail: `Central sent it back: ${activity.review.note}`,
+      detail: t("badge.detail.sent_back", { note: activity.review.note }),
     };
   }
   return badgeFor(activity, latest);
@@ -354,19 +354,15 @@ function badgeOf(activity, latest) {
 function reviewNote(activity, latest) {
   const r = activity.review;
   if (!r) return null;
-  const who = r.by ? ` by ${r.by}` : "";
-  const when = r.at ? ` ${relTime(r.at)}` : "";
   const done = latest && latest.status === "completed";
   return el(
     "div",
     { class: "alert alert-warn", role: "status", id: "review-note" },
-    el("strong", { text: `Sent back${who}${when}:` }),
-    el("p", { class: "review-text", text: r.note }),
-    el("p", {
-      text: done
-        ? "Your correction is completed."
-        : "Your last answers are below: correct them and mark the activity completed again.",
+    el("strong", {
+      text: r.by ? t("review.sent_back_by", { who: r.by, when: r.at ? relTime(r.at) : "" }) : t("review.sent_back"),
     }),
+    el("p", { class: "review-text", text: r.note }),
+    el("p", { text: done ? t("review.corrected") : t("review.correct") }),
   );
 }
 

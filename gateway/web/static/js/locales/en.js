@@ -133,6 +133,12 @@ export default {
   "badge.detail.queued": "On the gateway, waiting for backhaul.",
   "badge.detail.stored_completed": "Safe on the gateway.",
   "badge.detail.stored_draft": "Draft safe on the gateway.",
+  "badge.sent_back": "Sent back",
+  "badge.detail.sent_back": "Central sent it back: {note}",
+  "review.sent_back": "Sent back:",
+  "review.sent_back_by": "Sent back by {who} {when}:",
+  "review.correct": "Your last answers are below: correct them and mark the activity completed again.",
+  "review.corrected": "Your correction is completed.",
 
   "code.none": "Refused",
   "code.other": "Refused ({code})",

@@ -132,6 +132,12 @@ export default {
   "badge.detail.queued": "En el gateway, esperando enlace.",
   "badge.detail.stored_completed": "Segura en el gateway.",
   "badge.detail.stored_draft": "Borrador seguro en el gateway.",
+  "badge.sent_back": "Devuelta",
+  "badge.detail.sent_back": "La central la devolvió: {note}",
+  "review.sent_back": "Devuelta:",
+  "review.sent_back_by": "Devuelta por {who} {when}:",
+  "review.correct": "Sus últimas respuestas están abajo: corríjalas y marque la actividad como completada otra vez.",
+  "review.corrected": "Su corrección está completada.",
 
   "code.none": "Rechazado",
   "code.other": "Rechazado ({code})",

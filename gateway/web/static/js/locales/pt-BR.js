@@ -132,6 +132,12 @@ export default {
   "badge.detail.queued": "No gateway, aguardando conexão.",
   "badge.detail.stored_completed": "Segura no gateway.",
   "badge.detail.stored_draft": "Rascunho seguro no gateway.",
+  "badge.sent_back": "Devolvida",
+  "badge.detail.sent_back": "A central devolveu: {note}",
+  "review.sent_back": "Devolvida:",
+  "review.sent_back_by": "Devolvida por {who} {when}:",
+  "review.correct": "Suas últimas respostas estão abaixo: corrija-as e marque a atividade como concluída de novo.",
+  "review.corrected": "Sua correção está concluída.",
 
   "code.none": "Recusado",
   "code.other": "Recusado ({code})",
