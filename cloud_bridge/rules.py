@@ -44,7 +44,6 @@ from cloud_bridge.models import (
 from outpost.forms import ActivityTypeDef, FormDefinition
 from outpost.passwords import hash_password as hash_password  # the one place (bounded)
 from outpost.passwords import verify_password as verify_password
-from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
 from outpost.wire.topics import valid_gateway_id
 
@@ -603,11 +602,14 @@ def user_push(session: Session, gateway_id: str) -> UserPush:
 
 
 def parse_type_definition(data: Any) -> ActivityTypeDef:
+    """The definition, or a 400 whose message names the field or table at fault."""
+    from cloud_bridge.form_errors import problems
+
     try:
         return ActivityTypeDef.model_validate(data)
     except ValidationError as exc:
         raise bad_request(
-            f"The activity type is not valid: {describe_validation(exc)}.", "invalid_type"
+            f"The activity type is not valid: {'; '.join(problems(data, exc))}.", "invalid_type"
         ) from None
 
 

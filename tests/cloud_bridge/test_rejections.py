@@ -97,3 +97,29 @@ async def test_every_form_version_is_kept(bridge: Bridge, admin: Admin) -> None:
     ):
         got, body = await admin.call("GET", path)
         assert got == status, (path, body)
+
+
+async def test_a_bad_form_definition_names_the_field(bridge: Bridge, admin: Admin) -> None:
+    for form, expected in (
+        (
+            {"fields": [{"name": "ok", "type": "text"}, {"name": "weather", "type": "colour"}]},
+            "field 'weather' (form.fields[1]): type must be 'text'",
+        ),
+        (
+            {"tables": [{"name": "readings", "fields": [{"name": "c", "type": "choice"}]}]},
+            "field 'c' in table 'readings' (form.tables[0].fields[0]): choice field 'c' needs",
+        ),
+        (
+            {"fields": [{"name": "Bad Name", "type": "text"}]},
+            "field 'Bad Name' (form.fields[0]): name must start with a lowercase letter",
+        ),
+        (
+            {"fields": [{"name": "a", "type": "text"}, {"name": "a", "type": "text"}]},
+            "form: duplicate field name 'a'",
+        ),
+    ):
+        status, body = await admin.call(
+            "POST", "/api/v1/activity-types", {"name": "inspection", "form": form}
+        )
+        assert status == 400 and body["error"]["code"] == "invalid_type", body
+        assert expected in body["error"]["message"], body["error"]["message"]
