@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -33,7 +34,6 @@ def setup(app: web.Application, db: Database, blobs: BlobStore) -> None:
 
 
 async def get_export(request: web.Request) -> web.StreamResponse:
-    type_name = request.match_info["type"]
     q = request.query
     fmt = q.get("format", "csv")
     if fmt not in FORMATS:
@@ -41,6 +41,21 @@ async def get_export(request: web.Request) -> web.StreamResponse:
     start = parse_bound("from", q.get("from"), end=False)
     end = parse_bound("to", q.get("to"), end=True)
     table = q.get("table") or None
+    return await async_export(request, request.match_info["type"], fmt, table, start, end)
+
+
+async def async_export(
+    request: web.Request,
+    type_name: str,
+    fmt: str,
+    table: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> web.StreamResponse:
+    """Stream one export as the answer to ``request`` (the API and the Exports page).
+
+    Every refusal (unknown type, table or range) is raised before the first byte.
+    """
     exporter = request.app[EXPORTER_KEY]
     p = await asyncio.to_thread(exporter.plan, type_name, start, end)
     if table is not None:
@@ -58,6 +73,7 @@ async def get_export(request: web.Request) -> web.StreamResponse:
             "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/zip",
             "Content-Disposition": f'attachment; filename="{name}"',
             "Cache-Control": "no-store",
+            "X-Content-Type-Options": "nosniff",
         }
     )
     resp.enable_chunked_encoding()

@@ -48,11 +48,18 @@ def actor_of(request: web.Request) -> tuple[str, str, str | None]:
 async def post_review(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
     body = await read_body(request, ReviewBody)
+    return web.json_response(await async_review(request, aid, body.state, body.note))
+
+
+async def async_review(
+    request: web.Request, aid: str, state: str, note: str | None
+) -> dict[str, Any]:
+    """Record a review as the caller (the API and the activity page); sends it back if asked."""
     reviewer, via, display = actor_of(request)
     runner = request.app[RUNNER_KEY]
 
     def work(s: Session) -> review.Reviewed:
-        return review.review(s, aid, body.state, body.note, reviewer, via, display)
+        return review.review(s, aid, state, note, reviewer, via, display)
 
     done: review.Reviewed = await runner.async_tx(work)
     out: dict[str, Any] = {"activity": activity_json(done.activity), "review": done.review}
@@ -93,9 +100,9 @@ async def post_review(request: web.Request) -> web.Response:
             reviewer,
         )
     else:
-        logger.info("activity %s reviewed %s by %s", aid, body.state, reviewer)
+        logger.info("activity %s reviewed %s by %s", aid, state, reviewer)
     out["sent_to_gateway"] = done.dispatch.gateway_id if done.dispatch else None
-    return web.json_response(out)
+    return out
 
 
 async def get_reviews(request: web.Request) -> web.Response:

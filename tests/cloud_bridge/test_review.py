@@ -9,6 +9,7 @@ from typing import Any
 from cloud_bridge.server import Bridge
 from outpost.wire.schemas import Dispatch, GatewayState
 from tests.cloud_bridge.conftest import Admin, FakeGateway, envelope
+from tests.support.broker import Broker
 
 
 async def _first_round(admin: Admin, gw: FakeGateway, aid: str = "act-1") -> tuple[Dispatch, Any]:
@@ -158,5 +159,26 @@ async def test_sending_back_needs_the_rules_of_check_out(
         "POST", "/api/v1/activities/act-1/review", {"state": "has_issues", "note": "Redo."}
     )
     assert status == 409 and body["error"]["code"] == "user_not_offline", body
+    reviews = await admin.ok("GET", "/api/v1/activities/act-1/reviews")
+    assert reviews["reviews"] == [] and reviews["review_state"] == "awaiting_review"
+
+
+async def test_sending_back_without_a_broker_is_503_and_changes_nothing(
+    bridge: Bridge,
+    admin: Admin,
+    gateways: Callable[[str], Awaitable[FakeGateway]],
+    broker: Broker,
+) -> None:
+    gw = await gateways("site-a")
+    await _first_round(admin, gw)
+    await gw.stop()
+    broker.stop()
+    status, body = await admin.call(
+        "POST", "/api/v1/activities/act-1/review", {"state": "has_issues", "note": "Redo."}
+    )
+    assert (status, body["error"]["code"]) == (503, "broker_unavailable"), body
+    assert "nothing changed" in body["error"]["message"]
+    act = await admin.ok("GET", "/api/v1/activities/act-1")
+    assert act["state"] == "online" and act["holder_gateway"] is None
     reviews = await admin.ok("GET", "/api/v1/activities/act-1/reviews")
     assert reviews["reviews"] == [] and reviews["review_state"] == "awaiting_review"
