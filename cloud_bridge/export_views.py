@@ -10,11 +10,11 @@ from typing import Any
 
 from aiohttp import web
 
+from cloud_bridge.access import Route
 from cloud_bridge.blobs import BlobStore
 from cloud_bridge.db import Database
 from cloud_bridge.errors import bad_request
 from cloud_bridge.exports import Exporter, parse_bound
-from cloud_bridge.access import Route
 from cloud_bridge.permissions import Action
 
 logger = logging.getLogger(__name__)

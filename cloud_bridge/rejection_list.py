@@ -37,8 +37,13 @@ def rejections(
     code: str | None = None,
     activity_id: str | None = None,
     still_open: bool = False,
+    mine: str | None = None,
 ) -> dict[str, Any]:
-    """One page of rejections, newest first; ``next`` is the cursor for the page after it."""
+    """One page of rejections, newest first; ``next`` is the cursor for the page after it.
+
+    ``mine``: only those on activities this user is responsible for or holds,
+    or that they wrote (a crew member's own).
+    """
     if not 1 <= limit <= MAX_LIMIT:
         raise bad_request(f"limit must be a whole number from 1 to {MAX_LIMIT}.", "invalid_limit")
     stmt = select(LedgerEntry).where(LedgerEntry.outcome == REJECTED)
@@ -48,6 +53,11 @@ def rejections(
         stmt = stmt.where(LedgerEntry.code == code)
     if activity_id:
         stmt = stmt.where(LedgerEntry.activity_id == activity_id)
+    if mine is not None:
+        theirs = select(Activity.id).where(
+            or_(Activity.responsible == mine, Activity.holder_user == mine)
+        )
+        stmt = stmt.where(or_(LedgerEntry.author == mine, LedgerEntry.activity_id.in_(theirs)))
     if before:
         anchor = session.get(LedgerEntry, before)
         if anchor is None:

@@ -14,11 +14,11 @@ from aiohttp import web
 from pydantic import Field
 from sqlalchemy.orm import Session
 
-from cloud_bridge import audit, rejection_list, review, views
-from cloud_bridge.admin import MQTT_KEY, RUNNER_KEY
+from cloud_bridge import audit, rejection_list, review, rules, views
 from cloud_bridge.access import Route
-from cloud_bridge.errors import CentralError, bad_request
-from cloud_bridge.permissions import Action
+from cloud_bridge.admin import MQTT_KEY, RUNNER_KEY
+from cloud_bridge.errors import CentralError, bad_request, not_found
+from cloud_bridge.permissions import Action, scope
 from cloud_bridge.views import Body, activity_json, read_body
 
 logger = logging.getLogger(__name__)
@@ -56,16 +56,33 @@ async def async_review(
 ) -> dict[str, Any]:
     """Record a review as the caller (the API and the activity page); sends it back if asked."""
     reviewer, via, display = actor_of(request)
+    actor = views.actor_of(request)
     runner = request.app[RUNNER_KEY]
 
     def work(s: Session) -> review.Reviewed:
-        return review.review(s, aid, state, note, reviewer, via, display)
+        done = review.review(s, aid, state, note, reviewer, via, display)
+        sent = f", sent back to gateway {done.dispatch.gateway_id}" if done.dispatch else ""
+        audit.record(
+            s,
+            actor,
+            "activity.review",
+            "activity",
+            aid,
+            f"reviewed activity {aid!r}: {state.replace('_', ' ')} "
+            f"(round {done.review['round']}){sent}",
+            state=state,
+            note=done.review["note"],
+            round=done.review["round"],
+            gateway_id=done.dispatch.gateway_id if done.dispatch else None,
+        )
+        return done
 
     done: review.Reviewed = await runner.async_tx(work)
     out: dict[str, Any] = {"activity": activity_json(done.activity), "review": done.review}
     if done.dispatch is not None:
         if not await request.app[MQTT_KEY].async_dispatch(done.dispatch):
             review_id = done.review["id"]
+
             def undo(s: Session) -> bool:
                 undone = review.undo_send_back(s, review_id, aid)
                 if undone:
@@ -105,10 +122,30 @@ async def async_review(
     return out
 
 
+def _own_only(request: web.Request) -> str | None:
+    """The username reads are narrowed to when the caller may read only their own activities."""
+    actor = views.actor_of(request)
+    if scope(actor, Action.ACTIVITIES_READ) == "own":
+        return actor.username or ""
+    return None
+
+
 async def get_reviews(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
-    out = await request.app[RUNNER_KEY].async_tx(lambda s: review.reviews_of(s, aid))
-    return web.json_response(out)
+    mine = _own_only(request)
+
+    def work(s: Session) -> dict[str, Any]:
+        if mine is not None:
+            activity = rules.get_activity(s, aid)
+            if not owns_activity(mine, activity):
+                raise not_found("activity", aid)  # as if it were not there: no probing
+        return review.reviews_of(s, aid)
+
+    return web.json_response(await request.app[RUNNER_KEY].async_tx(work))
+
+
+def owns_activity(username: str, activity: Any) -> bool:
+    return username in (activity.responsible, activity.holder_user)
 
 
 async def list_rejections(request: web.Request) -> web.Response:
@@ -120,6 +157,7 @@ async def list_rejections(request: web.Request) -> web.Response:
             f"limit must be a whole number from 1 to {rejection_list.MAX_LIMIT}.", "invalid_limit"
         )
     still_open = q.get("open", "") in ("1", "true", "yes")
+    mine = _own_only(request)
 
     def work(s: Session) -> dict[str, Any]:
         return rejection_list.rejections(
@@ -130,6 +168,7 @@ async def list_rejections(request: web.Request) -> web.Response:
             code=q.get("code") or None,
             activity_id=q.get("activity_id") or None,
             still_open=still_open,
+            mine=mine,
         )
 
     return web.json_response(await request.app[RUNNER_KEY].async_tx(work))

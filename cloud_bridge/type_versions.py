@@ -8,10 +8,10 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cloud_bridge.access import Route
 from cloud_bridge.admin import RUNNER_KEY
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.models import ActivityType, ActivityTypeVersion
-from cloud_bridge.access import Route
 from cloud_bridge.permissions import Action
 from cloud_bridge.views import iso, type_json
 

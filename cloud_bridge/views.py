@@ -280,7 +280,7 @@ async def put_activity_type(request: web.Request) -> web.Response:
     actor = actor_of(request)
 
     def work(s: Session) -> tuple[dict[str, Any], bool]:
-        t, created = rules.put_activity_type(s, definition)
+        t, created = rules.put_activity_type(s, definition, actor.username)
         audit.record(
             s,
             actor,

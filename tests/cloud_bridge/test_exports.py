@@ -64,7 +64,11 @@ def rows(data: bytes) -> list[dict[str, str]]:
 
 
 async def _applied(admin: Admin, gw: FakeGateway, photo: bytes) -> tuple[str, str]:
-    await admin.ok("PUT", "/api/v1/users/ana", {"password": "correct horse", "offline": True})
+    await admin.ok(
+        "PUT",
+        "/api/v1/users/ana",
+        {"password": "correct horse", "offline": True, "sites": ["site-a", "site-b"]},
+    )
     await admin.ok(
         "POST", "/api/v1/activity-types", {"name": "visit", "offline": True, "form": FORM}
     )

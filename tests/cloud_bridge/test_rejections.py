@@ -22,7 +22,11 @@ async def _activity(admin: Admin, gw: FakeGateway, aid: str) -> int:
 async def test_rejections_newest_first_with_what_happened_after(
     bridge: Bridge, admin: Admin, gateways: Callable[[str], Awaitable[FakeGateway]]
 ) -> None:
-    await admin.ok("PUT", "/api/v1/users/ana", {"password": "correct horse", "offline": True})
+    await admin.ok(
+        "PUT",
+        "/api/v1/users/ana",
+        {"password": "correct horse", "offline": True, "sites": ["site-a", "site-b"]},
+    )
     await admin.ok(
         "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
     )

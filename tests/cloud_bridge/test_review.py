@@ -131,10 +131,10 @@ async def test_refusals_name_the_problem(
 async def test_an_old_gateway_is_not_sent_a_note_it_cannot_read(
     bridge: Bridge, admin: Admin, gateways: Callable[[str], Awaitable[FakeGateway]]
 ) -> None:
-    gw = await gateways("site-old")
+    gw = await gateways("site-d")
     await gw.publish(
         "state",
-        GatewayState(gateway_id="site-old", state="online", at=datetime.now(UTC), version="0.2.0"),
+        GatewayState(gateway_id="site-d", state="online", at=datetime.now(UTC), version="0.2.0"),
     )
     await gw.expect("down/users")
     await _first_round(admin, gw)

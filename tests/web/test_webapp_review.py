@@ -33,7 +33,12 @@ def test_sent_back_with_a_note_corrected_and_applied_again(
         "/api/v1/activity-types",
         {"name": "inspection", "offline": True, "form": FORM.model_dump(exclude_none=True)},
     )
-    admin(bridge, "PUT", "/api/v1/users/alice", {"password": PASSWORDS["alice"], "offline": True})
+    admin(
+        bridge,
+        "PUT",
+        "/api/v1/users/alice",
+        {"password": PASSWORDS["alice"], "offline": True, "sites": [gw.gateway_id]},
+    )
     act = admin(
         bridge,
         "POST",
