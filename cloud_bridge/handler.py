@@ -38,7 +38,7 @@ from cloud_bridge.models import Blob, Gateway, utcnow
 from cloud_bridge.replay import Replayer, Results
 from outpost.mqtt import Received
 from outpost.wire import topics
-from outpost.wire.codec import DecodeError, decode
+from outpost.wire.codec import MAX_BYTES, DecodeError, decode
 from outpost.wire.schemas import (
     MAX_BATCH_ENVELOPES,
     BlobChunk,
@@ -161,18 +161,26 @@ class UplinkHandler:
             return await self._async_drop(
                 gateway_id, msg.topic, f"unknown topic leaf {leaf!r}", "unknown_leaf"
             )
+        limit = MAX_BYTES[expected.model_fields["kind"].default]
         try:
-            message = decode(msg.payload)
+            message = decode(msg.payload, limit)
         except DecodeError as exc:
             if leaf == topics.UP_ENVELOPES:
                 # One envelope out of the contract must not cost its batch-mates.
                 try:
-                    intake = read_batch(msg.payload, utcnow())
+                    intake = read_batch(msg.payload, utcnow(), limit)
                 except DecodeError:
                     pass
                 else:
-                    if intake.batch.gateway_id == gateway_id:
-                        return await self._async_batch(gateway_id, intake)
+                    if intake.batch.gateway_id != gateway_id:
+                        return await self._async_drop(
+                            gateway_id,
+                            msg.topic,
+                            f"payload names gateway {intake.batch.gateway_id!r} but arrived on "
+                            f"the topic of {gateway_id!r}",
+                            "wrong_gateway",
+                        )
+                    return await self._async_batch(gateway_id, intake)
             return await self._async_drop(
                 gateway_id, msg.topic, f"undecodable payload: {exc}", "undecodable"
             )

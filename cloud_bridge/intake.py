@@ -28,7 +28,13 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, V
 
 from cloud_bridge import rejections
 from cloud_bridge.rejections import Refusal
-from outpost.wire.codec import DecodeError, decode_document, describe_validation
+from outpost.wire.codec import (
+    MAX_DECODED,
+    DecodeError,
+    decode_document,
+    describe_validation,
+    has_lone_surrogate,
+)
 from outpost.wire.schemas import (
     INT32_MAX,
     MAX_BATCH_ENVELOPES,
@@ -68,9 +74,9 @@ class Intake:
     unanswerable: list[str] = field(default_factory=list)  # problems, for the gateway's row
 
 
-def read_batch(payload: bytes, arrived: datetime) -> Intake:
+def read_batch(payload: bytes, arrived: datetime, max_bytes: int = MAX_DECODED) -> Intake:
     """Read an envelope batch one envelope at a time; DecodeError when its frame is bad."""
-    document = decode_document(payload)
+    document = decode_document(payload, max_bytes)
     try:
         frame = _BatchFrame.model_validate(document)
     except ValidationError as exc:
@@ -79,11 +85,14 @@ def read_batch(payload: bytes, arrived: datetime) -> Intake:
     refused: dict[str, Refusal] = {}
     unanswerable: list[str] = []
     for i, raw in enumerate(frame.envelopes):
-        try:
-            envelopes.append(WireEnvelope.model_validate(raw))
-            continue
-        except ValidationError as exc:
-            problem = describe_validation(exc)
+        if has_lone_surrogate(raw):
+            problem = "a text holds a lone UTF-16 surrogate (it is not Unicode)"
+        else:
+            try:
+                envelopes.append(WireEnvelope.model_validate(raw))
+                continue
+            except ValidationError as exc:
+                problem = describe_validation(exc)
         stand_in = placeholder(raw, arrived)
         if stand_in is None:
             unanswerable.append(

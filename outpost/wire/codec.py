@@ -18,6 +18,7 @@ against the message schemas.
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from typing import Any
 
@@ -35,6 +36,18 @@ ZSTD = 2
 CODEC_PROPERTY = "outpost-codec"
 COMPRESS_OVER = 256  # bytes of JSON; smaller payloads gain nothing
 MAX_DECODED = 16 * 1024 * 1024
+# What each uplink message needs at most, as JSON text (docs/uplink.md, "Limits"):
+# a batch of up to 500 envelopes; a 256 KiB chunk as base64 (349,528 bytes) and
+# its fields; a heartbeat of 32 counts and its bounded strings (under 4 KiB);
+# a check-out request and a state message of a few hundred bytes. The receiver
+# refuses a payload over its kind's limit before parsing it.
+MAX_BYTES: dict[str, int] = {
+    "envelope_batch": MAX_DECODED,
+    "blob_chunk": 512 * 1024,
+    "heartbeat": 16 * 1024,
+    "checkout_request": 4 * 1024,
+    "state": 4 * 1024,
+}
 _HEADER = 2
 
 _adapter: TypeAdapter[Any] = TypeAdapter(Message)
@@ -92,16 +105,11 @@ def _inflate(data: bytes, limit: int) -> bytes:
     return out
 
 
-def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
-    """The JSON document inside a payload, not yet checked against the schemas.
-
-    ``max_bytes`` bounds the JSON text (after inflating). Every way a payload
-    can be wrong ends in :class:`DecodeError`: numbers past what Python parses
-    (over 4,300 digits), nesting past its recursion limit, bytes that are not
-    UTF-8.
-    """
+def _body(payload: bytes, max_bytes: int) -> bytes:
     if len(payload) < _HEADER:
         raise DecodeError("payload is too short to carry a codec header")
+    if len(payload) > max_bytes + _HEADER:
+        raise DecodeError(f"payload is larger than {max_bytes} bytes")
     version, compression = payload[0], payload[1]
     if version not in (CODEC_VERSION, CODEC_ZSTD):
         raise DecodeError(
@@ -109,13 +117,15 @@ def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
         )
     body = payload[_HEADER:]
     if compression == ZLIB:
-        body = _inflate(body, max_bytes)
-    elif compression == ZSTD and version == CODEC_ZSTD:
-        body = _unzstd(body, max_bytes)
-    elif compression != RAW:
+        return _inflate(body, max_bytes)
+    if compression == ZSTD and version == CODEC_ZSTD:
+        return _unzstd(body, max_bytes)
+    if compression != RAW:
         raise DecodeError(f"unknown compression {compression}")
-    elif len(body) > max_bytes:
-        raise DecodeError(f"payload is larger than {max_bytes} bytes")
+    return body
+
+
+def _parse(body: bytes) -> Any:
     try:
         return json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -126,9 +136,47 @@ def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
         raise DecodeError("body is nested too deeply") from None
 
 
+def decode_document(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
+    """The JSON document inside a payload, not yet checked against the schemas.
+
+    ``max_bytes`` bounds the JSON text (after inflating). Every way a payload
+    can be wrong ends in :class:`DecodeError`: numbers past what Python parses
+    (over 4,300 digits), nesting past its recursion limit, bytes that are not
+    UTF-8. A string may still hold a lone surrogate (see :func:`decode`).
+    """
+    return _parse(_body(payload, max_bytes))
+
+
+def has_lone_surrogate(document: Any) -> bool:
+    """Whether a string in ``document`` holds half a UTF-16 pair (``"\\ud800"``): not Unicode.
+
+    JSON's escapes can spell one; no database, hash or UTF-8 encoder takes it.
+    """
+    stack = [document]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(value, dict):
+            stack.extend(value.keys())
+            stack.extend(value.values())
+        elif isinstance(value, list):
+            stack.extend(value)
+    return False
+
+
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def decode(payload: bytes, max_bytes: int = MAX_DECODED) -> Any:
     """Parse and validate a payload into one of the schema messages."""
-    data = decode_document(payload, max_bytes)
+    body = _body(payload, max_bytes)
+    data = _parse(body)
+    if _SURROGATE_ESCAPE.search(body) and has_lone_surrogate(data):
+        raise DecodeError("a text holds a lone UTF-16 surrogate (it is not Unicode)")
     try:
         return _adapter.validate_python(data)
     except ValidationError as exc:

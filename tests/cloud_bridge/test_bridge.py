@@ -238,3 +238,41 @@ async def test_cancel_recalls_from_the_holder(
     await gw.publish(topics.UP_ENVELOPES, gw.batch([envelope(aid, 1)]))
     (res,) = (await gw.results(1)).values()
     assert (res.outcome, res.code) == ("rejected", "canceled")
+
+
+async def test_uplink_no_parser_takes_is_dropped_with_a_reason(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    """Deep nesting, numbers past int(), lone surrogates, oversize: each a drop, none an error."""
+    gw = await gateways("site-a")
+    hb = Heartbeat(
+        gateway_id="site-a",
+        sent_at=datetime.now(UTC),
+        version="0.3.0",
+        uptime_s=1.0,
+        counts={},
+        rejected=0,
+        disk_free_bytes=1,
+        db_bytes=1,
+        devices=0,
+    ).model_dump(mode="json")
+    documents = [
+        "[" * 100_000 + "]" * 100_000,
+        json.dumps(hb).replace('"uptime_s": 1.0', '"uptime_s": ' + "9" * 5000),
+        json.dumps(hb).replace('"uptime_s": 1.0', '"uptime_s": 1e999'),
+        json.dumps(dict(hb, version="\ud800")),
+        json.dumps(hb) + " " * (17 * 1024),  # over a heartbeat's 16 KiB
+    ]
+    for doc in documents:
+        await gw.publish(topics.UP_HEARTBEAT, b"\x01\x01" + zlib.compress(doc.encode()))
+    await gw.publish(topics.UP_HEARTBEAT, b"\x01\x00" + json.dumps(hb).encode())
+    assert bridge.handler is not None
+    async with asyncio.timeout(15):
+        while bridge.handler.dropped < len(documents):
+            await asyncio.sleep(0.05)
+    async with asyncio.timeout(15):
+        while (await admin.ok("GET", "/api/v1/gateways/site-a")).get("version") != "0.3.0":
+            await asyncio.sleep(0.05)
+    info = await admin.ok("GET", "/api/v1/gateways/site-a")
+    assert info["version"] == "0.3.0"  # the good heartbeat after them was recorded
+    assert "undecodable payload" in info["last_error"]
