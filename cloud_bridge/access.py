@@ -121,27 +121,39 @@ def client_of(request: web.Request) -> str:
     return (request.remote or "unknown")[:200]
 
 
+def printable_ascii(value: str | None, limit: int) -> str | None:
+    """``value`` when it is 1..``limit`` printable ASCII characters (what every token is).
+
+    Header bytes that are not UTF-8 (latin-1, say) reach us as surrogates, which
+    no hash or comparison can encode: such a value is no token, not an error.
+    """
+    if not value or len(value) > limit or not value.isascii() or not value.isprintable():
+        return None
+    return value
+
+
 def bearer_of(request: web.Request) -> str | None:
+    """The bearer token sent, or None; ``""`` when one was sent but cannot be a token."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         return None
-    return given.strip()
+    return printable_ascii(given.strip(), 500) or ""
 
 
 async def async_actor(request: web.Request, route: Route) -> Actor:
     access = request.app[ACCESS_KEY]
     client = client_of(request)
     if route.page:
-        cookie = request.cookies.get(SESSION_COOKIE)
-        if not cookie or len(cookie) > 200:
+        cookie = printable_ascii(request.cookies.get(SESSION_COOKIE), 200)
+        if cookie is None:
             return ANONYMOUS
         found = await access.runner.async_tx(
             lambda s: identity.session_actor(s, cookie, "web", client, access.policy)
         )
         return found or ANONYMOUS
     token = bearer_of(request)
-    if token is None or len(token) > 500:
+    if not token:
         return ANONYMOUS
     if hmac.compare_digest(token.encode(), access.admin_token.encode()):
         return Actor("admin_token", via="api", client=client)
@@ -209,8 +221,8 @@ def csrf_token(request: web.Request) -> str:
     actor: Actor | None = request.get(ACTOR_KEY)
     if actor is not None and actor.csrf:
         return str(actor.csrf)
-    existing = request.cookies.get(CSRF_COOKIE)
-    if existing and 16 <= len(existing) <= 100:
+    existing = printable_ascii(request.cookies.get(CSRF_COOKIE), 100)
+    if existing and len(existing) >= 16:
         return existing
     made: str | None = request.get(CSRF_NEW_KEY)
     if made is None:
@@ -238,9 +250,9 @@ async def _check_csrf(request: web.Request, actor: Actor) -> None:
     if origin and origin != "null" and urlsplit(origin).netloc != request.host:
         raise CentralError("csrf", "This form was sent from another site; it was refused.", 403)
     form = await request.post()
-    given = str(form.get(CSRF_FIELD, ""))
-    expected = actor.csrf if actor.csrf else request.cookies.get(CSRF_COOKIE, "")
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    given = printable_ascii(str(form.get(CSRF_FIELD, "")), 100) or ""
+    expected = actor.csrf or printable_ascii(request.cookies.get(CSRF_COOKIE), 100)
+    if not expected or not given or not hmac.compare_digest(given.encode(), expected.encode()):
         raise CentralError(
             "csrf",
             "This form is out of date (or was not sent from this site); reload the page and "

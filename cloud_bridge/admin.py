@@ -2,7 +2,8 @@
 
 Middleware order (outermost first): ``error_middleware`` turns every failure
 into ``{"error": {"code", "message"}}`` for the API, or an error page for the
-pages; ``access_middleware`` (``cloud_bridge.access``) works out who is asking
+pages; ``input_middleware`` refuses control characters in the path and query;
+``access_middleware`` (``cloud_bridge.access``) works out who is asking
 and checks the route's declared action (``cloud_bridge.permissions``) before
 any handler runs. Request bodies are capped at ``admin.max_body_bytes``.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -25,6 +27,7 @@ from cloud_bridge.errors import CentralError
 from cloud_bridge.identity import Policy
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.passwords import PasswordWork
+from outpost.logs import escape_control
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +100,34 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+@web.middleware
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse an address with a control character (NUL, newline…) in its path or query.
+
+    No identifier, search or parameter of this port holds one, and PostgreSQL
+    cannot compare text with a NUL in it: refused here once, for every route.
+    """
+    if _CONTROL.search(request.path):
+        raise CentralError(
+            "invalid_path",
+            "The address holds a control character (such as NUL or a newline); "
+            "no identifier holds one.",
+            400,
+        )
+    for key, value in request.query.items():
+        if _CONTROL.search(key) or _CONTROL.search(value):
+            raise CentralError(
+                "invalid_query",
+                f"The query parameter {escape_control(key)[:64]!r} holds a control character "
+                "(such as NUL or a newline).",
+                400,
+            )
+    return await handler(request)
+
+
 def _error(
     request: web.Request,
     status: int,
@@ -141,7 +172,8 @@ def make_app(
 
     platform = platform or PlatformSection()
     app = web.Application(
-        middlewares=[error_middleware, access_middleware], client_max_size=max_body_bytes
+        middlewares=[error_middleware, input_middleware, access_middleware],
+        client_max_size=max_body_bytes,
     )
     app[ACCESS_KEY] = Access(
         runner,

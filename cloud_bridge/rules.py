@@ -47,8 +47,7 @@ from outpost.passwords import verify_password as verify_password
 from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
 from outpost.wire.topics import valid_gateway_id
 
-ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-USERNAME_RE = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+ACTIVITY_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # use fullmatch
 
 HELD_QUERY_CHUNK = 500  # SHA-256s per IN (...) query (bound parameters have limits)
 
@@ -180,7 +179,7 @@ def create_activity(
         raise CentralError("unknown_user", f"No user {responsible!r} exists.", 400)
     if activity_id is None:
         activity_id = f"act-{uuid.uuid4().hex[:16]}"
-    elif not ACTIVITY_ID_RE.match(activity_id):
+    elif not ACTIVITY_ID_RE.fullmatch(activity_id):
         raise bad_request(
             "An activity id is 1-64 letters, digits or the characters _ . : -.", "invalid_id"
         )

@@ -110,6 +110,12 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"The body is not valid JSON: {exc}.", "invalid_json") from None
+    except ValueError:  # an integer of more digits than int() takes (4,300)
+        raise bad_request(
+            "The body holds a number with more digits than any field takes.", "invalid_json"
+        ) from None
+    except RecursionError:
+        raise bad_request("The body is nested too deeply.", "invalid_json") from None
 
 
 async def read_body(request: web.Request, model: type[B], *, optional: bool = False) -> B:
@@ -122,6 +128,8 @@ async def read_body(request: web.Request, model: type[B], *, optional: bool = Fa
         raise bad_request(
             f"The body is not valid: {describe_validation(exc)}.", "invalid_body"
         ) from None
+    except RecursionError:
+        raise bad_request("The body is nested too deeply.", "invalid_body") from None
 
 
 # --- serialisation ------------------------------------------------------------------
