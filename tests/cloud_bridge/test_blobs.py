@@ -127,9 +127,12 @@ async def test_attachment_download_errors(bridge: Bridge, admin: Admin) -> None:
     _, sha = blob(10)
     status, _, body = await download(admin, sha, token=None)
     assert status == 401 and b"unauthorized" in body
-    for bad in ("abc", sha.upper(), sha + "0", sha[:-1], sha[:-1] + "g", sha + "%0A"):
+    for bad in ("abc", sha.upper(), sha + "0", sha[:-1], sha[:-1] + "g"):
         status, data = await admin.call("GET", f"/api/v1/attachments/{bad}")
         assert (status, data["error"]["code"]) == (400, "invalid_sha256"), bad
+    # A control character is refused for every address before any route runs.
+    status, data = await admin.call("GET", f"/api/v1/attachments/{sha}%0A")
+    assert (status, data["error"]["code"]) == (400, "invalid_path")
     status, data = await admin.call("GET", f"/api/v1/attachments/{sha}")
     assert (status, data["error"]["code"]) == (404, "not_found")
     assert sha in data["error"]["message"]
