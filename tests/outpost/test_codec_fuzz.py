@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.intake import placeholder, read_batch
-from outpost.wire.codec import MAX_BYTES, DecodeError, decode, encode_json
+from outpost.wire.codec import MAX_BYTES, DecodeError, decode, encode_json, encode_json_zstd
 from outpost.wire.schemas import Heartbeat
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -42,9 +42,10 @@ json_values = st.recursive(
 )
 
 
-def frame(document: str, compress: bool) -> bytes:
+def frame(document: str, compress: bool, zstd: bool = False) -> bytes:
     # surrogatepass: a lone surrogate reaches the wire as bytes no UTF-8 decoder takes
-    return encode_json(document.encode("utf-8", "surrogatepass"), compress)
+    body = document.encode("utf-8", "surrogatepass")
+    return encode_json_zstd(body) if zstd else encode_json(body, compress)
 
 
 def decodes_or_drops(payload: bytes, max_bytes: int = MAX_BYTES["envelope_batch"]) -> None:
@@ -59,12 +60,14 @@ def test_arbitrary_bytes(payload: bytes) -> None:
     decodes_or_drops(b"\x01\x00" + payload)
     decodes_or_drops(b"\x01\x01" + payload)
     decodes_or_drops(b"\x01\x01" + zlib.compress(payload))
+    decodes_or_drops(b"\x02\x02" + payload)
+    decodes_or_drops(encode_json_zstd(payload))
 
 
 @FUZZ
-@given(json_values, st.booleans())
-def test_arbitrary_json(value: Any, compress: bool) -> None:
-    decodes_or_drops(frame(json.dumps(value), compress))
+@given(json_values, st.booleans(), st.booleans())
+def test_arbitrary_json(value: Any, compress: bool, zstd: bool) -> None:
+    decodes_or_drops(frame(json.dumps(value), compress, zstd))
 
 
 def heartbeat() -> dict[str, Any]:
@@ -150,9 +153,9 @@ def test_a_placeholder_is_made_of_anything(raw: dict[str, Any]) -> None:
     ids=["nested", "5000-digits", "huge-exponent", "nan", "nested-counts", "surrogate", "batch"],
 )
 def test_what_once_escaped_the_codec(document: str) -> None:
-    for compress in (False, True):
+    for compress, zstd in ((False, False), (True, False), (True, True)):
         with pytest.raises(DecodeError):
-            decode(frame(document, compress))
+            decode(frame(document, compress, zstd))
 
 
 def test_each_uplink_kind_has_its_own_cap() -> None:
