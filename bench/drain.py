@@ -191,7 +191,9 @@ async def seed_central(admin: int) -> list[tuple[str, int]]:
                 return data
 
         await call("POST", "/activity-types", {"name": "bench", "offline": True, "form": FORM})
-        await call("PUT", "/users/crew", {"password": "bench-password", "offline": True})
+        await call(
+            "PUT", "/users/crew", {"password": "bench-password", "offline": True, "sites": [GW]}
+        )
         acts = []
         for _a in range(ACTIVITIES):
             act = await call(
