@@ -322,8 +322,8 @@ class UplinkHandler:
     ) -> list[Outgoing]:
         def work(session: Session) -> CheckoutAnswer:
             try:
-                _, wire = rules.check_out(
-                    session, request.activity_id, gateway_id, request.username, again=True
+                _, wire = rules.gateway_check_out(
+                    session, request.activity_id, gateway_id, request.username
                 )
             except CentralError as exc:
                 return CheckoutAnswer(

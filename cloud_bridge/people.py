@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import Select, delete, select
 from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, identity
@@ -226,13 +226,13 @@ def _summary(
     return f"updated user {username!r}: " + ("; ".join(words) or "no change")
 
 
-def pushed_to(session: Session, gateway_id: str) -> list[tuple[User, bool]]:
-    """The users gateway ``gateway_id`` holds, with their site-lead flag there.
+def _pushed(gateway_id: str) -> Select[User, bool]:
+    """Who gateway ``gateway_id`` holds: the one rule (:func:`pushed_to`, :func:`is_pushed_to`).
 
     Only people assigned to that gateway who may work offline and are not
     disabled (issue 13: a stolen SD card exposes one site's crew).
     """
-    rows = session.execute(
+    return (
         select(User, UserSite.site_lead)
         .join(UserSite, UserSite.username == User.username)
         .where(
@@ -240,9 +240,23 @@ def pushed_to(session: Session, gateway_id: str) -> list[tuple[User, bool]]:
             User.offline.is_(True),
             User.disabled.is_(False),
         )
-        .order_by(User.username)
     )
+
+
+def pushed_to(session: Session, gateway_id: str) -> list[tuple[User, bool]]:
+    """The users gateway ``gateway_id`` holds, with their site-lead flag there."""
+    rows = session.execute(_pushed(gateway_id).order_by(User.username))
     return [(u, bool(lead)) for u, lead in rows]
+
+
+def is_pushed_to(session: Session, username: str, gateway_id: str) -> bool:
+    """Whether central pushes ``username`` to ``gateway_id`` (the rule of :func:`pushed_to`).
+
+    What central trusts of a gateway's word about a user rests on this: a
+    check-out "for" a user central does not push there is refused.
+    """
+    found = session.execute(_pushed(gateway_id).where(User.username == username).limit(1))
+    return found.first() is not None
 
 
 def works_at(session: Session, username: str, gateway_id: str) -> bool:

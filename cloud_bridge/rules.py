@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from cloud_bridge import rejections
+from cloud_bridge import people, rejections
 from cloud_bridge.errors import CentralError, bad_request, not_found
 from cloud_bridge.ledger import reject_held
 from cloud_bridge.models import (
@@ -38,7 +38,6 @@ from cloud_bridge.models import (
     Record,
     RecordRow,
     User,
-    UserSite,
     utcnow,
 )
 from outpost.forms import ActivityTypeDef, FormDefinition
@@ -358,6 +357,55 @@ def dispatches_held_by(session: Session, gateway_id: str) -> list[Dispatch]:
     return [dispatch_of(session, a) for a in held]
 
 
+def gateway_check_out(
+    session: Session, activity_id: str, gateway_id: str, username: str
+) -> tuple[Activity, ActivityWire]:
+    """A gateway's check-out request "for ``username``": what central believes of it.
+
+    The gateway names the user; central trusts that only for a user it
+    pushes to that gateway (:func:`cloud_bridge.people.is_pushed_to`: assigned
+    to it, allowed offline, not disabled) who is responsible for the activity.
+    Anything else is refused with a code and a reason, before the activity's
+    own state is looked at and also for an activity the gateway holds already
+    (a repeat of a lost answer), so a stolen gateway can act for no one but
+    its own crew, on nothing but their own activities.
+    """
+    if not people.is_pushed_to(session, username, gateway_id):
+        raise _not_pushed(session, username, gateway_id)
+    activity = get_activity(session, activity_id)
+    if username != activity.responsible:
+        raise CentralError(
+            NOT_RESPONSIBLE,
+            f"User {username!r} is not responsible for activity {activity.id!r}; "
+            "only its responsible user may take it offline.",
+            403,
+        )
+    return check_out(session, activity_id, gateway_id, username, again=True)
+
+
+def _not_pushed(session: Session, username: str, gateway_id: str) -> CentralError:
+    user = session.get(User, username)
+    if user is not None and user.disabled and people.works_at(session, username, gateway_id):
+        return CentralError(
+            USER_DISABLED,
+            f"User {username!r} is disabled; gateway {gateway_id!r} may not act for them.",
+            403,
+        )
+    if user is not None and not user.offline and people.works_at(session, username, gateway_id):
+        return CentralError(
+            USER_NOT_OFFLINE,
+            f"User {username!r} may not work offline; gateway {gateway_id!r} may not act for them.",
+            403,
+        )
+    # Unknown, or working elsewhere: the same answer, so a gateway learns nobody's name.
+    return CentralError(
+        USER_NOT_AT_SITE,
+        f"User {username!r} is not one of the people central sends to gateway "
+        f"{gateway_id!r}, so that gateway may not check out for them.",
+        403,
+    )
+
+
 def check_out(
     session: Session,
     activity_id: str,
@@ -392,7 +440,7 @@ def check_out(
             "only its responsible user may take it offline.",
             403,
         )
-    if session.get(UserSite, (holder, gateway_id)) is None:
+    if not people.is_pushed_to(session, holder, gateway_id):  # offline, enabled: above
         raise CentralError(
             USER_NOT_AT_SITE,
             f"User {holder!r} does not work at gateway {gateway_id!r}, so that gateway does not "

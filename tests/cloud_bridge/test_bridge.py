@@ -276,3 +276,19 @@ async def test_uplink_no_parser_takes_is_dropped_with_a_reason(
     info = await admin.ok("GET", "/api/v1/gateways/site-a")
     assert info["version"] == "0.3.0"  # the good heartbeat after them was recorded
     assert "undecodable payload" in info["last_error"]
+
+
+async def test_a_checkout_request_for_someone_central_does_not_push_there_is_refused(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    gw = await gateways("site-x")  # ana's sites do not include site-x
+    aid = await admin.seed()
+    req = CheckoutRequest(
+        gateway_id="site-x", request_id=uuid.uuid4(), activity_id=aid, username="ana"
+    )
+    await gw.publish(topics.UP_CHECKOUT, req)
+    answer = await gw.expect(topics.DOWN_CHECKOUT)
+    assert (answer.ok, answer.code, answer.activity) == (False, "user_not_at_site", None)
+    assert "site-x" in (answer.reason or "")
+    activity = await admin.ok("GET", f"/api/v1/activities/{aid}")
+    assert activity["state"] == "online"

@@ -162,3 +162,39 @@ def test_concurrent_dispatch_exactly_one_wins(db: Database, seed: Seeded, rounds
         assert losses == ["already_checked_out"] * 3
         with db.session() as s:
             assert rules.get_activity(s, aid).holder_gateway == wins[0]
+
+
+def test_a_gateway_checks_out_only_for_its_own_crew_responsible_for_the_activity(
+    db: Database, seed: Seeded
+) -> None:
+    """CheckoutRequest.username is the gateway's word: central believes it only so far."""
+    aid = seed.ready(gateway=None)
+    with db.session() as s:
+        rules.put_user(s, "cy", "pw-cy", True, sites=["site-b"])  # works elsewhere
+        rules.put_user(s, "dee", "pw-dee", True, sites=["site-a"], disabled=True)
+        rules.put_user(s, "bob", "pw-bob", False, sites=["site-a"])  # not offline
+        rules.put_user(s, "eli", "pw-eli", True, sites=["site-a"])  # pushed, not responsible
+
+    def refusal(username: str, gateway: str = "site-a") -> str:
+        with pytest.raises(CentralError) as info, db.session() as s:
+            rules.gateway_check_out(s, aid, gateway, username)
+        assert info.value.message
+        return info.value.code
+
+    assert {u: refusal(u) for u in ("cy", "nobody", "dee", "bob", "eli")} == {
+        "cy": "user_not_at_site",
+        "nobody": "user_not_at_site",  # an unknown name gets the same answer
+        "dee": "user_disabled",
+        "bob": "user_not_offline",
+        "eli": "not_responsible",
+    }
+    with db.session() as s:
+        activity, wire = rules.gateway_check_out(s, aid, "site-a", "ana")
+        assert (activity.holder_gateway, activity.holder_user, wire.id) == ("site-a", "ana", aid)
+    # A repeat (the first answer was lost) is answered again only while ana is site-a's.
+    with db.session() as s:
+        rules.gateway_check_out(s, aid, "site-a", "ana")
+        rules.put_user(s, "ana", None, None, sites=["site-b"])
+    assert refusal("ana") == "user_not_at_site"
+    with db.session() as s:
+        assert rules.get_activity(s, aid).holder_gateway == "site-a"  # nothing changed
