@@ -122,7 +122,7 @@ async def async_review(
     return out
 
 
-def _own_only(request: web.Request) -> str | None:
+def own_only(request: web.Request) -> str | None:
     """The username reads are narrowed to when the caller may read only their own activities."""
     actor = views.actor_of(request)
     if scope(actor, Action.ACTIVITIES_READ) == "own":
@@ -132,7 +132,7 @@ def _own_only(request: web.Request) -> str | None:
 
 async def get_reviews(request: web.Request) -> web.Response:
     aid = request.match_info["activity_id"]
-    mine = _own_only(request)
+    mine = own_only(request)
 
     def work(s: Session) -> dict[str, Any]:
         if mine is not None:
@@ -157,7 +157,7 @@ async def list_rejections(request: web.Request) -> web.Response:
             f"limit must be a whole number from 1 to {rejection_list.MAX_LIMIT}.", "invalid_limit"
         )
     still_open = q.get("open", "") in ("1", "true", "yes")
-    mine = _own_only(request)
+    mine = own_only(request)
 
     def work(s: Session) -> dict[str, Any]:
         return rejection_list.rejections(

@@ -284,7 +284,13 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def put_activity_type(request: web.Request) -> web.Response:
-    definition = rules.parse_type_definition(await read_json(request))
+    body, created = await async_put_activity_type(request, await read_json(request))
+    return web.json_response(body, status=201 if created else 200)
+
+
+async def async_put_activity_type(request: web.Request, data: Any) -> tuple[dict[str, Any], bool]:
+    """Create or update an activity type as the caller (the API and the Activity types page)."""
+    definition = rules.parse_type_definition(data)
     actor = actor_of(request)
 
     def work(s: Session) -> tuple[dict[str, Any], bool]:
@@ -304,7 +310,7 @@ async def put_activity_type(request: web.Request) -> web.Response:
 
     body, created = await _tx(request, work)
     await _push_users(request)  # offline types are part of the snapshot
-    return web.json_response(body, status=201 if created else 200)
+    return body, created
 
 
 async def list_activity_types(request: web.Request) -> web.Response:

@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from cloud_bridge import audit, rules, views
+from cloud_bridge import audit, review, rules, views
 from cloud_bridge.admin import BLOBS_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError
@@ -59,6 +59,7 @@ AUDIT_KINDS = {
     "activity.dispatch_undone": "dispatch undone",
     "activity.cancel": "recalled",
     "activity.update": "edited",
+    "activity.review": "reviewed",
 }
 
 
@@ -133,6 +134,7 @@ async def activity_page(
             "events": timeline(s, aid),
             "gateways": gateways,
             "responsible_sites": sorted(sites_of(s, a.responsible)),
+            "review": review.reviews_of(s, aid),
         }
 
     data = await request.app[RUNNER_KEY].async_tx(work)
@@ -158,6 +160,11 @@ async def activity_page(
         "dispatch": may(actor, Action.ACTIVITIES_DISPATCH) and a.state == ONLINE,
         "recall": may(actor, Action.ACTIVITIES_DISPATCH) and a.state in (ONLINE, OFFLINE),
     }
+    can_review = (
+        may(actor, Action.ACTIVITIES_REVIEW)
+        and a.state == ONLINE
+        and data["record"].get("status") == "completed"
+    )
     missing = _still_missing(a, data["record"], data["type_offline"], data["responsible_sites"])
     return page(
         request,
@@ -171,6 +178,7 @@ async def activity_page(
         table_fields=table_fields,
         label_of=label_of,
         can=can,
+        can_review=can_review,
         missing=missing,
         applied=APPLIED,
         **data,

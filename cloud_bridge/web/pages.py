@@ -32,7 +32,7 @@ from cloud_bridge.models import (
     User,
 )
 from cloud_bridge.permissions import ROLE_HELP, ROLES, Action, scope
-from cloud_bridge.web import fleet_pages, render
+from cloud_bridge.web import fleet_pages, render, review_pages
 from cloud_bridge.web.activity_page import activity_page, attachment
 from cloud_bridge.web.render import page, see_other
 
@@ -727,6 +727,7 @@ PAGES: list[Route] = [
     ),
     Route("GET", "/audit", audit_page, "The audit log", A.AUDIT_READ, page=True),
     *fleet_pages.PAGES,
+    *review_pages.PAGES,
 ]
 
 

@@ -40,6 +40,9 @@ HEADERS = {
 # The navigation: (label, path, action that must be allowed). Pages add themselves here.
 NAV: list[tuple[str, str, Action]] = [
     ("Activities", "/activities", Action.ACTIVITIES_READ),
+    ("Types", "/types", Action.TYPES_WRITE),
+    ("Rejections", "/rejections", Action.ACTIVITIES_READ),
+    ("Exports", "/exports", Action.EXPORTS_READ),
     ("Users", "/users", Action.USERS_READ),
     ("Fleet", "/fleet", Action.FLEET_READ),
     ("Audit log", "/audit", Action.AUDIT_READ),
@@ -126,6 +129,8 @@ FLASH: dict[str, str] = {
     "token_created": "Token created.",
     "token_revoked": "Token revoked.",
     "password_changed": "Your password is changed; your other sessions are ended.",
+    "reviewed": "Review recorded.",
+    "sent_back": "Sent back: the gateway will offer it to the crew again, with your note.",
 }
 
 
