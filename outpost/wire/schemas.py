@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
@@ -33,6 +34,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     SerializerFunctionWrapHandler,
+    WithJsonSchema,
     model_serializer,
     model_validator,
 )
@@ -48,12 +50,15 @@ MAX_SEQ = 1_000_000  # envelopes per activity check-out
 # A day inside Python's datetime range (years 1..9999) on both sides, so a
 # conversion to UTC or a day's arithmetic never overflows.
 MIN_TIME = datetime(1, 1, 2, tzinfo=UTC)
-MAX_TIME = datetime(9999, 12, 30, tzinfo=UTC)
+MAX_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+# The documents' (OpenAPI) form of that range: local dates two days inside it,
+# so any UTC offset (at most a day) lands within.
+TIME_DOC_PATTERN = r"^(?!0001-01-0[12]|9999-12-3[01])"
 MAX_SECONDS = 1e12  # durations (uptime, lag, age): ~31,700 years
 MAX_JSON_DEPTH = 8  # nesting inside an envelope's record / a table row
-MAX_JSON_TEXT = 100_000  # characters of one string inside a record
+MAX_JSON_TEXT = 20_000  # characters of one string inside a record (a form's text field's)
 MAX_JSON_KEY = 128  # characters of one key inside a record
-MAX_TABLE_ROWS = 10_000
+MAX_TABLE_ROWS = 1_000  # rows of one child table (as outpost.forms)
 
 
 def _no_nul(value: str) -> str:
@@ -107,12 +112,50 @@ def _bounded_json(value: Any, depth: int = 0) -> Any:
     return value
 
 
-DbInt = Annotated[int, Field(ge=0, le=INT32_MAX)]
-Int64 = Annotated[int, Field(ge=0, le=INT64_MAX)]
+def _whole(value: Any) -> Any:
+    # JSON Schema (and so OpenAPI) counts 3.0 as an integer: so do we.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_Whole = BeforeValidator(_whole)
+DbInt = Annotated[int, Field(ge=0, le=INT32_MAX), _Whole]
+Int64 = Annotated[int, Field(ge=0, le=INT64_MAX), _Whole]
+SeqNo = Annotated[int, Field(ge=1, le=MAX_SEQ), _Whole]
+FormVersion = Annotated[int, Field(ge=1, le=INT32_MAX), _Whole]
 Seconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
-WireTime = Annotated[AwareDatetime, AfterValidator(_in_time_range)]
+WireTime = Annotated[
+    AwareDatetime,
+    AfterValidator(_in_time_range),
+    Field(json_schema_extra={"pattern": TIME_DOC_PATTERN}),
+]
 # Older gateways may send these without an offset (read as UTC).
 LooseTime = Annotated[datetime, AfterValidator(_in_time_range)]
+
+
+def _json_value_schema(depth: int) -> dict[str, Any]:
+    """JSON Schema of a value nested ``depth`` levels inside a record (as ``_bounded_json``)."""
+    scalars: list[dict[str, Any]] = [
+        {"type": "string", "maxLength": MAX_JSON_TEXT, "pattern": "^[^\\u0000]*$"},
+        {"type": "integer", "minimum": -INT64_MAX - 1, "maximum": INT64_MAX},
+        {"type": "number", "minimum": -sys.float_info.max, "maximum": sys.float_info.max},
+        {"type": "boolean"},
+        {"type": "null"},
+    ]
+    if depth >= MAX_JSON_DEPTH:
+        return {"anyOf": scalars}
+    inner = _json_value_schema(depth + 1)
+    return {
+        "anyOf": [
+            *scalars,
+            {"type": "array", "items": inner},
+            {"type": "object", "additionalProperties": inner, "propertyNames": _KEY_SCHEMA},
+        ]
+    }
+
+
+_KEY_SCHEMA = {"maxLength": MAX_JSON_KEY, "pattern": "^[^\\u0000]*$"}
 
 
 def _text(max_length: int, min_length: int = 0) -> Any:
@@ -125,7 +168,17 @@ DisplayName = Annotated[str, *_text(200)]
 VersionText = Annotated[str, *_text(64)]
 ErrorText = Annotated[str, *_text(500)]
 PasswordHash = Annotated[str, *_text(512, min_length=10)]  # an argon2 encoded hash
-JsonDoc = Annotated[dict[str, Any], AfterValidator(_bounded_json)]
+JsonDoc = Annotated[
+    dict[str, Any],
+    AfterValidator(_bounded_json),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "additionalProperties": _json_value_schema(1),
+            "propertyNames": _KEY_SCHEMA,
+        }
+    ),
+]
 Tables = Annotated[
     dict[
         Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)],
@@ -133,6 +186,22 @@ Tables = Annotated[
     ],
     Field(max_length=100),
     AfterValidator(_bounded_json),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": 100,
+            "propertyNames": {"minLength": 1, "maxLength": 64, "pattern": "^[^\\u0000]*$"},
+            "additionalProperties": {
+                "type": "array",
+                "maxItems": MAX_TABLE_ROWS,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": _json_value_schema(3),
+                    "propertyNames": _KEY_SCHEMA,
+                },
+            },
+        }
+    ),
 ]
 
 # pydantic's patterns run on Rust's regex engine, where ``$`` is the end of the
@@ -162,14 +231,14 @@ class EnvelopeBody(Strict):
 
     envelope_id: UUID
     activity_id: ActivityId
-    seq: int = Field(ge=1, le=MAX_SEQ)
+    seq: SeqNo
     base_version: DbInt
     status: Literal["draft", "completed"]
     created_at: WireTime
     record: JsonDoc
     tables: Tables = Field(default_factory=dict)
     attachments: list[Sha256] = Field(default_factory=list, max_length=100)
-    form_version: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    form_version: FormVersion | None = None
 
 
 class WireEnvelope(Strict):
@@ -177,13 +246,13 @@ class WireEnvelope(Strict):
 
     envelope_id: UUID
     activity_id: ActivityId
-    seq: int = Field(ge=1, le=MAX_SEQ)
+    seq: SeqNo
     base_version: DbInt
     status: Literal["draft", "completed"]
     created_at: WireTime  # the device's clock
     received_at: WireTime  # the gateway's clock
     author: Username
-    form_version: int = Field(ge=1, le=INT32_MAX)
+    form_version: FormVersion
     record: JsonDoc
     tables: Tables
     attachments: list[Sha256] = Field(max_length=100)
@@ -227,7 +296,7 @@ class ActivityWire(Strict):
     title: Title
     type: TypeName
     form: FormDefinition
-    form_version: int = Field(ge=1, le=INT32_MAX)
+    form_version: FormVersion
     responsible: Username
     version: DbInt
 

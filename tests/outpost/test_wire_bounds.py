@@ -142,7 +142,7 @@ def test_the_extremes_inside_the_bounds_are_accepted() -> None:
         )
     )
     assert body.created_at.astimezone(UTC) == MIN_TIME
-    late = EnvelopeBody.model_validate_json(_dumps(_body(created_at="9999-12-29T23:00:00-01:00")))
+    late = EnvelopeBody.model_validate_json(_dumps(_body(created_at="9999-12-30T23:00:00-01:00")))
     assert late.created_at.astimezone(UTC) == MAX_TIME
     # The offset the device sent is kept (three clocks, never rewritten).
     assert late.created_at.utcoffset() is not None
