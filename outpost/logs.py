@@ -69,6 +69,25 @@ class _OneLine(logging.Formatter):
         return "\n".join([first, *(line if line[:1].isspace() else "  " + line for line in rest)])
 
 
+class _MalformedRequests(logging.Filter):
+    """aiohttp logs a client's malformed HTTP (a NUL in a header) as an ERROR with a
+    traceback; it is the client's bad input, answered 400: one INFO line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        try:
+            from aiohttp.http_exceptions import HttpProcessingError
+        except ImportError:  # pragma: no cover - every Outpost command has aiohttp
+            return True
+        if isinstance(exc, HttpProcessingError) and 400 <= (exc.code or 0) < 500:
+            first = str(exc.message).strip().splitlines()
+            record.msg = "refused a malformed HTTP request (%s): %s"
+            record.args = (exc.code, first[0] if first else type(exc).__name__)
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _syslog_priority(levelno: int) -> int:
     for level, prio in sorted(_PRIORITY.items(), reverse=True):
         if levelno >= level:
@@ -142,6 +161,9 @@ def setup_logging(
     for old in list(root.handlers):
         root.removeHandler(old)
     root.addHandler(handler)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _MalformedRequests) for f in server.filters):
+        server.addFilter(_MalformedRequests())
     if root.level > logging.DEBUG:
         for name, quiet in _QUIET.items():
             logging.getLogger(name).setLevel(quiet)
