@@ -80,8 +80,11 @@ def next_pending(conn: Connection) -> Pending | None:
     return None if row is None else Pending(row.sha256, row.size, row.uploaded, row.path)
 
 
-def upload_counts(conn: Connection) -> dict[str, Any]:
-    """For ``/api/v1/status``: what still has to go up, and what central refused."""
+def upload_counts(conn: Connection, only_user: str | None = None) -> dict[str, Any]:
+    """For ``/api/v1/status``: what still has to go up, and what central refused.
+
+    With ``only_user`` the refused files listed are only those they uploaded.
+    """
     waiting, waiting_bytes = conn.execute(
         select(
             func.count(), func.coalesce(func.sum(attachments.c.size - attachments.c.uploaded), 0)
@@ -91,7 +94,10 @@ def upload_counts(conn: Connection) -> dict[str, Any]:
     ).one()
     refused = conn.execute(
         select(attachments.c.sha256, attachments.c.upload_error)
-        .where(attachments.c.upload_error.is_not(None))
+        .where(
+            attachments.c.upload_error.is_not(None),
+            *([attachments.c.uploaded_by == only_user] if only_user is not None else []),
+        )
         .order_by(attachments.c.completed_at.desc())
         .limit(20)
     ).all()

@@ -5,7 +5,13 @@
 2. ``metrics_middleware`` — request counts and latency by route.
 3. ``auth_middleware``   — bearer token for everything under ``/api/`` except
    sign-in (and ``/metrics`` when ``lan.metrics_auth``); the web app's static
-   files and ``/healthz`` stay public.
+   files and ``/healthz`` stay public. A path or method no route has is
+   answered (404, 405 with ``Allow``) before the token is looked at.
+
+Input is read through ``gateway.api.inputs``, which refuses malformed values
+with a 4xx; as a last line, an encoding or range error that still escapes
+from deep code (``UnicodeError``, ``OverflowError``, ``RecursionError``) is
+the caller's bad input too: a 400, logged as a warning, never a 500.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from aiohttp import web
 from sqlalchemy.exc import OperationalError
 
 from gateway.api.errors import HTTP_CODES, ApiError, error_response
+from gateway.api.inputs import bearer_token
 from gateway.api.keys import AUTH_KEY, CONFIG_KEY, METRICS_KEY, PRINCIPAL
 from gateway.store import StoreClosedError
 
@@ -46,6 +53,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(503, "shutting_down", "The gateway is restarting; try again shortly.")
     except TimeoutError:
         return error_response(504, "timeout", "Central did not answer in time; try again.")
+    except (UnicodeError, OverflowError, RecursionError) as exc:
+        # Input that got past the readers: still the caller's, still a 4xx.
+        logger.warning(
+            "refused input on %s %s: %s", request.method, request.path, type(exc).__name__
+        )
+        return error_response(
+            400, "bad_request", "The request holds a value the gateway cannot read."
+        )
     except OperationalError as exc:
         if "full" in str(exc.orig).lower():
             return error_response(
@@ -95,17 +110,12 @@ def _needs_token(request: web.Request) -> bool:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    unrouted = request.match_info.http_exception
+    if unrouted is not None:
+        raise unrouted  # 404 / 405 (with Allow): nothing to protect at no address
     if _needs_token(request):
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(
-                401,
-                "unauthorized",
-                "Sign in first: send Authorization: Bearer <token>.",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        request[PRINCIPAL] = await request.app[AUTH_KEY].async_authenticate(token.strip())
+        token = bearer_token(request)
+        request[PRINCIPAL] = await request.app[AUTH_KEY].async_authenticate(token)
     return await handler(request)
 
 

@@ -1,6 +1,12 @@
 """The LAN API's OpenAPI 3.1 document (``GET /api/v1/openapi.json``).
 
-Every route the app registers must appear here; a test checks both ways.
+Every route the app registers must appear here, with every status its code
+can answer (a test checks the routes both ways; schemathesis, against a real
+gateway process, checks the statuses, bodies and headers). Statuses every
+operation can give are added once, in ``_op``: 400 for a request holding a
+value the gateway cannot read, 503 while it restarts, 401 where a token is
+needed, 413 where a body is read. A path or method nobody serves answers 404
+or 405 with ``Allow``.
 """
 
 from __future__ import annotations
@@ -9,6 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 import outpost
+from gateway.api.inputs import ACTIVITY_ID_RE, SHA256_RE, SignIn
 from outpost.wire.schemas import EnvelopeBody
 
 ERROR = {"$ref": "#/components/schemas/Error"}
@@ -20,46 +27,94 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _op(
     summary: str,
-    ok: dict[str, str],
+    ok: dict[str, Any],
     *,
     errors: dict[str, str] | None = None,
     body: dict[str, Any] | None = None,
+    body_type: str = "application/json",
     public: bool = False,
     params: list[dict[str, Any]] | None = None,
+    head: bool = False,
+    headers: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    responses: dict[str, Any] = {code: {"description": text} for code, text in ok.items()}
-    for code, text in (errors or {}).items():
-        responses[code] = {"description": text, "content": _json(ERROR)}
+    """One operation; ``ok`` maps a status to a description or a JSON schema for its body."""
+    responses: dict[str, Any] = {}
+    for code, what in ok.items():
+        if isinstance(what, str):
+            responses[code] = {"description": what}
+        else:
+            responses[code] = {"description": what.pop("description", ""), "content": _json(what)}
+        if headers and code in headers:
+            responses[code]["headers"] = headers[code]
+    common = {
+        "400": "the request holds a value the gateway cannot read (its encoding, a number)",
+        "503": "shutting_down: the gateway is restarting; try again shortly",
+    }
     if not public:
-        responses.setdefault(
-            "401", {"description": "no, invalid or expired token", "content": _json(ERROR)}
+        common["401"] = "no, invalid or expired token"
+    if body is not None:
+        common["413"] = "the body is larger than the gateway accepts"
+    for code, text in {**common, **(errors or {})}.items():
+        if code in responses:
+            continue
+        # A HEAD answer has no body.
+        responses[code] = (
+            {"description": text} if head else {"description": text, "content": _json(ERROR)}
         )
-    op: dict[str, Any] = {"summary": summary, "responses": responses}
+        if code == "429" or code == "503" or code == "507":
+            responses[code]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    op: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
     if public:
         op["security"] = []
     if body is not None:
-        op["requestBody"] = {"required": True, "content": _json(body)}
+        op["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
     if params:
         op["parameters"] = params
     return op
 
 
-def _path_param(name: str, pattern: str) -> dict[str, Any]:
+def _path_param(name: str, pattern: str, example: str) -> dict[str, Any]:
     return {
         "name": name,
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": pattern},
+        "schema": {"type": "string", "pattern": f"^{pattern}$"},
+        "example": example,
     }
 
 
-ACTIVITY = _path_param("activity_id", "^[A-Za-z0-9_.:-]{1,64}$")
-SHA = _path_param("sha256", "^[0-9a-f]{64}$")
+ACTIVITY = _path_param("activity_id", ACTIVITY_ID_RE.pattern, "act-1")
+SHA = _path_param("sha256", SHA256_RE.pattern, "9f86d081" + "0" * 56)
 RANGE = {
     "name": "Content-Range",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "example": "bytes 0-1048575/5242880"},
+    "schema": {
+        "type": "string",
+        "pattern": r"^bytes [0-9]{1,15}-[0-9]{1,15}/[0-9]{1,15}$",
+        "example": "bytes 0-1048575/5242880",
+    },
+}
+UPLOAD_HEADERS = {
+    "Upload-Offset": {"schema": {"type": "string"}, "description": "bytes durably received"},
+    "X-Upload-Complete": {"schema": {"type": "string", "enum": ["true", "false"]}},
+}
+_ISO = {"type": "string", "format": "date-time"}
+_ISO_OR_NULL = {"type": ["string", "null"]}
+USER = {
+    "type": "object",
+    "required": ["username"],
+    "properties": {"username": {"type": "string"}, "display_name": {"type": ["string", "null"]}},
+}
+UPLOAD_STATE = {
+    "type": "object",
+    "required": ["sha256", "size", "received", "complete"],
+    "properties": {
+        "sha256": {"type": "string"},
+        "size": {"type": ["integer", "null"]},
+        "received": {"type": "integer"},
+        "complete": {"type": "boolean"},
+    },
 }
 
 
@@ -68,24 +123,44 @@ def openapi_document() -> dict[str, Any]:
     envelope_schema = EnvelopeBody.model_json_schema(ref_template="#/components/schemas/{model}")
     defs = envelope_schema.pop("$defs", {})
     paths: dict[str, Any] = {
-        "/healthz": {"get": _op("Liveness", {"200": "the gateway runs"}, public=True)},
-        "/metrics": {
+        "/healthz": {
             "get": _op(
-                "Prometheus metrics (token required when lan.metrics_auth)",
-                {"200": "text exposition format"},
+                "Liveness",
+                {"200": {"type": "object", "properties": {"status": {"const": "ok"}}}},
+                errors={"503": "store_closed: the gateway's store is not open"},
                 public=True,
             )
         },
-        "/api/v1/openapi.json": {"get": _op("This document", {"200": "OpenAPI 3.1"})},
+        "/metrics": {
+            "get": _op(
+                "Prometheus metrics: public by default; a bearer token is needed when "
+                "lan.metrics_auth = true",
+                {"200": "text exposition format"},
+                errors={"401": "lan.metrics_auth is on and no valid token was sent"},
+                public=True,
+            )
+        },
+        "/api/v1/openapi.json": {"get": _op("This document", {"200": {"type": "object"}})},
         "/api/v1/session": {
             "post": _op(
                 "Sign in offline against the credentials central pushed",
-                {"200": "{token, user, expires_at}"},
+                {
+                    "200": {
+                        "type": "object",
+                        "required": ["token", "user", "expires_at"],
+                        "properties": {
+                            "token": {"type": "string"},
+                            "user": USER,
+                            "expires_at": _ISO,
+                        },
+                    }
+                },
                 errors={
                     "400": "malformed body",
                     "401": "wrong username or password",
                     "403": "this user may not work offline",
                     "429": "too many failed sign-ins: locked for a while (Retry-After)",
+                    "503": "signin_busy: many sign-ins at once (Retry-After), or restarting",
                 },
                 body={"$ref": "#/components/schemas/SignIn"},
                 public=True,
@@ -97,12 +172,21 @@ def openapi_document() -> dict[str, Any]:
             "delete": _op("Sign out (the device then wipes its data)", {"204": "signed out"}),
         },
         "/api/v1/activities": {
-            "get": _op("The signed-in user's offline activities", {"200": "{activities: [...]}"})
+            "get": _op(
+                "The signed-in user's offline activities",
+                {
+                    "200": {
+                        "type": "object",
+                        "required": ["activities"],
+                        "properties": {"activities": {"type": "array"}},
+                    }
+                },
+            )
         },
         "/api/v1/activities/{activity_id}": {
             "get": _op(
                 "One activity: form definition, status, latest envelope",
-                {"200": "the activity"},
+                {"200": {"type": "object", "required": ["id", "form"]}},
                 errors={"404": "not checked out to you here"},
                 params=[ACTIVITY],
             )
@@ -110,10 +194,12 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/activities/{activity_id}/checkout": {
             "post": _op(
                 "Take an approved activity offline through the gateway (needs backhaul)",
-                {"200": "{checked_out, activity}"},
+                {"200": {"type": "object", "required": ["checked_out", "activity"]}},
                 errors={
+                    "404": "no such activity id",
                     "409": "central refused (its code and reason)",
-                    "503": "backhaul_down: no link to central",
+                    "502": "bad_central_answer: central answered about another activity",
+                    "503": "backhaul_down: no link to central (or restarting)",
                     "504": "central did not answer in time",
                 },
                 params=[ACTIVITY],
@@ -122,13 +208,19 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/envelopes": {
             "post": _op(
                 "Store an envelope; 201 only after it is committed; the same envelope_id "
-                "with the same body returns the first answer",
-                {"201": "{envelope_id, activity_id, seq, status, state, received_at}"},
+                "with the same body returns the first answer (Idempotent-Replayed: true)",
+                {
+                    "201": {
+                        "type": "object",
+                        "required": ["envelope_id", "activity_id", "seq", "state", "received_at"],
+                    }
+                },
                 errors={
-                    "400": "malformed JSON, wrong types, missing or unknown fields",
+                    "400": "malformed JSON, wrong types, out-of-range values (problems name "
+                    "each field), missing or unknown fields",
                     "404": "activity not checked out to you here",
-                    "409": "envelope_conflict, seq_mismatch, activity_completed, activity_canceled",
-                    "413": "body larger than lan.max_body_bytes",
+                    "409": "envelope_conflict, seq_mismatch, activity_completed, activity_canceled, "
+                    "activity_checked_in",
                     "422": "invalid_submission (problems) or attachment_missing",
                     "507": "disk_full: below the free-space floor",
                 },
@@ -136,7 +228,13 @@ def openapi_document() -> dict[str, Any]:
             ),
             "get": _op(
                 "The user's envelopes and their states (stored, queued, sent, applied, rejected)",
-                {"200": "{envelopes: [...]}"},
+                {
+                    "200": {
+                        "type": "object",
+                        "required": ["envelopes"],
+                        "properties": {"envelopes": {"type": "array"}},
+                    }
+                },
                 errors={"404": "activity not checked out to you here"},
                 params=[
                     {
@@ -150,15 +248,21 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/attachments/{sha256}": {
             "put": _op(
-                "Resumable upload of a blob (Content-Range); verified against its SHA-256",
+                "Resumable upload of a blob (Content-Range); verified against its SHA-256; "
+                "an upload in progress belongs to the user who started it",
                 {
-                    "200": "already complete",
-                    "201": "complete and verified",
-                    "202": "part stored; continue at Upload-Offset",
+                    "200": {"description": "already complete", **UPLOAD_STATE},
+                    "201": {"description": "complete and verified", **UPLOAD_STATE},
+                    "202": {
+                        "description": "part stored; continue at Upload-Offset",
+                        **UPLOAD_STATE,
+                    },
                 },
                 errors={
-                    "400": "bad address or Content-Range, or the upload was cut off",
-                    "409": "a different total size than the upload started with",
+                    "400": "bad address or Content-Range, a body not matching its range, or the "
+                    "upload was cut off (continue at Upload-Offset)",
+                    "409": "size_mismatch (another total than it started with) or "
+                    "upload_in_progress (another user's upload)",
                     "411": "no Content-Length",
                     "413": "larger than lan.max_attachment_bytes",
                     "416": "continue at Upload-Offset",
@@ -166,12 +270,17 @@ def openapi_document() -> dict[str, Any]:
                     "507": "disk_full: below the free-space floor",
                 },
                 body={"type": "string", "format": "binary"},
+                body_type="application/octet-stream",
                 params=[SHA, RANGE],
+                headers={c: UPLOAD_HEADERS for c in ("200", "201", "202")},
             ),
             "head": _op(
                 "How much of a blob has arrived (Upload-Offset, Upload-Length, X-Upload-Complete)",
                 {"200": "known upload", "404": "nothing received yet"},
+                errors={"400": "the address is not a SHA-256"},
                 params=[SHA],
+                head=True,
+                headers={c: UPLOAD_HEADERS for c in ("200", "404")},
             ),
         },
         "/api/v1/site": {
@@ -185,8 +294,14 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/status": {
             "get": _op(
-                "Backhaul, last sync, counts by state, oldest pending, rejected, attachments, disk",
-                {"200": "the gateway's state"},
+                "Backhaul, last sync, counts by state (the whole gateway), oldest pending, "
+                "the user's rejected envelopes and refused files (a site lead's: everyone's), disk",
+                {
+                    "200": {
+                        "type": "object",
+                        "required": ["gateway", "backhaul", "envelopes", "rejected", "disk"],
+                    }
+                },
             )
         },
     }
@@ -200,12 +315,7 @@ def openapi_document() -> dict[str, Any]:
             "schemas": {
                 **defs,
                 "EnvelopeBody": envelope_schema,
-                "SignIn": {
-                    "type": "object",
-                    "required": ["username", "password"],
-                    "additionalProperties": False,
-                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}},
-                },
+                "SignIn": SignIn.model_json_schema(),
                 "Error": {
                     "type": "object",
                     "required": ["error"],

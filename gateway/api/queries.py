@@ -188,7 +188,11 @@ def list_envelopes(
     return [envelope_view(r) for r in rows]
 
 
-def store_status(conn: Connection) -> dict[str, Any]:
+def store_status(conn: Connection, only_user: str | None = None) -> dict[str, Any]:
+    """The gateway's state; with ``only_user`` its lists hold only that user's work.
+
+    Counts, ages and sizes stay gateway-wide (the site's queue, not anyone's data).
+    """
     counts = dict.fromkeys(ENVELOPE_STATES, 0)
     for state, n in conn.execute(
         select(envelopes.c.state, func.count()).group_by(envelopes.c.state)
@@ -213,7 +217,7 @@ def store_status(conn: Connection) -> dict[str, Any]:
             envelopes.c.reason,
             envelopes.c.result_at,
         )
-        .where(envelopes.c.state == REJECTED)
+        .where(envelopes.c.state == REJECTED, *_own_envelopes(only_user))
         .order_by(envelopes.c.result_at.desc())
         .limit(REJECTED_LIST_LIMIT)
     ).all()
@@ -247,9 +251,16 @@ def store_status(conn: Connection) -> dict[str, Any]:
         ],
         "activities": {k: int(v) for k, v in activity_counts.items()},
         "attachments_incomplete": int(partial),
-        "attachments_upload": upload_counts(conn),
+        "attachments_upload": upload_counts(conn, only_user),
         "last_sync": get_meta(conn, META_LAST_SYNC),
     }
+
+
+def _own_envelopes(username: str | None) -> list[Any]:
+    if username is None:
+        return []
+    mine = select(activities.c.id).where(_mine(username)).scalar_subquery()
+    return [or_(envelopes.c.author == username, envelopes.c.activity_id.in_(mine))]
 
 
 def attachment_row(conn: Connection, sha256: str) -> Any:

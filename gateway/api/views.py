@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
-from typing import Any, TypeVar
+from typing import Any
 
 from aiohttp import ClientConnectionError, ClientPayloadError, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import outpost
-from gateway.api import queries
-from gateway.api.errors import ApiError
+from gateway.api import inputs, queries
+from gateway.api.errors import ApiError, disk_full
+from gateway.api.inputs import SignIn, read_body
 from gateway.api.keys import (
     AUTH_KEY,
     BACKHAUL_KEY,
@@ -30,65 +29,20 @@ from gateway.api.keys import (
     principal,
 )
 from gateway.api.openapi import openapi_document
+from gateway.api.scope import sees_whole_gateway
 from gateway.api.submit import answer, body_hash, store_envelope
 from gateway.replication import replication_status
 from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.schema import attachments, envelopes
 from gateway.store.store import database_bytes
-from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import EnvelopeBody
 
 logger = logging.getLogger(__name__)
 routes = web.RouteTableDef()
 
-M = TypeVar("M", bound=BaseModel)
-SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-ACTIVITY_ID_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
-# ASCII digits only, at most 15 of them (a petabyte): int() of thousands of
-# digits is refused by Python itself, and \d would take other scripts' digits.
-RANGE_RE = re.compile(r"bytes ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})")
 UPLOAD_CHUNK = 256 * 1024
-
-
-class SignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-async def read_body(request: web.Request, model: type[M], code: str = "invalid_body") -> M:
-    """Parse and validate a JSON body strictly; every failure is a clear 400/413."""
-    raw = await request.read()  # over client_max_size -> 413 via the error middleware
-    if not raw.strip():
-        raise ApiError(400, "empty_body", "Send a JSON object in the request body.")
-    try:
-        return model.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            raise ApiError(400, "malformed_json", "The request body is not valid JSON.") from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise ApiError(400, code, "The request body must be a JSON object.") from None
-        raise ApiError(
-            400,
-            code,
-            f"The request body is not valid: {describe_validation(exc)}.",
-            problems=[
-                {
-                    "field": ".".join(str(p) for p in e["loc"]),
-                    "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
-                }
-                for e in exc.errors()[:20]
-            ],
-        ) from None
-
-
-def _activity_id(request: web.Request) -> str:
-    activity_id = request.match_info["activity_id"]
-    if not ACTIVITY_ID_RE.fullmatch(activity_id):
-        raise ApiError(404, "activity_not_found", "There is no such activity on this gateway.")
-    return activity_id
+# Another user may take over a partial upload only once it has sat idle this long.
+UPLOAD_CLAIM_S = 3600.0
 
 
 # --- health, metrics, docs ----------------------------------------------------
@@ -171,7 +125,7 @@ async def list_activities(request: web.Request) -> web.Response:
 @routes.get("/api/v1/activities/{activity_id}")
 async def get_activity(request: web.Request) -> web.Response:
     user = principal(request).username
-    activity_id = _activity_id(request)
+    activity_id = inputs.activity_id(request)
     found = await request.app[STORE_KEY].async_read(
         lambda c: queries.activity_detail(c, user, activity_id)
     )
@@ -187,7 +141,7 @@ async def get_activity(request: web.Request) -> web.Response:
 @routes.post("/api/v1/activities/{activity_id}/checkout")
 async def checkout(request: web.Request) -> web.Response:
     user = principal(request).username
-    activity_id = _activity_id(request)
+    activity_id = inputs.activity_id(request)
     backhaul = request.app[BACKHAUL_KEY]
     down = ApiError(
         503,
@@ -236,7 +190,9 @@ async def post_envelope(request: web.Request) -> web.Response:
     body = await read_body(request, EnvelopeBody, "invalid_envelope")
     digest = body_hash(body)
     store = app[STORE_KEY]
-    if await app[DISK_KEY].async_is_low():
+    disk = app[DISK_KEY]
+    free = await disk.async_free_bytes()  # one reading: the cache may refresh meanwhile
+    if free < disk.floor_bytes:
         # A retry of something already saved still gets its answer; new data waits.
         envelope_id = str(body.envelope_id)
         row = await store.async_read(
@@ -245,7 +201,7 @@ async def post_envelope(request: web.Request) -> web.Response:
             ).first()
         )
         if row is None or row.body_hash != digest or row.author != user:
-            await app[DISK_KEY].async_check()
+            raise disk_full(free, disk.floor_bytes)
         return _created(answer(row), replayed=True)
     received_at = utcnow()
     # store_envelope refuses only before its first write: no savepoint needed.
@@ -265,11 +221,10 @@ def _created(result: dict[str, Any], replayed: bool) -> web.Response:
 @routes.get("/api/v1/envelopes")
 async def list_envelopes(request: web.Request) -> web.Response:
     user = principal(request).username
-    activity_id = request.query.get("activity_id")
+    activity_id = inputs.query_activity_id(request)
     store = request.app[STORE_KEY]
-    if activity_id is not None and (
-        not ACTIVITY_ID_RE.fullmatch(activity_id)
-        or not await store.async_read(lambda c: queries.activity_visible(c, user, activity_id))
+    if activity_id is not None and not await store.async_read(
+        lambda c: queries.activity_visible(c, user, activity_id)
     ):
         raise ApiError(
             404,
@@ -281,17 +236,6 @@ async def list_envelopes(request: web.Request) -> web.Response:
 
 
 # --- attachments ----------------------------------------------------------------
-
-
-def _sha(request: web.Request) -> str:
-    sha = request.match_info["sha256"]
-    if not SHA256_RE.fullmatch(sha):
-        raise ApiError(
-            400,
-            "invalid_sha256",
-            "An attachment's address is its SHA-256: 64 lowercase hex digits.",
-        )
-    return sha
 
 
 def _upload_state(row: Any, sha: str) -> dict[str, Any]:
@@ -315,43 +259,16 @@ def _offset_headers(state: dict[str, Any]) -> dict[str, str]:
 
 @routes.head("/api/v1/attachments/{sha256}")
 async def head_attachment(request: web.Request) -> web.Response:
-    sha = _sha(request)
+    sha = inputs.sha256(request)
     row = await request.app[STORE_KEY].async_read(lambda c: queries.attachment_row(c, sha))
     state = _upload_state(row, sha)
     return web.Response(status=200 if row else 404, headers=_offset_headers(state))
 
 
-def _parse_range(request: web.Request) -> tuple[int, int]:
-    """``(start, total)`` of this request's part of the blob."""
-    header = request.headers.get("Content-Range")
-    length = request.content_length
-    if header is None:
-        if length is None:
-            raise ApiError(
-                411, "length_required", "Send Content-Length (or Content-Range) with the upload."
-            )
-        return 0, length
-    match = RANGE_RE.fullmatch(header.strip())
-    if not match:
-        raise ApiError(
-            400,
-            "invalid_range",
-            "Content-Range must look like 'bytes START-END/TOTAL' with byte offsets.",
-        )
-    start, end, total = (int(g) for g in match.groups())
-    if end < start or end >= total:
-        raise ApiError(400, "invalid_range", "Content-Range's END must be within START..TOTAL-1.")
-    if length is not None and length != end - start + 1:
-        raise ApiError(
-            400, "invalid_range", "Content-Length does not match the size given by Content-Range."
-        )
-    return start, total
-
-
 @routes.put("/api/v1/attachments/{sha256}")
 async def put_attachment(request: web.Request) -> web.Response:
     app = request.app
-    sha = _sha(request)
+    sha = inputs.sha256(request)
     user = principal(request).username
     locks = app[UPLOAD_LOCKS_KEY]
     lock = locks.setdefault(sha, asyncio.Lock())
@@ -372,14 +289,24 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
     if row is not None and row.complete:
         state = _upload_state(row, sha)
         return web.json_response(state, headers=_offset_headers(state))
-    start, total = _parse_range(request)
+    start, end, total = inputs.content_range(request)
     limit = app[CONFIG_KEY].lan.max_attachment_bytes
     if total > limit:
         raise ApiError(
             413, "attachment_too_large", f"Files may be at most {limit // (1024 * 1024)} MB."
         )
     received = row.received if row is not None else 0
-    if row is not None and row.size != total and received > 0:
+    if row is not None and received > 0 and row.uploaded_by not in (None, user):
+        # Bound to its uploader: another user's PUT must not truncate it.
+        idle = await loop.run_in_executor(None, blobs.partial_idle_s, sha)
+        if idle < UPLOAD_CLAIM_S:
+            raise ApiError(
+                409,
+                "upload_in_progress",
+                "Another crew member is uploading this file right now; "
+                "it will be here once they finish.",
+            )
+    elif row is not None and row.size != total and received > 0:
         raise ApiError(
             409,
             "size_mismatch",
@@ -398,11 +325,16 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
     now = utcnow()
     fh = await loop.run_in_executor(None, blobs.open_at, sha, start)
     written = start
+    stop = end + 1  # the body must be exactly START..END
     cut: BaseException | None = None
     try:
         async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-            if written + len(chunk) > total:
-                raise ApiError(400, "body_too_long", "The body is longer than Content-Range says.")
+            if written + len(chunk) > stop:
+                raise ApiError(
+                    400,
+                    "range_mismatch",
+                    f"The body is longer than Content-Range says ({stop - start} bytes).",
+                )
             await loop.run_in_executor(None, blobs.write, fh, chunk)
             written += len(chunk)
     except (ClientPayloadError, ClientConnectionError, ConnectionResetError) as exc:
@@ -415,6 +347,16 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
     if cut is not None:
         logger.info("upload of %s cut at %d of %d bytes", sha[:12], durable, total)
         raise ApiError(400, "upload_interrupted", "The upload was cut off; resume it.")
+    if written < stop:
+        state = {"sha256": sha, "size": total, "received": durable, "complete": False}
+        raise ApiError(
+            400,
+            "range_mismatch",
+            f"The body is shorter than Content-Range says ({written - start} of "
+            f"{stop - start} bytes); continue at Upload-Offset.",
+            headers=_offset_headers(state),
+            received=durable,
+        )
     if durable < total:
         state = {"sha256": sha, "size": total, "received": durable, "complete": False}
         return web.json_response(state, status=202, headers=_offset_headers(state))
@@ -442,7 +384,8 @@ def _record_upload(
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[attachments.c.sha256],
-            set_={"size": size, "received": received},
+            # Whoever writes it now is its uploader (an idle one was taken over).
+            set_={"size": size, "received": received, "uploaded_by": user},
             where=attachments.c.complete.is_(False),
         )
     )
@@ -464,7 +407,9 @@ async def status(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG_KEY]
     store = app[STORE_KEY]
-    data = await store.async_read(queries.store_status)
+    who = principal(request)
+    only = None if sees_whole_gateway(who) else who.username
+    data = await store.async_read(lambda c: queries.store_status(c, only))
     backhaul = app[BACKHAUL_KEY].status()
     disk = await app[DISK_KEY].async_snapshot()
     db_bytes = await asyncio.get_running_loop().run_in_executor(None, database_bytes, store.path)

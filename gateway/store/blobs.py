@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 from typing import BinaryIO
 
@@ -56,6 +57,13 @@ class BlobFiles:
             return fh.tell()
         finally:
             fh.close()
+
+    def partial_idle_s(self, sha256: str) -> float:
+        """Seconds since the partial file was last written (infinite when there is none)."""
+        try:
+            return max(0.0, time.time() - self.partial_path(sha256).stat().st_mtime)
+        except FileNotFoundError:
+            return float("inf")
 
     def partial_size(self, sha256: str) -> int:
         path = self.partial_path(sha256)

@@ -169,3 +169,91 @@ async def test_cut_link_keeps_what_arrived(
         headers={**alice, "Content-Range": f"bytes {half}-{len(BLOB) - 1}/{len(BLOB)}"},
     )
     assert rest.status == 201, await rest.text()
+
+
+async def _chunked(data: bytes) -> Any:
+    """A body sent with chunked transfer encoding: no Content-Length to check it by."""
+    for i in range(0, len(data), 16_384):
+        yield data[i : i + 16_384]
+
+
+async def test_a_chunk_longer_than_its_range_is_refused_and_not_stored(
+    client: TestClient[Any, Any], alice: dict[str, str], gateway_config: Any
+) -> None:
+    total = len(BLOB)
+    resp = await client.put(
+        URL,
+        data=_chunked(BLOB[:200_000]),
+        headers={**alice, "Content-Range": f"bytes 0-99999/{total}"},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "range_mismatch"
+    head = await _head(client, alice)
+    assert int(head.headers["Upload-Offset"]) <= 100_000  # nothing past END was kept
+    partial = gateway_config.gateway.data_dir / "blobs" / "partial" / f"{SHA}.part"
+    assert partial.stat().st_size <= 100_000
+
+
+async def test_a_chunk_shorter_than_its_range_is_refused_and_resumable(
+    client: TestClient[Any, Any], alice: dict[str, str]
+) -> None:
+    total = len(BLOB)
+    resp = await client.put(
+        URL,
+        data=_chunked(BLOB[:50_000]),
+        headers={**alice, "Content-Range": f"bytes 0-99999/{total}"},
+    )
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "range_mismatch"
+    assert resp.headers["Upload-Offset"] == "50000"
+    rest = await client.put(
+        URL,
+        data=BLOB[50_000:],
+        headers={**alice, "Content-Range": f"bytes 50000-{total - 1}/{total}"},
+    )
+    assert rest.status == 201, await rest.text()
+
+
+async def test_another_users_put_cannot_truncate_an_upload_in_progress(
+    client: TestClient[Any, Any], alice: dict[str, str]
+) -> None:
+    bob = await sign_in(client, "bob")
+    half, total = 150_000, len(BLOB)
+    first = await client.put(
+        URL, data=BLOB[:half], headers={**alice, "Content-Range": f"bytes 0-{half - 1}/{total}"}
+    )
+    assert first.status == 202
+    for headers in (
+        {**bob},  # the whole file from byte 0 (would truncate alice's part)
+        {**bob, "Content-Range": f"bytes 0-9/{total}"},
+        {**bob, "Content-Range": f"bytes 0-9/{total + 1}"},
+    ):
+        data = BLOB if "Content-Range" not in headers else BLOB[:10]
+        resp = await client.put(URL, data=data, headers=headers)
+        assert resp.status == 409, await resp.text()
+        assert (await resp.json())["error"]["code"] == "upload_in_progress"
+    head = await _head(client, alice)
+    assert head.headers["Upload-Offset"] == str(half)  # alice's part is intact
+    rest = await client.put(
+        URL,
+        data=BLOB[half:],
+        headers={**alice, "Content-Range": f"bytes {half}-{total - 1}/{total}"},
+    )
+    assert rest.status == 201, await rest.text()
+    # Complete now: everyone may use it, and a PUT by bob is the no-op 200.
+    assert (await client.put(URL, data=BLOB, headers=bob)).status == 200
+
+
+async def test_an_abandoned_upload_can_be_taken_over(
+    client: TestClient[Any, Any], alice: dict[str, str], gateway_config: Any
+) -> None:
+    bob = await sign_in(client, "bob")
+    total = len(BLOB)
+    await client.put(
+        URL, data=BLOB[:1000], headers={**alice, "Content-Range": f"bytes 0-999/{total}"}
+    )
+    partial = gateway_config.gateway.data_dir / "blobs" / "partial" / f"{SHA}.part"
+    old = time.time() - 2 * 3600  # idle for two hours
+    os.utime(partial, (old, old))
+    resp = await client.put(URL, data=BLOB, headers=bob)
+    assert resp.status == 201, await resp.text()
