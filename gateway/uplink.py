@@ -467,10 +467,12 @@ class Uplink:
             _LOGGER.info("activity %s recalled by central: %s", r.activity_id, r.reason)
         elif isinstance(message, UserPush):
             u = message
-            await self._store.async_write(lambda c: replace_users(c, u))
+            ended = await self._store.async_write(lambda c: replace_users(c, u))
             if self.on_users_replaced is not None:
-                self.on_users_replaced()
+                self.on_users_replaced()  # cached sessions end now too
             _LOGGER.info("users updated from central: %d users", len(u.users))
+            if ended:
+                _LOGGER.info("sessions ended by the user push: %s", ", ".join(ended))
         elif isinstance(message, BlobReceipt):
             self.blobs.on_receipt(message)
         elif isinstance(message, CheckoutAnswer):

@@ -130,13 +130,19 @@ def check_in_activity(
     return result.rowcount > 0
 
 
-def replace_users(conn: Connection, push: UserPush) -> None:
-    """Make users and offline types exactly the pushed snapshot.
+def replace_users(conn: Connection, push: UserPush) -> list[str]:
+    """Make users and offline types exactly the pushed snapshot; return whose sessions ended.
 
-    Sessions of users who are gone or may no longer work offline end here.
+    A user's sessions end here when they are gone, may no longer work
+    offline, or their password changed centrally (a new hash): a stolen or
+    shared password stops working on the gateway at the next push.
     """
     now = utcnow()
-    pushed = {u.username for u in push.users}
+    before = {
+        r.username: r.password_hash
+        for r in conn.execute(select(users.c.username, users.c.password_hash))
+    }
+    pushed = {u.username: u for u in push.users}
     conn.execute(delete(users))
     if push.users:
         conn.execute(
@@ -153,14 +159,16 @@ def replace_users(conn: Connection, push: UserPush) -> None:
                 for u in push.users
             ],
         )
-    allowed = {u.username for u in push.users if u.offline}
-    revoked = select(sessions.c.username).distinct()
-    for (username,) in conn.execute(revoked).all():
-        if username not in pushed or username not in allowed:
+    ended: list[str] = []
+    for (username,) in conn.execute(select(sessions.c.username).distinct()).all():
+        user = pushed.get(username)
+        if user is None or not user.offline or user.password_hash != before.get(username):
             conn.execute(delete(sessions).where(sessions.c.username == username))
+            ended.append(username)
     conn.execute(delete(offline_types))
     if push.offline_types:
         conn.execute(insert(offline_types), [{"name": n} for n in sorted(set(push.offline_types))])
+    return sorted(ended)
 
 
 def set_meta(conn: Connection, key: str, value: str) -> None:
