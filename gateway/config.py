@@ -35,7 +35,11 @@ class LanSection(Section):
     signin_queue: int = Field(default=8, ge=0, le=256)
     signin_wait_s: float = Field(default=5.0, gt=0, le=60)
     disk_free_floor_mb: int = Field(default=200, ge=0)
-    metrics_auth: bool = False  # require a bearer token on /metrics
+    # /metrics is public on the LAN by default (counts, disk, backhaul; no names).
+    # metrics_auth = true: a signed-in user's bearer token; metrics_token: a
+    # fixed token for a scraper (Authorization: Bearer <it>), which implies auth.
+    metrics_auth: bool = False
+    metrics_token: SecretStr | None = Field(default=None, min_length=16)
 
 
 class StoreSection(Section):

@@ -4,7 +4,8 @@
    (4xx for the caller's mistakes; never a traceback).
 2. ``metrics_middleware`` — request counts and latency by route.
 3. ``auth_middleware``   — bearer token for everything under ``/api/`` except
-   sign-in (and ``/metrics`` when ``lan.metrics_auth``); the web app's static
+   sign-in (and ``/metrics`` when ``lan.metrics_auth``, or only its own
+   ``lan.metrics_token`` when that is set); the web app's static
    files and ``/healthz`` stay public. A path or method no route has is
    answered (404, 405 with ``Allow``) before the token is looked at.
 
@@ -16,6 +17,7 @@ the caller's bad input too: a 400, logged as a warning, never a 500.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -108,12 +110,26 @@ def _needs_token(request: web.Request) -> bool:
     return False
 
 
+def _check_metrics_token(request: web.Request, expected: str) -> None:
+    token = bearer_token(request)
+    if not hmac.compare_digest(token.encode(), expected.encode()):
+        raise ApiError(
+            401,
+            "invalid_token",
+            "This is not the metrics token (lan.metrics_token).",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     unrouted = request.match_info.http_exception
     if unrouted is not None:
         raise unrouted  # 404 / 405 (with Allow): nothing to protect at no address
-    if _needs_token(request):
+    metrics_token = request.app[CONFIG_KEY].lan.metrics_token
+    if metrics_token is not None and request.path == "/metrics":
+        _check_metrics_token(request, metrics_token.get_secret_value())
+    elif _needs_token(request):
         token = bearer_token(request)
         request[PRINCIPAL] = await request.app[AUTH_KEY].async_authenticate(token)
     return await handler(request)

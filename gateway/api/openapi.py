@@ -133,10 +133,10 @@ def openapi_document() -> dict[str, Any]:
         },
         "/metrics": {
             "get": _op(
-                "Prometheus metrics: public by default; a bearer token is needed when "
-                "lan.metrics_auth = true",
+                "Prometheus metrics: public on the LAN by default; lan.metrics_auth = true "
+                "wants a signed-in user's bearer token, lan.metrics_token its own fixed one",
                 {"200": "text exposition format"},
-                errors={"401": "lan.metrics_auth is on and no valid token was sent"},
+                errors={"401": "a token is configured and none (or another) was sent"},
                 public=True,
             )
         },

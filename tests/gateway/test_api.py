@@ -112,6 +112,26 @@ async def test_metrics_can_require_a_token(
     assert (await client.get("/metrics", headers=await sign_in(client))).status == 200
 
 
+async def test_metrics_can_take_a_fixed_scraper_token_instead(
+    aiohttp_client: ClientFactory, seeded_store: Store
+) -> None:
+    secret = "scraper-token-0123456789"
+    config = make_gateway_config(seeded_store.path.parent, lan={"metrics_token": secret})
+    client = await aiohttp_client(create_app(config, seeded_store))
+    assert (await client.get("/metrics")).status == 401
+    crew = await sign_in(client)
+    assert (await client.get("/metrics", headers=crew)).status == 401  # only its own token
+    ok = await client.get("/metrics", headers={"Authorization": f"Bearer {secret}"})
+    assert ok.status == 200 and "outpost_backhaul_up" in await ok.text()
+    # The token opens /metrics only, never the API.
+    api = await client.get("/api/v1/activities", headers={"Authorization": f"Bearer {secret}"})
+    assert api.status == 401
+
+
+async def test_metrics_are_public_by_default(client: TestClient[Any, Any]) -> None:
+    assert (await client.get("/metrics")).status == 200
+
+
 async def test_openapi_describes_every_route(
     client: TestClient[Any, Any], alice: dict[str, str]
 ) -> None:
