@@ -4,11 +4,13 @@
   at most ``lan.signin_concurrency`` argon2 checks at once (64 MiB each),
   a short wait line, then 503 with ``Retry-After``; unknown users cost the
   same as known ones and take their turn too.
-- Each attempt is reserved against the user's and the client address's
-  lockout keys *before* its password is checked (one transaction in the
-  store's writer), so at most ``lan.signin_max_failures`` guesses per key
-  are ever evaluated per lock period, concurrent or not; later guesses are
-  slowed down (exponential, capped). A right password clears the keys.
+- Each attempt is reserved against the user's lockout key *before* its
+  password is checked (one transaction in the store's writer), so at most
+  ``lan.signin_max_failures`` guesses per user are ever evaluated per lock
+  period, concurrent or not; later guesses are slowed down (exponential,
+  capped). The client address is charged for failures only (a crew signing
+  in from one tablet does not lock it) and refused while locked. A right
+  password clears the user's key.
 - Tokens are 256-bit random strings; only their SHA-256 is stored.
 - Authenticated principals are cached for a few seconds so a request does not
   cost a database read; a user push that ends sessions clears the cache, and
@@ -37,7 +39,9 @@ from outpost.passwords import (
     PasswordGate,
     PasswordsBusy,
     SignInLocked,
+    check_unlocked,
     clear_attempts,
+    record_failure,
     refund_attempt,
     reserve_attempt,
 )
@@ -102,13 +106,17 @@ class Auth:
     async def async_sign_in(
         self, username: str, password: str, client: str
     ) -> tuple[str, Principal]:
-        keys = (f"user:{username}", f"client:{client}")
+        user_key, client_key = f"user:{username}", f"client:{client}"
+        keys = (user_key,)
         now = utcnow()
         policy = self.policy
+
+        def reserve(conn: Connection) -> int:
+            check_unlocked(conn, signin_failures, [client_key], now)
+            return reserve_attempt(conn, signin_failures, [user_key], policy, now)
+
         try:
-            attempt = await self._store.async_write(
-                lambda c: reserve_attempt(c, signin_failures, keys, policy, now)
-            )
+            attempt = await self._store.async_write(reserve)
         except SignInLocked as exc:
             raise _locked(exc.until, now) from None
         delay = policy.delay_s(attempt)
@@ -135,7 +143,10 @@ class Auth:
             ) from None
         if not ok or row is None:
             logger.info("failed sign-in for user %r from %s", username, client)
-            if attempt >= policy.max_failures:
+            failures = await self._store.async_write(
+                lambda c: record_failure(c, signin_failures, [client_key], policy, utcnow())
+            )
+            if max(attempt, failures) >= policy.max_failures:
                 raise _locked(now + timedelta(seconds=policy.lockout_s), utcnow())
             raise ApiError(401, "bad_credentials", "The username or password is wrong.")
         if not row.offline:

@@ -38,6 +38,9 @@ a guess that could not be evaluated (the gate was busy) is refunded.
   inside the transaction so an earlier key's reservation rolls back too.
 - ``clear_attempts(conn, table, keys)`` after a right password;
   ``refund_attempt(conn, table, keys, policy)`` when it was not evaluated.
+- ``record_failure(conn, table, keys, policy, now)`` charges a wrong password
+  to keys that successes must not use up (a client address many people sign
+  in from); ``check_unlocked(conn, table, keys, now)`` refuses a locked one.
 - ``policy.delay_s(n)``: the slow-down before evaluating attempt ``n``.
 """
 
@@ -295,6 +298,59 @@ def _insert(conn: Connection, table: Table) -> Any:
     raise NotImplementedError(f"the lockout needs SQLite or PostgreSQL, not {name}")
 
 
+def _upsert_attempt(
+    conn: Connection,
+    table: Table,
+    key: str,
+    policy: LockoutPolicy,
+    now: datetime,
+    *,
+    only_if_allowed: bool,
+) -> int | None:
+    """Count one attempt against ``key``; its number, or None when refused (only_if_allowed)."""
+    c = table.c
+    lock_at = now + timedelta(seconds=policy.lockout_s)
+    # Bound with the column's own type: a store may keep times as text.
+    lock_value = literal(lock_at, c.locked_until.type)
+    forget_before = _forget_before(policy, now)
+    fresh = or_(
+        and_(c.locked_until.is_not(None), c.locked_until <= now),
+        and_(c.locked_until.is_(None), c.last_at < forget_before),
+    )
+    count = case((fresh, 1), else_=c.failures + 1)
+    stmt = _insert(conn, table).values(
+        key=key,
+        failures=1,
+        last_at=now,
+        locked_until=lock_at if policy.max_failures <= 1 else None,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[c.key],
+        set_={
+            "failures": count,
+            "last_at": now,
+            # A lock in force stays as it is; reaching the limit starts one.
+            "locked_until": case(
+                (and_(c.locked_until.is_not(None), c.locked_until > now), c.locked_until),
+                (count >= policy.max_failures, lock_value),
+                else_=None,
+            ),
+        },
+        where=(
+            or_(fresh, and_(c.locked_until.is_(None), c.failures < policy.max_failures))
+            if only_if_allowed
+            else None
+        ),
+    )
+    # RETURNING (SQLite >= 3.35, PostgreSQL): no row when the WHERE refused it.
+    n = conn.execute(stmt.returning(c.failures)).scalar_one_or_none()
+    return None if n is None else int(n)
+
+
+def _forget_before(policy: LockoutPolicy, now: datetime) -> datetime:
+    return now - timedelta(seconds=max(policy.forget_s, 2 * policy.lockout_s))
+
+
 def reserve_attempt(
     conn: Connection,
     table: Table,
@@ -309,46 +365,48 @@ def reserve_attempt(
     keeps a reservation from a refused attempt.
     """
     c = table.c
-    lock_at = now + timedelta(seconds=policy.lockout_s)
-    # Bound with the column's own type: a store may keep times as text.
-    lock_value = literal(lock_at, c.locked_until.type)
-    forget_before = now - timedelta(seconds=max(policy.forget_s, 2 * policy.lockout_s))
     # Keep the table small: forget old, unlocked keys.
     conn.execute(
         delete(table).where(
-            c.last_at < forget_before,
+            c.last_at < _forget_before(policy, now),
             or_(c.locked_until.is_(None), c.locked_until < now),
         )
     )
     attempt = 0
     for key in keys:
-        fresh = or_(
-            and_(c.locked_until.is_not(None), c.locked_until <= now),
-            and_(c.locked_until.is_(None), c.last_at < forget_before),
-        )
-        count = case((fresh, 1), else_=c.failures + 1)
-        stmt = _insert(conn, table).values(
-            key=key,
-            failures=1,
-            last_at=now,
-            locked_until=lock_at if policy.max_failures <= 1 else None,
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[c.key],
-            set_={
-                "failures": count,
-                "last_at": now,
-                "locked_until": case((count >= policy.max_failures, lock_value), else_=None),
-            },
-            where=or_(fresh, and_(c.locked_until.is_(None), c.failures < policy.max_failures)),
-        )
-        # RETURNING (SQLite >= 3.35, PostgreSQL): no row when the WHERE refused it.
-        n = conn.execute(stmt.returning(c.failures)).scalar_one_or_none()
+        n = _upsert_attempt(conn, table, key, policy, now, only_if_allowed=True)
         if n is None:
             until = conn.execute(select(c.locked_until).where(c.key == key)).scalar_one_or_none()
+            lock_at = now + timedelta(seconds=policy.lockout_s)
             raise SignInLocked(_aware(until) if isinstance(until, datetime) else lock_at, key)
-        attempt = max(attempt, int(n))
+        attempt = max(attempt, n)
     return attempt
+
+
+def record_failure(
+    conn: Connection,
+    table: Table,
+    keys: Sequence[str],
+    policy: LockoutPolicy,
+    now: datetime,
+) -> int:
+    """Charge a failed attempt to ``keys`` after the fact (e.g. a client address).
+
+    For keys that must not be charged for attempts that succeed -- many people
+    signing in from one address -- while ``reserve_attempt`` holds the
+    per-user bound. Returns the highest count; a key reaching the limit locks.
+    """
+    counts = [
+        _upsert_attempt(conn, table, key, policy, now, only_if_allowed=False) or 0 for key in keys
+    ]
+    return max(counts, default=0)
+
+
+def check_unlocked(conn: Connection, table: Table, keys: Sequence[str], now: datetime) -> None:
+    """Raise ``SignInLocked`` when any of ``keys`` is locked now (a read)."""
+    until = locked_until(conn, table, keys, now)
+    if until is not None:
+        raise SignInLocked(until, ",".join(keys))
 
 
 def clear_attempts(conn: Connection, table: Table, keys: Sequence[str]) -> None:

@@ -246,3 +246,22 @@ async def test_password_checks_are_bounded_and_the_rest_get_503(
         ).all()
     )
     assert all(r.failures <= 1 for r in rows)
+
+
+async def test_a_crew_signing_in_from_one_address_is_not_locked_out(
+    aiohttp_client: ClientFactory, seeded_store: Store
+) -> None:
+    """Successes are not charged to the client address: one shared tablet, many people."""
+    config = make_gateway_config(seeded_store.path.parent, lan={"signin_max_failures": 2})
+    client = await aiohttp_client(create_app(config, seeded_store))
+    for _ in range(3):  # more sign-ins than max_failures, from one address
+        for user in ("alice", "bob"):
+            await sign_in(client, user)
+    # ... but its failures are: two wrong guesses lock the address for everyone on it.
+    for user in ("alice", "bob"):
+        resp = await client.post("/api/v1/session", json={"username": user, "password": "no"})
+    assert resp.status == 429
+    resp = await client.post(
+        "/api/v1/session", json={"username": "alice", "password": PASSWORDS["alice"]}
+    )
+    assert resp.status == 429

@@ -23,10 +23,12 @@ from outpost.passwords import (
     PasswordGate,
     PasswordsBusy,
     SignInLocked,
+    check_unlocked,
     clear_attempts,
     hash_password,
     locked_until,
     lockout_table,
+    record_failure,
     refund_attempt,
     reserve_attempt,
     verify_password,
@@ -215,3 +217,18 @@ def test_slowdown_grows_after_the_first_miss() -> None:
     policy = LockoutPolicy(max_failures=5, lockout_s=60, slowdown_s=0.5)
     assert [policy.delay_s(n) for n in (1, 2, 3, 4)] == [0.0, 0.5, 1.0, 2.0]
     assert policy.delay_s(30) == 10.0
+
+
+def test_failures_charged_after_the_fact_lock_at_the_limit(
+    lock_db: tuple[Engine, object],
+) -> None:
+    engine, table = lock_db
+    now = _now()
+    for n in range(1, 5):
+        with engine.begin() as conn:
+            assert record_failure(conn, table, ["client:c"], POLICY, now) == n  # type: ignore[arg-type]
+            check_unlocked(conn, table, ["client:c"], now)  # type: ignore[arg-type]
+    with engine.begin() as conn:
+        assert record_failure(conn, table, ["client:c"], POLICY, now) == 5  # type: ignore[arg-type]
+    with pytest.raises(SignInLocked), engine.begin() as conn:
+        check_unlocked(conn, table, ["client:c"], now)  # type: ignore[arg-type]
