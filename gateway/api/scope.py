@@ -13,6 +13,7 @@ from gateway.auth import Principal
 def sees_whole_gateway(principal: Principal) -> bool:
     """May ``principal`` see other crew members' envelopes, rejections and files?
 
-    The site-lead role (set centrally, pushed with the users) answers True here.
+    The site-lead role (granted centrally per gateway, pushed with the users)
+    answers True here; a push that takes it away clears the principal cache.
     """
-    return False
+    return principal.site_lead

@@ -18,8 +18,15 @@ from gateway.api.disk import DiskGuard
 from gateway.api.keys import DISK_KEY
 from gateway.app import create_app
 from gateway.store import Store
+from gateway.store.ops import replace_users
 from gateway.store.schema import REJECTED, attachments, envelopes
-from tests.gateway.conftest import ClientFactory, envelope_body, sha256_hex, sign_in
+from tests.gateway.conftest import (
+    ClientFactory,
+    envelope_body,
+    sha256_hex,
+    sign_in,
+    user_push,
+)
 
 
 async def _reject(store: Store, envelope_id: str, reason: str) -> None:
@@ -90,3 +97,27 @@ async def test_free_space_changing_mid_request_never_gives_a_500(
             if resp.status == 201:
                 break
     assert seen == {201, 507}
+
+
+async def test_a_site_lead_sees_every_crew_members_rejections(
+    client: TestClient[Any, Any], seeded_store: Store
+) -> None:
+    alice, bob = await sign_in(client, "alice"), await sign_in(client, "bob")
+    mine, theirs = envelope_body("act-1"), envelope_body("act-bob")
+    assert (await client.post("/api/v1/envelopes", json=mine, headers=alice)).status == 201
+    assert (await client.post("/api/v1/envelopes", json=theirs, headers=bob)).status == 201
+    await _reject(seeded_store, mine["envelope_id"], "alice's reason")
+    await _reject(seeded_store, theirs["envelope_id"], "bob's reason")
+    push = user_push("alice", "bob")
+    lead = push.model_copy(
+        update={
+            "users": [u.model_copy(update={"site_lead": u.username == "bob"}) for u in push.users]
+        }
+    )
+    await seeded_store.async_write(lambda c: replace_users(c, lead))
+    bob = await sign_in(client, "bob")  # a fresh session reads the grant
+    status = await (await client.get("/api/v1/status", headers=bob)).json()
+    assert {r["envelope_id"] for r in status["rejected"]} == {
+        mine["envelope_id"],
+        theirs["envelope_id"],
+    }
