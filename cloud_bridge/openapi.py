@@ -6,9 +6,12 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from pydantic import BaseModel, TypeAdapter
+
 import outpost
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.forms import ActivityTypeDef
+from outpost.wire.schemas import ActivityId, GatewayId, Sha256, TypeName, Username
 
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -22,6 +25,55 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 _PARAM = re.compile(r"{(\w+)}")
+_REF = "#/components/schemas/{model}"
+
+
+def _of(kind: Any) -> dict[str, Any]:
+    return TypeAdapter(kind).json_schema()
+
+
+# What a path parameter holds, by its name: the wire contract's identifiers.
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "activity_id": _of(ActivityId),
+    "gateway_id": _of(GatewayId),
+    "username": _of(Username),
+    "sha256": _of(Sha256),
+    "name": _of(TypeName),
+    "type": _of(TypeName),
+    "envelope_id": {"type": "string", "format": "uuid"},
+    "token_id": {"type": "string", "pattern": "^[0-9a-f]{12}$"},  # identity.create_token
+    "version": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
+}
+
+# Answers beyond every operation's own (200; 400, 404, 409; 401, 403 unless
+# public; 413 with a body), by (method, path).
+EXTRA_STATUSES: dict[tuple[str, str], dict[str, str]] = {
+    ("POST", "/api/v1/session"): {
+        "201": "signed in",
+        "401": "wrong username or password",
+        "403": "the account is disabled",
+        "429": "too many wrong guesses: signin_locked, with Retry-After",
+        "503": "password checks are busy: signin_busy, with Retry-After",
+    },
+    ("PUT", "/api/v1/users/{username}"): {
+        "201": "created",
+        "503": "password work is busy, with Retry-After",
+    },
+    ("POST", "/api/v1/activity-types"): {"201": "created"},
+    ("POST", "/api/v1/activities"): {"201": "created"},
+    ("POST", "/api/v1/tokens"): {"201": "created; the token is shown this once"},
+    ("POST", "/api/v1/activities/{activity_id}/approve"): {
+        "429": "too many wrong passwords, with Retry-After",
+        "503": "password checks are busy, with Retry-After",
+    },
+    ("POST", "/api/v1/activities/{activity_id}/dispatch"): {
+        "503": "the broker is unreachable: broker_unavailable (the check-out was undone)",
+    },
+    ("POST", "/api/v1/activities/{activity_id}/review"): {
+        "503": "the broker is unreachable: the note could not be sent",
+    },
+    ("GET", "/healthz"): {"503": "the database does not answer"},
+}
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -36,13 +88,21 @@ def document() -> dict[str, Any]:
     from cloud_bridge.views import all_routes
 
     paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {
+        "Error": ERROR_SCHEMA,
+        "Gateway": GATEWAY_SCHEMA,
+        "Figure": FIGURE_SCHEMA,
+    }
     for route in all_routes():
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,
             "responses": {
                 "200": {"description": "OK"},
-                "400": _error("the body or a parameter is not valid"),
+                "400": _error(
+                    "the body or a parameter is not valid, or the address holds a control "
+                    "character (invalid_path, invalid_query)"
+                ),
                 "404": _error("no such thing"),
                 "409": _error("the activity's state refuses it (rule code in error.code)"),
             },
@@ -50,23 +110,33 @@ def document() -> dict[str, Any]:
         if route.public:
             op["security"] = []
         else:
-            op["responses"]["401"] = _error("no or wrong admin token")
+            op["responses"]["401"] = _error("no token, or one that is not valid")
+            op["responses"]["403"] = _error("this role may not do that (error.message says why)")
         params = _PARAM.findall(route.path)
         if params:
             op["parameters"] = [
-                {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
+                {
+                    "name": p,
+                    "in": "path",
+                    "required": True,
+                    "schema": PATH_PARAMETERS.get(p, {"type": "string"}),
+                }
                 for p in params
             ]
-        body_schema = None
-        if route.body is not None:
-            body_schema = route.body.model_json_schema()
-        elif route.path == "/api/v1/activity-types" and route.method == "POST":
-            body_schema = ActivityTypeDef.model_json_schema()
-        if body_schema is not None:
+        model: type[BaseModel] | None = route.body
+        if model is None and route.path == "/api/v1/activity-types" and route.method == "POST":
+            model = ActivityTypeDef
+        if model is not None:
             op["requestBody"] = {
                 "required": route.method != "POST" or not route.path.endswith("/cancel"),
-                "content": {"application/json": {"schema": body_schema}},
+                "content": {"application/json": {"schema": _component(model, schemas)}},
             }
+            op["responses"]["413"] = _error("the body is larger than admin.max_body_bytes")
+        for status, why in EXTRA_STATUSES.get((route.method, route.path), {}).items():
+            if status.startswith("2"):
+                op["responses"][status] = {"description": why}
+            else:
+                op["responses"][status] = _error(why)
         paths.setdefault(route.path, {})[route.method.lower()] = op
     _fleet_responses(paths)
     attachment = paths.get("/api/v1/attachments/{sha256}", {}).get("get")
@@ -84,9 +154,18 @@ def document() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"Error": ERROR_SCHEMA, "Gateway": GATEWAY_SCHEMA, "Figure": FIGURE_SCHEMA},
+            "schemas": schemas,
         },
     }
+
+
+def _component(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
+    """``model``'s schema as a component; the models it uses become components too."""
+    schema = model.model_json_schema(ref_template=_REF)
+    for name, sub in schema.pop("$defs", {}).items():
+        schemas.setdefault(name, sub)
+    schemas.setdefault(model.__name__, schema)
+    return {"$ref": _REF.format(model=model.__name__)}
 
 
 def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:

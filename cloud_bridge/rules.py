@@ -653,7 +653,7 @@ def parse_type_definition(data: Any) -> ActivityTypeDef:
     from cloud_bridge.form_errors import problems
 
     try:
-        return ActivityTypeDef.model_validate(data)
+        return ActivityTypeDef.model_validate(data, strict=True)  # JSON has the types
     except ValidationError as exc:
         raise bad_request(
             f"The activity type is not valid: {'; '.join(problems(data, exc))}.", "invalid_type"

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -36,9 +36,10 @@ from cloud_bridge.models import (
     User,
     utcnow,
 )
-from cloud_bridge.permissions import Action, Actor, owns, scope
+from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
 from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import Dispatch, Recall
+from outpost.wire.topics import GATEWAY_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,17 @@ STATES = ("online", "offline", "canceled")
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # strict: 0 is not false, "3" is not 3 (JSON has the types; a coerced one is a mistake)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _documented(pattern: str | None = None, **schema: Any) -> dict[str, Any]:
+    """What the rules check for a field with their own error code, said in the document."""
+    return {"json_schema_extra": {**({"pattern": pattern} if pattern else {}), **schema}}
+
+
+_GATEWAY = GATEWAY_ID_PATTERN
+_USERNAME = r"^[A-Za-z0-9_.@-]{1,64}$"
 
 
 class ActivityCreate(Body):
@@ -68,11 +79,13 @@ class ApproveBody(Body):
     """A person approves with their own password; the admin token names the ``approver``."""
 
     password: str | None = Field(default=None, min_length=1, max_length=1024)
-    approver: str | None = Field(default=None, min_length=1, max_length=64)
+    approver: str | None = Field(
+        default=None, min_length=1, max_length=64, **_documented(_USERNAME)
+    )
 
 
 class DispatchBody(Body):
-    gateway_id: str = Field(min_length=1, max_length=64)
+    gateway_id: str = Field(min_length=1, max_length=64, **_documented(_GATEWAY))
 
 
 class CancelBody(Body):
@@ -83,9 +96,13 @@ class UserBody(Body):
     password: str | None = Field(default=None, min_length=8, max_length=1024)
     offline: bool | None = None
     display_name: str | None = Field(default=None, max_length=200)
-    role: str | None = Field(default=None, max_length=16)
-    sites: list[str] | None = Field(default=None, max_length=people.MAX_SITES)
-    site_lead: list[str] | None = Field(default=None, max_length=people.MAX_SITES)
+    role: str | None = Field(default=None, max_length=16, **_documented(enum=[*ROLES, None]))
+    sites: list[Annotated[str, Field(**_documented(_GATEWAY))]] | None = Field(
+        default=None, max_length=people.MAX_SITES
+    )
+    site_lead: list[Annotated[str, Field(**_documented(_GATEWAY))]] | None = Field(
+        default=None, max_length=people.MAX_SITES
+    )
     disabled: bool | None = None
 
 
@@ -96,10 +113,32 @@ class SessionBody(Body):
 
 class TokenBody(Body):
     name: str = Field(min_length=1, max_length=100)
-    username: str | None = Field(default=None, min_length=1, max_length=64)
+    username: str | None = Field(
+        default=None, min_length=1, max_length=64, **_documented(_USERNAME)
+    )
 
 
 B = TypeVar("B", bound=BaseModel)
+
+
+def _unstorable_text(value: Any) -> str | None:
+    """What no database column takes in a string of ``value``, if anything."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a lone UTF-16 surrogate (not Unicode)"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return None
 
 
 async def read_json(request: web.Request) -> Any:
@@ -107,7 +146,7 @@ async def read_json(request: web.Request) -> Any:
         raise bad_request("The request needs a JSON body.", "body_required")
     raw = await request.read()
     try:
-        return json.loads(raw)
+        data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise bad_request(f"The body is not valid JSON: {exc}.", "invalid_json") from None
     except ValueError:  # an integer of more digits than int() takes (4,300)
@@ -116,6 +155,10 @@ async def read_json(request: web.Request) -> Any:
         ) from None
     except RecursionError:
         raise bad_request("The body is nested too deeply.", "invalid_json") from None
+    problem = _unstorable_text(data)
+    if problem is not None:
+        raise bad_request(f"A text in the body holds {problem}.", "invalid_json")
+    return data
 
 
 async def read_body(request: web.Request, model: type[B], *, optional: bool = False) -> B:

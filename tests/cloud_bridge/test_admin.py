@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -170,3 +172,20 @@ async def test_generated_token_used_when_config_has_none(tmp_path: Path, broker:
             assert resp.status == 200
     finally:
         await b.async_stop()
+
+
+def test_the_openapi_document_resolves_and_types_every_path_parameter() -> None:
+    """Every $ref points into the document; every path parameter has its identifier's schema."""
+    from cloud_bridge.openapi import PATH_PARAMETERS, document
+
+    doc = document()
+    text = json.dumps(doc)
+    for ref in set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text)):
+        assert ref in doc["components"]["schemas"], ref
+    assert "#/$defs/" not in text
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                assert param["name"] in PATH_PARAMETERS, (path, param["name"])
+            if "requestBody" in op:
+                assert "413" in op["responses"], path

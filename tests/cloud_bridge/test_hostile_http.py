@@ -149,3 +149,23 @@ async def test_a_wrong_method_is_a_405_with_allow(bridge: Bridge, method: str, p
     status, headers, payload = await raw_request(bridge, method, path)
     assert (status, error_code(payload)) == (405, "method_not_allowed")
     assert "GET" in headers["allow"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"fence\\u0000gate"', '"\\ud800"', '"\\udc80 alone"'],
+    ids=["nul", "lone-high-surrogate", "lone-low-surrogate"],
+)
+async def test_text_no_database_holds_is_a_400(bridge: Bridge, text: str) -> None:
+    """PostgreSQL refuses NUL in text; no UTF-8 encoder takes a lone surrogate."""
+    bodies = {
+        "/api/v1/activities": '{"title": %s, "type": "x", "responsible": "ana"}',
+        "/api/v1/activity-types": '{"name": "x", "offline": true, "form": {"fields": '
+        '[{"name": "a", "type": "text", "label": %s}]}}',
+        "/api/v1/users/eve": '{"password": "long enough", "display_name": %s}',
+    }
+    for path, template in bodies.items():
+        method = "PUT" if "users" in path else "POST"
+        body = (template % text).encode()
+        status, _, payload = await raw_request(bridge, method, path, JSON, body)
+        assert (status, error_code(payload)) == (400, "invalid_json"), (path, payload[:300])
