@@ -62,6 +62,7 @@ from cloud_bridge.models import (
     RecordRow,
 )
 from cloud_bridge.rejections import Refusal
+from cloud_bridge.rules import new_gateway_row
 from outpost.forms import FormDefinition, validate_submission
 from outpost.wire.schemas import EnvelopeResult, WireEnvelope
 
@@ -481,14 +482,7 @@ class BulkBatch:
             select(_gateways.c.last_seen).where(_gateways.c.id == self.gateway_id)
         ).first()
         if found is None:
-            conn.execute(
-                insert(_gateways).values(
-                    id=self.gateway_id,
-                    first_seen=self.now,
-                    last_seen=self.now,
-                    state="unknown",
-                )
-            )
+            conn.execute(new_gateway_row(conn.dialect.name, self.gateway_id, self.now))
         else:
             conn.execute(
                 update(_gateways)

@@ -19,7 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import Executable, Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from cloud_bridge import people, rejections
@@ -602,14 +604,30 @@ def list_envelopes(
 # --- gateways and pushes -----------------------------------------------------------
 
 
+def new_gateway_row(dialect: str, gateway_id: str, now: datetime) -> Executable:
+    """``INSERT`` a gateway's row unless it exists (``ON CONFLICT DO NOTHING``).
+
+    A gateway is first seen by whichever transaction comes first: its state
+    message, its first batch, a dispatch to it. On PostgreSQL two of them at
+    once both found no row and both inserted it: one failed (a 500 for a
+    dispatch). The conflict clause makes the second wait and do nothing.
+    """
+    table: Table = Gateway.__table__  # type: ignore[assignment]
+    values = {"id": gateway_id, "first_seen": now, "last_seen": now, "state": "unknown"}
+    if dialect == "postgresql":
+        return pg_insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+    return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
+
+
 def touch_gateway(session: Session, gateway_id: str, now: datetime | None = None) -> Gateway:
     now = now or utcnow()
     gw = session.get(Gateway, gateway_id)
     if gw is None:
-        gw = Gateway(id=gateway_id, first_seen=now, last_seen=now, state="unknown")
-        session.add(gw)
-    else:
-        gw.last_seen = max(gw.last_seen, now)
+        session.execute(new_gateway_row(session.get_bind().dialect.name, gateway_id, now))
+        gw = session.get(Gateway, gateway_id)
+        assert gw is not None
+    if gw.last_seen < now:
+        gw.last_seen = now
     session.flush()
     return gw
 

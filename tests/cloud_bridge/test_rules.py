@@ -198,3 +198,28 @@ def test_a_gateway_checks_out_only_for_its_own_crew_responsible_for_the_activity
     assert refusal("ana") == "user_not_at_site"
     with db.session() as s:
         assert rules.get_activity(s, aid).holder_gateway == "site-a"  # nothing changed
+
+
+def test_a_gateway_first_seen_by_several_transactions_at_once_gets_one_row(
+    db: Database, seed: Seeded
+) -> None:
+    """Its state message, a batch and a dispatch can all be the first to see a gateway."""
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def first_sight() -> None:
+        try:
+            with db.session() as s:
+                barrier.wait()
+                rules.touch_gateway(s, "site-new")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=first_sight) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    with db.session() as s:
+        assert rules.known_gateways(s).count("site-new") == 1
