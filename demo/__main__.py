@@ -10,8 +10,15 @@ Everything runs on this machine on free ports, with its files under
 4. the backhaul is cut (the broker stops), the crew keeps working: nothing
    is lost, envelopes wait on the gateway's disk;
 5. the backhaul returns and everything is applied centrally, once;
+6. one more activity is dispatched and left unstarted, for whoever runs the
+   demo to open in the crews' web app;
 
-then it prints where everything is and runs until Ctrl-C.
+then it prints the links to open in a browser (each with what to sign in
+with) and runs until it is told to stop. Whatever ends it — Ctrl-C, SIGTERM,
+a closed terminal (SIGHUP), a closed output pipe (``make demo | tee log``
+then Ctrl-C) — it stops the gateway, the bridge and the broker before it
+exits; its children also die with it if it is killed outright (SIGKILL).
+Everything it says also goes to ``var/demo/demo.log``.
 """
 
 from __future__ import annotations
@@ -26,9 +33,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import aiohttp
 
@@ -56,15 +64,92 @@ FORM = {
     ],
 }
 CREW = {"ana": "correct horse battery", "ben": "staple gun lantern"}
+SITE_LEAD = "ben"  # central makes ben site lead of site-a: he sees the Site screen
+ADMIN = ("admin", "demo admin password")  # a person (role admin) for the platform's pages
+FOR_THE_NEWCOMER = "Substation gate check"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Output:
+    """What the demo says: to the terminal while it is there, and always to demo.log.
+
+    A closed pipe (``| tee`` ended by the same Ctrl-C) or a closed terminal
+    must not stop the cleanup: the terminal is dropped, the log goes on.
+    """
+
+    def __init__(self) -> None:
+        self.log: IO[str] | None = None
+        self.terminal = True
+
+    def open_log(self, path: Path) -> None:
+        self.log = open(path, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - the demo's lifetime
+
+    def line(self, text: str = "") -> None:
+        if self.log is not None:
+            self.log.write(text + "\n")
+        if not self.terminal:
+            return
+        try:
+            print(text, flush=True)
+        except (BrokenPipeError, OSError):  # EPIPE, or EIO from a closed terminal
+            self.drop_terminal()
+
+    def drop_terminal(self) -> None:
+        """Point stdout at /dev/null, so nothing (not even Python's exit flush) writes there."""
+        self.terminal = False
+        if self.log is not None:
+            self.log.write("(the terminal is gone: what follows is written here only)\n")
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+
+    def close(self) -> None:
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+
+out = Output()
 
 
 def say(step: str, text: str = "") -> None:
     stamp = datetime.now().strftime("%H:%M:%S")
-    print(f"[{stamp}] {step}{(' — ' + text) if text else ''}", flush=True)
+    out.line(f"[{stamp}] {step}{(' — ' + text) if text else ''}")
 
 
 class DemoError(Exception):
     pass
+
+
+class Stopped(BaseException):
+    """A stop signal arrived (SIGINT, SIGTERM, SIGHUP): unwind, then clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def signals_ignored() -> Iterator[None]:
+    """While cleaning up, a second Ctrl-C (or a HUP after the terminal closed) waits its turn."""
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def die_with_us() -> list[str]:
+    """A prefix that makes a child get SIGTERM if the demo dies (even by SIGKILL): Linux's
+    parent-death signal, set by util-linux ``setpriv`` just before it execs the command."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 class Api:
@@ -126,8 +211,12 @@ interfaces = ["127.0.0.1"]
 
 
 def start(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
-    fh = open(log, "wb")  # noqa: SIM115 - lives as long as the process
-    return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    with open(log, "wb") as fh:  # the child keeps its own copy of the descriptor
+        # Its own session: a Ctrl-C in the terminal reaches the demo only, which
+        # then stops its children in order (the gateway's last words reach central).
+        return subprocess.Popen(
+            die_with_us() + cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
 
 def stop(proc: subprocess.Popen[bytes] | None) -> None:
@@ -135,7 +224,7 @@ def stop(proc: subprocess.Popen[bytes] | None) -> None:
         return
     proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(10)
+        proc.wait(15)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
@@ -179,7 +268,20 @@ async def counts(gw: Api) -> dict[str, int]:
 
 
 def fmt(c: dict[str, int]) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v) or "none"
+    """'envelopes applied 3, stored 2': every count says what it counts."""
+    shown = ", ".join(f"{k} {v}" for k, v in sorted(c.items()) if v)
+    return f"envelopes {shown}" if shown else "no envelopes"
+
+
+async def dispatch(central: Api, title: str) -> dict[str, Any]:
+    act = await central.call(
+        "POST", "/api/v1/activities", {"title": title, "type": "inspection", "responsible": "ana"}
+    )
+    await central.call("POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "ana"})
+    await central.call(
+        "POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": GATEWAY_ID}
+    )
+    return dict(act)
 
 
 async def story(broker: Broker, lan: int, admin: int) -> None:
@@ -187,7 +289,7 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         central = Api(http, f"http://127.0.0.1:{admin}", ADMIN_TOKEN)
         gw = Api(http, f"http://127.0.0.1:{lan}")
 
-        say("central", "defining the 'inspection' form and the crew")
+        say("central", "defining the 'inspection' form, the crew and an admin")
         await central.call(
             "POST", "/api/v1/activity-types", {"name": "inspection", "offline": True, "form": FORM}
         )
@@ -195,8 +297,16 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
             await central.call(
                 "PUT",
                 f"/api/v1/users/{user}",
-                {"password": password, "offline": True, "sites": [GATEWAY_ID]},
+                {
+                    "password": password,
+                    "offline": True,
+                    "sites": [GATEWAY_ID],
+                    "site_lead": [GATEWAY_ID] if user == SITE_LEAD else [],
+                },
             )
+        await central.call(
+            "PUT", f"/api/v1/users/{ADMIN[0]}", {"password": ADMIN[1], "role": "admin"}
+        )
 
         async def gateway_knows_users() -> bool:
             r = await http.post(
@@ -212,28 +322,15 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         await wait_until("the gateway to receive the crew's credentials", gateway_knows_users)
         say("crew", "ana signed in on the gateway (offline credentials pushed from central)")
 
-        acts = []
-        for title in ("North fence inspection", "Transformer T2 readings", "Battery room check"):
-            act = await central.call(
-                "POST",
-                "/api/v1/activities",
-                {"title": title, "type": "inspection", "responsible": "ana"},
-            )
-            await central.call(
-                "POST", f"/api/v1/activities/{act['id']}/approve", {"approver": "ana"}
-            )
-            await central.call(
-                "POST", f"/api/v1/activities/{act['id']}/dispatch", {"gateway_id": GATEWAY_ID}
-            )
-            acts.append(act)
+        titles = ("North fence inspection", "Transformer T2 readings", "Battery room check")
+        acts = [await dispatch(central, title) for title in titles]
         say("central", f"{len(acts)} activities approved by ana and dispatched to {GATEWAY_ID}")
 
-        async def all_offline() -> list[dict[str, Any]] | None:
-            items = await gw.call("GET", "/api/v1/activities")
-            items = items["activities"]
-            return items if len(items) >= len(acts) else None
+        async def offline(n: int) -> list[dict[str, Any]] | None:
+            items = (await gw.call("GET", "/api/v1/activities"))["activities"]
+            return items if len(items) >= n else None
 
-        listed = await wait_until("the dispatches to reach the gateway", all_offline)
+        listed = await wait_until("the dispatches to reach the gateway", lambda: offline(len(acts)))
         say("gateway", f"ana sees {len(listed)} offline activities")
         by_id = {a["id"]: a for a in listed}
 
@@ -252,7 +349,8 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
         )
         say(
             "crew",
-            f"two drafts saved on '{a1['title']}' — drafts stay on the gateway: {fmt(await counts(gw))}",
+            f"two drafts saved on '{a1['title']}'; drafts stay on the gateway: "
+            f"{fmt(await counts(gw))}",
         )
         await gw.call(
             "POST",
@@ -332,6 +430,11 @@ async def story(broker: Broker, lan: int, admin: int) -> None:
             f"({len(held) // 1024} KiB at /api/v1/attachments/{sha[:12]}…)",
         )
 
+        # Something left to do for whoever watches: open it in the web app.
+        await dispatch(central, FOR_THE_NEWCOMER)
+        await wait_until("the last dispatch to reach the gateway", lambda: offline(1))
+        say("central", f"'{FOR_THE_NEWCOMER}' dispatched to {GATEWAY_ID}, not started: it is yours")
+
 
 async def link_is(gw: Api, state: str) -> bool:
     status = await gw.call("GET", "/api/v1/status")
@@ -339,33 +442,68 @@ async def link_is(gw: Api, state: str) -> bool:
     return bool(backhaul.get("link") == state)
 
 
+def print_links(lan: int, admin: int, ready_s: float) -> None:
+    """Only what opens in a browser, each with what to sign in with."""
+    app = f"http://127.0.0.1:{lan}/"
+    platform = f"http://127.0.0.1:{admin}/"
+    rows = [
+        (
+            "crews' web app",
+            app,
+            f"sign in as ana / {CREW['ana']}: '{FOR_THE_NEWCOMER}' waits for you",
+        ),
+        (
+            "the site lead's screen",
+            app,
+            f"sign in as {SITE_LEAD} / {CREW[SITE_LEAD]}, then open Site",
+        ),
+        (
+            "central platform",
+            platform,
+            f"sign in as {ADMIN[0]} / {ADMIN[1]} (or ana, to see her own records)",
+        ),
+        ("fleet page", f"{platform}fleet", f"the same sign-in ({ADMIN[0]})"),
+        ("the gateway as a QR code", f"{app}qr.svg", "no sign-in"),
+        ("gateway metrics", f"{app}metrics", "no sign-in (Prometheus text)"),
+    ]
+    out.line()
+    out.line(f"Outpost is running (ready in {ready_s:.1f} s). Open in a browser:")
+    for what, url, how in rows:
+        out.line(f"  {what:<26}{url}")
+        out.line(f"  {'':<26}{how}")
+    out.line("For scripts (bearer tokens, not browser links):")
+    out.line(
+        f"  central admin API         curl -H 'Authorization: Bearer {ADMIN_TOKEN}' "
+        f"http://127.0.0.1:{admin}/api/v1/gateways"
+    )
+    out.line(f"  logs and data             {VAR} (this output too: {VAR / 'demo.log'})")
+    out.line("Press Ctrl-C to stop.")
+
+
 def main() -> int:
+    began = time.monotonic()
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _stop)
     if VAR.exists():
         shutil.rmtree(VAR)
     (VAR / "central").mkdir(parents=True)
     (VAR / "gateway").mkdir(parents=True)
+    out.open_log(VAR / "demo.log")
     bin_dir = Path(sys.executable).parent
-    broker = Broker(VAR / "broker", persistence=True)
+    broker = Broker(VAR / "broker", persistence=True, command_prefix=die_with_us())
     lan, admin = free_port(), free_port()
     bridge_cfg, gateway_cfg = write_configs(broker, lan, admin)
-    procs: list[subprocess.Popen[bytes]] = []
+    procs: list[tuple[str, subprocess.Popen[bytes]]] = []
     exit_code = 0
     try:
         broker.start()
         say("broker", f"Mosquitto on 127.0.0.1:{broker.port}")
-        procs.append(
-            start(
-                [str(bin_dir / "outpost-bridge"), "run", "--config", str(bridge_cfg)],
-                VAR / "bridge.log",
-            )
-        )
-        procs.append(
-            start(
-                [str(bin_dir / "outpost-gateway"), "run", "--config", str(gateway_cfg)],
-                VAR / "gateway.log",
-            )
-        )
-        for port, name, proc in ((admin, "bridge", procs[0]), (lan, "gateway", procs[1])):
+        for name, command in (
+            ("bridge", [str(bin_dir / "outpost-bridge"), "run", "--config", str(bridge_cfg)]),
+            ("gateway", [str(bin_dir / "outpost-gateway"), "run", "--config", str(gateway_cfg)]),
+        ):
+            procs.append((name, start(command, VAR / f"{name}.log")))
+        for port, (name, proc) in zip((admin, lan), procs, strict=True):
             try:
                 wait_port(port, timeout=30)
             except TimeoutError:
@@ -377,35 +515,30 @@ def main() -> int:
             f"central bridge (admin API :{admin}) and gateway {GATEWAY_ID} (LAN API :{lan}) are up",
         )
         asyncio.run(story(broker, lan, admin))
-        print()
-        print("Outpost is running:")
-        print(f"  crews' web app and LAN API  http://127.0.0.1:{lan}/")
-        print(f"  gateway status              http://127.0.0.1:{lan}/api/v1/status")
-        print(f"  central admin API           http://127.0.0.1:{admin}/api/v1/gateways")
-        print(f"  fleet page (admin token)    http://127.0.0.1:{admin}/fleet")
-        print(f"  admin token                 {ADMIN_TOKEN}")
-        print(f"  crew sign-in                ana / {CREW['ana']}")
-        print(f"  logs and data               {VAR}")
-        print("Press Ctrl-C to stop.", flush=True)
+        print_links(lan, admin, time.monotonic() - began)
         if os.environ.get("OUTPOST_DEMO_EXIT"):
             return 0
-        with contextlib.suppress(KeyboardInterrupt):
-            while all(p.poll() is None for p in procs):
-                time.sleep(0.5)
-            for p, name in zip(procs, ("bridge", "gateway"), strict=True):
-                if p.poll() is not None:
-                    say("stopped", f"the {name} exited with {p.returncode}; see {VAR}/{name}.log")
-                    exit_code = 1
+        while all(p.poll() is None for _, p in procs):
+            time.sleep(0.5)
+        for name, p in procs:
+            if p.poll() is not None:
+                say("stopped", f"the {name} exited with {p.returncode}; see {VAR}/{name}.log")
+                exit_code = 1
     except DemoError as exc:
         say("FAILED", str(exc))
         exit_code = 1
-    except KeyboardInterrupt:
-        pass
+    except Stopped as stopped:
+        say("stop", f"{stopped} received")
+    except KeyboardInterrupt:  # asyncio may turn our SIGINT into this
+        say("stop", "SIGINT received")
     finally:
-        say("stop", "stopping gateway, bridge and broker")
-        for p in reversed(procs):
-            stop(p)
-        broker.stop()
+        with signals_ignored():
+            say("stop", "stopping gateway, bridge and broker")
+            for _, p in reversed(procs):
+                stop(p)
+            broker.stop()
+            say("stop", "everything stopped")
+            out.close()
     return exit_code
 
 

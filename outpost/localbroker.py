@@ -41,9 +41,16 @@ class Broker:
     """
 
     def __init__(
-        self, workdir: Path, port: int | None = None, persistence: bool = True, extra: str = ""
+        self,
+        workdir: Path,
+        port: int | None = None,
+        persistence: bool = True,
+        extra: str = "",
+        command_prefix: list[str] | None = None,
     ) -> None:
         self.workdir = workdir
+        # e.g. ["setpriv", "--pdeathsig", "TERM", "--"]: the broker dies with its parent
+        self.command_prefix = list(command_prefix or [])
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -78,7 +85,7 @@ class Broker:
     def start(self) -> Broker:
         assert self.proc is None, "broker already running"
         self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)],
+            [*self.command_prefix, MOSQUITTO, "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
