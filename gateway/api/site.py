@@ -23,6 +23,7 @@ import outpost
 from gateway.api.errors import ApiError
 from gateway.api.keys import BACKHAUL_KEY, CONFIG_KEY, DISK_KEY, STARTED_KEY, STORE_KEY, principal
 from gateway.api.queries import iso
+from gateway.api.scope import sees_whole_gateway
 from gateway.auth import Principal
 from gateway.blob_upload import upload_counts
 from gateway.replication import replication_status
@@ -49,7 +50,7 @@ REJECTIONS_LIMIT = 200  # newest first; the total is always given
 def site_lead(request: web.Request) -> Principal:
     """The signed-in user, if central made them site lead of this gateway (else 403)."""
     who = principal(request)
-    if not who.site_lead:
+    if not sees_whole_gateway(who):  # the one check (gateway/api/scope.py)
         raise ApiError(
             403,
             "not_site_lead",
