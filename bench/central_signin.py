@@ -25,7 +25,7 @@ import aiohttp
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cloud_bridge.passwords import hash_password, verify_password
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import TOKEN, bridge_config
 from tests.support.broker import Broker
 

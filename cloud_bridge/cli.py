@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _async_main(config: bridge_config.BridgeConfig) -> None:
-    from cloud_bridge.server import run_bridge
+    from cloud_bridge.service import run_bridge
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

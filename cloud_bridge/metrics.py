@@ -151,7 +151,7 @@ class BridgeMetrics:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics``: the pipeline counters, and the fleet as the admin API sees it now."""
-    from cloud_bridge.admin import FLEET_KEY, METRICS_KEY, RUNNER_KEY
+    from cloud_bridge.app import FLEET_KEY, METRICS_KEY, RUNNER_KEY
     from cloud_bridge.fleet import Thresholds, all_views
 
     app = request.app

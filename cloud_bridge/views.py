@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, fleet, identity, people, rules
 from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
-from cloud_bridge.admin import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
+from cloud_bridge.app import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.handler import results_messages

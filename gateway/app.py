@@ -42,8 +42,8 @@ from gateway.api.views import routes
 from gateway.auth import Auth
 from gateway.backhaul import Backhaul, OfflineBackhaul
 from gateway.config import GatewayConfig
-from gateway.discovery import async_announce, discovery_ctx
 from gateway.heartbeat import HeartbeatSource
+from gateway.mdns_advertiser import async_announce, discovery_ctx
 from gateway.qr import qr_svg_handler
 from gateway.replication import replication_ctx, status_for_db
 from gateway.scheduler import scheduler_ctx

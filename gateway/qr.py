@@ -20,7 +20,7 @@ import ifaddr
 import segno
 from aiohttp import web
 
-from gateway.discovery import WEB_APP_PATH, host_name, resolve_interface_addresses
+from gateway.mdns_advertiser import WEB_APP_PATH, host_name, resolve_interface_addresses
 from outpost.config import ConfigError
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ from cloud_bridge.config import AdminSection, BridgeConfig, BridgeMqttSection, C
 from cloud_bridge.db import Database
 from cloud_bridge.migration import migrate
 from cloud_bridge.replay import Replayer
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.forms import ActivityTypeDef
 from outpost.mqtt import MqttClient, Received
 from outpost.mqtt_config import MqttSection

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import aiohttp
 
-from cloud_bridge.admin import load_or_create_token
-from cloud_bridge.server import Bridge
+from cloud_bridge.app import load_or_create_token
+from cloud_bridge.service import Bridge
 from cloud_bridge.views import all_routes
 from tests.cloud_bridge.conftest import FORM, Admin
 from tests.support.broker import Broker

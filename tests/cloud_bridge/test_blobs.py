@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from cloud_bridge.blobs import HASH_MISMATCH
 from cloud_bridge.models import Blob
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from outpost.wire.schemas import BlobChunk, BlobReceipt
 from tests.cloud_bridge.conftest import TOKEN, Admin, FakeGateway, bridge_config, envelope

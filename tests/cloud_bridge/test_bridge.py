@@ -9,7 +9,7 @@ import zlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from outpost.wire.codec import encode
 from outpost.wire.schemas import (

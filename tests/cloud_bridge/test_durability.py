@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from tests.cloud_bridge.conftest import Admin, FakeGateway, bridge_config, envelope
 from tests.support.broker import Broker

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire.schemas import BlobChunk
 from tests.cloud_bridge.conftest import TOKEN, Admin, FakeGateway, envelope
 

@@ -17,7 +17,7 @@ from cloud_bridge.db import Database
 from cloud_bridge.fleet import Facts, Thresholds, assess
 from cloud_bridge.handler import record_heartbeat, record_state
 from cloud_bridge.models import GatewayHistory
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from outpost.wire.schemas import GatewayState, Heartbeat
 from tests.cloud_bridge.conftest import TOKEN, FakeGateway, bridge_config

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import TOKEN, bridge_config
 from tests.support.broker import Broker
 

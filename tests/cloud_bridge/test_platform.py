@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin
 
 PASSWORD = "a long enough password"

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from outpost.wire.codec import encode_json
 from tests.cloud_bridge.conftest import Admin, FakeGateway

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import FORM, Admin, FakeGateway, envelope
 
 

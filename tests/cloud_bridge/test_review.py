@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from outpost.wire.schemas import Dispatch, GatewayState
 from tests.cloud_bridge.conftest import Admin, FakeGateway, envelope
 from tests.support.broker import Broker

@@ -18,8 +18,7 @@ from zeroconf import ServiceInfo
 
 from gateway.api.keys import CONFIG_KEY
 from gateway.config import GatewayConfig
-from gateway.discover import FoundGateway, async_discover
-from gateway.discovery import (
+from gateway.mdns_advertiser import (
     HTTP_SERVICE,
     MAX_LABEL_BYTES,
     OUTPOST_SERVICE,
@@ -31,6 +30,7 @@ from gateway.discovery import (
     resolve_interface_addresses,
     txt_properties,
 )
+from gateway.mdns_browser import FoundGateway, async_discover
 from outpost import __version__
 from tests.support.mdns import THIRD_PARTY_BROWSER, PeerProcess
 
@@ -216,7 +216,7 @@ async def test_http_bound_to_an_address_off_the_interfaces_is_not_advertised(
         listen_host="192.0.2.99",  # lan.host: phones could not reach 127.0.0.1 anyway
         poll_interval_s=0.05,
     )
-    caplog.set_level("WARNING", logger="gateway.discovery")
+    caplog.set_level("WARNING", logger="gateway.mdns_advertiser")
     await adv.async_start(8080)
     try:
         async with asyncio.timeout(5):

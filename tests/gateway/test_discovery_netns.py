@@ -155,7 +155,7 @@ async def test_discover_in_one_namespace_finds_the_gateway_in_the_other(
 
         # the technician's command, run on the other side of the link
         rc, out, err = await run_in(
-            pair, pair.ns_b, sys.executable, "-m", "gateway.discover",
+            pair, pair.ns_b, sys.executable, "-m", "gateway.mdns_browser",
             "--timeout", "1.5", "--interface", pair.addr_b,
         )  # fmt: skip
         assert rc == 0, err
@@ -226,7 +226,7 @@ async def test_address_change_is_reannounced_and_stop_says_goodbye(netns_pair: N
         # retires the old address within 1 s (RFC 6762 10.2)
         await browser.expect(event="updated", name=name, where=lambda e: new_addr in e["addresses"])
         rc, out, err = await run_in(
-            pair, pair.ns_b, sys.executable, "-m", "gateway.discover",
+            pair, pair.ns_b, sys.executable, "-m", "gateway.mdns_browser",
             "--timeout", "1.5", "--interface", pair.addr_b, "--json",
         )  # fmt: skip
         assert rc == 0, err

@@ -120,7 +120,7 @@ ADVERTISER = textwrap.dedent(
     from aiohttp import web
     from gateway.api.keys import CONFIG_KEY
     from gateway.config import GatewayConfig
-    from gateway.discovery import DISCOVERY_KEY, async_announce, discovery_ctx
+    from gateway.mdns_advertiser import DISCOVERY_KEY, async_announce, discovery_ctx
 
     def say(**event):
         print(json.dumps(event), flush=True)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from gateway.discovery import OUTPOST_SERVICE, WEB_APP_PATH
+from gateway.mdns_advertiser import OUTPOST_SERVICE, WEB_APP_PATH
 
 logger = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ def discover_main(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -m gateway.discover``), same options as the subcommand."""
+    """Stand-alone entry (``python -m gateway.mdns_browser``), same options as the subcommand."""
     parser = argparse.ArgumentParser(prog="outpost-gateway discover", description=__doc__)
     add_discover_arguments(parser)
     return discover_main(parser.parse_args(argv))

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from cloud_bridge.admin import load_or_create_token, make_app
+from cloud_bridge.app import load_or_create_token, make_app
 from cloud_bridge.blobs import BlobStore
-from cloud_bridge.bridge import MqttBridge
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
 from cloud_bridge.dbrunner import DbRunner
@@ -31,6 +30,7 @@ from cloud_bridge.fleet import async_prune_loop
 from cloud_bridge.handler import UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
+from cloud_bridge.mqtt_bridge import MqttBridge
 from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog

@@ -20,12 +20,12 @@ from pathlib import Path
 from aiohttp import web
 
 from cloud_bridge.blobs import BlobStore
-from cloud_bridge.bridge import MqttBridge
 from cloud_bridge.config import FleetSection, PlatformSection
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
 from cloud_bridge.identity import Policy
 from cloud_bridge.metrics import BridgeMetrics
+from cloud_bridge.mqtt_bridge import MqttBridge
 from cloud_bridge.passwords import PasswordWork
 from outpost.logs import escape_control
 
