@@ -1,13 +1,16 @@
-"""The rules of replay, applied to one batch inside one open transaction.
+"""The rules of replay, applied to one or more batches inside one open transaction.
 
-:class:`BulkBatch` has three phases: **load** locks the batch's activities
+:class:`BulkBatch` takes the batches of a commit group (:class:`Part`, one
+per batch, possibly from many gateways: :mod:`cloud_bridge.groupcommit`) and
+has three phases: **load** locks the group's activities
 (in id order, so concurrent workers never deadlock) and reads them, the
 ledger rows the batch already has, the activities' held envelopes and their
 forms, in a handful of queries; **decide** runs every envelope through the
 rules in memory, in ``seq`` order, held ones included; **write** puts the
 ledger rows, activities, records and child rows in with a few statements.
-The caller commits (or rolls back) the whole batch; results leave only after
-that commit (:mod:`cloud_bridge.replay`).
+The caller commits (or rolls back) the whole group; results leave only after
+that commit (:mod:`cloud_bridge.replay`). Batches are decided in the order
+given, so a gateway's batches keep their order; each gets its own results.
 
 The rules, per activity and check-out:
 
@@ -30,7 +33,7 @@ that holds only what can be stored. It meets the same rules, and at its turn
 it is rejected with its refusal instead of being decided; with no usable
 ``seq`` (0) it is rejected on arrival and consumes nothing.
 
-Within one batch an activity's record is written once, as the last applied
+Within one group an activity's record is written once, as the last applied
 envelope left it: every envelope holds the whole form, so the intermediate
 states would be overwritten inside the same transaction anyway.
 """
@@ -103,6 +106,23 @@ class _Act:
     held: dict[int, _Held] = field(default_factory=dict)  # by seq
 
 
+@dataclass
+class Part:
+    """One batch of a commit group: what arrived, and (after the run) its results."""
+
+    gateway_id: str
+    batch_id: str
+    envelopes: list[WireEnvelope]  # in (activity_id, seq) order
+    arrived: datetime  # when the bridge received it (the ledger's arrived_at)
+    refused: Mapping[str, Refusal] = field(default_factory=dict)
+    results: Results = field(default_factory=list)
+    error: Exception | None = None  # why it could not be applied (nothing of it committed)
+
+    def alone(self, env: WireEnvelope, refused: Mapping[str, Refusal]) -> Part:
+        """This batch's one envelope, as a part of its own (poison isolation)."""
+        return Part(self.gateway_id, self.batch_id, [env], self.arrived, refused)
+
+
 def _result(entry: Entry) -> EnvelopeResult:
     """The answer recorded for a decided envelope (the same every time it is asked)."""
     return EnvelopeResult(
@@ -169,42 +189,36 @@ def _holder_refusal(act: _Act, gateway_id: str) -> Refusal | None:
 
 
 class BulkBatch:
-    """One batch's work inside one open transaction (``conn``)."""
+    """A commit group's work inside one open transaction (``conn``), decided at ``now``."""
 
-    def __init__(
-        self,
-        conn: Connection,
-        gateway_id: str,
-        envelopes: list[WireEnvelope],
-        batch_id: str,
-        arrived: datetime,
-        refused: Mapping[str, Refusal] | None = None,
-    ) -> None:
-        """``envelopes`` in ``(activity_id, seq)`` order; ``refused``: by envelope id."""
+    def __init__(self, conn: Connection, parts: list[Part], now: datetime) -> None:
         self.conn = conn
-        self.gateway_id = gateway_id
-        self.envelopes = envelopes
-        self.batch_id = batch_id
-        self.now = arrived
-        self.refused = refused or {}
-        self.results: Results = []
+        self.parts = parts
+        self.now = now
+        self.results: Results = []  # the part being decided
         self.inserts: dict[str, Entry] = {}  # new ledger rows, by envelope id
         self.updates: list[Entry] = []  # decided rows that were held in the database
         self.acts: dict[str, _Act] = {}
         self.forms: dict[str, tuple[FormDefinition, int]] = {}
 
-    def run(self) -> Results:
+    def run(self) -> list[Part]:
+        """Load, decide, write; each part's ``results`` filled (send them after the commit)."""
         existing = self.load()
-        self.decide(existing)
+        for part in self.parts:
+            part.results = []
+        for part in self.parts:
+            self.results = part.results
+            self.decide(part, existing)
         self.write()
-        return self.results
+        return self.parts
 
     # --- load -------------------------------------------------------------------------
 
     def load(self) -> dict[str, Entry]:
-        """Lock and read the batch's activities; the ledger rows its envelope ids have."""
+        """Lock and read the group's activities; the ledger rows its envelope ids have."""
         conn = self.conn
-        ids = sorted({e.activity_id for e in self.envelopes})
+        envelopes = [e for part in self.parts for e in part.envelopes]
+        ids = sorted({e.activity_id for e in envelopes})
         stmt = select(_activities).where(_activities.c.id.in_(ids)).order_by(_activities.c.id)
         if conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update()  # in id order: concurrent workers never deadlock
@@ -220,7 +234,7 @@ class BulkBatch:
                 last_seq=r["last_seq"],
                 version=r["version"],
             )
-        keys = [str(e.envelope_id) for e in self.envelopes]
+        keys = sorted({str(e.envelope_id) for e in envelopes})
         existing = {
             r["envelope_id"]: dict(r)
             for r in conn.execute(select(_ledger).where(_ledger.c.envelope_id.in_(keys))).mappings()
@@ -248,17 +262,17 @@ class BulkBatch:
 
     # --- decide -----------------------------------------------------------------------
 
-    def decide(self, existing: Mapping[str, Entry]) -> None:
-        for env in self.envelopes:
+    def decide(self, part: Part, existing: Mapping[str, Entry]) -> None:
+        for env in part.envelopes:
             key = str(env.envelope_id)
             known = existing.get(key) or self.inserts.get(key)
             if known is not None:
                 if known["outcome"] != HELD:
-                    self.results.append((self.gateway_id, _result(known)))
+                    self.results.append((part.gateway_id, _result(known)))
                 continue
-            entry = _entry(env, self.gateway_id, self.batch_id, self.now)
+            entry = _entry(env, part.gateway_id, part.batch_id, part.arrived)
             self.inserts[key] = entry
-            self._arrive(entry, env, self.refused.get(key))
+            self._arrive(entry, env, part.refused.get(key))
 
     def _arrive(self, entry: Entry, env: WireEnvelope, refusal: Refusal | None) -> None:
         act = self.acts.get(env.activity_id)
@@ -271,7 +285,7 @@ class BulkBatch:
             return
         entry["checkout_no"] = act.checkout_no
         entry["activity_version"] = act.version
-        holder = _holder_refusal(act, self.gateway_id)
+        holder = _holder_refusal(act, entry["gateway_id"])
         if holder is not None:
             self._reject(entry, *holder)
             return
@@ -476,16 +490,16 @@ class BulkBatch:
             conn.execute(insert(_rows), rows)
 
     def _touch_gateway(self) -> None:
-        """Last, after every activity lock: the fleet view's "last seen"."""
+        """Last, after every activity lock, in id order: the fleet view's "last seen"."""
         conn = self.conn
-        found = conn.execute(
-            select(_gateways.c.last_seen).where(_gateways.c.id == self.gateway_id)
-        ).first()
-        if found is None:
-            conn.execute(new_gateway_row(conn.dialect.name, self.gateway_id, self.now))
-        else:
+        ids = sorted({part.gateway_id for part in self.parts})
+        found = {r[0] for r in conn.execute(select(_gateways.c.id).where(_gateways.c.id.in_(ids)))}
+        for gateway_id in ids:
+            if gateway_id not in found:
+                conn.execute(new_gateway_row(conn.dialect.name, gateway_id, self.now))
+        if found:
             conn.execute(
                 update(_gateways)
-                .where(_gateways.c.id == self.gateway_id, _gateways.c.last_seen < self.now)
+                .where(_gateways.c.id.in_(sorted(found)), _gateways.c.last_seen < self.now)
                 .values(last_seen=self.now)
             )

@@ -42,6 +42,20 @@ class BridgeMqttSection(MqttSection):
     session_expiry_s: int = Field(default=24 * 3600, ge=0)
 
 
+class ReplaySection(Section):
+    """Group commit of uplink batches (see cloud_bridge.groupcommit)."""
+
+    # Replay threads, each with its own connection; 0: 1 on SQLite (one writer
+    # anyway), 2 on PostgreSQL (one applies while the next group gathers).
+    threads: int = Field(default=0, ge=0, le=32)
+    group_max_envelopes: int = Field(default=2000, ge=1, le=100_000)
+    # How long the first batch of a short queue waits for others to share its commit.
+    group_wait_ms: float = Field(default=3.0, ge=0, le=1000)
+    # Beyond this many queued envelopes a batch is answered "busy, retry after".
+    queue_max_envelopes: int = Field(default=20_000, ge=1)
+    retry_after_s: float = Field(default=30.0, gt=0, le=3600)
+
+
 class FleetSection(Section):
     silent_warn_s: float = Field(default=180, gt=0)
     silent_critical_s: float = Field(default=900, gt=0)
@@ -84,6 +98,7 @@ class BridgeConfig(BaseModel):
     admin: AdminSection = AdminSection()
     mqtt: BridgeMqttSection = BridgeMqttSection()
     fleet: FleetSection = FleetSection()
+    replay: ReplaySection = ReplaySection()
     platform: PlatformSection = PlatformSection()
 
 

@@ -23,6 +23,7 @@ import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,11 +32,12 @@ from cloud_bridge import fleet, rejections, rules
 from cloud_bridge.blobs import BlobStore, Progress
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.intake import Intake, read_batch
 from cloud_bridge.ledger import clip
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.models import Blob, Gateway, utcnow
-from cloud_bridge.replay import Replayer, Results
+from cloud_bridge.replay import Results, make_part
 from outpost.mqtt import Received
 from outpost.wire import topics
 from outpost.wire.codec import MAX_BYTES, DecodeError, decode
@@ -131,13 +133,13 @@ class UplinkHandler:
     def __init__(
         self,
         runner: DbRunner,
-        replayer: Replayer,
+        committer: GroupCommitter,
         metrics: BridgeMetrics | None = None,
         *,
         blobs: BlobStore,
     ) -> None:
         self.runner = runner
-        self.replayer = replayer
+        self.committer = committer
         self.metrics = metrics or BridgeMetrics()
         self.blobs = blobs
         self.dropped = 0  # payloads refused (for tests and metrics)
@@ -156,6 +158,7 @@ class UplinkHandler:
             self.metrics.dropped.labels("foreign_topic").inc()
             return []
         gateway_id, leaf = parsed
+        arrived = datetime.fromtimestamp(msg.received_at, UTC)
         expected = _EXPECTED.get(leaf)
         if expected is None:
             return await self._async_drop(
@@ -168,7 +171,7 @@ class UplinkHandler:
             if leaf == topics.UP_ENVELOPES:
                 # One envelope out of the contract must not cost its batch-mates.
                 try:
-                    intake = read_batch(msg.payload, utcnow(), limit)
+                    intake = read_batch(msg.payload, arrived, limit)
                 except DecodeError:
                     pass
                 else:
@@ -180,7 +183,7 @@ class UplinkHandler:
                             f"the topic of {gateway_id!r}",
                             "wrong_gateway",
                         )
-                    return await self._async_batch(gateway_id, intake)
+                    return await self._async_batch(gateway_id, intake, arrived)
             return await self._async_drop(
                 gateway_id, msg.topic, f"undecodable payload: {exc}", "undecodable"
             )
@@ -200,7 +203,7 @@ class UplinkHandler:
                 "wrong_gateway",
             )
         if isinstance(message, EnvelopeBatch):
-            return await self._async_batch(gateway_id, Intake(message))
+            return await self._async_batch(gateway_id, Intake(message), arrived)
         if isinstance(message, BlobChunk):
             return await self._async_blob_chunk(gateway_id, message)
         if isinstance(message, CheckoutRequest):
@@ -233,11 +236,13 @@ class UplinkHandler:
         await self.runner.async_tx(lambda s: note_error(s, gateway_id, problem))
         return []
 
-    async def _async_batch(self, gateway_id: str, intake: Intake) -> list[Outgoing]:
+    async def _async_batch(
+        self, gateway_id: str, intake: Intake, arrived: datetime
+    ) -> list[Outgoing]:
         batch = intake.batch
         try:
-            results = await self.runner.async_call(
-                self.replayer.apply_batch, gateway_id, batch, intake.refused
+            results = await self.committer.async_apply(
+                make_part(gateway_id, batch, intake.refused, arrived)
             )
         except Exception as exc:
             # Nothing was committed; the gateway sends the batch again. Say so on its row.

@@ -16,6 +16,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 
@@ -64,6 +65,35 @@ class BridgeMetrics:
             "outpost_bridge_blobs_refused",
             "Attachments refused for good, by problem (too_large, hash_mismatch)",
             ["problem"],
+            registry=r,
+        )
+        # --- replay: the commit groups and the time batches wait for them --------------
+        self.replay_wait = Histogram(
+            "outpost_bridge_replay_queue_delay_seconds",
+            "From a batch's arrival at the bridge to the start of the transaction applying it",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
+        self.commit_seconds = Histogram(
+            "outpost_bridge_replay_commit_seconds",
+            "Time to apply and commit one commit group",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.commit_groups = Histogram(
+            "outpost_bridge_replay_group_batches",
+            "Batches applied together in one commit group",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
+        self.replay_queue = Gauge(
+            "outpost_bridge_replay_queued_envelopes",
+            "Envelopes in batches waiting for a commit group",
+            registry=r,
+        )
+        self.replay_busy = Counter(
+            "outpost_bridge_replay_busy",
+            "Batches answered 'busy, retry later' because the replay queue was full",
             registry=r,
         )
         # --- the fleet, refreshed at scrape time -----------------------------------------

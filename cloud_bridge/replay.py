@@ -1,8 +1,11 @@
 """Replaying envelope batches into the central database, exactly once.
 
-One path: a batch is decided in memory under its activities' locks and
-written in a few statements, in one transaction (the rules are in
-:mod:`cloud_bridge.bulk`). Each envelope's ledger row and its record rows
+One path: a batch, or a commit group of batches from many gateways
+(:mod:`cloud_bridge.groupcommit`), is decided in memory under its
+activities' locks and written in a few statements, in one transaction (the
+rules are in :mod:`cloud_bridge.bulk`). When a group's transaction fails,
+each of its batches is applied alone, as below, so one gateway's poison
+never costs another gateway's batch. Each envelope's ledger row and its record rows
 commit together or not at all, and results leave only after the commit.
 
 When the transaction fails:
@@ -32,11 +35,12 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 
 from cloud_bridge import rejections
-from cloud_bridge.bulk import BulkBatch, Results
+from cloud_bridge.bulk import BulkBatch, Part, Results
 from cloud_bridge.db import Database
 from cloud_bridge.intake import placeholder
 from cloud_bridge.ledger import clip
@@ -46,7 +50,9 @@ from outpost.wire.schemas import EnvelopeBatch, WireEnvelope
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Replayer", "Results", "refused_value"]
+__all__ = ["Part", "Replayer", "Results", "make_part", "refused_value"]
+
+T = TypeVar("T")
 
 _RETRIES = 5
 
@@ -80,6 +86,7 @@ class Replayer:
         gateway_id: str,
         batch: EnvelopeBatch,
         refused: Mapping[str, Refusal] | None = None,
+        arrived: datetime | None = None,
     ) -> Results:
         """Apply a batch that arrived from ``gateway_id``; results to send after it returns.
 
@@ -88,28 +95,33 @@ class Replayer:
         list carry their first outcome; held envelopes have no result yet
         (they come out when their gap fills).
         """
-        arrived = utcnow()
-        # A stable lock order (activity, seq) keeps concurrent workers free of deadlocks.
-        envelopes = sorted(batch.envelopes, key=lambda e: (e.activity_id, e.seq))
-        batch_id = str(batch.batch_id)
-        refused = dict(refused or {})
-        try:
-            return self._retrying(
-                functools.partial(self._commit, gateway_id, envelopes, batch_id, arrived, refused)
-            )
-        except Exception as exc:
-            problem = refused_value(exc)
-            if problem is None:
-                raise
-            logger.warning(
-                "batch %s from %s: the database refused a value (%s); "
-                "applying its %d envelopes one by one",
-                batch_id,
-                gateway_id,
-                problem,
-                len(envelopes),
-            )
-        return self._one_by_one(gateway_id, envelopes, batch_id, arrived, refused)
+        (part,) = self.apply_group([make_part(gateway_id, batch, refused, arrived)])
+        return part.results
+
+    def apply_group(self, parts: list[Part]) -> list[Part]:
+        """Apply several batches in one transaction; each part's ``results`` filled.
+
+        When the shared transaction fails, each batch is applied on its own
+        (:meth:`_apply_alone`), so one batch's poison or error costs only that
+        batch: an exception of one part is stored in its ``error``.
+        """
+        if len(parts) > 1:
+            try:
+                return self._retrying(functools.partial(self._commit, parts))
+            except Exception as exc:  # noqa: BLE001 - each batch alone says what it was
+                logger.info(
+                    "a commit group of %d batches failed (%s); applying each alone",
+                    len(parts),
+                    exc.__class__.__name__,
+                )
+        for part in parts:
+            try:
+                part.results = self._apply_alone(part)
+            except Exception as exc:
+                if len(parts) == 1:
+                    raise
+                part.error = exc
+        return parts
 
     def apply_envelopes(self, gateway_id: str, envelopes: list[WireEnvelope]) -> Results:
         """Convenience for tests and tools: apply envelopes as one batch."""
@@ -118,18 +130,15 @@ class Replayer:
         )
         return self.apply_batch(gateway_id, batch)
 
-    def _commit(
-        self,
-        gateway_id: str,
-        envelopes: list[WireEnvelope],
-        batch_id: str,
-        arrived: datetime,
-        refused: Mapping[str, Refusal],
-    ) -> Results:
+    def _commit(self, parts: list[Part]) -> list[Part]:
         with self.db.engine.begin() as conn:
-            return BulkBatch(conn, gateway_id, envelopes, batch_id, arrived, refused).run()
+            return BulkBatch(conn, parts, utcnow()).run()
 
-    def _retrying(self, work: Callable[[], Results]) -> Results:
+    def _one(self, part: Part) -> Results:
+        (done,) = self._commit([part])
+        return done.results
+
+    def _retrying(self, work: Callable[[], T]) -> T:
         for attempt in range(1, _RETRIES + 1):
             try:
                 return work()
@@ -142,27 +151,35 @@ class Replayer:
                 time.sleep(0.01 * attempt)
         raise AssertionError("unreachable")
 
-    def _one_by_one(
-        self,
-        gateway_id: str,
-        envelopes: list[WireEnvelope],
-        batch_id: str,
-        arrived: datetime,
-        refused: dict[str, Refusal],
-    ) -> Results:
+    def _apply_alone(self, part: Part) -> Results:
+        try:
+            return self._retrying(functools.partial(self._one, part))
+        except Exception as exc:
+            problem = refused_value(exc)
+            if problem is None:
+                raise
+            logger.warning(
+                "batch %s from %s: the database refused a value (%s); "
+                "applying its %d envelopes one by one",
+                part.batch_id,
+                part.gateway_id,
+                problem,
+                len(part.envelopes),
+            )
+        return self._one_by_one(part)
+
+    def _one_by_one(self, part: Part) -> Results:
         """Each envelope in its own transaction; the one the database refuses is rejected."""
         results: Results = []
-        for env in envelopes:
+        for env in part.envelopes:
             key = str(env.envelope_id)
-            own = {key: refused[key]} if key in refused else {}
+            own = {key: part.refused[key]} if key in part.refused else {}
             try:
-                results += self._retrying(
-                    functools.partial(self._commit, gateway_id, [env], batch_id, arrived, own)
-                )
+                results += self._retrying(functools.partial(self._one, part.alone(env, own)))
                 continue
             except Exception as exc:
                 problem = refused_value(exc)
-                stand_in = placeholder(env.model_dump(), arrived)
+                stand_in = placeholder(env.model_dump(), part.arrived)
                 if problem is None or stand_in is None:
                     raise
             refusal = (
@@ -174,13 +191,25 @@ class Replayer:
                 "envelope %s of activity %s from %s is rejected %s: %s",
                 key,
                 env.activity_id,
-                gateway_id,
+                part.gateway_id,
                 rejections.UNSTORABLE,
                 problem,
             )
             results += self._retrying(
-                functools.partial(
-                    self._commit, gateway_id, [stand_in], batch_id, arrived, {key: refusal}
-                )
+                functools.partial(self._one, part.alone(stand_in, {key: refusal}))
             )
         return results
+
+
+def make_part(
+    gateway_id: str,
+    batch: EnvelopeBatch,
+    refused: Mapping[str, Refusal] | None = None,
+    arrived: datetime | None = None,
+) -> Part:
+    """A batch as a commit group takes it (its envelopes in lock order)."""
+    # A stable lock order (activity, seq) keeps concurrent workers free of deadlocks.
+    envelopes = sorted(batch.envelopes, key=lambda e: (e.activity_id, e.seq))
+    return Part(
+        gateway_id, str(batch.batch_id), envelopes, arrived or utcnow(), dict(refused or {})
+    )

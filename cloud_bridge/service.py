@@ -27,6 +27,7 @@ from cloud_bridge.config import BridgeConfig
 from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.fleet import async_prune_loop
+from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.handler import UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
@@ -45,6 +46,7 @@ class Bridge:
         self.db: Database | None = None
         self.runner: DbRunner | None = None
         self.handler: UplinkHandler | None = None
+        self.committer: GroupCommitter | None = None
         self.blobs: BlobStore | None = None
         self.mqtt: MqttBridge | None = None
         self.admin_token = ""
@@ -66,7 +68,17 @@ class Bridge:
             self.runner = DbRunner(self.db)
             self.passwords = PasswordWork(cfg.platform.password_slots, cfg.platform.password_wait_s)
             self.blobs = blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
-            self.handler = UplinkHandler(self.runner, Replayer(self.db), self.metrics, blobs=blobs)
+            rp = cfg.replay
+            self.committer = GroupCommitter(
+                Replayer(self.db),
+                threads=rp.threads or (1 if self.db.sqlite else 2),
+                max_envelopes=rp.group_max_envelopes,
+                wait_s=rp.group_wait_ms / 1000,
+                queue_max_envelopes=rp.queue_max_envelopes,
+                retry_after_s=rp.retry_after_s,
+                metrics=self.metrics,
+            )
+            self.handler = UplinkHandler(self.runner, self.committer, self.metrics, blobs=blobs)
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
             await self.mqtt.async_start()
             self._prune_task = asyncio.create_task(
@@ -134,6 +146,9 @@ class Bridge:
         if self.handler is not None:
             await asyncio.to_thread(self.handler.shutdown)
             self.handler = None
+        if self.committer is not None:
+            await asyncio.to_thread(self.committer.shutdown)
+            self.committer = None
         if self.passwords is not None:
             await asyncio.to_thread(self.passwords.shutdown)
             self.passwords = None

@@ -44,6 +44,7 @@ import logging
 import random
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,7 @@ class Received:
     user_properties: dict[str, str] = field(default_factory=dict)
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    received_at: float = field(default_factory=time.time)  # wall clock, as it came off the socket
 
 
 MessageHandler = Callable[[Received], Awaitable[None]]

@@ -1,0 +1,158 @@
+"""Group commit: many gateways' batches share a transaction; each keeps its own answer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import func, select
+
+from cloud_bridge import rules
+from cloud_bridge.db import Database
+from cloud_bridge.groupcommit import Busy, GroupCommitter
+from cloud_bridge.metrics import BridgeMetrics
+from cloud_bridge.models import LedgerEntry, utcnow
+from cloud_bridge.replay import Replayer, make_part
+from outpost.wire.schemas import EnvelopeBatch, WireEnvelope
+from tests.cloud_bridge.conftest import SITES, Seeded, envelope
+from tests.cloud_bridge.test_replay import _install_refusing_trigger
+
+GATEWAYS = SITES[:6]
+
+
+def batch(gateway_id: str, envelopes: list[WireEnvelope]) -> EnvelopeBatch:
+    return EnvelopeBatch.model_construct(
+        gateway_id=gateway_id, batch_id=uuid.uuid4(), sent_at=utcnow(), envelopes=envelopes
+    )
+
+
+def groups_of(metrics: BridgeMetrics) -> tuple[float, float]:
+    """(commit groups, batches in them) so far."""
+    count = sum_ = 0.0
+    for metric in metrics.commit_groups.collect():
+        for s in metric.samples:
+            if s.name.endswith("_count"):
+                count = s.value
+            elif s.name.endswith("_sum"):
+                sum_ = s.value
+    return count, sum_
+
+
+@pytest.fixture
+def committer(db: Database) -> Iterator[GroupCommitter]:
+    c = GroupCommitter(
+        Replayer(db), threads=1 if db.sqlite else 2, wait_s=0.02, metrics=BridgeMetrics()
+    )
+    yield c
+    c.shutdown()
+
+
+async def test_many_gateways_share_commits_and_each_gets_its_own_results(
+    db: Database, seed: Seeded, committer: GroupCommitter
+) -> None:
+    acts = {gw: [seed.ready(gw, f"a-{gw}-{i}") for i in range(3)] for gw in GATEWAYS}
+
+    async def gateway(gw: str) -> list[tuple[str, int, str]]:
+        seen = []
+        for seq in (1, 2, 3):
+            part = make_part(gw, batch(gw, [envelope(a, seq) for a in acts[gw]]))
+            for to, r in await committer.async_apply(part):
+                seen.append((to, seq, r.outcome))
+        return seen
+
+    answers = await asyncio.gather(*(gateway(gw) for gw in GATEWAYS))
+    for gw, seen in zip(GATEWAYS, answers, strict=True):
+        assert seen == [(gw, seq, "applied") for seq in (1, 2, 3) for _ in range(3)]
+    count, batches = groups_of(committer.metrics)
+    assert batches == 3 * len(GATEWAYS)
+    assert count < batches  # batches of several gateways shared a commit
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 9 * len(GATEWAYS)
+        for gw in GATEWAYS:
+            for a in acts[gw]:
+                assert rules.get_activity(s, a).last_seq == 3
+                assert rules.record_of(s, a)["seq"] == 3
+        entries = s.scalars(select(LedgerEntry)).all()
+        assert all(e.applied_at is not None and e.arrived_at <= e.applied_at for e in entries)
+        assert {e.gateway_id for e in entries} == set(GATEWAYS)
+
+
+async def test_a_gateways_batches_keep_their_order(
+    db: Database, seed: Seeded, committer: GroupCommitter
+) -> None:
+    """Sent without waiting: the second batch's seq 2 is decided after the first's seq 1."""
+    aid = seed.ready("site-a")
+    first = make_part("site-a", batch("site-a", [envelope(aid, 1)]))
+    second = make_part("site-a", batch("site-a", [envelope(aid, 2)]))
+    r1, r2 = await asyncio.gather(committer.async_apply(first), committer.async_apply(second))
+    assert [(r.outcome, r.envelope_id) for _, r in r1] == [
+        ("applied", first.envelopes[0].envelope_id)
+    ]
+    assert [(r.outcome, r.envelope_id) for _, r in r2] == [
+        ("applied", second.envelopes[0].envelope_id)
+    ]
+
+
+async def test_a_poison_envelope_costs_one_rejection_not_the_group(
+    db: Database, seed: Seeded, committer: GroupCommitter
+) -> None:
+    acts = {gw: seed.ready(gw, f"a-{gw}") for gw in GATEWAYS}
+    _install_refusing_trigger(db)
+    bad = envelope(acts["site-b"], 1, tables={"readings": [{"meter": "boom"}]})
+    parts = [
+        make_part(gw, batch(gw, [bad if gw == "site-b" else envelope(acts[gw], 1)]))
+        for gw in GATEWAYS
+    ]
+    answers = await asyncio.gather(*(committer.async_apply(p) for p in parts))
+    for gw, results in zip(GATEWAYS, answers, strict=True):
+        ((to, r),) = results
+        assert to == gw
+        expected = ("rejected", "unstorable") if gw == "site-b" else ("applied", None)
+        assert (r.outcome, r.code) == expected
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == len(GATEWAYS)
+
+
+async def test_a_batch_that_cannot_be_applied_fails_alone(
+    db: Database, seed: Seeded, committer: GroupCommitter
+) -> None:
+    """A failure that is no data error (here: a broken form) fails only its own batch."""
+    good = seed.ready("site-a", "a-good")
+    seed.activity_type("other")
+    broken = seed.activity(type_name="other", activity_id="a-broken")
+    with db.session() as s:
+        rules.check_out(s, broken, "site-b")
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "UPDATE activity_types SET form = '{\"fields\": 5}' WHERE name = 'other'"
+        )
+    ok_part = make_part("site-a", batch("site-a", [envelope(good, 1)]))
+    bad_part = make_part("site-b", batch("site-b", [envelope(broken, 1)]))
+    ok, bad = await asyncio.gather(
+        committer.async_apply(ok_part), committer.async_apply(bad_part), return_exceptions=True
+    )
+    assert isinstance(bad, Exception)
+    assert not isinstance(ok, BaseException)
+    assert [r.outcome for _, r in ok] == ["applied"]
+    with db.session() as s:
+        assert rules.get_activity(s, broken).last_seq == 0
+
+
+async def test_a_full_queue_answers_busy(db: Database, seed: Seeded) -> None:
+    aid = seed.ready("site-a")
+    # A long wait keeps the first batch queued while the next ones arrive.
+    committer = GroupCommitter(Replayer(db), wait_s=0.3, max_envelopes=100, queue_max_envelopes=2)
+    try:
+        first = asyncio.ensure_future(
+            committer.async_apply(make_part("site-a", batch("site-a", [envelope(aid, 1)])))
+        )
+        await asyncio.sleep(0)
+        second = make_part("site-b", batch("site-b", [envelope(aid, 1), envelope(aid, 2)]))
+        with pytest.raises(Busy) as raised:
+            committer.submit(second)
+        assert raised.value.retry_after_s > 0 and raised.value.queued == 1
+        assert [r.outcome for _, r in await first] == ["applied"]
+    finally:
+        committer.shutdown()
