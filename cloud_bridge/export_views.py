@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.orm import Session
 
-from cloud_bridge.access import Route
+from cloud_bridge import audit
+from cloud_bridge.access import ACTOR_KEY, Route
+from cloud_bridge.admin import RUNNER_KEY
 from cloud_bridge.blobs import BlobStore
 from cloud_bridge.db import Database
 from cloud_bridge.errors import bad_request
@@ -68,6 +71,7 @@ async def async_export(
                 "invalid_table",
             )
     name = f"{p.stem}-{table}.csv" if table else f"{p.stem}.{fmt}"
+    await _async_audit(request, p.type_name, name, fmt, table, start, end)
     resp = web.StreamResponse(
         headers={
             "Content-Type": "text/csv; charset=utf-8" if fmt == "csv" else "application/zip",
@@ -93,6 +97,42 @@ async def async_export(
     await resp.write_eof()
     logger.info("export %s: %s", name, ", ".join(f"{k} {v}" for k, v in counts.items()))
     return resp
+
+
+async def _async_audit(
+    request: web.Request,
+    type_name: str,
+    name: str,
+    fmt: str,
+    table: str | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> None:
+    """Data leaves central: who took what, from where, before the first byte goes out."""
+    actor = request[ACTOR_KEY]
+    what = (
+        f"table {table!r}"
+        if table
+        else ("every table and the files" if fmt == "zip" else "the records")
+    )
+    first = start.isoformat() if start else "the first record"
+    last = (end - timedelta(microseconds=1)).isoformat() if end else "now"  # "to" is inclusive
+
+    def work(s: Session) -> None:
+        audit.record(
+            s,
+            actor,
+            "export.download",
+            "activity_type",
+            type_name,
+            f"exported {type_name!r} as {fmt.upper()}: {what}, {first} to {last} ({name})",
+            format=fmt,
+            table=table,
+            start=start.isoformat() if start else None,
+            before=end.isoformat() if end else None,
+        )
+
+    await request.app[RUNNER_KEY].async_tx(work)
 
 
 ROUTES: list[Route] = [

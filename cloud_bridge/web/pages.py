@@ -68,12 +68,8 @@ async def index(request: web.Request) -> web.StreamResponse:
     actor = views.actor_of(request)
     if not actor.signed_in:
         raise see_other("/signin")
-    for _label, path, action in render.NAV:
-        from cloud_bridge.permissions import may
-
-        if may(actor, action):
-            raise see_other(path)
-    raise see_other("/account")
+    links = render.nav_for(request.app, actor)
+    raise see_other(links[0][1] if links else "/account")
 
 
 async def stylesheet(request: web.Request) -> web.StreamResponse:

@@ -18,7 +18,7 @@ import jinja2
 from aiohttp import web
 
 from cloud_bridge import fleet
-from cloud_bridge.access import ACTOR_KEY, csrf_token, set_csrf_cookie
+from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, csrf_token, set_csrf_cookie
 from cloud_bridge.permissions import ANONYMOUS, Action, Actor, may
 
 HERE = Path(__file__).parent
@@ -37,16 +37,27 @@ HEADERS = {
     "X-Frame-Options": "DENY",
 }
 
-# The navigation: (label, path, action that must be allowed). Pages add themselves here.
-NAV: list[tuple[str, str, Action]] = [
-    ("Activities", "/activities", Action.ACTIVITIES_READ),
-    ("Types", "/types", Action.TYPES_WRITE),
-    ("Rejections", "/rejections", Action.ACTIVITIES_READ),
-    ("Exports", "/exports", Action.EXPORTS_READ),
-    ("Users", "/users", Action.USERS_READ),
-    ("Fleet", "/fleet", Action.FLEET_READ),
-    ("Audit log", "/audit", Action.AUDIT_READ),
+# The navigation: (label, path). A link is shown to whoever may open its page:
+# the action is the one its GET route declares (one place, the route table).
+NAV: list[tuple[str, str]] = [
+    ("Activities", "/activities"),
+    ("Activity types", "/types"),
+    ("Rejections", "/rejections"),
+    ("Exports", "/exports"),
+    ("Users", "/users"),
+    ("Fleet", "/fleet"),
+    ("Audit log", "/audit"),
 ]
+
+
+def nav_for(app: web.Application, actor: Actor) -> list[tuple[str, str]]:
+    """The links of :data:`NAV` that ``actor`` may open (by their GET route's action)."""
+    routes = app[ACCESS_KEY].declared()
+    return [
+        (label, path)
+        for label, path in NAV
+        if (route := routes.get(("GET", path))) is not None and may(actor, route.action)
+    ]
 
 
 def when(value: datetime | str | None) -> str:
@@ -88,7 +99,7 @@ def setup(app: web.Application) -> None:
 
 def _context(request: web.Request, extra: dict[str, Any]) -> dict[str, Any]:
     actor: Actor = request.get(ACTOR_KEY) or ANONYMOUS
-    nav = [(label, path) for label, path, action in NAV if may(actor, action)]
+    nav = nav_for(request.app, actor)
     return {
         "actor": actor,
         "csrf_token": csrf_token(request),

@@ -157,6 +157,17 @@ async def test_csv_zip_and_ranges(
         "what": "rust",
     }
 
+    # Every export is in the audit log: who, what, from where (before its first byte).
+    log = (await admin.ok("GET", "/api/v1/audit?action=export.download"))["entries"]
+    assert [e["details"]["format"] for e in log] == ["zip", "csv", "csv"]  # newest first
+    assert all(e["actor_kind"] == "admin_token" and e["client"] for e in log)
+    assert all(e["target_type"] == "activity_type" and e["target_id"] == "visit" for e in log)
+    assert log[1]["details"]["table"] == "readings" and "table 'readings'" in log[1]["summary"]
+    assert (
+        f"every table and the files, {today}T00:00:00+00:00 to {today}T23:59:59"
+        in log[0]["summary"]
+    )
+
     # A range that holds nothing: only the header.
     yesterday = today - timedelta(days=1)
     status, _, body = await get(admin, f"/api/v1/exports/visit?to={yesterday}")

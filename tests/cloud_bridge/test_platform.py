@@ -317,6 +317,23 @@ async def test_every_route_as_every_role(bridge: Bridge) -> None:
             else:
                 await browsers[who].get("/signin")
         try:
+            # The menu offers every page a role may open, and none it may not.
+            menu = {
+                "/activities",
+                "/types",
+                "/rejections",
+                "/exports",
+                "/users",
+                "/fleet",
+                "/audit",
+            }
+            for role in roles:
+                _, text = await browsers[role].get("/account")
+                nav = re.search(r'<nav aria-label="Main">(.*?)</nav>', text, re.S)
+                assert nav is not None, role
+                shown = set(re.findall(r'href="([^"]+)"', nav.group(1)))
+                openable = {p for p in menu if role in EXPECTED[table[("GET", p)].action.value]}
+                assert shown == openable, (role, shown ^ openable)
             ordered = sorted(  # signing out last
                 table.values(),
                 key=lambda r: (

@@ -165,7 +165,7 @@ def test_activity_types_page(
     try:
         ada.sign_in("ada")
         page = ada.page
-        page.get_by_role("link", name="Types").click()
+        page.get_by_role("link", name="Activity types").click()
         expect(page.locator('tr[data-type="inspection"]')).to_contain_text("may go offline")
         ada.screenshot("types")
         # Not JSON at all: the line and column.
