@@ -9,7 +9,10 @@ when the broker's PUBACK for it arrives. From that:
   intervals (BBR's estimator, so that PUBACKs arriving in a bunch do not
   look like a fast link). With a queue standing in front of the link the
   sample is the link's rate; with none it is less, so the estimate is the
-  largest sample of the last ``RATE_WINDOW_S``.
+  largest sample of the last ``RATE_WINDOW_S`` of *busy* time (something
+  unacknowledged): an idle spell does not age it, so the next photo after
+  ten quiet minutes starts from the rate the last one measured instead of
+  ramping up again from one chunk.
 - ``rtt``: the smallest PUBACK delay of a small message on this connection
   (one that queued behind others overstates it; the minimum finds one that
   did not — the ``online`` state message at every connect is small).
@@ -63,6 +66,9 @@ class LinkMeter:
         self._changed = asyncio.Event()
         self._acked_at = 0.0
         self._first_sent = 0.0
+        # Samples are aged on a clock that stops while nothing is in flight.
+        self._idle_total = 0.0
+        self._idle_since: float | None = None
 
     def reset(self) -> None:
         """A new connection: forget what was in flight and measure again."""
@@ -74,6 +80,8 @@ class LinkMeter:
         self.unacked = 0
         self.rtt = None
         self._rate = None
+        self._idle_total = 0.0
+        self._idle_since = None
         self._changed.set()
 
     @property
@@ -87,6 +95,9 @@ class LinkMeter:
         if self.unacked == 0:
             # Idle until now: intervals start here, not at the last PUBACK.
             self._acked_at = self._first_sent = now
+            if self._idle_since is not None:
+                self._idle_total += max(0.0, now - self._idle_since)
+                self._idle_since = None
         self._sent[mid] = _Sent(nbytes, now, self.acked, self._acked_at, self._first_sent)
         self.unacked += nbytes
 
@@ -104,19 +115,26 @@ class LinkMeter:
         rtt = elapsed if sent.nbytes <= SMALL_MESSAGE else None
         interval = max(sent.at - sent.first_sent, now - sent.acked_at, MIN_RTT_S)
         self._acked_at, self._first_sent = now, sent.at
-        self._samples.append((now, (self.acked - sent.acked_before) / interval))
-        while self._samples and now - self._samples[0][0] > RATE_WINDOW_S:
+        busy = now - self._idle_total
+        self._samples.append((busy, (self.acked - sent.acked_before) / interval))
+        while self._samples and busy - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
         self._rate = max(s for _, s in self._samples)
         if rtt is not None:
             self.rtt = rtt if self.rtt is None else min(self.rtt, rtt)
+        self._went_idle(now)
         self._changed.set()
 
-    def on_lost(self, mid: int) -> None:
+    def on_lost(self, mid: int, now: float | None = None) -> None:
         sent = self._sent.pop(mid, None)
         if sent is not None:
             self.unacked -= sent.nbytes
+            self._went_idle(time.monotonic() if now is None else now)
             self._changed.set()
+
+    def _went_idle(self, now: float) -> None:
+        if self.unacked <= 0 and not self._sent:
+            self._idle_since = now
 
     async def async_changed(self, timeout: float) -> None:
         """Wait until a PUBACK (or a reset) changed the figures, or ``timeout``."""

@@ -74,3 +74,25 @@ def test_the_answer_timeout_grows_with_the_queue_between_floor_and_ceiling() -> 
         meter.on_send(i, 8192, now=50.0)  # ~68 s of link time queued
     timeout = linkplan.answer_timeout(meter, CFG)
     assert CFG.ack_timeout_s < timeout <= CFG.ack_timeout_max_s
+
+
+def test_an_idle_spell_does_not_age_the_rate_so_the_next_photo_starts_wide() -> None:
+    meter = LinkMeter()
+    feed_link(meter, rate=1_250_000, rtt=0.6, nbytes=128 * 1024, count=40)
+    budget = linkplan.send_budget(meter, CFG)
+    # Ten quiet minutes, then one chunk goes and is acknowledged alone (its
+    # sample is one chunk per round trip: far below the link's rate).
+    later = 700.0
+    meter.on_send(100, 128 * 1024, now=later)
+    meter.on_ack(100, now=later + 0.7)
+    assert meter.rate is not None and meter.rate > 1_000_000
+    assert linkplan.send_budget(meter, CFG) == budget
+    # Busy time still ages it: a link that really got slower is believed
+    # after RATE_WINDOW_S of traffic at the new rate.
+    t, mid = later + 1.0, 200
+    while t < later + 30:
+        meter.on_send(mid, 8192, now=t)
+        t += (8192 + PACKET_OVERHEAD) / 2000
+        meter.on_ack(mid, now=t)
+        mid += 1
+    assert meter.rate is not None and meter.rate < 20_000

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -128,6 +129,8 @@ async def run_gateway(spec: dict[str, Any]) -> None:
     await asyncio.sleep(spec.get("settle_s", 1.0))  # the rest of the connect traffic
     _print({"ready": True})
 
+    photo_seq = itertools.count(1)  # the holder's envelopes, one per photo
+
     async def one_round(command: dict[str, Any], round_no: int) -> dict[str, Any]:
         deadline = time.monotonic() + spec.get("deadline_s", 600)
         result: dict[str, Any] = {}
@@ -194,7 +197,7 @@ async def run_gateway(spec: dict[str, Any]) -> None:
             holder = EnvelopeBody(
                 envelope_id=uuid.uuid4(),
                 activity_id=holder_act.id,
-                seq=round_no,
+                seq=next(photo_seq),
                 base_version=1,
                 status="draft",
                 created_at=now,
@@ -232,14 +235,25 @@ async def run_gateway(spec: dict[str, Any]) -> None:
                     ).scalar_one()
                 )
 
+            async def photo_done() -> tuple[bool, float]:
+                ok = await until(lambda: store.async_read(uploaded))
+                return ok, time.monotonic() - start
+
+            # Timed on its own: the envelope's wait must not bound the photo's.
+            photo = asyncio.create_task(photo_done())
             if "envelope_after_s" in command:
                 await asyncio.sleep(command["envelope_after_s"])
                 seconds = await one_completed()
-                result.update(envelope_done=seconds >= 0, envelope_seconds=seconds)
-            ok = await until(lambda: store.async_read(uploaded))
+                result.update(
+                    envelope_done=seconds >= 0,
+                    envelope_seconds=seconds,
+                    # Whether the photo was still going up when it was applied.
+                    envelope_during_photo=not photo.done(),
+                )
+            ok, photo_s = await photo
             result.update(
                 done=ok,
-                seconds=time.monotonic() - start,
+                seconds=photo_s,
                 chunk_bytes_last=uplink.blobs.last_chunk_bytes,
                 attachment_payload_bytes=uplink.blobs.bytes_sent - blob0,
             )
