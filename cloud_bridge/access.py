@@ -181,6 +181,17 @@ def _unauthorized_api(actor: Actor, route: Route, had_token: bool) -> CentralErr
     return CentralError("forbidden", refusal(actor, route.action), 403)
 
 
+class PageRefused(Exception):
+    """A page the person may not open; ``cloud_bridge.app``'s error middleware renders it.
+
+    ``message`` None: not signed in (sign in first); otherwise why not.
+    """
+
+    def __init__(self, message: str | None) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     route = declared_route(request)
@@ -205,11 +216,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     request[ACTOR_KEY] = actor
     if not may(actor, action):
         if route.page:
-            from cloud_bridge.web import render
-
-            if not actor.signed_in:
-                return render.sign_in_redirect(request)
-            return render.refused(request, refusal(actor, action))
+            raise PageRefused(None if not actor.signed_in else refusal(actor, action))
         raise _unauthorized_api(actor, route, bearer_of(request) is not None)
     if route.page and request.method == "POST":
         await _check_csrf(request, actor)

@@ -1,4 +1,7 @@
-"""The admin port's application: the API and the platform's pages; keys, middlewares, routes.
+"""The admin port's application, wired in one place: middlewares, every route table, the keys.
+
+The keys themselves live in ``cloud_bridge/app_keys.py`` (a leaf), so the
+modules that hold handlers never import this one.
 
 Middleware order (outermost first): ``error_middleware`` turns every failure
 into ``{"error": {"code", "message"}}`` for the API, or an error page for the
@@ -19,24 +22,39 @@ from pathlib import Path
 
 from aiohttp import web
 
+from cloud_bridge import export_views, review_views, type_versions, views
+from cloud_bridge.access import (
+    ACCESS_KEY,
+    Access,
+    PageRefused,
+    Route,
+    access_middleware,
+    is_api_path,
+    register,
+)
+from cloud_bridge.app_keys import (
+    API_ROUTES_KEY,
+    BLOBS_KEY,
+    FLEET_KEY,
+    MAX_BODY_KEY,
+    METRICS_KEY,
+    MQTT_KEY,
+    RUNNER_KEY,
+    TOKEN_KEY,
+)
 from cloud_bridge.blobs import BlobStore
 from cloud_bridge.config import FleetSection, PlatformSection
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
 from cloud_bridge.identity import Policy
-from cloud_bridge.metrics import BridgeMetrics
+from cloud_bridge.metrics import BridgeMetrics, metrics_handler
 from cloud_bridge.mqtt_bridge import MqttBridge
 from cloud_bridge.passwords import PasswordWork
+from cloud_bridge.permissions import Action
+from cloud_bridge.web import pages, render
 from outpost.logs import escape_control
 
 logger = logging.getLogger(__name__)
-
-RUNNER_KEY = web.AppKey("runner", DbRunner)
-MQTT_KEY = web.AppKey("mqtt", MqttBridge)
-TOKEN_KEY = web.AppKey("token", str)
-FLEET_KEY = web.AppKey("fleet", FleetSection)
-METRICS_KEY = web.AppKey("metrics", BridgeMetrics)
-BLOBS_KEY = web.AppKey("blobs", BlobStore)
 
 TOKEN_FILE = "admin-token"
 
@@ -81,6 +99,11 @@ def error_json(status: int, code: str, message: str) -> web.Response:
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except PageRefused as exc:
+        # A page the person may not open: sign in first, or a page saying why not.
+        if exc.message is None:
+            return render.sign_in_redirect(request)
+        return render.refused(request, exc.message)
     except CentralError as exc:
         return _error(request, exc.status, exc.code, exc.message, exc.headers)
     except web.HTTPException as exc:
@@ -136,20 +159,13 @@ def _error(
     headers: dict[str, str] | None = None,
 ) -> web.Response:
     """A JSON error for the API, an error page for a person's browser."""
-    from cloud_bridge.access import is_api_path
-
     if is_api_path(request.path):
         response = error_json(status, code, message)
     else:
-        from cloud_bridge.web import render
-
         response = render.error_page(request, status, message)
     if headers:
         response.headers.update(headers)
     return response
-
-
-MAX_BODY_KEY = web.AppKey("max_body", int)
 
 
 def make_app(
@@ -164,12 +180,6 @@ def make_app(
     platform: PlatformSection | None = None,
     passwords: PasswordWork | None = None,
 ) -> web.Application:
-    from cloud_bridge import export_views, views
-    from cloud_bridge.access import ACCESS_KEY, Access, Route, access_middleware, register
-    from cloud_bridge.metrics import metrics_handler
-    from cloud_bridge.permissions import Action
-    from cloud_bridge.web import pages, render
-
     platform = platform or PlatformSection()
     app = web.Application(
         middlewares=[error_middleware, input_middleware, access_middleware],
@@ -189,8 +199,10 @@ def make_app(
     app[FLEET_KEY] = fleet or FleetSection()
     app[METRICS_KEY] = metrics or BridgeMetrics()
     app[BLOBS_KEY] = blobs
+    routes = api_routes()
+    app[API_ROUTES_KEY] = tuple(routes)
     render.setup(app)
-    views.add_routes(app)
+    register(app, routes)
     export_views.setup(app, runner.db, blobs)
     pages.add_routes(app)
     register(
@@ -198,6 +210,11 @@ def make_app(
         [Route("GET", "/metrics", metrics_handler, "Prometheus metrics", Action.METRICS_READ)],
     )
     return app
+
+
+def api_routes() -> list[Route]:
+    """The API's route table: ``views`` and the modules that use its helpers."""
+    return views.ROUTES + review_views.ROUTES + export_views.ROUTES + type_versions.ROUTES
 
 
 def policy_of(platform: PlatformSection) -> Policy:

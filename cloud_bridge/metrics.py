@@ -20,7 +20,8 @@ from prometheus_client import (
     generate_latest,
 )
 
-from cloud_bridge.fleet import LEVELS, parse_time
+from cloud_bridge.app_keys import FLEET_KEY, METRICS_KEY, RUNNER_KEY
+from cloud_bridge.fleet import LEVELS, Thresholds, all_views, parse_time
 
 _GW = ["gateway"]
 
@@ -181,9 +182,6 @@ class BridgeMetrics:
 
 async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics``: the pipeline counters, and the fleet as the admin API sees it now."""
-    from cloud_bridge.app import FLEET_KEY, METRICS_KEY, RUNNER_KEY
-    from cloud_bridge.fleet import Thresholds, all_views
-
     app = request.app
     t = Thresholds.from_config(app[FLEET_KEY])
     views = await app[RUNNER_KEY].async_tx(lambda s: all_views(s, t))

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 import outpost
+from cloud_bridge.access import Route
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.forms import ActivityTypeDef
 from outpost.wire.schemas import ActivityId, GatewayId, Sha256, TypeName, Username
@@ -84,16 +85,15 @@ def _error(description: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=1)
-def document() -> dict[str, Any]:
-    from cloud_bridge.views import all_routes
-
+def document(routes: tuple[Route, ...]) -> dict[str, Any]:
+    """The document for ``routes`` (``cloud_bridge.app.api_routes()``, kept on the app)."""
     paths: dict[str, dict[str, Any]] = {}
     schemas: dict[str, Any] = {
         "Error": ERROR_SCHEMA,
         "Gateway": GATEWAY_SCHEMA,
         "Figure": FIGURE_SCHEMA,
     }
-    for route in all_routes():
+    for route in routes:
         op: dict[str, Any] = {
             "summary": route.summary,
             "operationId": route.handler.__name__,

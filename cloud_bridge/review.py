@@ -39,10 +39,9 @@ from cloud_bridge.models import (
     Review,
     utcnow,
 )
-from outpost.wire.schemas import REVIEW_SINCE, Dispatch, ReviewNote
+from cloud_bridge.review_note import APPROVED, HAS_ISSUES
+from outpost.wire.schemas import REVIEW_SINCE, Dispatch
 
-APPROVED = "approved"
-HAS_ISSUES = "has_issues"
 REVIEW_STATES = (APPROVED, HAS_ISSUES)
 AWAITING = "awaiting_review"  # a completed upload no review has looked at yet
 
@@ -212,31 +211,6 @@ def undo_send_back(session: Session, review_id: int, activity_id: str) -> bool:
         session.delete(row)
         session.flush()
     return undone
-
-
-def note_for(session: Session, activity: Activity) -> ReviewNote | None:
-    """The review note of the activity's current check-out, if a has_issues review made it."""
-    if activity.state != OFFLINE:
-        return None
-    row = session.scalars(
-        select(Review)
-        .where(
-            Review.activity_id == activity.id,
-            Review.state == HAS_ISSUES,
-            Review.checkout_no == activity.checkout_no,
-        )
-        .order_by(Review.id.desc())
-        .limit(1)
-    ).first()
-    if row is None or row.note is None:
-        return None
-    return ReviewNote(
-        round=row.round + 1,
-        note=row.note,
-        reviewer=row.reviewer_display or row.reviewer,
-        reviewed_at=row.reviewed_at,
-        after_seq=activity.last_seq,
-    )
 
 
 # --- the activity's rounds, for its timeline --------------------------------------

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, rejection_list, review, rules, views
 from cloud_bridge.access import Route
-from cloud_bridge.app import MQTT_KEY, RUNNER_KEY
+from cloud_bridge.app_keys import MQTT_KEY, RUNNER_KEY
 from cloud_bridge.errors import CentralError, bad_request, not_found
 from cloud_bridge.permissions import Action, scope
 from cloud_bridge.views import Body, activity_json, read_body

@@ -42,6 +42,7 @@ from cloud_bridge.models import (
     User,
     utcnow,
 )
+from cloud_bridge.review_note import note_for
 from outpost.forms import ActivityTypeDef, FormDefinition
 from outpost.passwords import hash_password as hash_password  # the one place (bounded)
 from outpost.passwords import verify_password as verify_password
@@ -330,8 +331,6 @@ def dispatch_of(session: Session, activity: Activity) -> Dispatch:
 
     When a review sent it back (``has_issues``), the dispatch carries the note.
     """
-    from cloud_bridge.review import note_for
-
     assert activity.holder_gateway is not None
     assert activity.holder_user is not None and activity.checked_out_at is not None
     return Dispatch(

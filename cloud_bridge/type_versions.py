@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud_bridge.access import Route
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.models import ActivityType, ActivityTypeVersion
 from cloud_bridge.permissions import Action

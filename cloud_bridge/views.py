@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, fleet, identity, people, rules
 from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
-from cloud_bridge.app import BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
+from cloud_bridge.app_keys import API_ROUTES_KEY, BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.handler import results_messages
@@ -36,6 +36,7 @@ from cloud_bridge.models import (
     User,
     utcnow,
 )
+from cloud_bridge.openapi import document
 from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
 from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import Dispatch, Recall
@@ -321,9 +322,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from cloud_bridge.openapi import document
-
-    return web.json_response(document())
+    return web.json_response(document(request.app[API_ROUTES_KEY]))
 
 
 async def put_activity_type(request: web.Request) -> web.Response:
@@ -1128,16 +1127,3 @@ ROUTES: list[Route] = [
         A.FLEET_READ,
     ),
 ]
-
-
-def all_routes() -> list[Route]:
-    """This table and those of the API's other modules (which use this module's helpers)."""
-    from cloud_bridge import export_views, review_views, type_versions
-
-    return ROUTES + review_views.ROUTES + export_views.ROUTES + type_versions.ROUTES
-
-
-def add_routes(app: web.Application) -> None:
-    from cloud_bridge.access import register
-
-    register(app, all_routes())

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, review, rules, views
-from cloud_bridge.app import BLOBS_KEY, RUNNER_KEY
+from cloud_bridge.app_keys import BLOBS_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError
 from cloud_bridge.models import (

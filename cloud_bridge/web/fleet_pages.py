@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import fleet
 from cloud_bridge.access import Route
-from cloud_bridge.app import FLEET_KEY, MQTT_KEY, RUNNER_KEY
+from cloud_bridge.app_keys import FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.models import Gateway, utcnow
 from cloud_bridge.permissions import Action
 from cloud_bridge.web.render import page, when

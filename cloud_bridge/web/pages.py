@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, identity, people, views
 from cloud_bridge.access import ACCESS_KEY, SESSION_COOKIE, Route, async_sign_in, register
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError
 from cloud_bridge.models import (
     CANCELED,

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import rejection_list, review_views, views
 from cloud_bridge.access import Route
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError
 from cloud_bridge.export_views import async_export
 from cloud_bridge.exports import parse_bound
