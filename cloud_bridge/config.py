@@ -27,6 +27,9 @@ class AdminSection(Section):
     # data_dir/admin-token (its path is logged, never its value).
     token: str | None = Field(default=None, min_length=16)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # DB threads (each a connection) of the admin API and pages alone; replay and the
+    # uplink's heartbeats have their own. 0: 2 on SQLite, 4 on PostgreSQL.
+    db_threads: int = Field(default=0, ge=0, le=64)
 
 
 class BridgeMqttSection(MqttSection):

@@ -19,11 +19,13 @@ T = TypeVar("T")
 class DbRunner:
     """A small thread pool for the database; ``async_call`` awaits blocking work."""
 
-    def __init__(self, db: Database, threads: int | None = None) -> None:
+    def __init__(
+        self, db: Database, threads: int | None = None, *, name: str = "central-db"
+    ) -> None:
         self.db = db
         # SQLite has one writer anyway; PostgreSQL gains from a few connections.
         threads = threads or (2 if db.sqlite else 4)
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="central-db")
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name)
 
     async def async_call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()

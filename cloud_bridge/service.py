@@ -44,7 +44,8 @@ class Bridge:
         self.config = config
         self._client_id = client_id
         self.db: Database | None = None
-        self.runner: DbRunner | None = None
+        self.runner: DbRunner | None = None  # the admin API and pages
+        self.uplink_runner: DbRunner | None = None  # heartbeats, state, check-outs
         self.handler: UplinkHandler | None = None
         self.committer: GroupCommitter | None = None
         self.blobs: BlobStore | None = None
@@ -58,14 +59,21 @@ class Bridge:
 
     async def async_start(self) -> None:
         cfg = self.config
-        self.db = await asyncio.to_thread(Database.from_url, cfg.central.database_url)
+        # A connection for every DB thread: admin, uplink (2) and replay.
+        connections = (cfg.admin.db_threads or 4) + 2 + (cfg.replay.threads or 2)
+        self.db = await asyncio.to_thread(
+            Database.from_url, cfg.central.database_url, pool_size=connections
+        )
         try:
             revision = await asyncio.to_thread(migrate, self.db.engine)
             logger.info(
                 "central database ready (%s, schema %s)", self.db.engine.url.drivername, revision
             )
             self.admin_token = await asyncio.to_thread(self._token)
-            self.runner = DbRunner(self.db)
+            # Admin work has threads (and connections) of its own, so a saturated
+            # uplink never queues it; replay has its own in the GroupCommitter.
+            self.runner = DbRunner(self.db, cfg.admin.db_threads or None, name="central-admin")
+            self.uplink_runner = DbRunner(self.db, 2, name="central-uplink")
             self.passwords = PasswordWork(cfg.platform.password_slots, cfg.platform.password_wait_s)
             self.blobs = blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
             rp = cfg.replay
@@ -78,7 +86,9 @@ class Bridge:
                 retry_after_s=rp.retry_after_s,
                 metrics=self.metrics,
             )
-            self.handler = UplinkHandler(self.runner, self.committer, self.metrics, blobs=blobs)
+            self.handler = UplinkHandler(
+                self.uplink_runner, self.committer, self.metrics, blobs=blobs
+            )
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
             await self.mqtt.async_start()
             self._prune_task = asyncio.create_task(
@@ -152,6 +162,9 @@ class Bridge:
         if self.passwords is not None:
             await asyncio.to_thread(self.passwords.shutdown)
             self.passwords = None
+        if self.uplink_runner is not None:
+            await asyncio.to_thread(self.uplink_runner.shutdown)
+            self.uplink_runner = None
         if self.runner is not None:
             await asyncio.to_thread(self.runner.shutdown)
             self.runner = None

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
 import stat
+import threading
 from pathlib import Path
 
 import aiohttp
@@ -188,3 +190,23 @@ def test_the_openapi_document_resolves_and_types_every_path_parameter() -> None:
                 assert param["name"] in PATH_PARAMETERS, (path, param["name"])
             if "requestBody" in op:
                 assert "413" in op["responses"], path
+
+
+async def test_admin_work_never_waits_behind_the_uplinks_db_threads(
+    bridge: Bridge, admin: Admin
+) -> None:
+    """Every uplink DB thread stuck (a heartbeat flood): the admin API still answers."""
+    assert bridge.uplink_runner is not None
+    release = threading.Event()
+    stuck = [
+        asyncio.ensure_future(bridge.uplink_runner.async_call(release.wait, 30)) for _ in range(4)
+    ]
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        status, _ = await admin.call("GET", "/api/v1/gateways")
+        assert status == 200
+        assert loop.time() - started < 5
+    finally:
+        release.set()
+        await asyncio.gather(*stuck)
