@@ -24,8 +24,8 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cloud_bridge.passwords import hash_password, verify_password
 from cloud_bridge.service import Bridge
+from outpost.passwords import hash_password, verify_password
 from tests.cloud_bridge.conftest import TOKEN, bridge_config
 from tests.support.broker import Broker
 

@@ -292,7 +292,11 @@ async def async_check_password(request: web.Request, username: str, password: st
         return s.get(User, username)
 
     user = await access.runner.async_tx(reserve)
-    ok = await access.passwords.async_verify(user.password_hash if user else None, password)
+    try:
+        ok = await access.passwords.async_verify(user.password_hash if user else None, password)
+    except CentralError:  # busy: never checked, so the guess is given back
+        await access.runner.async_tx(lambda s: identity.refund_guess(s, username, access.policy))
+        raise
     if not ok or user is None:
         logger.info("failed sign-in for user %r from %s", username[:64], client)
         await access.runner.async_tx(lambda s: identity.note_failure(s, client, access.policy))

@@ -85,8 +85,8 @@ class PlatformSection(Section):
     session_idle_s: int = Field(default=30 * 60, ge=60)  # a page session ends after this idle
     session_max_s: int = Field(default=12 * 3600, ge=300)  # ... and at the latest after this
     api_session_s: int = Field(default=12 * 3600, ge=300)  # POST /api/v1/session tokens
-    signin_max_failures: int = Field(default=5, ge=1, le=1000)  # guesses per user per window
-    signin_window_s: int = Field(default=15 * 60, ge=1)
+    signin_max_failures: int = Field(default=5, ge=1, le=1000)  # guesses per user, then locked
+    signin_window_s: int = Field(default=15 * 60, ge=1)  # failures forgotten after this quiet
     signin_lockout_s: int = Field(default=15 * 60, ge=1)
     # argon2 costs 64 MiB a check: at most this many run at once; others wait up to
     # password_wait_s, then get 503 with Retry-After.

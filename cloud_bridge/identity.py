@@ -10,18 +10,20 @@
   they are created and revoked by the person or an admin.
 - The bridge's admin token is for scripts; it acts as an admin and the audit
   log says "the admin token".
-- Guesses are counted per user *before* the password is checked, in one
-  transaction with the row locked: at most ``signin_max_failures`` guesses
-  per user are ever evaluated in a window, however many arrive at once. A
-  success clears the user's count. Failed guesses are also counted per client
-  address (``CLIENT_FACTOR`` times as many allowed), so one address cannot
-  sweep many usernames.
+- Guesses are counted per user *before* the password is checked, by the
+  lockout the gateway uses too (``outpost.passwords.reserve_attempt``: one
+  conditional upsert, atomic on SQLite and PostgreSQL): at most
+  ``signin_max_failures`` guesses per user are ever evaluated per lock
+  period, however many arrive at once. A success clears the user's count.
+  Failed guesses are also counted per client address (``CLIENT_FACTOR``
+  times as many allowed), so one address cannot sweep many usernames.
 
 Everything here that touches the database is blocking (DB threads).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import secrets
@@ -30,12 +32,20 @@ from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from cloud_bridge.errors import CentralError
-from cloud_bridge.models import ApiToken, SigninFailure, User, UserSite, WebSession, utcnow
+from cloud_bridge.models import ApiToken, User, UserSite, WebSession, signin_failures, utcnow
 from cloud_bridge.permissions import Actor
+from outpost.passwords import (
+    LockoutPolicy,
+    SignInLocked,
+    check_unlocked,
+    clear_attempts,
+    record_failure,
+    refund_attempt,
+    reserve_attempt,
+)
 
 SEEN_EVERY = timedelta(seconds=30)  # a session's seen_at is written at most this often
 CLIENT_FACTOR = 4  # one address may fail this many times more than one user (shared NAT)
@@ -58,70 +68,54 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-# --- the sign-in throttle ---------------------------------------------------------
+# --- the sign-in throttle: the shared lockout (outpost/passwords.py) --------------
 
 
-def _lock_row(session: Session, key: str, now: datetime) -> SigninFailure:
-    """The throttle row for ``key``, created if absent and locked for this transaction."""
-    dialect = session.get_bind().dialect.name
-    values = {"key": key, "failures": 0, "window_start": now, "locked_until": None}
-    if dialect == "postgresql":
-        session.execute(postgresql.insert(SigninFailure).values(**values).on_conflict_do_nothing())
-    else:  # SQLite: the transaction already holds the write lock (BEGIN IMMEDIATE)
-        session.execute(sqlite.insert(SigninFailure).values(**values).on_conflict_do_nothing())
-    return session.scalars(
-        select(SigninFailure)
-        .where(SigninFailure.key == key)
-        .with_for_update()
-        .execution_options(populate_existing=True)
-    ).one()
-
-
-def _count(row: SigninFailure, limit: int, policy: Policy, now: datetime) -> None:
-    window = timedelta(seconds=policy.failure_window_s)
-    expired_lock = row.locked_until is not None and row.locked_until <= now
-    if expired_lock or row.window_start + window <= now:
-        row.failures, row.window_start, row.locked_until = 0, now, None
-    row.failures += 1
-    if row.failures >= limit:
-        row.locked_until = now + timedelta(seconds=policy.lockout_s)
+def _lockouts(policy: Policy) -> tuple[LockoutPolicy, LockoutPolicy]:
+    """The per-user and the per-address limits (an address: ``CLIENT_FACTOR`` x as many)."""
+    user = LockoutPolicy(
+        max_failures=policy.max_failures,
+        lockout_s=policy.lockout_s,
+        forget_s=policy.failure_window_s,
+    )
+    return user, dataclasses.replace(user, max_failures=policy.max_failures * CLIENT_FACTOR)
 
 
 def reserve_guess(session: Session, username: str, client: str, policy: Policy) -> None:
-    """Count one guess for ``username`` before it is checked.
+    """Count one guess for ``username`` before it is checked (``reserve_attempt``).
 
     Raises ``signin_locked`` (429, with the seconds to wait) when the user or
-    the client address is locked; otherwise the guess is counted against the
-    user and the caller may check it. The guess that reaches the limit is
-    still checked; the next one is refused. (The address is charged only for
+    the client address is locked; the transaction then rolls back, so a
+    refused guess reserves nothing. The guess that reaches the limit is still
+    checked; the next one is refused. (The address is charged only for
     guesses that failed, :func:`note_failure`: many people signing in at
     once from one office must not lock it.)
     """
     now = utcnow()
-    user_row = _lock_row(session, f"user:{username}", now)
-    client_row = _lock_row(session, f"client:{client}", now)
-    for row in (user_row, client_row):
-        if row.locked_until is not None and row.locked_until > now:
-            raise locked_error(row.locked_until, now)
-    _count(user_row, policy.max_failures, policy, now)
-    session.flush()
+    conn = session.connection()
+    try:
+        check_unlocked(conn, signin_failures, [f"client:{client}"], now)
+        reserve_attempt(conn, signin_failures, [f"user:{username}"], _lockouts(policy)[0], now)
+    except SignInLocked as exc:
+        raise locked_error(exc.until, now) from None
 
 
 def note_failure(session: Session, client: str, policy: Policy) -> None:
     """Charge a failed guess to the client address (limit: ``CLIENT_FACTOR`` x the user's)."""
-    now = utcnow()
-    _count(
-        _lock_row(session, f"client:{client}", now),
-        policy.max_failures * CLIENT_FACTOR,
-        policy,
-        now,
-    )
-    session.flush()
+    conn = session.connection()
+    record_failure(conn, signin_failures, [f"client:{client}"], _lockouts(policy)[1], utcnow())
 
 
 def clear_guesses(session: Session, username: str) -> None:
     """A right password: the user's count starts afresh (the address's does not)."""
-    session.execute(delete(SigninFailure).where(SigninFailure.key == f"user:{username}"))
+    clear_attempts(session.connection(), signin_failures, [f"user:{username}"])
+
+
+def refund_guess(session: Session, username: str, policy: Policy) -> None:
+    """The guess was never checked (the password slots were busy): give it back."""
+    refund_attempt(
+        session.connection(), signin_failures, [f"user:{username}"], _lockouts(policy)[0]
+    )
 
 
 def locked_error(until: datetime, now: datetime) -> CentralError:

@@ -26,6 +26,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from outpost.passwords import lockout_table
+
 # Activity states.
 ONLINE = "online"
 OFFLINE = "offline"
@@ -128,15 +130,9 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None]
 
 
-class SigninFailure(Base):
-    """Failed sign-ins counted per key (``user:<name>``, ``client:<address>``) in a window."""
-
-    __tablename__ = "signin_failures"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer)
-    window_start: Mapped[datetime]
-    locked_until: Mapped[datetime | None]
+# Sign-in guesses per key (``user:<name>``, ``client:<address>``): the shared
+# lockout's table (outpost/passwords.py), the same columns as the gateway's.
+signin_failures = lockout_table(Base.metadata, "signin_failures", type_=UTCDateTime())
 
 
 class AuditEntry(Base):

@@ -1,5 +1,7 @@
 """Central's password checks: ``outpost.passwords.PasswordGate`` with central's limits.
 
+(Hashing and the lockout themselves live only in ``outpost.passwords``.)
+
 argon2 costs 64 MiB per hash; at most ``platform.password_slots`` run at
 once, up to ``password_wait`` more wait ``password_wait_s`` for a turn, and
 a check that cannot get one is answered 503 with ``Retry-After``
@@ -9,9 +11,7 @@ a check that cannot get one is answered 503 with ``Retry-After``
 from __future__ import annotations
 
 from cloud_bridge.errors import CentralError
-from outpost.passwords import PasswordGate, PasswordsBusy, hash_password, verify_password
-
-__all__ = ["PasswordWork", "hash_password", "verify_password"]
+from outpost.passwords import PasswordGate, PasswordsBusy
 
 
 def _busy(exc: PasswordsBusy) -> CentralError:

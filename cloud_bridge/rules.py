@@ -44,7 +44,7 @@ from cloud_bridge.models import (
 )
 from cloud_bridge.review_note import note_for
 from outpost.forms import ActivityTypeDef, FormDefinition
-from outpost.passwords import hash_password as hash_password  # the one place (bounded)
+from outpost.passwords import hash_password  # the one place (bounded)
 from outpost.passwords import verify_password as verify_password
 from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
 from outpost.wire.topics import valid_gateway_id
