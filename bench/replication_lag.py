@@ -52,7 +52,7 @@ from gateway_ingest import (  # noqa: E402
     stop,
 )
 
-from gateway.replication_lag import file_replica_position  # noqa: E402
+from gateway.replication.lag import file_replica_position  # noqa: E402
 
 
 def write_bytes(pid: int | None) -> int:

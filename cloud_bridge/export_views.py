@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit
 from cloud_bridge.access import ACTOR_KEY, Route
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.blobs import BlobStore
 from cloud_bridge.db import Database
 from cloud_bridge.errors import bad_request

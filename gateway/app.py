@@ -45,7 +45,7 @@ from gateway.config import GatewayConfig
 from gateway.heartbeat import HeartbeatSource
 from gateway.mdns_advertiser import async_announce, discovery_ctx
 from gateway.qr import qr_svg_handler
-from gateway.replication import replication_ctx, status_for_db
+from gateway.replication.service import replication_ctx, status_for_db
 from gateway.scheduler import scheduler_ctx
 from gateway.store import Store
 from gateway.store.blobs import BlobFiles

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 
 from gateway import config as gateway_config
-from gateway.litestream_config import ReplicationConfigError
 from gateway.mdns_browser import add_discover_arguments, discover_main
 from gateway.qr import add_qr_arguments, qr_main
+from gateway.replication.config import ReplicationConfigError
 from gateway.store import StoreError
 from outpost.cli import service_parser
 from outpost.config import ConfigError

@@ -37,9 +37,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from gateway.blob_mirror import BLOBS_DIRNAME, restore_blobs
 from gateway.config import GatewayConfig, load
-from gateway.litestream_config import (
+from gateway.replication.blob_mirror import BLOBS_DIRNAME, restore_blobs
+from gateway.replication.config import (
     ReplicationConfigError,
     build_config,
     child_environment,
@@ -48,7 +48,7 @@ from gateway.litestream_config import (
     resolve_s3_credentials,
     write_config,
 )
-from gateway.replication_lag import meta_dir
+from gateway.replication.lag import meta_dir
 from gateway.store.store import DB_FILENAME
 from outpost.config import ConfigError
 

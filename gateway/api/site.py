@@ -26,7 +26,7 @@ from gateway.api.queries import iso
 from gateway.api.scope import sees_whole_gateway
 from gateway.auth import Principal
 from gateway.blob_upload import upload_counts
-from gateway.replication import replication_status
+from gateway.replication.service import replication_status
 from gateway.store.ops import get_meta, utcnow
 from gateway.store.schema import (
     ENVELOPE_STATES,

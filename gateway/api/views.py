@@ -31,7 +31,7 @@ from gateway.api.keys import (
 from gateway.api.openapi import openapi_document
 from gateway.api.scope import sees_whole_gateway
 from gateway.api.submit import answer, body_hash, store_envelope
-from gateway.replication import replication_status
+from gateway.replication.service import replication_status
 from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.schema import attachments, envelopes
 from gateway.store.store import database_bytes

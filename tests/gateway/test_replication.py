@@ -34,7 +34,7 @@ from cloud_bridge.models import LedgerEntry
 from gateway.app import RunningGateway, running_gateway, store_for
 from gateway.config import GatewayConfig, ReplicationSection
 from gateway.heartbeat import HeartbeatSource
-from gateway.litestream_config import (
+from gateway.replication.config import (
     CRED_ACCESS_KEY_ID,
     CRED_SECRET_ACCESS_KEY,
     ReplicationConfigError,
@@ -43,13 +43,15 @@ from gateway.litestream_config import (
     find_litestream,
     resolve_s3_credentials,
 )
-from gateway.replication import REPLICATOR_KEY, Replicator, parse_log_line, status_for_db
-from gateway.replication_lag import (
+from gateway.replication.lag import (
     LagSample,
     LagTracker,
     ReplicaPosition,
     file_replica_position,
 )
+from gateway.replication.logs import parse_log_line
+from gateway.replication.service import REPLICATOR_KEY, status_for_db
+from gateway.replication.supervisor import Replicator
 from gateway.restore import restore_main
 from gateway.store import DB_FILENAME
 from outpost.config import ConfigError, load_config

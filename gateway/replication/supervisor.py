@@ -7,8 +7,8 @@ after an exponential backoff (1 s doubling to ``restart_backoff_max_s``, reset
 after a minute of good running). Its log lines are forwarded to our logger
 (its errors become ``last_error``).
 
-Use it as an aiohttp ``cleanup_ctx`` entry (:func:`replication_ctx`) or
-directly::
+Use it as an aiohttp ``cleanup_ctx`` entry
+(:func:`gateway.replication.service.replication_ctx`) or directly::
 
     replicator = Replicator.from_config(config)
     await replicator.start()
@@ -16,10 +16,8 @@ directly::
     await replicator.stop()
 
 Before starting litestream the replicator checks that the replica belongs to
-this database: a replica holding data while the local database was never
-replicated (no ``_litestream_seq`` table: a fresh or replaced database) would
-otherwise be overwritten by an empty database. Then it refuses, says so in
-``last_error``, and checks again every few seconds.
+this database (``gateway.replication.guard``); when it does not, it refuses,
+says so in ``last_error``, and checks again every few seconds.
 """
 
 from __future__ import annotations
@@ -28,22 +26,18 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import shutil
 import signal
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
-from gateway.api.keys import CONFIG_KEY, METRICS_KEY
-from gateway.blob_mirror import BLOBS_DIRNAME, BlobMirror
 from gateway.config import GatewayConfig, ReplicationSection
-from gateway.litestream_config import (
+from gateway.replication.blob_mirror import BLOBS_DIRNAME, BlobMirror
+from gateway.replication.config import (
     CONFIG_FILENAME,
     SHUTDOWN_SYNC_TIMEOUT_S,
     ReplicationConfigError,
@@ -54,15 +48,18 @@ from gateway.litestream_config import (
     resolve_s3_credentials,
     write_config,
 )
-from gateway.replication_lag import (
+from gateway.replication.guard import db_was_replicated, foreign_replica_message
+from gateway.replication.lag import (
     LagSample,
     LagTracker,
     ReplicaPosition,
+    async_s3_replica_position,
     db_changed_at,
     file_replica_position,
     local_txid,
-    parse_ltx_listing,
 )
+from gateway.replication.logs import MAX_LINE, parse_log_line
+from gateway.replication.pidfile import PIDFILE_NAME, stop_orphan, write_pidfile
 from gateway.store.store import DB_FILENAME
 
 logger = logging.getLogger(__name__)
@@ -70,69 +67,14 @@ logger = logging.getLogger(__name__)
 STOP_TIMEOUT_S = SHUTDOWN_SYNC_TIMEOUT_S + 5.0  # litestream flushes to the replica on SIGTERM
 GOOD_RUN_S = 60.0  # a run this long resets the restart backoff
 GUARD_RETRY_S = 5.0
-PIDFILE_NAME = "litestream.pid"
 _CHANNELS = {"lag": "measuring the replica's lag", "blobs": "the blob mirror"}
 S3_PROBE_INTERVAL_S = 5.0
-MAX_LINE = 500
-
-_LEVEL_RE = re.compile(r"\blevel=(\w+)")
-_MSG_RE = re.compile(r'\bmsg=("(?:[^"\\]|\\.)*"|\S+)')
-_TIME_RE = re.compile(r"\btime=\S+\s*")
 
 
 def _iso(ts: float | None) -> str | None:
     if not ts:
         return None
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _unquote(value: str) -> str:
-    if value.startswith('"') and value.endswith('"'):
-        return value[1:-1].replace('\\"', '"')
-    return value
-
-
-def parse_log_line(line: str) -> tuple[int, str]:
-    """(logging level, message) of a litestream log line: ``msg`` first, then its attributes."""
-    text = line.strip()[:MAX_LINE]
-    level_m = _LEVEL_RE.search(text)
-    level_name = level_m.group(1).upper() if level_m else ""
-    if text.startswith("Error:") or level_name == "ERROR":
-        level = logging.ERROR
-    elif level_name in ("WARN", "WARNING"):
-        level = logging.WARNING
-    else:
-        level = logging.DEBUG  # INFO lines (compactions, snapshots) are routine
-    msg_m = _MSG_RE.search(text)
-    if msg_m is None:
-        return level, text.removeprefix("Error: ")
-    rest = _TIME_RE.sub("", text[msg_m.end() :])
-    rest = _LEVEL_RE.sub("", rest).strip()
-    message = _unquote(msg_m.group(1))
-    return level, f"{message} {rest}" if rest else message
-
-
-def _pid_alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def db_was_replicated(db_path: Path) -> bool | None:
-    """True if litestream has managed this database file; None if it does not exist (blocking)."""
-    if not db_path.exists():
-        return None
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_litestream_seq'"
-        ).fetchone()
-    finally:
-        conn.close()
-    return row is not None
 
 
 class Replicator:
@@ -221,37 +163,9 @@ class Replicator:
     def pidfile(self) -> Path:
         return self.data_dir / PIDFILE_NAME
 
-    def _write_pidfile(self, pid: int) -> None:
-        self.pidfile.write_text(f"{pid}\n")
-
-    def _stop_orphan(self) -> None:
-        """Stop a litestream a previous gateway run left behind for this config (blocking)."""
-        try:
-            pid = int(self.pidfile.read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            for _ in range(20):  # empty while a process is between fork and exec
-                if cmdline != [b""]:
-                    break
-                time.sleep(0.05)
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            return
-        if not any(arg.endswith(b"litestream") for arg in cmdline) or (
-            str(self.config_path).encode() not in cmdline
-        ):
-            return  # the pid now belongs to something else
-        logger.warning("stopping litestream (pid %d) left over from a previous run", pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        while _pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
     def _prepare_dirs(self, config: dict[str, Any]) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_orphan()
+        stop_orphan(self.pidfile, self.config_path, STOP_TIMEOUT_S)
         write_config(self.config_path, config)
         if self.settings.path is not None:
             try:
@@ -333,10 +247,8 @@ class Replicator:
         replica = await self._async_replica_position(force=True)
         if replica.txid == 0:
             return True  # an empty replica: a first start
-        message = (
-            f"the replica {replica_description(self.settings)} holds data (txid {replica.txid}) "
-            f"that {self.db_path} never came from; restore it with `outpost-gateway restore` "
-            "or move the replica aside"
+        message = foreign_replica_message(
+            replica_description(self.settings), replica.txid, self.db_path
         )
         if self._state != "refused":
             logger.error("not replicating: %s", message)
@@ -397,7 +309,7 @@ class Replicator:
         self._state = "running"
         self._started_at = time.time()
         self._pid_write = asyncio.get_running_loop().run_in_executor(
-            None, self._write_pidfile, proc.pid
+            None, write_pidfile, self.pidfile, proc.pid
         )
         await self._pid_write
         logger.debug("litestream started (pid %d)", proc.pid)
@@ -430,35 +342,11 @@ class Replicator:
         now = time.monotonic()
         if force or now - self._s3_probed_at >= S3_PROBE_INTERVAL_S:
             self._s3_probed_at = now
-            self._replica = await self._async_s3_position()
+            assert self._binary is not None
+            self._replica = await async_s3_replica_position(
+                self._binary, self.config_path, self.db_path, self._env
+            )
         return self._replica
-
-    async def _async_s3_position(self) -> ReplicaPosition:
-        assert self._binary is not None
-        proc = await asyncio.create_subprocess_exec(
-            str(self._binary),
-            "ltx",
-            "-no-expand-env",
-            "-json",
-            "-level",
-            "all",
-            "-config",
-            str(self.config_path),
-            str(self.db_path),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=self._env,
-        )
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), 30)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            raise OSError("listing the S3 replica timed out") from None
-        if proc.returncode != 0:
-            raise OSError(err.decode("utf-8", "replace").strip()[:MAX_LINE] or "ltx failed")
-        return parse_ltx_listing(out.decode())
 
     def _sample_local(self) -> tuple[float, int]:
         return db_changed_at(self.db_path), local_txid(self.db_path)
@@ -512,6 +400,10 @@ class Replicator:
     def pid(self) -> int | None:
         return self._proc.pid if self.running and self._proc is not None else None
 
+    @property
+    def last_error_at(self) -> float | None:
+        return self._last_error_at
+
     def lag_s(self) -> float | None:
         return self._tracker.lag_s()
 
@@ -538,90 +430,5 @@ class Replicator:
         }
 
 
-DISABLED_STATUS: dict[str, Any] = {"enabled": False}
-
-
-# --- Prometheus ----------------------------------------------------------------------
-
-
-class ReplicationCollector:
-    """A prometheus_client collector reading :meth:`Replicator.status` at scrape time."""
-
-    def __init__(self, replicator: Replicator) -> None:
-        self._replicator = replicator
-
-    def describe(self) -> Iterable[Any]:
-        return []
-
-    def collect(self) -> Iterable[Any]:
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-        status = self._replicator.status()
-        up = GaugeMetricFamily("outpost_replication_up", "1 while litestream runs")
-        up.add_metric([], 1.0 if status["running"] else 0.0)
-        yield up
-        lag = GaugeMetricFamily(
-            "outpost_replication_lag_seconds",
-            "Age of the oldest change the replica does not hold yet (0: replica is current)",
-        )
-        if status["lag_s"] is not None:
-            lag.add_metric([], float(status["lag_s"]))
-        yield lag
-        restarts = CounterMetricFamily(
-            "outpost_replication_restarts", "litestream restarts since the gateway started"
-        )
-        restarts.add_metric([], float(status["restarts"]))
-        yield restarts
-        error = GaugeMetricFamily(
-            "outpost_replication_last_error_timestamp_seconds",
-            "When replication last reported an error (0: never)",
-        )
-        error.add_metric([], self._replicator._last_error_at or 0.0)
-        yield error
-        txid = GaugeMetricFamily("outpost_replication_replica_txid", "Newest txid on the replica")
-        txid.add_metric([], float(status["replica_txid"]))
-        yield txid
-
-
-# --- aiohttp -----------------------------------------------------------------------
-
-REPLICATOR_KEY = web.AppKey("outpost_replicator", Replicator)
 # One litestream per database file: the replicators running in this process.
 _RUNNING: dict[Path, Replicator] = {}
-
-
-def status_for_db(db_path: Path) -> dict[str, Any]:
-    """Status of the replicator running for ``db_path`` (for the heartbeat), or disabled."""
-    replicator = _RUNNING.get(Path(db_path).absolute())
-    return replicator.status() if replicator is not None else dict(DISABLED_STATUS)
-
-
-def replication_status(app: web.Application) -> dict[str, Any]:
-    """``status()`` of the app's replicator, or ``{"enabled": False}`` (for /api/v1/status)."""
-    replicator = app.get(REPLICATOR_KEY)
-    return replicator.status() if replicator is not None else dict(DISABLED_STATUS)
-
-
-async def replication_ctx(app: web.Application) -> AsyncIterator[None]:
-    """``cleanup_ctx`` entry: runs the replicator while the app runs, when enabled.
-
-    Put it first among the background services so it stops last: the final
-    writes of the others reach the replica before litestream exits.
-    """
-    config = app[CONFIG_KEY]
-    if not config.replication.enabled:
-        yield
-        return
-    replicator = Replicator.from_config(config)
-    await replicator.start()
-    app[REPLICATOR_KEY] = replicator
-    collector = ReplicationCollector(replicator)
-    registry = app[METRICS_KEY].registry if METRICS_KEY in app else None
-    if registry is not None:
-        registry.register(collector)
-    try:
-        yield
-    finally:
-        if registry is not None:
-            registry.unregister(collector)
-        await replicator.stop()

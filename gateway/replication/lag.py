@@ -17,6 +17,7 @@ known to hold everything (an upper bound, precise to one poll interval).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -185,3 +186,33 @@ class LagTracker:
     @property
     def last(self) -> LagSample | None:
         return self._last
+
+
+async def async_s3_replica_position(
+    binary: Path, config_path: Path, db_path: Path, env: dict[str, str]
+) -> ReplicaPosition:
+    """The S3 replica's newest txid, from ``litestream ltx`` (a subprocess, at most 30 s)."""
+    proc = await asyncio.create_subprocess_exec(
+        str(binary),
+        "ltx",
+        "-no-expand-env",
+        "-json",
+        "-level",
+        "all",
+        "-config",
+        str(config_path),
+        str(db_path),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise OSError("listing the S3 replica timed out") from None
+    if proc.returncode != 0:
+        raise OSError(err.decode("utf-8", "replace").strip()[:500] or "ltx failed")
+    return parse_ltx_listing(out.decode())
