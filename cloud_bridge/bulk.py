@@ -59,6 +59,7 @@ from cloud_bridge.models import (
     REJECTED,
     Activity,
     ActivityType,
+    ActivityTypeVersion,
     Gateway,
     LedgerEntry,
     Record,
@@ -71,6 +72,7 @@ from outpost.wire.schemas import EnvelopeResult, WireEnvelope
 
 _activities: Table = Activity.__table__  # type: ignore[assignment]
 _types: Table = ActivityType.__table__  # type: ignore[assignment]
+_versions: Table = ActivityTypeVersion.__table__  # type: ignore[assignment]
 _ledger: Table = LedgerEntry.__table__  # type: ignore[assignment]
 _records: Table = Record.__table__  # type: ignore[assignment]
 _rows: Table = RecordRow.__table__  # type: ignore[assignment]
@@ -175,6 +177,10 @@ def _form_of(row: RowMapping) -> FormDefinition:
             _forms.clear()
         form = _forms[key] = FormDefinition.model_validate(row["form"])
     return form
+
+
+# A kept form version never changes: parsed once per (type, version).
+_old_forms: dict[tuple[str, int], FormDefinition] = {}
 
 
 def _holder_refusal(act: _Act, gateway_id: str) -> Refusal | None:
@@ -332,6 +338,25 @@ class BulkBatch:
         entry["applied_at"] = self.now
         self.results.append((entry["gateway_id"], _result(entry)))
 
+    def _form_version(self, type_name: str, number: int) -> FormDefinition | None:
+        """The form version an envelope names (it is checked against its own version)."""
+        if self.forms[type_name][1] == number:
+            return self.forms[type_name][0]
+        key = (type_name, number)
+        form = _old_forms.get(key)
+        if form is None:
+            raw = self.conn.execute(
+                select(_versions.c.form).where(
+                    _versions.c.type_name == type_name, _versions.c.form_version == number
+                )
+            ).scalar()
+            if raw is None:
+                return None
+            if len(_old_forms) > 1000:
+                _old_forms.clear()
+            form = _old_forms[key] = FormDefinition.model_validate(raw)
+        return form
+
     def _decide(self, act: _Act, entry: Entry, env: WireEnvelope) -> None:
         """Apply or reject the envelope whose seq is next; it consumes the seq either way."""
         act.last_seq = env.seq
@@ -355,12 +380,16 @@ class BulkBatch:
             )
             return
         form, form_version = self.forms[act.type]
+        filled_against = self._form_version(act.type, env.form_version)
+        if filled_against is not None:
+            form, form_version = filled_against, env.form_version
         problems = validate_submission(
             form,
             env.record,
             env.tables,
             list(env.attachments),
             complete=env.status == "completed",
+            today=env.created_at.date(),
         )
         if problems:
             note = ""

@@ -241,6 +241,7 @@ def store_envelope(
         body.tables,
         list(body.attachments),
         complete=body.status == "completed",
+        today=body.created_at.date(),
     )
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
