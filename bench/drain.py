@@ -44,8 +44,8 @@ from gateway.store.schema import APPLIED, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
 from gateway.uplink import Uplink  # noqa: E402
 from outpost.forms import FormDefinition  # noqa: E402
-from outpost.localbroker import Broker  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
+from tests.support.broker import Broker  # noqa: E402
 
 GW = "bench-gw"
 MQTT_OVERRIDES: dict[str, Any] = {}

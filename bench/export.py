@@ -39,7 +39,7 @@ from cloud_bridge.db import Database
 from cloud_bridge.migration import migrate
 from cloud_bridge.models import Activity, Record, RecordRow, User
 from outpost.forms import ActivityTypeDef
-from outpost.localbroker import Broker, free_port, wait_port
+from tests.support.broker import Broker, free_port, wait_port
 
 TOKEN = "bench-token-0123456789"
 FORM = {

@@ -36,7 +36,7 @@ from argon2 import PasswordHasher
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from outpost.localbroker import free_port  # noqa: E402
+from tests.support.broker import free_port  # noqa: E402
 
 PASSWORD = "bench sign-in password"
 

@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from outpost.localbroker import Broker, free_port, wait_port
+from tests.support.broker import Broker, free_port, wait_port
 
 ADMIN_TOKEN = "bench-token-0123456789"
 

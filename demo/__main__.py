@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import aiohttp
 
-from outpost.localbroker import Broker, free_port, wait_port
+from tests.support.broker import Broker, free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = Path(os.environ.get("OUTPOST_DEMO_DIR") or ROOT / "var" / "demo")

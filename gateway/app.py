@@ -54,7 +54,6 @@ from gateway.uplink import Uplink, uplink_ctx
 from gateway.web import setup_web
 from outpost.notify import (
     Notifier,
-    async_install_test_stall_trigger,
     async_start_watchdog,
     async_stop_watchdog,
 )
@@ -220,7 +219,6 @@ async def async_serve(config: GatewayConfig, stop: asyncio.Event | None = None) 
     # systemd (Type=notify): READY once the store is open and the API listens;
     # WATCHDOG pings while the loop turns and the store writer is healthy.
     notifier = Notifier.from_env()
-    async_install_test_stall_trigger()  # test-only, off unless OUTPOST_TEST_STALL_SIGNAL=1
     try:
         async with running_gateway(config) as gw:
             notifier.ready(f"gateway {config.gateway.id} serving on {gw.url}")

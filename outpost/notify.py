@@ -25,10 +25,7 @@ recently or is idle") says no. systemd then kills and restarts the service.
 Child processes (litestream) must not be able to ping for us: start them with
 :func:`child_environ`, which drops the notification variables.
 
-Test-only: with ``OUTPOST_TEST_STALL_SIGNAL=1`` in the environment,
-:func:`async_install_test_stall_trigger` makes ``SIGUSR2`` block the event loop
-for ``OUTPOST_TEST_STALL_S`` seconds (default 5), so a test can prove the
-pings stop. Without that variable the signal keeps its default meaning.
+(The tests stall a process's loop with ``tests/support/stall.py``.)
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -45,8 +41,6 @@ from collections.abc import Callable, Mapping
 logger = logging.getLogger(__name__)
 
 NOTIFY_ENV_VARS = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
-STALL_ENV = "OUTPOST_TEST_STALL_SIGNAL"
-STALL_SECONDS_ENV = "OUTPOST_TEST_STALL_S"
 _STATUS_MAX = 200  # systemctl status shows one line; keep datagrams small
 
 
@@ -221,26 +215,3 @@ async def async_stop_watchdog(task: asyncio.Task[None] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-def async_install_test_stall_trigger(environ: Mapping[str, str] | None = None) -> bool:
-    """Test-only: let ``SIGUSR2`` block the event loop, if the env asks for it.
-
-    Enabled only by ``OUTPOST_TEST_STALL_SIGNAL=1``; nothing a user does by
-    accident turns it on. Returns True when installed.
-    """
-    environ = os.environ if environ is None else environ
-    if environ.get(STALL_ENV) != "1":
-        return False
-    try:
-        seconds = float(environ.get(STALL_SECONDS_ENV, "5"))
-    except ValueError:
-        seconds = 5.0
-
-    def stall() -> None:
-        logger.warning("test stall: blocking the event loop for %.1f s", seconds)
-        time.sleep(seconds)  # the point: a loop that stops turning
-
-    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, stall)
-    logger.warning("test stall trigger armed: SIGUSR2 blocks the event loop")
-    return True

@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 
 from gateway.config import GatewayConfig
-from outpost.localbroker import Broker, free_port, wait_port
+from tests.support.broker import Broker, free_port, wait_port
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
 GW = "site-e2e"

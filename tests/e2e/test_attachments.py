@@ -22,10 +22,10 @@ from gateway.store.ops import upsert_activity
 from gateway.store.schema import attachments
 from gateway.uplink import Uplink
 from outpost.forms import FormDefinition
-from outpost.localbroker import Broker
 from outpost.wire.schemas import ActivityWire, EnvelopeBody
 from tests.e2e.conftest import ADMIN_TOKEN, BridgeProcess, Central, Device, gateway_config, wait_for
 from tests.e2e.test_chain import _all_in, _listed, signed_in_device
+from tests.support.broker import Broker
 
 
 async def put_blob(device: Device, blob: bytes) -> str:

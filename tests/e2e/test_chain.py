@@ -13,7 +13,6 @@ from sqlalchemy import create_engine, func, select, text
 
 from cloud_bridge.models import LedgerEntry
 from gateway.app import running_gateway
-from outpost.localbroker import Broker
 from tests.e2e.conftest import (
     BridgeProcess,
     Central,
@@ -22,6 +21,7 @@ from tests.e2e.conftest import (
     soak_scale,
     wait_for,
 )
+from tests.support.broker import Broker
 
 
 async def signed_in_device(http: aiohttp.ClientSession, url: str) -> Device:

@@ -25,13 +25,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from outpost.localbroker import Broker, free_port
 from outpost.mqtt import MqttClient
 from outpost.mqtt_config import MqttSection
 from outpost.wire import topics
 from outpost.wire.codec import encode
 from outpost.wire.schemas import GatewayState, Heartbeat
 from tests.e2e.conftest import GW, BridgeProcess, Central, Device, wait_for
+from tests.support.broker import Broker, free_port
 
 KEEPALIVE = 5
 MOSQUITTO_KEEPALIVE_TICK_S = 6  # how often Mosquitto 2.0.x looks for expired keepalives

@@ -22,8 +22,8 @@ import aiohttp
 import pytest
 
 from gateway.app import running_gateway
-from outpost.localbroker import Broker
 from tests.e2e.conftest import GW, BridgeProcess, Central, Device, gateway_config, wait_for
+from tests.support.broker import Broker
 
 # What an older gateway stored, as changes to a completed envelope's body.
 OLD_GATEWAY_VALUES: dict[str, dict[str, Any]] = {

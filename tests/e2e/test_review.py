@@ -9,9 +9,9 @@ from typing import Any
 import aiohttp
 
 from gateway.app import running_gateway
-from outpost.localbroker import Broker
 from tests.e2e.conftest import BridgeProcess, Central, Device, gateway_config, wait_for
 from tests.e2e.test_chain import _all_in, _listed, _listed_exactly, signed_in_device
+from tests.support.broker import Broker
 
 
 async def _sent_back(device: Device) -> dict[str, Any] | None:

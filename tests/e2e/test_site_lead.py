@@ -8,7 +8,6 @@ from pathlib import Path
 import aiohttp
 
 from gateway.app import running_gateway
-from outpost.localbroker import Broker
 from tests.e2e.conftest import (
     GW,
     PASSWORD,
@@ -18,6 +17,7 @@ from tests.e2e.conftest import (
     gateway_config,
     wait_for,
 )
+from tests.support.broker import Broker
 
 
 async def test_central_grants_and_withdraws_the_site_lead_per_gateway(

@@ -55,7 +55,6 @@ from gateway.replication.supervisor import Replicator
 from gateway.restore import restore_main
 from gateway.store import DB_FILENAME
 from outpost.config import ConfigError, load_config
-from outpost.localbroker import Broker
 from tests.e2e.conftest import BridgeProcess, Central, Device
 from tests.e2e.conftest import gateway_config as e2e_gateway_config
 from tests.e2e.conftest import wait_for as e2e_wait_for
@@ -66,6 +65,7 @@ from tests.gateway.conftest import (
     seed,
     sha256_hex,
 )
+from tests.support.broker import Broker
 
 SECRET = "s3cr3t-never-logged-9f2c"
 

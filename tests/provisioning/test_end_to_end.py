@@ -24,9 +24,9 @@ import pytest
 from gateway.app import running_gateway
 from gateway.config import GatewayConfig
 from outpost.config import load_config
-from outpost.localbroker import Broker, free_port, wait_port
 from provisioning.cli import main
 from tests.e2e.conftest import ADMIN_TOKEN, Central, Device, wait_for
+from tests.support.broker import Broker, free_port, wait_port
 
 GW = "site-tls"
 

@@ -22,7 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from outpost.localbroker import free_port
+from tests.support.broker import free_port
 
 ADMIN_TOKEN = "bridge-process-admin-token-0123456789"
 

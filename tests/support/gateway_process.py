@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from outpost.localbroker import free_port
+from tests.support.broker import free_port
 
 
 class GatewayProcess:

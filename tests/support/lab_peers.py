@@ -59,7 +59,7 @@ def _print(obj: Any) -> None:
 def run_central(workdir: Path) -> None:
     from bench.drain import seed_central
     from bench.peers import bridge_process
-    from outpost.localbroker import Broker
+    from tests.support.broker import Broker
 
     broker = Broker(workdir / "broker", port=LAB_PORT, extra=f"listener {LAB_PORT} 0.0.0.0")
     broker.start()

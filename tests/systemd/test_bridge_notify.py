@@ -10,7 +10,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from outpost.localbroker import Broker
+from tests.support.broker import Broker
 
 from .conftest import NotifyListener
 

@@ -41,8 +41,8 @@ enabled = false
 
 
 def _gateway_command() -> list[str]:
-    script = Path(sys.executable).with_name("outpost-gateway")  # the installed console script
-    return [str(script)] if script.exists() else [sys.executable, "-m", "gateway"]
+    # outpost-gateway's main, with the test-only SIGUSR2 stall armed.
+    return [sys.executable, "-m", "tests.support.stall_gateway"]
 
 
 @pytest.fixture
@@ -60,6 +60,7 @@ def gateway(
         **os.environ,
         "NOTIFY_SOCKET": notify_socket.address,
         "WATCHDOG_USEC": str(WATCHDOG_USEC),
+        "PYTHONPATH": str(Path(__file__).resolve().parents[2]),  # tests.support.stall_gateway
         "OUTPOST_TEST_STALL_SIGNAL": "1",
         "OUTPOST_TEST_STALL_S": "1.5",
         # As under systemd: stderr is "the journal", so lines carry <N> priorities.

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from outpost.localbroker import Broker
+from tests.support.broker import Broker
 
 from .conftest import NotifyListener
 

@@ -79,8 +79,11 @@ def _make_venv(opt: Path) -> None:
     src = "/opt/outpost-src"
     if Path(purelib).is_relative_to(REPO):
         purelib = f"{src}/{Path(purelib).relative_to(REPO)}"
+    # The last line arms the test-only SIGUSR2 stall (tests/support/stall.py)
+    # in the processes whose unit sets OUTPOST_TEST_STALL_SIGNAL=1.
     (site / "outpost-checkout.pth").write_text(
         f"{src}\nimport site; site.addsitedir({purelib!r})\n"
+        "import tests.support.stall; tests.support.stall.arm()\n"
     )
     for name, module in SCRIPTS.items():
         script = venv / "bin" / name

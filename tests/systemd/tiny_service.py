@@ -10,21 +10,24 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the checkout: tests.support
 
 from outpost.logs import setup_logging
 from outpost.notify import (
     Notifier,
-    async_install_test_stall_trigger,
     async_start_watchdog,
     async_stop_watchdog,
 )
+from tests.support.stall import arm as arm_stall
 
 
 async def main(sick_file: str) -> None:
     notifier = Notifier.from_env()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    async_install_test_stall_trigger()
+    arm_stall()
     notifier.ready("tiny service up")
     watchdog = async_start_watchdog(notifier, lambda: not os.path.exists(sick_file))
     await stop.wait()

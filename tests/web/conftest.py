@@ -35,8 +35,8 @@ from gateway.app import store_for
 from gateway.config import load as load_gateway_config
 from gateway.store.ops import replace_users, upsert_activity
 from outpost.forms import FormDefinition
-from outpost.localbroker import free_port
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, user_push
+from tests.support.broker import free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAN_NAME = "outpost.test"
