@@ -29,12 +29,8 @@ def bridge_process(central_db_url: str, tmp_path: Path, broker: Broker) -> Itera
     # Many wrong sign-ins come from one address during the run: a lockout
     # would turn the rest of it into 429s (the lockout has its own tests).
     bridge = BridgeProcess(
-        tmp_path / "central",
-        database_url=central_db_url,
-        broker_port=broker.port,
-        platform={"signin_max_failures": 1000},
+        tmp_path / "central", broker, central_db_url, platform={"signin_max_failures": 1000}
     )
-    bridge.write_config()
     bridge.start()
     yield bridge
     bridge.stop()

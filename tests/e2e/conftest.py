@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -23,9 +20,9 @@ import aiohttp
 import pytest
 
 from gateway.config import GatewayConfig
-from tests.support.broker import Broker, free_port, wait_port
+from tests.support.bridge_process import ADMIN_TOKEN, BridgeProcess
+from tests.support.broker import Broker
 
-ADMIN_TOKEN = "e2e-admin-token-0123456789"
 GW = "site-e2e"
 PASSWORD = "field crew password"
 FORM = {
@@ -47,58 +44,6 @@ FORM = {
 
 def soak_scale() -> float:
     return float(os.environ.get("OUTPOST_SOAK_SCALE", "1"))
-
-
-class BridgeProcess:
-    """``outpost-bridge run`` as a child process that a test can kill and restart."""
-
-    def __init__(self, workdir: Path, broker: Broker, database_url: str) -> None:
-        self.workdir = workdir
-        self.admin_port = free_port()
-        self.config = workdir / "bridge.toml"
-        self.log = workdir / "bridge.log"
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(
-            f'[central]\ndatabase_url = "{database_url}"\ndata_dir = "{workdir}"\n'
-            f'[admin]\nhost = "127.0.0.1"\nport = {self.admin_port}\ntoken = "{ADMIN_TOKEN}"\n'
-            f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nkeepalive = 5\n'
-            f"backoff_initial = 0.05\nbackoff_max = 0.5\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.admin_port}"
-
-    def start(self) -> None:
-        exe = Path(sys.executable).parent / "outpost-bridge"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
-            wait_port(self.admin_port, timeout=30)
-        except TimeoutError:
-            raise AssertionError(f"bridge did not start:\n{self.log.read_text()[-3000:]}") from None
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
 
 
 @pytest.fixture

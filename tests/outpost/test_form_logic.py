@@ -108,7 +108,10 @@ def test_old_definitions_stay_valid() -> None:
         ({"name": "a", "type": "text", "relevant": "${nope} = 1"}, "${nope} is not a field"),
         ({"name": "a", "type": "text", "constraint": "foo(.)"}, "foo() is not a supported"),
         ({"name": "a", "type": "text", "relevant": "${a} ="}, "ends where a value"),
-        ({"name": "a", "type": "text", "relevant": "position(..) = 1"}, "only works inside a table"),
+        (
+            {"name": "a", "type": "text", "relevant": "position(..) = 1"},
+            "only works inside a table",
+        ),
         ({"name": "a", "type": "text", "required": "if(1, 2)"}, "takes 3 arguments"),
         ({"name": "a", "type": "text", "calculation": "x" * 2001}, "at most 2000"),
         ({"name": "a", "type": "calculate"}, "needs a 'calculation'"),
@@ -156,7 +159,9 @@ def test_new_types_check_their_values() -> None:
         }
     )
     assert validate_submission(form, {"at": "09:30", "m": ["a", "b"], "ok": True}, {}) == []
-    problems = validate_submission(form, {"at": "25:00", "m": ["a", "a"], "n": "x", "ok": False}, {})
+    problems = validate_submission(
+        form, {"at": "25:00", "m": ["a", "a"], "n": "x", "ok": False}, {}
+    )
     assert len(problems) == 4, problems
 
 

@@ -1,13 +1,14 @@
 """``outpost-bridge run`` as a real child process on a free port, for black-box tests.
 
-    bridge = BridgeProcess(tmp_path / "central", database_url=url, broker_port=broker.port)
-    bridge.write_config()
-    bridge.start()              # waits for /healthz
+    bridge = BridgeProcess(tmp_path / "central", broker, database_url)
+    bridge.start()              # waits for /healthz (database migrated, API listening)
     status, body = bridge.call("PUT", "/api/v1/users/ana", {...})   # as the admin token
     ... bridge.url, bridge.token, bridge.log_text() ...
+    bridge.kill()               # SIGKILL, to test what survives a crash
     bridge.stop()
 
-The twin of ``tests/support/gateway_process.py``: the same start, log and stop.
+The twin of ``tests/support/gateway_process.py``; the e2e, web and
+schemathesis tests all use this one.
 """
 
 from __future__ import annotations
@@ -22,61 +23,57 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.support.broker import free_port
+from tests.support.broker import Broker, free_port
 
-ADMIN_TOKEN = "bridge-process-admin-token-0123456789"
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
 
 
 class BridgeProcess:
     def __init__(
         self,
         workdir: Path,
-        *,
+        broker: Broker,
         database_url: str,
-        broker_port: int,
-        admin: dict[str, Any] | None = None,
+        *,
         platform: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
-        self.database_url = database_url
-        self.broker_port = broker_port
-        self.port = free_port()
+        self.admin_port = free_port()
         self.token = ADMIN_TOKEN
-        self.admin = admin or {}
-        self.platform = platform or {}
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.config = workdir / "bridge.toml"
         self.log = workdir / "bridge.log"
-
-    @property
-    def config_path(self) -> Path:
-        return self.workdir / "bridge.toml"
+        sections: dict[str, dict[str, Any]] = {
+            # data_dir is the workdir: attachments land in workdir/blobs.
+            "central": {"database_url": database_url, "data_dir": str(workdir)},
+            "admin": {"host": "127.0.0.1", "port": self.admin_port, "token": ADMIN_TOKEN},
+            "mqtt": {
+                "host": broker.host,
+                "port": broker.port,
+                "keepalive": 5,
+                "backoff_initial": 0.05,
+                "backoff_max": 0.5,
+            },
+            "platform": platform or {},
+        }
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(
+            "".join(
+                f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items())
+                for name, values in sections.items()
+                if values
+            )
+        )
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://127.0.0.1:{self.admin_port}"
 
-    def write_config(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        admin = {"host": "127.0.0.1", "port": self.port, "token": self.token, **self.admin}
-        mqtt = {"host": "127.0.0.1", "port": self.broker_port, "backoff_max": 1.0}
-        central = {"database_url": self.database_url, "data_dir": str(self.workdir / "data")}
-        text = "".join(
-            f"[{name}]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in section.items())
-            for name, section in (
-                ("central", central),
-                ("admin", admin),
-                ("mqtt", mqtt),
-                ("platform", self.platform),
-            )
-            if section
-        )
-        self.config_path.write_text(text)
-
-    def start(self, timeout_s: float = 60) -> None:
+    def start(self, timeout_s: float = 30) -> None:
         exe = Path(sys.executable).parent / "outpost-bridge"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(exe), "run", "--config", str(self.config_path)],
+                [str(exe), "run", "--config", str(self.config)],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
@@ -84,7 +81,7 @@ class BridgeProcess:
         while True:
             try:
                 with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200 and json.load(r).get("mqtt"):
+                    if r.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
@@ -95,7 +92,7 @@ class BridgeProcess:
     def call(
         self, method: str, path: str, body: Any = None, *, token: str | None = None
     ) -> tuple[int, Any]:
-        """One admin API request (as the admin token unless ``token``); status and JSON."""
+        """One admin API request (as the admin token unless ``token``): status and JSON."""
         data = None if body is None else json.dumps(body).encode()
         headers = {"Authorization": f"Bearer {token or self.token}"}
         if data is not None:
@@ -103,7 +100,7 @@ class BridgeProcess:
         request = urllib.request.Request(self.url + path, data, headers, method=method)
         try:
             with urllib.request.urlopen(request, timeout=30) as answer:
-                return answer.status, json.load(answer)
+                return answer.status, json.loads(answer.read() or b"null")
         except urllib.error.HTTPError as exc:
             return exc.code, json.loads(exc.read() or b"null")
 
@@ -115,10 +112,16 @@ class BridgeProcess:
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        self.proc = None
+
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.terminate()
         try:
             code = self.proc.wait(20)
         except subprocess.TimeoutExpired:
