@@ -54,9 +54,13 @@ class ReplaySection(Section):
     group_max_envelopes: int = Field(default=2000, ge=1, le=100_000)
     # How long the first batch of a short queue waits for others to share its commit.
     group_wait_ms: float = Field(default=3.0, ge=0, le=1000)
-    # Beyond this many queued envelopes a batch is answered "busy, retry after".
-    queue_max_envelopes: int = Field(default=20_000, ge=1)
-    retry_after_s: float = Field(default=30.0, gt=0, le=3600)
+    # Beyond this many queued envelopes a batch is answered "busy, retry after" (a
+    # BatchDeferred): cheap answers keep the broker's queue for the bridge short, where
+    # silence would have the fleet time out and resend into it. The broker hands the
+    # bridge at most 100 unacknowledged messages (Receive Maximum), so this bounds
+    # memory too: ~2 s of one worker's commits.
+    queue_max_envelopes: int = Field(default=5000, ge=1)
+    retry_after_s: float = Field(default=10.0, gt=0, le=3600)  # gateways add ±50 % jitter
 
 
 class FleetSection(Section):

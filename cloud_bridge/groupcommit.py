@@ -63,8 +63,8 @@ class GroupCommitter:
         threads: int = 1,
         max_envelopes: int = 2000,
         wait_s: float = 0.003,
-        queue_max_envelopes: int = 20_000,
-        retry_after_s: float = 30.0,
+        queue_max_envelopes: int = 5000,
+        retry_after_s: float = 10.0,
         metrics: BridgeMetrics | None = None,
     ) -> None:
         self.replayer = replayer

@@ -32,7 +32,7 @@ from cloud_bridge import fleet, rejections, rules
 from cloud_bridge.blobs import BlobStore, Progress
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
-from cloud_bridge.groupcommit import GroupCommitter
+from cloud_bridge.groupcommit import Busy, GroupCommitter
 from cloud_bridge.intake import Intake, read_batch
 from cloud_bridge.ledger import clip
 from cloud_bridge.metrics import BridgeMetrics
@@ -43,6 +43,7 @@ from outpost.wire import topics
 from outpost.wire.codec import MAX_BYTES, DecodeError, decode
 from outpost.wire.schemas import (
     MAX_BATCH_ENVELOPES,
+    BatchDeferred,
     BlobChunk,
     BlobReceipt,
     CheckoutAnswer,
@@ -244,6 +245,14 @@ class UplinkHandler:
             results = await self.committer.async_apply(
                 make_part(gateway_id, batch, intake.refused, arrived)
             )
+        except Busy as busy:
+            # Shed load with an answer: the gateway holds off instead of timing out
+            # and resending into the same queue.
+            logger.info("batch %s from %s deferred: %s", batch.batch_id, gateway_id, busy)
+            deferred = BatchDeferred(
+                gateway_id=gateway_id, batch_id=batch.batch_id, retry_after_s=busy.retry_after_s
+            )
+            return [Outgoing(topics.topic(gateway_id, topics.DOWN_RESULTS), deferred)]
         except Exception as exc:
             # Nothing was committed; the gateway sends the batch again. Say so on its row.
             problem = f"batch {batch.batch_id} could not be applied yet: {exc.__class__.__name__}"

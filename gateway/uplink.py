@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -60,6 +61,7 @@ from outpost.wire.codec import (
     encode_json_zstd,
 )
 from outpost.wire.schemas import (
+    BatchDeferred,
     BlobReceipt,
     CheckoutAnswer,
     CheckoutRequest,
@@ -141,6 +143,10 @@ class Uplink:
         self._awaiting: dict[str, _Batch] = {}
         self._by_envelope: dict[str, str] = {}
         self._publishing = 0
+        # Back-off (monotonic time): no batch leaves before it. Central said "busy",
+        # or batches went unanswered ``_misses`` rounds in a row.
+        self._hold_until = 0.0
+        self._misses = 0
         self._checkouts: dict[uuid.UUID, asyncio.Future[CheckoutAnswer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._remove_listener: Callable[[], None] | None = None
@@ -333,7 +339,7 @@ class Uplink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.is_up and not self._window_full():
+            while self.is_up and not self._window_full() and not self._holding():
                 batch_id = str(uuid.uuid4())
                 max_bytes = linkplan.batch_max_bytes(self.meter, self._mqtt_cfg, self._ratio)
                 claimed = await self._store.async_write(
@@ -351,6 +357,16 @@ class Uplink:
                     self._async_publish_batch(batch_id, claimed), name=f"uplink-batch:{batch_id}"
                 )
                 task.add_done_callback(self._batch_done)
+
+    def _holding(self) -> bool:
+        return time.monotonic() < self._hold_until
+
+    def _hold(self, seconds: float) -> None:
+        """Send no batch for ``seconds`` (at least), then drain again."""
+        until = time.monotonic() + seconds
+        if until > self._hold_until:
+            self._hold_until = until
+            asyncio.get_running_loop().call_later(seconds, self._wake.set)
 
     def _batch_done(self, task: asyncio.Task[None]) -> None:
         self._publishing -= 1
@@ -419,6 +435,12 @@ class Uplink:
                 max(b.timeout for b in late),
             )
             await self._store.async_write(lambda c, i=ids: outbox.requeue(c, i))  # type: ignore[misc]
+            # Unanswered again and again (central overloaded, or a storm of resends):
+            # wait a growing, random while before resending, so a fleet spreads out.
+            self._misses += 1
+            if self._misses > 1:
+                ceiling = min(self._mqtt_cfg.ack_timeout_max_s, timeout * 2 ** (self._misses - 2))
+                self._hold(random.uniform(0, ceiling))
             self._wake.set()
 
     # --- downlink ---------------------------------------------------------------------
@@ -441,6 +463,8 @@ class Uplink:
             return
         if isinstance(message, EnvelopeResults):
             await self._async_on_results(message)
+        elif isinstance(message, BatchDeferred):
+            await self._async_on_deferred(message)
         elif isinstance(message, Dispatch):
             d = message
             taken = await self._store.async_write(
@@ -482,7 +506,25 @@ class Uplink:
         else:
             _LOGGER.warning("ignoring a %s message on %s", type(message).__name__, msg.topic)
 
+    async def _async_on_deferred(self, message: BatchDeferred) -> None:
+        """Central is busy: the batch goes again later, the uplink holds meanwhile."""
+        batch = self._awaiting.pop(str(message.batch_id), None)
+        # Jitter: the gateways central told at once do not come back at once.
+        self._hold(message.retry_after_s * random.uniform(0.5, 1.5))
+        if batch is None:
+            return  # resent already, or answered
+        ids = list(batch.envelope_ids)
+        for eid in ids:
+            self._by_envelope.pop(eid, None)
+        _LOGGER.info(
+            "central is busy: %d envelopes go again in about %.0f s",
+            len(ids),
+            message.retry_after_s,
+        )
+        await self._store.async_write(lambda c: outbox.requeue(c, ids))
+
     async def _async_on_results(self, message: EnvelopeResults) -> None:
+        self._misses = 0
         now = _now()
         await self._store.async_write(lambda c: outbox.apply_results(c, message.results, now))
         self._last_sync = now

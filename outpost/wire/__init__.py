@@ -6,6 +6,7 @@ Defined once here; the gateway and the bridge both import it.
 from outpost.wire.codec import CODEC_VERSION, DecodeError, decode, encode
 from outpost.wire.schemas import (
     ActivityWire,
+    BatchDeferred,
     CheckoutAnswer,
     CheckoutRequest,
     Dispatch,
@@ -24,6 +25,7 @@ from outpost.wire.schemas import (
 __all__ = [
     "CODEC_VERSION",
     "ActivityWire",
+    "BatchDeferred",
     "CheckoutAnswer",
     "CheckoutRequest",
     "DecodeError",

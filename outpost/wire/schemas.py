@@ -286,6 +286,21 @@ class EnvelopeResults(Strict):
     results: list[EnvelopeResult] = Field(min_length=1, max_length=MAX_BATCH_ENVELOPES)
 
 
+class BatchDeferred(Strict):
+    """Central is too busy to take this batch now: send it again after ``retry_after_s``.
+
+    Nothing of the batch was applied. The gateway holds its uplink for about
+    that long (with jitter, so a fleet does not come back at once) instead
+    of waiting out its ack timeout. An older gateway that does not know
+    this kind ignores it and resends after its ack timeout, as before.
+    """
+
+    kind: Literal["batch_deferred"] = "batch_deferred"
+    gateway_id: GatewayId
+    batch_id: UUID
+    retry_after_s: float = Field(gt=0, le=3600)
+
+
 # --- activities, users, check-out ------------------------------------------
 
 
@@ -492,6 +507,7 @@ class BlobReceipt(Strict):
 Message = Annotated[
     EnvelopeBatch
     | EnvelopeResults
+    | BatchDeferred
     | Dispatch
     | Recall
     | UserPush

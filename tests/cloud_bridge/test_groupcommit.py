@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
 
 from cloud_bridge import rules
+from cloud_bridge.config import ReplaySection
 from cloud_bridge.db import Database
 from cloud_bridge.groupcommit import Busy, GroupCommitter
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.models import LedgerEntry, utcnow
 from cloud_bridge.replay import Replayer, make_part
-from outpost.wire.schemas import EnvelopeBatch, WireEnvelope
-from tests.cloud_bridge.conftest import SITES, Seeded, envelope
+from cloud_bridge.service import Bridge
+from outpost.wire import topics
+from outpost.wire.schemas import BatchDeferred, EnvelopeBatch, WireEnvelope
+from tests.cloud_bridge.conftest import SITES, FakeGateway, Seeded, bridge_config, envelope
 from tests.cloud_bridge.test_replay import _install_refusing_trigger
+from tests.support.broker import Broker
 
 GATEWAYS = SITES[:6]
 
@@ -156,3 +161,45 @@ async def test_a_full_queue_answers_busy(db: Database, seed: Seeded) -> None:
         assert [r.outcome for _, r in await first] == ["applied"]
     finally:
         committer.shutdown()
+
+
+async def test_a_busy_bridge_answers_batch_deferred(
+    central_db_url: str,
+    tmp_path: Path,
+    broker: Broker,
+    gateways: Callable[[str], Awaitable[FakeGateway]],
+) -> None:
+    """Over its queue bound the bridge says so at once; nothing of that batch is applied."""
+    config = bridge_config(central_db_url, tmp_path / "central", broker.port)
+    # A long group wait keeps site-a's batch queued while site-b's arrives.
+    replay = ReplaySection(group_wait_ms=1000, queue_max_envelopes=2, retry_after_s=7)
+    b = Bridge(config.model_copy(update={"replay": replay}))
+    await b.async_start()
+    try:
+        await b.async_wait_mqtt(10)
+        assert b.db is not None
+        seed = Seeded(b.db)
+        a = await asyncio.to_thread(seed.ready, "site-a", "a-1")
+        c = await asyncio.to_thread(seed.ready, "site-b", "b-1")
+        gw_a, gw_b = await gateways("site-a"), await gateways("site-b")
+        await gw_a.publish(topics.UP_ENVELOPES, gw_a.batch([envelope(a, 1)]))
+        await asyncio.sleep(0.3)
+        deferred_batch = gw_b.batch([envelope(c, 1), envelope(c, 2)])
+        await gw_b.publish(topics.UP_ENVELOPES, deferred_batch)
+        answer = await gw_b.expect(topics.DOWN_RESULTS, timeout=5)
+        assert isinstance(answer, BatchDeferred)
+        assert (answer.batch_id, answer.retry_after_s) == (deferred_batch.batch_id, 7)
+        (res,) = (await gw_a.results(1)).values()
+        assert res.outcome == "applied"
+        db = b.db
+
+        def last_seq() -> int:
+            with db.session() as s:
+                return rules.get_activity(s, c).last_seq
+
+        assert await asyncio.to_thread(last_seq) == 0
+        # Sent again once the queue is short: applied.
+        await gw_b.publish(topics.UP_ENVELOPES, deferred_batch)
+        assert {r.outcome for r in (await gw_b.results(2)).values()} == {"applied"}
+    finally:
+        await b.async_stop()

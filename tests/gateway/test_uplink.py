@@ -29,6 +29,7 @@ from outpost.wire import topics
 from outpost.wire.codec import decode, encode
 from outpost.wire.schemas import (
     ActivityWire,
+    BatchDeferred,
     CheckoutAnswer,
     CheckoutRequest,
     Dispatch,
@@ -80,6 +81,8 @@ class FakeCentral:
     def __init__(self, broker: Broker) -> None:
         self.batches: list[EnvelopeBatch] = []
         self.ignore_batches = 0
+        self.defer_batches = 0  # answered "busy, retry after" (BatchDeferred)
+        self.batch_times: list[float] = []
         self.reject: set[str] = set()
         self.client = MqttClient(
             MqttSection(host=broker.host, port=broker.port, backoff_initial=0.05, backoff_max=0.3),
@@ -95,12 +98,18 @@ class FakeCentral:
         gw = message.gateway_id
         if isinstance(message, EnvelopeBatch):
             self.batches.append(message)
+            self.batch_times.append(asyncio.get_running_loop().time())
             # The ids are in the compressed body only; a central that never said
             # it reads codec 2 (this one) gets version 1.
             assert topics.ENVELOPE_IDS_PROPERTY not in msg.user_properties
             assert msg.payload[0] == 1
             if self.ignore_batches:
                 self.ignore_batches -= 1
+                return
+            if self.defer_batches:
+                self.defer_batches -= 1
+                busy = BatchDeferred(gateway_id=gw, batch_id=message.batch_id, retry_after_s=1.0)
+                await self.client.async_publish(topics.topic(gw, topics.DOWN_RESULTS), encode(busy))
                 return
             results = [
                 EnvelopeResult(
@@ -236,6 +245,39 @@ async def test_a_batch_without_an_answer_is_sent_again(
         await wait_for(lambda: states_are(store, [eid], "applied"))
         assert len(central.batches) == 2  # the ignored one, then the resend
         assert (await states(store))[eid] == "applied"
+    finally:
+        await uplink.async_stop()
+
+
+async def test_central_busy_defers_the_batch_and_the_uplink_holds_off(
+    broker: Broker, central: FakeCentral, store: Store, tmp_path: Path
+) -> None:
+    """A BatchDeferred: the envelopes go again after about retry_after_s, not at once."""
+    central.defer_batches = 1
+    uplink = Uplink(gateway_config(broker, tmp_path), store)  # ack timeout 30 s
+    await uplink.async_start()
+    try:
+        eid = await submit(store, "act-1", 1, "completed")
+        await wait_for(lambda: states_are(store, [eid], "applied"))
+        assert len(central.batches) == 2
+        assert central.batches[0].batch_id != central.batches[1].batch_id
+        waited = central.batch_times[1] - central.batch_times[0]
+        assert 0.45 <= waited < 5  # retry_after_s 1.0 with +-50 % jitter, far below 30 s
+    finally:
+        await uplink.async_stop()
+
+
+async def test_batches_unanswered_again_and_again_back_off(
+    broker: Broker, central: FakeCentral, store: Store, tmp_path: Path
+) -> None:
+    central.ignore_batches = 3
+    uplink = Uplink(gateway_config(broker, tmp_path, ack_timeout_s=0.3), store)
+    await uplink.async_start()
+    try:
+        eid = await submit(store, "act-1", 1, "completed")
+        await wait_for(lambda: states_are(store, [eid], "applied"), timeout=20)
+        assert len(central.batches) == 4
+        assert uplink._misses == 0  # an answer ends the back-off
     finally:
         await uplink.async_stop()
 
