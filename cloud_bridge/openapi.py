@@ -139,6 +139,7 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
                 op["responses"][status] = _error(why)
         paths.setdefault(route.path, {})[route.method.lower()] = op
     _fleet_responses(paths)
+    _xlsform_upload(paths, schemas)
     attachment = paths.get("/api/v1/attachments/{sha256}", {}).get("get")
     if attachment is not None:
         attachment["responses"]["200"] = {
@@ -188,3 +189,55 @@ def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
                 "description": "OK",
                 "content": {"application/json": {"schema": schema}},
             }
+
+
+def _xlsform_upload(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
+    """``POST /api/v1/activity-types`` also takes the XLSForm itself (cloud_bridge.xlsform_views)."""
+    from cloud_bridge.xlsform import MAX_XLSX_BYTES, XLSX_CONTENT_TYPE
+    from cloud_bridge.xlsform_views import PROBLEM_SCHEMA, XLSFORM_ERROR_SCHEMA
+
+    op = paths.get("/api/v1/activity-types", {}).get("post")
+    if op is None:
+        return
+    schemas.setdefault("XlsformProblem", PROBLEM_SCHEMA)
+    schemas.setdefault("XlsformError", XLSFORM_ERROR_SCHEMA)
+    op["requestBody"]["content"][XLSX_CONTENT_TYPE] = {
+        "schema": {"type": "string", "format": "binary", "maxLength": MAX_XLSX_BYTES}
+    }
+    op["description"] = (
+        "With a JSON body: the activity type's definition. With the body an XLSForm "
+        f"workbook ({XLSX_CONTENT_TYPE}): the form read from its survey, choices and "
+        "settings sheets; the type is the settings sheet's form_id unless `name` says "
+        "otherwise; each changed import is a new form version. A workbook using what "
+        "Outpost does not support is refused whole: 400 with every problem by sheet, "
+        "row and column in error.problems."
+    )
+    op["parameters"] = [
+        *op.get("parameters", []),
+        {
+            "name": "name",
+            "in": "query",
+            "required": False,
+            "description": "XLSForm upload: the activity type (default: settings form_id)",
+            "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_]{0,62}$"},
+        },
+        {
+            "name": "offline",
+            "in": "query",
+            "required": False,
+            "description": "XLSForm upload: may go offline (default: the type's current "
+            "setting, false for a new type)",
+            "schema": {"type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]},
+        },
+    ]
+    ref = {"$ref": "#/components/schemas/XlsformError"}
+    op["responses"]["400"] = {
+        "description": "the body is not valid; for an XLSForm, error.problems lists each "
+        "problem by sheet, row and column (invalid_xlsform)",
+        "content": {"application/json": {"schema": ref}},
+    }
+    op["responses"]["413"] = {
+        "description": "the body is larger than admin.max_body_bytes, or the workbook "
+        f"larger than {MAX_XLSX_BYTES} bytes (xlsform_too_large)",
+        "content": {"application/json": {"schema": ref}},
+    }

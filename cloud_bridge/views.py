@@ -326,12 +326,21 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def put_activity_type(request: web.Request) -> web.Response:
+    from cloud_bridge import xlsform_views
+
+    if xlsform_views.is_xlsform(request):  # the spreadsheet itself (DESIGN contract table)
+        return await xlsform_views.post_xlsform(request)
     body, created = await async_put_activity_type(request, await read_json(request))
     return web.json_response(body, status=201 if created else 200)
 
 
-async def async_put_activity_type(request: web.Request, data: Any) -> tuple[dict[str, Any], bool]:
-    """Create or update an activity type as the caller (the API and the Activity types page)."""
+async def async_put_activity_type(
+    request: web.Request, data: Any, **origin: Any
+) -> tuple[dict[str, Any], bool]:
+    """Create or update an activity type as the caller (the API and the Activity types page).
+
+    ``origin`` goes into the audit entry (an XLSForm import says its file's form_id/version).
+    """
     definition = rules.parse_type_definition(data)
     actor = actor_of(request)
 
@@ -344,9 +353,11 @@ async def async_put_activity_type(request: web.Request, data: Any) -> tuple[dict
             "activity_type",
             t.name,
             f"{'created' if created else 'updated'} activity type {t.name!r} "
-            f"(form version {t.form_version}{', offline' if t.offline else ''})",
+            f"(form version {t.form_version}{', offline' if t.offline else ''})"
+            + (" from an XLSForm" if origin.get("source") == "xlsform" else ""),
             form_version=t.form_version,
             offline=t.offline,
+            **origin,
         )
         return type_json(t), created
 
@@ -986,7 +997,7 @@ ROUTES: list[Route] = [
         "POST",
         "/api/v1/activity-types",
         put_activity_type,
-        "Create or update an activity type",
+        "Create or update an activity type: its JSON definition, or an XLSForm (.xlsx) body",
         A.TYPES_WRITE,
     ),
     Route(

@@ -134,6 +134,7 @@ FLASH: dict[str, str] = {
     "signed_out": "You are signed out.",
     "created": "Created.",
     "saved": "Saved.",
+    "imported": "The XLSForm is imported; the form below is what it says.",
     "approved": "Approved: the activity may now go offline.",
     "dispatched": "Dispatched: the gateway will receive it when it is connected.",
     "recalled": "Recalled: the gateway is told to stop offering it.",

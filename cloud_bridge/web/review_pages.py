@@ -96,6 +96,7 @@ async def types_page(
     error: str | None = None,
     draft: dict[str, Any] | None = None,
     status: int = 200,
+    **extra: Any,
 ) -> web.Response:
     return page(
         request,
@@ -105,6 +106,7 @@ async def types_page(
         types=await _tx(request, _types),
         error=error,
         draft=draft or {"name": "", "offline": True, "form": _pretty(EXAMPLE_FORM)},
+        **extra,
     )
 
 
@@ -129,6 +131,10 @@ def _parse_form_text(text: str) -> Any:
 
 
 async def type_create(request: web.Request) -> web.StreamResponse:
+    if request.content_type == "multipart/form-data":  # the XLSForm upload (xlsform_pages)
+        from cloud_bridge.web.xlsform_pages import type_import
+
+        return await type_import(request, None)
     form = await _form(request)
     name = form.get("name", "").strip()[:64]
     offline = form.get("offline") == "1"
@@ -150,6 +156,7 @@ async def type_page(
     error: str | None = None,
     draft: str | None = None,
     status: int = 200,
+    **extra: Any,
 ) -> web.Response:
     name = name or request.match_info["name"]
     raw = request.query.get("version", "")
@@ -183,6 +190,7 @@ async def type_page(
         draft=draft if draft is not None else _pretty(data["t"].form),
         language=language,
         **data,
+        **extra,
     )
 
 
@@ -192,6 +200,10 @@ async def type_view(request: web.Request) -> web.Response:
 
 async def type_save(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
+    if request.content_type == "multipart/form-data":  # its next version as an XLSForm
+        from cloud_bridge.web.xlsform_pages import type_import
+
+        return await type_import(request, name)
     form = await _form(request)
     text = form.get("form", "")
     try:
@@ -215,6 +227,9 @@ def _existing(s: Session, name: str) -> ActivityType:
     if t is None:
         raise CentralError("not_found", f"No activity type {name!r} exists.", 404)
     return t
+
+
+existing_type = _existing
 
 
 async def type_offline(request: web.Request) -> web.StreamResponse:

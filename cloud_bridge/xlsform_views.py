@@ -1,0 +1,193 @@
+"""XLSForm upload: ``POST /api/v1/activity-types`` with an .xlsx body, and the page's upload.
+
+Both read the workbook with :mod:`cloud_bridge.xlsform` in a worker thread (one
+at a time: openpyxl and pyxform are CPU work on a 2-core box) and store it
+through :func:`cloud_bridge.views.async_put_activity_type`, the same path as a
+JSON definition: one transaction, a new kept version when the form changed.
+A refused workbook answers 400 (413 when too large) with every problem by
+sheet, row and column in ``error.problems``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.orm import Session
+
+from cloud_bridge import views
+from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.errors import CentralError
+from cloud_bridge.models import ActivityType
+from cloud_bridge.xlsform import (
+    MAX_XLSX_BYTES,
+    XLSX_CONTENT_TYPE,
+    Imported,
+    Problem,
+    XlsformError,
+    read_xlsform,
+)
+from outpost.forms import NAME_PATTERN
+
+_NAME = re.compile(NAME_PATTERN)
+# One workbook read at a time (CPU work on a 2-core box); a lock, not an asyncio
+# semaphore, so it binds to no event loop.
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def _read_one(data: bytes) -> Imported:
+    with _ONE_AT_A_TIME:
+        return read_xlsform(data)
+
+
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+# The 400 body's shape, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["message", "text"],
+    "properties": {
+        "sheet": {"type": ["string", "null"], "examples": ["survey"]},
+        "row": {"type": ["integer", "null"], "examples": [14]},
+        "column": {"type": ["string", "null"], "examples": ["type"]},
+        "message": {"type": "string", "examples": ["'geotrace' is not supported"]},
+        "text": {
+            "type": "string",
+            "examples": ["survey row 14, column type: 'geotrace' is not supported"],
+        },
+    },
+}
+XLSFORM_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "examples": ["invalid_xlsform"]},
+                "message": {"type": "string"},
+                "problems": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/XlsformProblem"},
+                },
+            },
+        }
+    },
+}
+
+
+class ImportRefused(CentralError):
+    """A refused workbook: the message and each problem, by sheet, row and column."""
+
+    def __init__(self, problems: list[Problem], status: int = 400) -> None:
+        self.problems = problems
+        code = "xlsform_too_large" if status == 413 else "invalid_xlsform"
+        text = "; ".join(str(p) for p in problems)
+        super().__init__(code, f"The XLSForm was not imported: {text}.", status)
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = super().as_json()
+        body["error"]["problems"] = [p.as_json() for p in self.problems]
+        return body
+
+
+def is_xlsform(request: web.Request) -> bool:
+    return request.content_type == XLSX_CONTENT_TYPE
+
+
+async def parse_upload(data: bytes) -> Imported:
+    """The workbook's form, read off the event loop; :class:`ImportRefused` when refused."""
+    if len(data) > MAX_XLSX_BYTES:
+        raise ImportRefused(
+            [
+                Problem(
+                    f"The spreadsheet is over {MAX_XLSX_BYTES // 1024} KiB; an XLSForm is far less."
+                )
+            ],
+            413,
+        )
+    try:
+        return await asyncio.to_thread(_read_one, data)
+    except XlsformError as exc:
+        raise ImportRefused(exc.problems) from None
+
+
+def type_name(imported: Imported, given: str | None) -> str:
+    """The activity type: the one named, else the settings sheet's form_id."""
+    name = (given or "").strip() or imported.form_id
+    if not name:
+        raise ImportRefused(
+            [
+                Problem(
+                    "no form_id: give the workbook a settings sheet with a form_id, "
+                    "or name the activity type",
+                    "settings",
+                    2,
+                    "form_id",
+                )
+            ]
+        )
+    if not _NAME.fullmatch(name):
+        where = ("settings", 2, "form_id") if not given else (None, None, None)
+        raise ImportRefused(
+            [
+                Problem(
+                    f"the activity type name {name[:64]!r} must start with a lowercase letter and "
+                    "hold only lowercase letters, digits and _ (at most 63)",
+                    *where,
+                )
+            ]
+        )
+    return name
+
+
+async def import_xlsform(
+    request: web.Request, data: bytes, *, name: str | None, offline: bool | None
+) -> tuple[dict[str, Any], bool, Imported]:
+    """Read, check and store the workbook as the caller: (type JSON, created, what was read)."""
+    imported = await parse_upload(data)
+    chosen = type_name(imported, name)
+
+    def current_offline(s: Session) -> bool:
+        t = s.get(ActivityType, chosen)
+        return bool(t.offline) if t is not None else False
+
+    if offline is None:  # a new version keeps its type's offline switch
+        offline = await request.app[RUNNER_KEY].async_tx(current_offline)
+    body, created = await views.async_put_activity_type(
+        request,
+        {"name": chosen, "offline": offline, "form": imported.form},
+        source="xlsform",
+        xlsform_form_id=imported.form_id,
+        xlsform_version=imported.version,
+    )
+    return body, created, imported
+
+
+async def post_xlsform(request: web.Request) -> web.Response:
+    query = request.query
+    raw_offline = query.get("offline")
+    offline = None
+    if raw_offline is not None:
+        offline = _FLAGS.get(raw_offline.strip().lower())
+        if offline is None:
+            raise CentralError("invalid_query", "offline must be true or false.", 400)
+    name = query.get("name")
+    if name is not None and len(name) > 64:
+        raise CentralError("invalid_query", "name is at most 64 characters.", 400)
+    data = await request.read()
+    try:
+        body, created, imported = await import_xlsform(request, data, name=name, offline=offline)
+    except ImportRefused as exc:
+        return web.json_response(exc.as_json(), status=exc.status)
+    body["xlsform"] = {
+        "form_id": imported.form_id,
+        "title": imported.title,
+        "version": imported.version,
+        "warnings": imported.warnings[:20],
+    }
+    return web.json_response(body, status=201 if created else 200)
