@@ -14,7 +14,6 @@ any handler runs. Request bodies are capped at ``admin.max_body_bytes``.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import secrets
 from collections.abc import Awaitable, Callable
@@ -52,6 +51,7 @@ from cloud_bridge.mqtt_bridge import MqttBridge
 from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.permissions import Action
 from cloud_bridge.web import pages, render
+from outpost.files import write_atomically
 from outpost.logs import escape_control
 
 logger = logging.getLogger(__name__)
@@ -81,13 +81,7 @@ def load_or_create_token(data_dir: Path) -> tuple[str, Path]:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(token + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomically(path, token + "\n", 0o600)
     return token, path
 
 

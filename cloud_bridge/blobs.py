@@ -19,17 +19,17 @@ one at a time per SHA-256 (the uplink handler holds a lock per blob).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from outpost.files import commit_verified, fsync_dir
+
 logger = logging.getLogger(__name__)
 
 SHA256_RE = re.compile(r"[0-9a-f]{64}")  # use fullmatch
-HASH_READ = 1024 * 1024
 MIB = 1024 * 1024
 
 HASH_MISMATCH = "the attachment's content does not match its SHA-256"
@@ -135,7 +135,7 @@ class BlobStore:
             os.fsync(fh.fileno())
             length = fh.tell()
         if created:
-            _fsync_dir(self.partial_dir)  # the new file's name is durable too
+            fsync_dir(self.partial_dir)  # the new file's name is durable too
         return length
 
     def _sync(self, sha256: str) -> None:
@@ -143,28 +143,6 @@ class BlobStore:
             os.fsync(fh.fileno())
 
     def _finish(self, sha256: str, size: int, written: int) -> Progress:
-        path = self.partial_of(sha256)
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while block := fh.read(HASH_READ):
-                digest.update(block)
-        if digest.hexdigest() != sha256:
-            path.unlink(missing_ok=True)
-            _fsync_dir(self.partial_dir)
+        if not commit_verified(self.partial_of(sha256), sha256, self.path_of(sha256)):
             return Progress(0, problem=HASH_MISMATCH, refusal="hash_mismatch", written=written)
-        final = self.path_of(sha256)
-        if not final.parent.is_dir():
-            final.parent.mkdir(parents=True, exist_ok=True)
-            _fsync_dir(self.root)
-        os.replace(path, final)
-        _fsync_dir(final.parent)
-        _fsync_dir(self.partial_dir)
         return Progress(received=size, complete=True, written=written, stored=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -51,6 +51,7 @@ from gateway.replication.config import (
 from gateway.replication.lag import meta_dir
 from gateway.store.store import DB_FILENAME
 from outpost.config import ConfigError
+from outpost.files import fsync_dir
 
 RESTORE_TIMEOUT_S = 600.0
 _SHM_DMS_BYTE = 128  # SQLite's "dead man switch" byte in -shm: every open connection locks it
@@ -113,14 +114,6 @@ def database_in_use(db_path: Path) -> bool:
 
 def _stamp() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _run_litestream_restore(
@@ -258,7 +251,7 @@ def restore(config: GatewayConfig, *, force: bool = False) -> RestoreReport:
         for suffix in ("-wal", "-shm"):
             Path(f"{tmp_db}{suffix}").unlink(missing_ok=True)
         os.replace(tmp_db, db_path)
-        _fsync_dir(data_dir)
+        fsync_dir(data_dir)
     return RestoreReport(
         db_path=db_path,
         replica=replica_description(settings),

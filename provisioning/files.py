@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from outpost.files import read_error
+from outpost.files import read_error, write_atomically
 from provisioning.errors import ProvisionError
 
 SECRET = 0o600
@@ -17,22 +17,9 @@ PUBLIC = 0o644
 
 def write_file(path: Path, data: bytes | str, mode: int = PUBLIC) -> None:
     """Write ``data`` to ``path`` via a temp file + rename; the file never exists with a wider mode."""
-    raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()  # a stale temp file from a crash; never write through a link
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
-        try:
-            os.fchmod(fd, mode)  # the umask must not narrow or widen what we chose
-            os.write(fd, raw)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_atomically(path, data, mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         raise ProvisionError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -14,34 +14,15 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from outpost.files import copy_durably
 
 logger = logging.getLogger(__name__)
 
 BLOBS_DIRNAME = "blobs"
 SKIP_DIRS = frozenset({"partial"})
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def copy_durably(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` so that ``dst`` is either absent or complete, on disk."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    with open(src, "rb") as fin, open(tmp, "wb") as fout:
-        shutil.copyfileobj(fin, fout, 1024 * 1024)
-        fout.flush()
-        os.fsync(fout.fileno())
-    os.replace(tmp, dst)
-    _fsync_dir(dst.parent)
 
 
 def _is_blob_name(name: str) -> bool:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import ReplicationSection
+from outpost.files import write_atomically
 
 CONFIG_FILENAME = "litestream.yml"
 SHUTDOWN_SYNC_TIMEOUT_S = 5.0
@@ -146,12 +147,7 @@ def build_config(db_path: Path, settings: ReplicationSection) -> dict[str, Any]:
 
 def write_config(path: Path, config: Mapping[str, Any]) -> None:
     """Write the config atomically, readable by its owner only (blocking)."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(config, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
+    write_atomically(path, json.dumps(config, indent=2) + "\n", 0o600)
 
 
 def child_environment(

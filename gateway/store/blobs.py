@@ -9,11 +9,12 @@ All methods block: call them from a thread.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from pathlib import Path
 from typing import BinaryIO
+
+from outpost.files import commit_verified
 
 CHUNK = 256 * 1024
 
@@ -71,28 +72,7 @@ class BlobFiles:
 
     def verify_and_commit(self, sha256: str) -> bool:
         """Hash the partial file; on a match move it into place (durably) and return True."""
-        path = self.partial_path(sha256)
-        digest = hashlib.sha256()
-        with open(path, "rb") as fh:
-            while chunk := fh.read(CHUNK):
-                digest.update(chunk)
-        if digest.hexdigest() != sha256:
-            path.unlink(missing_ok=True)
-            return False
-        final = self.final_path(sha256)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(path, final)
-        _fsync_dir(final.parent)
-        _fsync_dir(self.partial_dir)
-        return True
+        return commit_verified(self.partial_path(sha256), sha256, self.final_path(sha256))
 
     def discard(self, sha256: str) -> None:
         self.partial_path(sha256).unlink(missing_ok=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
