@@ -89,3 +89,13 @@ def test_the_example_configs_pass_check_config_and_name_every_key(
             assert shown, f"{example}: [{section}] {key} is neither set nor shown commented out"
         for key in active.get(section, {}):
             assert key in keys, f"{example}: [{section}] {key} is not a key"
+
+
+def test_every_rejection_code_is_in_central_docs() -> None:
+    """A new code in cloud_bridge/rejections.py cannot ship without its meaning."""
+    from cloud_bridge import rejections
+
+    codes = {v for k, v in vars(rejections).items() if k.isupper() and isinstance(v, str)}
+    table = (ROOT / "docs" / "central.md").read_text()
+    missing = sorted(c for c in codes if f"| `{c}` |" not in table)
+    assert not missing, f"docs/central.md lists no meaning for {missing}"
