@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -283,6 +284,24 @@ class Gateway(Base):
     heartbeat_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     last_error_at: Mapped[datetime | None]
+    # The heartbeat figures the fleet's health is judged on, as columns, so that
+    # one page of a fleet of thousands is filtered, counted and sorted by the
+    # database (cloud_bridge.fleet_query); the whole heartbeat stays in last_heartbeat.
+    backlog: Mapped[int | None] = mapped_column(BigInteger)
+    oldest_pending_s: Mapped[float | None] = mapped_column(Float)
+    pending_since: Mapped[datetime | None]  # heartbeat_at - oldest_pending_s
+    disk_free_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    replica_lag_s: Mapped[float | None] = mapped_column(Float)
+    replica_failing: Mapped[bool] = mapped_column(Boolean, default=False)
+    cert_expires_at: Mapped[datetime | None]
+    # When the last heartbeat went into gateway_history (fleet.history_every_s).
+    history_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_gateways_state_id", "state", "id"),
+        Index("ix_gateways_version_id", "version", "id"),
+        Index("ix_gateways_heartbeat_at_id", "heartbeat_at", "id"),
+    )
 
 
 class GatewayHistory(Base):

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 import outpost
+from cloud_bridge import fleet_query
 from cloud_bridge.access import Route
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.forms import ActivityTypeDef
@@ -175,13 +176,32 @@ def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
     shapes = {
         "/api/v1/gateways": {
             "type": "object",
+            "required": ["gateways", "total", "next_cursor", "as_of", "broker_connected"],
             "properties": {
                 "gateways": {"type": "array", "items": gateway},
+                "total": {"type": "integer", "description": "gateways matching the filters"},
+                "next_cursor": {
+                    "type": ["string", "null"],
+                    "description": "give it as cursor for the next page; null on the last",
+                },
+                "as_of": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "the time health is judged at (that of a walk's first page)",
+                },
                 "broker_connected": {"type": "boolean"},
             },
         },
+        "/api/v1/fleet/summary": fleet_query.SUMMARY_SCHEMA,
         "/api/v1/gateways/{gateway_id}": gateway,
     }
+    for path, names in (
+        ("/api/v1/gateways", fleet_query.PARAMS),
+        ("/api/v1/fleet/summary", fleet_query.SUMMARY_PARAMETERS),
+    ):
+        op = paths.get(path, {}).get("get")
+        if op is not None:
+            op.setdefault("parameters", []).extend(fleet_query.openapi_parameters(names))
     for path, schema in shapes.items():
         op = paths.get(path, {}).get("get")
         if op is not None:

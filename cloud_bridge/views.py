@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cloud_bridge import audit, fleet, identity, people, rules
+from cloud_bridge import audit, fleet, fleet_query, identity, people, rules
 from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
 from cloud_bridge.app_keys import API_ROUTES_KEY, BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
@@ -938,12 +938,37 @@ def _thresholds(request: web.Request) -> fleet.Thresholds:
 
 
 async def list_gateways(request: web.Request) -> web.Response:
+    """One page of the fleet (keyset ``cursor``), filtered and sorted by the database.
+
+    Without ``limit`` a small fleet gets every gateway (the answer before
+    paging); beyond ``fleet_query.UNPAGED_MAX`` that is the first page, with
+    ``next_cursor``.
+    """
     t = _thresholds(request)
-    views = await _tx(request, lambda s: fleet.all_views(s, t))
-    # False: central hears nobody right now, every figure is as last heard.
+    fq = fleet_query.parse(request.query)
+    now = utcnow()
+    got = await _tx(request, lambda s: fleet_query.page(s, fq, t, now))
+    # broker_connected False: central hears nobody right now, every figure is as last heard.
     return web.json_response(
-        {"gateways": views, "broker_connected": request.app[MQTT_KEY].connected}
+        {
+            "gateways": got.views,
+            "total": got.total,
+            "next_cursor": got.next_cursor,
+            "as_of": fleet.iso(got.as_of),
+            "broker_connected": request.app[MQTT_KEY].connected,
+        }
     )
+
+
+async def fleet_summary(request: web.Request) -> web.Response:
+    """Counts by health, state and reason (the same filters as the list), listing nobody."""
+    t = _thresholds(request)
+    fq = fleet_query.parse(request.query)
+    if fq.limit is not None or fq.after is not None:
+        raise bad_request("The summary takes filters only (no limit, cursor).", "invalid_query")
+    now = utcnow()
+    got = await _tx(request, lambda s: fleet_query.summary(s, fq, t, now))
+    return web.json_response({**got, "broker_connected": request.app[MQTT_KEY].connected})
 
 
 def _gateway_or_404(s: Session, gid: str) -> Gateway:
@@ -1120,7 +1145,15 @@ ROUTES: list[Route] = [
         "GET",
         "/api/v1/gateways",
         list_gateways,
-        "The fleet: each gateway's figures (with when each was heard), health and reasons",
+        "One page of the fleet (?limit=&cursor=&health=&state=&q=&version=&heard_within="
+        "&silent_for=&sort=&order=): each gateway's figures, health and reasons",
+        A.FLEET_READ,
+    ),
+    Route(
+        "GET",
+        "/api/v1/fleet/summary",
+        fleet_summary,
+        "Counts of gateways by health, state and reason (the list's filters), listing none",
         A.FLEET_READ,
     ),
     Route(
