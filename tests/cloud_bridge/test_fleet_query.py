@@ -18,7 +18,7 @@ from cloud_bridge.errors import CentralError
 from cloud_bridge.fleet import Facts, Thresholds, assess
 from cloud_bridge.fleet_query import FleetQuery, parse
 from cloud_bridge.models import Gateway, GatewayHistory
-from cloud_bridge.server import Bridge
+from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import TOKEN
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
