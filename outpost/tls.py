@@ -26,7 +26,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from outpost.config import ConfigError
@@ -94,21 +93,12 @@ def public_keys_match(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
 
 
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
-    """Whether ``issuer``'s key signed ``cert`` (signature check only)."""
-    if cert.issuer != issuer.subject:
-        return False
-    pub = issuer.public_key()
-    algo = cert.signature_hash_algorithm
+    """Whether ``issuer``'s key signed ``cert`` (signature check only; any algorithm
+    cryptography knows, RSA-PSS included)."""
     try:
-        if isinstance(pub, ec.EllipticCurvePublicKey) and algo is not None:
-            pub.verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(algo))
-        elif isinstance(pub, rsa.RSAPublicKey) and algo is not None:
-            pub.verify(cert.signature, cert.tbs_certificate_bytes, padding.PKCS1v15(), algo)
-        elif isinstance(pub, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-            pub.verify(cert.signature, cert.tbs_certificate_bytes)
-        else:
-            return False
-    except InvalidSignature:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        # Another issuer's name, an unsupported algorithm or key type, a bad signature.
         return False
     return True
 

@@ -180,3 +180,59 @@ def test_certificate_expiry(files: dict[str, Path]) -> None:
     assert 29 < days_until_expiry(files["cert"]) < 31
     with pytest.raises(ConfigError, match="not found"):
         certificate_expiry(files["cert"].with_name("nope.crt"))
+
+
+def _rsa_pss_pair(tmp_path: Path, ca_name: str, tag: str) -> tuple[Path, Path, Path]:
+    """A CA and a client certificate, both RSA keys, both signed with RSA-PSS."""
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca_subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_name)])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_subject)
+        .issuer_name(ca_subject)
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256(), rsa_padding=pss)
+    )
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gw-pss")]))
+        .issuer_name(ca_subject)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - dt.timedelta(days=1))
+        .not_valid_after(NOW + dt.timedelta(days=30))
+        .sign(ca_key, hashes.SHA256(), rsa_padding=pss)
+    )
+    paths = tmp_path / f"{tag}-ca.crt", tmp_path / f"{tag}.crt", tmp_path / f"{tag}.key"
+    paths[0].write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_an_rsa_pss_certificate_is_checked_as_pss(tmp_path: Path) -> None:
+    """Issued by the CA with RSA-PSS: accepted (it was once checked as PKCS#1 v1.5 and refused)."""
+    ca, cert, key = _rsa_pss_pair(tmp_path, "Fleet PSS CA", "ours")
+    mqtt = MqttSection.model_validate({"tls": True, "ca": ca, "cert": cert, "key": key})
+    assert check_credentials(mqtt, now=NOW).cert_subject == "CN=gw-pss"
+    # Another CA of the same name: the signature, not the name, decides.
+    _, stranger, stranger_key = _rsa_pss_pair(tmp_path, "Fleet PSS CA", "theirs")
+    mqtt = MqttSection.model_validate(
+        {"tls": True, "ca": ca, "cert": stranger, "key": stranger_key}
+    )
+    with pytest.raises(ConfigError, match="was not issued by the CA"):
+        check_credentials(mqtt, now=NOW)
