@@ -28,8 +28,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cloud_bridge import fleet, rejections, rules
+from cloud_bridge import blob_lock, fleet, rejections, rules
 from cloud_bridge.blobs import BlobStore, Progress
+from cloud_bridge.db import Database
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
 from cloud_bridge.groupcommit import Busy, GroupCommitter
@@ -298,14 +299,8 @@ class UplinkHandler:
         sha = chunk.sha256
         async with self.blob_locks.async_hold(sha):
             progress: Progress = await loop.run_in_executor(
-                self._blob_io, self.blobs.receive, sha, chunk.size, chunk.offset, chunk.data
+                self._blob_io, receive_chunk, self.runner.db, self.blobs, gateway_id, chunk
             )
-            if progress.complete:
-                # Also when the file was there already: a stop between the rename and
-                # this commit left it without its row.
-                await self.runner.async_tx(
-                    lambda s: record_blob(s, sha, progress.received, gateway_id)
-                )
         if progress.written:
             self.metrics.blob_bytes.inc(progress.written)
         if progress.stored:
@@ -374,6 +369,19 @@ def note_error(session: Session, gateway_id: str, problem: str) -> None:
     gw = rules.touch_gateway(session, gateway_id)
     gw.last_error = clip(problem)
     gw.last_error_at = utcnow()
+
+
+def receive_chunk(db: Database, blobs: BlobStore, gateway_id: str, chunk: BlobChunk) -> Progress:
+    """Write one chunk under the blob's lock across workers (blob thread, blocking)."""
+    sha = chunk.sha256
+    with blob_lock.held(db, blobs.partial_dir, sha):
+        progress = blobs.receive(sha, chunk.size, chunk.offset, chunk.data)
+        if progress.complete:
+            # Also when the file was there already: a stop between the rename and
+            # this commit left it without its row.
+            with db.session() as session:
+                record_blob(session, sha, progress.received, gateway_id)
+    return progress
 
 
 def record_blob(session: Session, sha256: str, size: int, gateway_id: str) -> None:

@@ -28,7 +28,7 @@ from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.fleet import async_prune_loop
 from cloud_bridge.groupcommit import GroupCommitter
-from cloud_bridge.handler import UplinkHandler
+from cloud_bridge.handler import BLOB_THREADS, UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
 from cloud_bridge.mqtt_bridge import MqttBridge
@@ -59,8 +59,8 @@ class Bridge:
 
     async def async_start(self) -> None:
         cfg = self.config
-        # A connection for every DB thread: admin, uplink (2) and replay.
-        connections = (cfg.admin.db_threads or 4) + 2 + (cfg.replay.threads or 2)
+        # A connection for every DB thread: admin, uplink, replay, attachments (blob locks).
+        connections = (cfg.admin.db_threads or 4) + 2 + (cfg.replay.threads or 2) + BLOB_THREADS
         self.db = await asyncio.to_thread(
             Database.from_url, cfg.central.database_url, pool_size=connections
         )

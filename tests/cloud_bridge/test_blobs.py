@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from sqlalchemy import select
 
-from cloud_bridge.blobs import HASH_MISMATCH
+from cloud_bridge.blobs import HASH_MISMATCH, BlobStore
+from cloud_bridge.db import Database
+from cloud_bridge.handler import receive_chunk
+from cloud_bridge.migration import migrate
 from cloud_bridge.models import Blob
 from cloud_bridge.service import Bridge
 from outpost.wire import topics
@@ -304,3 +308,54 @@ async def test_a_stop_between_the_steps_of_completion_is_repaired(
     (root / "partial" / f"{sha3}.part").write_bytes(os.urandom(40))
     receipt = await send(gw, sha3, len(data3), 0, data3)
     assert (receipt.received, receipt.complete) == (len(data3), True)
+
+
+def test_two_workers_writing_one_blob_at_once_keep_it_whole(
+    central_db_url: str, tmp_path: Path
+) -> None:
+    """Two bridge processes (own engines, own BlobStores, one data_dir) get the same chunks."""
+    data, sha = blob(40 * 1024, seed=3)
+    step = 1024
+    workers = []
+    for _ in range(2):
+        db = Database.from_url(central_db_url)
+        migrate(db.engine)
+        workers.append((db, BlobStore(tmp_path / "central", 1 << 20)))
+    stored = []
+    barrier = threading.Barrier(2)
+
+    def worker(db: Database, store: BlobStore, gateway_id: str) -> None:
+        barrier.wait()
+        offset = 0
+        while offset < len(data):
+            chunk = BlobChunk(
+                gateway_id=gateway_id,
+                sha256=sha,
+                size=len(data),
+                offset=offset,
+                data=data[offset : offset + step],
+            )
+            progress = receive_chunk(db, store, gateway_id, chunk)
+            assert progress.problem is None
+            if progress.stored:
+                stored.append(gateway_id)
+            if progress.complete:
+                return
+            offset = progress.received  # where central stands, as a gateway resumes
+
+    threads = [
+        threading.Thread(target=worker, args=(db, store, f"site-{i}"))
+        for i, (db, store) in enumerate(workers)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(stored) == 1
+        assert workers[0][1].path_of(sha).read_bytes() == data
+        with workers[0][0].session() as s:
+            assert s.scalars(select(Blob.sha256)).all() == [sha]
+    finally:
+        for db, _ in workers:
+            db.dispose()
