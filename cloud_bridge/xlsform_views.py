@@ -19,7 +19,7 @@ from aiohttp import web
 from sqlalchemy.orm import Session
 
 from cloud_bridge import views
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError
 from cloud_bridge.models import ActivityType
 from cloud_bridge.xlsform import (

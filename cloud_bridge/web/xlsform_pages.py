@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from cloud_bridge.app import RUNNER_KEY
+from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError
 from cloud_bridge.web import review_pages
 from cloud_bridge.web.render import see_other
