@@ -55,7 +55,7 @@ EXTRA_STATUSES: dict[tuple[str, str], dict[str, str]] = {
         "401": "wrong username or password",
         "403": "the account is disabled",
         "429": "too many wrong guesses: signin_locked, with Retry-After",
-        "503": "password checks are busy: signin_busy, with Retry-After",
+        "503": "password checks are busy: busy, with Retry-After",
     },
     ("PUT", "/api/v1/users/{username}"): {
         "201": "created",

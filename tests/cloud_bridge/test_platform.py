@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 
 from cloud_bridge.service import Bridge
-from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin
+from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin, bridge_config
+from tests.support.broker import Broker
 
 PASSWORD = "a long enough password"
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -248,6 +250,54 @@ async def test_lockout_holds_under_concurrent_guesses(bridge: Bridge) -> None:
     assert len(evaluated) <= limit, statuses
     assert statuses.count(429) >= 41 - limit
     assert set(statuses) <= {201, 401, 429}
+
+
+async def test_password_work_is_bounded_and_the_rest_are_told_to_retry(
+    central_db_url: str, tmp_path: Path, broker: Broker
+) -> None:
+    """60 unknown usernames at once (no account needed): never more than
+    ``password_slots`` argon2 checks run (64 MiB each), the rest are 503
+    ``busy`` with ``Retry-After``, none a 5xx of another kind (issue 13)."""
+    config = bridge_config(central_db_url, tmp_path / "central", broker.port)
+    platform = config.platform.model_copy(
+        update={"password_slots": 2, "password_wait_s": 0.05, "signin_max_failures": 1000}
+    )
+    bridge = Bridge(config.model_copy(update={"platform": platform}))
+    await bridge.async_start()
+    try:
+        url = bridge.admin_url
+        async with aiohttp.ClientSession() as http:
+
+            async def guess(n: int) -> tuple[int, Any, str | None]:
+                body = {"username": f"nobody{n}", "password": "whatever it is"}
+                async with http.post(f"{url}/api/v1/session", json=body) as r:
+                    return r.status, await r.json(), r.headers.get("Retry-After")
+
+            answers = await asyncio.gather(*(guess(n) for n in range(60)))
+            assert {status for status, _, _ in answers} <= {401, 503}, answers
+            busy = [(body, after) for status, body, after in answers if status == 503]
+            assert busy, "60 at once on 2 slots with a 50 ms wait: some must be turned away"
+            for body, after in busy:
+                assert body["error"]["code"] == "busy" and after and int(after) >= 1
+            assert bridge.passwords is not None
+            assert bridge.passwords._gate.peak_running <= 2
+            await make_user(http, url, "late", "crew")
+            # Told to retry, a retry gets in (the 50 ms wait is tight on a loaded machine).
+            for _ in range(10):
+                status, _ = await api(
+                    http,
+                    url,
+                    "POST",
+                    "/api/v1/session",
+                    None,
+                    {"username": "late", "password": PASSWORD},
+                )
+                if status != 503:
+                    break
+                await asyncio.sleep(1)
+            assert status == 201
+    finally:
+        await bridge.async_stop()
 
 
 # --- every route, as every role -----------------------------------------------------
