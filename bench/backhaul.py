@@ -26,7 +26,9 @@ needs root), in one run:
 
 ``--keep-cwnd`` sets ``net.ipv4.tcp_slow_start_after_idle = 0`` in the
 gateway's namespace (what a site on a long fat link may set; the default
-restarts TCP's window after an idle spell). The load average (1 min) is
+restarts TCP's window after an idle spell); ``--initcwnd N`` starts each
+connection's congestion and receive windows at N segments (both ends'
+route; Linux's default is 10). The load average (1 min) is
 sampled before and after each run and printed with the figures.
 
 Prints each run and a Markdown table: median (min-max) over the repeats.
@@ -67,7 +69,7 @@ def photo_labels(kbit: float) -> tuple[str, ...]:
     return ("cold", "warm", "idle") if kbit >= FAST_KBIT else ("cold",)
 
 
-def one(kbit: float, loss: float, keep_cwnd: bool, workdir: Path) -> dict[str, Any]:
+def one(kbit: float, loss: float, keep_cwnd: bool, initcwnd: int, workdir: Path) -> dict[str, Any]:
     size = photo_size(kbit)
     out: dict[str, Any] = {"load_before": os.getloadavg()[0]}
     with shaped_link(kbit, delay_ms=300, loss=loss) as link:
@@ -76,6 +78,14 @@ def one(kbit: float, loss: float, keep_cwnd: bool, workdir: Path) -> dict[str, A
                 link.argv("gw", "sysctl", "-qw", "net.ipv4.tcp_slow_start_after_idle=0"),
                 check=True,
             )
+        if initcwnd:
+            for role in ("gw", "central"):
+                subprocess.run(
+                    ["ip", "-n", link.ns[role], "route", "change", f"{link.subnet}.0/24",
+                     "dev", link.ifname[role], "src", link.addr[role],
+                     "initcwnd", str(initcwnd), "initrwnd", str(initcwnd)],
+                    check=True,
+                )  # fmt: skip
         rate = link.rate_bytes_per_s
         probe_bytes = int(min(size, rate * 30))
         rtt, bulk = probe(link, probe_bytes)
@@ -180,6 +190,7 @@ def main() -> None:
     parser.add_argument("--links", default="9.6,16,64,1000,10000", help="kbit/s, comma separated")
     parser.add_argument("--loss", default="0", help="fractions lost each way, comma separated")
     parser.add_argument("--keep-cwnd", action="store_true", help="see the docstring")
+    parser.add_argument("--initcwnd", type=int, default=0, help="see the docstring")
     args = parser.parse_args()
     why = unavailable()
     if why:
@@ -189,12 +200,12 @@ def main() -> None:
     results: dict[tuple[float, float], list[dict[str, Any]]] = {
         (k, p): [] for p in losses for k in links
     }
-    print(f"keep-cwnd: {args.keep_cwnd}", flush=True)
+    print(f"keep-cwnd: {args.keep_cwnd}, initcwnd: {args.initcwnd or 'default'}", flush=True)
     for rep in range(args.repeat):
         for key in results:
             kbit, loss = key
             with tempfile.TemporaryDirectory(prefix="outpost-backhaul-") as tmp:
-                r = one(kbit, loss, args.keep_cwnd, Path(tmp))
+                r = one(kbit, loss, args.keep_cwnd, args.initcwnd, Path(tmp))
             results[key].append(r)
             print(
                 f"run {rep + 1} {kbit:g} kbit/s loss {loss:g}: "
