@@ -21,7 +21,7 @@ from cloud_bridge.config import BridgeMqttSection
 from cloud_bridge.handler import Outgoing, UplinkHandler, short
 from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received
 from outpost.wire import topics
-from outpost.wire.codec import CODEC_PROPERTY, CODEC_ZSTD, encode
+from outpost.wire.codec import CODEC_NEWEST, CODEC_PROPERTY, encode
 from outpost.wire.schemas import Dispatch, Recall, UserPush
 
 logger = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_RETRIES = 3
 # On every message down: the newest codec this bridge reads, so a gateway
 # uses it (and an old gateway, which never looks, keeps writing version 1).
-CODEC_ADVERT = [(CODEC_PROPERTY, str(CODEC_ZSTD))]
+CODEC_ADVERT = [(CODEC_PROPERTY, str(CODEC_NEWEST))]
 
 
 def default_client_id() -> str:

@@ -51,14 +51,15 @@ from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received, Will
 from outpost.tls import certificate_expiry
 from outpost.wire import topics
 from outpost.wire.codec import (
+    CODEC_NEWEST,
     CODEC_PROPERTY,
     CODEC_VERSION,
     CODEC_ZSTD,
     DecodeError,
     decode,
     encode,
+    encode_for_peer,
     encode_json,
-    encode_json_zstd,
 )
 from outpost.wire.schemas import (
     BatchDeferred,
@@ -406,7 +407,7 @@ class Uplink:
             # A thin link is worth zstd's strongest effort (~50 ms per 256 KiB here).
             level = 19 if rate is not None and rate < SLOW_LINK_BYTES_PER_S else 9
             payload = await asyncio.get_running_loop().run_in_executor(
-                None, encode_json_zstd, document, level
+                None, encode_for_peer, document, self.central_codec, level
             )
         else:
             payload = encode_json(document)
@@ -452,7 +453,7 @@ class Uplink:
             return
         advertised = msg.user_properties.get(CODEC_PROPERTY, "")
         if advertised.isdigit():
-            self.central_codec = min(int(advertised), CODEC_ZSTD)
+            self.central_codec = min(int(advertised), CODEC_NEWEST)
         try:
             message = decode(msg.payload)
         except DecodeError as exc:

@@ -45,7 +45,12 @@ json_values = st.recursive(
 def frame(document: str, compress: bool, zstd: bool = False) -> bytes:
     # surrogatepass: a lone surrogate reaches the wire as bytes no UTF-8 decoder takes
     body = document.encode("utf-8", "surrogatepass")
-    return encode_json_zstd(body) if zstd else encode_json(body, compress)
+    # With compression, zstd frames alternate between codec 2 and 3 (dictionary).
+    return (
+        encode_json_zstd(body, dictionary=len(body) % 2 == 1)
+        if zstd
+        else encode_json(body, compress)
+    )
 
 
 def decodes_or_drops(payload: bytes, max_bytes: int = MAX_BYTES["envelope_batch"]) -> None:
@@ -61,7 +66,9 @@ def test_arbitrary_bytes(payload: bytes) -> None:
     decodes_or_drops(b"\x01\x01" + payload)
     decodes_or_drops(b"\x01\x01" + zlib.compress(payload))
     decodes_or_drops(b"\x02\x02" + payload)
+    decodes_or_drops(b"\x03\x03" + payload)
     decodes_or_drops(encode_json_zstd(payload))
+    decodes_or_drops(encode_json_zstd(payload, dictionary=True))
 
 
 @FUZZ

@@ -1,3 +1,4 @@
+import hashlib
 import uuid
 import zlib
 from datetime import UTC, datetime
@@ -14,7 +15,15 @@ from outpost.wire import (
     encode,
     topics,
 )
-from outpost.wire.codec import CODEC_ZSTD, encode_json, encode_json_zstd
+from outpost.wire.codec import (
+    CODEC_DICT,
+    CODEC_VERSION,
+    CODEC_ZSTD,
+    ENVELOPE_DICT_1,
+    encode_for_peer,
+    encode_json,
+    encode_json_zstd,
+)
 
 
 def _envelope(seq: int = 1) -> WireEnvelope:
@@ -58,7 +67,9 @@ def test_small_messages_are_not_compressed() -> None:
     ("payload", "problem"),
     [
         (b"", "too short"),
-        (b"\x03\x00{}", "unsupported codec version 3"),
+        (b"\x04\x00{}", "unsupported codec version 4"),
+        (b"\x02\x03{}", "unknown compression 3"),  # the dictionary needs version 3
+        (b"\x03\x03not zstd", "zstd body is corrupt"),
         (b"\x01\x02" + zstandard.ZstdCompressor().compress(b"{}"), "unknown compression"),
         (b"\x02\x02not zstd", "zstd body is corrupt"),
         (b"\x02\x02" + zstandard.ZstdCompressor().compress(b"{}" * 500)[:-6], "corrupt"),
@@ -114,3 +125,31 @@ def test_codec_2_carries_zstd_and_version_1_stays_readable() -> None:
     assert decode(v2) == state
     assert decode(encode_json(doc)) == state  # what old gateways send
     assert encode(state)[0] == 1  # central and the downlink keep writing version 1
+
+
+def test_codec_3_uses_the_frozen_dictionary_where_it_is_smaller() -> None:
+    # The dictionary's bytes are part of the wire contract: messages in
+    # flight across an upgrade decode with exactly these.
+    assert hashlib.sha256(ENVELOPE_DICT_1).hexdigest() == (
+        "a8c5dae2550ea3a18736744cf4426afb55dc840fde15170216a8821c3f3fde23"
+    )
+    one = EnvelopeBatch(
+        gateway_id="site-a",
+        batch_id=uuid.uuid4(),
+        sent_at=datetime.now(UTC),
+        envelopes=[_envelope(1)],
+    )
+    doc = one.model_dump_json().encode()
+    # Each peer gets what it reads: zlib, plain zstd, the dictionary.
+    assert encode_for_peer(doc, CODEC_VERSION)[:2] == bytes((CODEC_VERSION, 1))
+    v2 = encode_for_peer(doc, CODEC_ZSTD)
+    assert v2[:2] == bytes((CODEC_ZSTD, 2))
+    v3 = encode_for_peer(doc, CODEC_DICT, level=19)
+    assert v3[:2] == bytes((CODEC_DICT, 3))
+    assert len(v3) < 0.9 * len(v2)
+    assert decode(v3) == one
+    # A big batch repeats its own keys: the plain frame is smaller and goes.
+    many = one.model_copy(update={"envelopes": [_envelope(i) for i in range(1, 201)]})
+    big = encode_for_peer(many.model_dump_json().encode(), CODEC_DICT)
+    assert big[:2] == bytes((CODEC_ZSTD, 2))
+    assert decode(big) == many
