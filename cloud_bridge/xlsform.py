@@ -94,11 +94,14 @@ _TYPES = {
     "acknowledge": "acknowledge",
     "trigger": "acknowledge",
 }
-_SELECTS = {
+_SELECTS = {  # longest first: "select one from" before "select one"
+    "select all that apply from": "multichoice",
+    "select all that apply": "multichoice",
+    "select multiple from": "multichoice",
+    "select one from": "choice",
+    "select_multiple": "multichoice",
     "select_one": "choice",
     "select one": "choice",
-    "select_multiple": "multichoice",
-    "select all that apply": "multichoice",
 }
 _CONTROL = {"begin group", "end group", "begin repeat", "end repeat"}
 # Appearances that only change how a widget looks: the crews' app has one look, so
@@ -149,6 +152,14 @@ class Problem:
         }
 
 
+_SHEET_ORDER = {None: 0, "survey": 1, "choices": 2, "settings": 3}
+
+
+def in_sheet_order(problems: Iterable[Problem]) -> list[Problem]:
+    """Sheet by sheet, top to bottom (stable: one row's problems keep their order)."""
+    return sorted(problems, key=lambda p: (_SHEET_ORDER.get(p.sheet, 4), p.row or 0))
+
+
 class XlsformError(Exception):
     """The workbook is refused; ``problems`` say each thing to fix.
 
@@ -158,7 +169,8 @@ class XlsformError(Exception):
 
     def __init__(self, problems: Sequence[Problem], *, internal: bool = False) -> None:
         self.internal = internal
-        self.problems = list(problems[:MAX_PROBLEMS])
+        problems = in_sheet_order(problems)
+        self.problems = problems[:MAX_PROBLEMS]
         more = len(problems) - len(self.problems)
         text = "; ".join(str(p) for p in self.problems)
         super().__init__(text + (f"; and {more} more" if more > 0 else ""))
@@ -291,6 +303,19 @@ def _type_of(raw: str) -> tuple[str, str | None]:
     return (low if low in _TYPES else " ".join(words)), None
 
 
+def _by_column(
+    row: Mapping[str, Any], known: Mapping[str, str] = _SURVEY_COLUMNS
+) -> dict[str, Any]:
+    """A row's cells by what their column means (headers are case-insensitive, aliased)."""
+    out: dict[str, Any] = {}
+    for header, value in row.items():
+        base, lang = _split_header(str(header))
+        meaning = known.get(base)
+        if meaning is not None and lang is None:
+            out.setdefault(meaning, value)
+    return out
+
+
 @dataclass
 class _Row:
     number: int
@@ -304,11 +329,12 @@ def _check_survey(rows: Sequence[Mapping[str, Any]], problems: list[Problem]) ->
     stack: list[str] = []  # "group" / "repeat"
     for i, row in enumerate(rows):
         number = i + 2
-        raw = row.get("type")
+        cells = _by_column(row)
+        raw = cells.get("type")
         if not isinstance(raw, str) or not raw.strip():
             continue  # pyxform says what is wrong with a row without a type
         kind, list_name = _type_of(raw)
-        name = row.get("name")
+        name = cells.get("name")
         name = name.strip() if isinstance(name, str) else None
         if kind in _CONTROL:
             what = kind.split()[1]
@@ -424,7 +450,8 @@ def _check_workbook(wb: Any) -> tuple[list[Problem], list[_Row], dict[tuple[str,
     rows = _check_survey(survey, problems)
     choice_rows: dict[tuple[str, str], int] = {}
     for i, row in enumerate(choices):
-        key = (str(row.get("list_name", "")).strip(), str(row.get("name", "")).strip())
+        cells = _by_column(row, _CHOICE_COLUMNS)
+        key = (str(cells.get("list_name", "")).strip(), str(cells.get("name", "")).strip())
         choice_rows.setdefault(key, i + 2)
     return problems, rows, choice_rows
 
@@ -510,12 +537,19 @@ class _Languages:
         names: dict[str, None] = {}
         _language_names(survey, names)
         self.problems: list[Problem] = []
-        self.tags = {n: self._tag(n) for n in names if n != "default"}
-        self.languages = list(dict.fromkeys(self.tags.values()))
-        if default_name and default_name != "default":
-            self.default: str | None = self.tags.get(default_name) or self._tag(default_name)
+        explicit = [n for n in names if n != "default"]
+        if len(explicit) == 1 and not _LANG_TAG.search(explicit[0]):
+            # One language, named without a code (label::English): plain labels need none.
+            self.tags = {explicit[0]: "default"}
+            self.languages: list[str] = []
         else:
-            self.default = self.languages[0] if self.languages else None
+            self.tags = {n: self._tag(n) for n in explicit}
+            self.languages = list(dict.fromkeys(self.tags.values()))
+        self.default: str | None = None
+        if self.languages and default_name and default_name != "default":
+            self.default = self.tags.get(default_name) or self._tag(default_name)
+        elif self.languages:
+            self.default = self.languages[0]
 
     def _tag(self, name: str) -> str:
         m = _LANG_TAG.search(name)
@@ -537,6 +571,9 @@ class _Languages:
             return None
         if not isinstance(value, dict):
             return str(value)
+        if not self.languages:  # a form in one language without a code
+            texts = [str(t) for t in value.values() if t not in (None, "")]
+            return texts[0] if texts else None
         out: dict[str, str] = {}
         for key, text in value.items():
             if key != "default" and text not in (None, ""):

@@ -5,17 +5,11 @@ from __future__ import annotations
 import html
 
 import aiohttp
-import pytest
 
 from cloud_bridge.service import Bridge
 from cloud_bridge.xlsform import XLSX_CONTENT_TYPE
-from outpost.forms import FormDefinition
 from tests.cloud_bridge.test_platform import Browser, make_user
 from tests.cloud_bridge.xlsform_books import simple
-
-needs_model = pytest.mark.skipif(
-    "groups" not in FormDefinition.model_fields, reason="FormDefinition without groups yet"
-)
 
 
 async def post_file(
@@ -65,7 +59,6 @@ async def test_a_refused_workbook_comes_back_with_its_problems(bridge: Bridge) -
         assert status == 403
 
 
-@needs_model
 async def test_import_then_a_new_version_from_the_type_page(bridge: Bridge) -> None:
     async with await signed_in_admin(bridge) as b:
         status, where, _ = await post_file(
