@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from cloud_bridge import config as bridge_config
-from outpost.cli import service_parser
+from outpost.cli import add_version, service_parser
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
 from outpost.tls import check_credentials
@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser, _sub = service_parser(
         PROG, "Outpost central bridge", "MQTT bridge, central database and admin API", "bridge.toml"
     )
-    return parser
+    return add_version(parser)
 
 
 async def _async_main(config: bridge_config.BridgeConfig) -> None:

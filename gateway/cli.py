@@ -21,7 +21,7 @@ from gateway.mdns_browser import add_discover_arguments, discover_main
 from gateway.qr import add_qr_arguments, qr_main
 from gateway.replication.config import ReplicationConfigError
 from gateway.store import StoreError
-from outpost.cli import service_parser
+from outpost.cli import add_version, service_parser
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
 from outpost.tls import check_credentials
@@ -45,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     add_discover_arguments(discover)
     qr = sub.add_parser("qr", help="print the gateway's URL and a QR code of it")
     add_qr_arguments(qr)
-    return parser
+    return add_version(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

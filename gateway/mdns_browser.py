@@ -20,6 +20,7 @@ from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from gateway.mdns_advertiser import OUTPOST_SERVICE, WEB_APP_PATH
+from outpost.cli import add_version
 
 logger = logging.getLogger(__name__)
 
@@ -176,6 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Stand-alone entry (``python -m gateway.mdns_browser``), same options as the subcommand."""
     parser = argparse.ArgumentParser(prog="outpost-gateway discover", description=__doc__)
     add_discover_arguments(parser)
+    add_version(parser)
     return discover_main(parser.parse_args(argv))
 
 

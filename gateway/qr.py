@@ -21,6 +21,7 @@ import segno
 from aiohttp import web
 
 from gateway.mdns_advertiser import WEB_APP_PATH, host_name, resolve_interface_addresses
+from outpost.cli import add_version
 from outpost.config import ConfigError
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry (``python -m gateway.qr``), same options as the subcommand."""
     parser = argparse.ArgumentParser(prog="outpost-gateway qr", description=__doc__)
     add_qr_arguments(parser)
+    add_version(parser)
     return qr_main(parser.parse_args(argv))
 
 

@@ -50,6 +50,7 @@ from gateway.replication.config import (
 )
 from gateway.replication.lag import meta_dir
 from gateway.store.store import DB_FILENAME
+from outpost.cli import add_version
 from outpost.config import ConfigError
 from outpost.files import fsync_dir
 
@@ -202,12 +203,19 @@ def _inspect(path: Path, data_dir: Path) -> tuple[dict[str, int], int, list[str]
         conn.close()
 
 
-def restore(config: GatewayConfig, *, force: bool = False) -> RestoreReport:
-    """Restore the data directory from the replica (blocking). Raises RestoreError."""
+def restore(
+    config: GatewayConfig, *, force: bool = False, config_path: str | Path | None = None
+) -> RestoreReport:
+    """Restore the data directory from the replica (blocking). Raises RestoreError.
+
+    ``config_path``: the file ``config`` came from, for the errors to name.
+    """
     settings = config.replication
     if settings.path is None and settings.s3_url is None:
+        where = str(config_path) if config_path is not None else "the gateway's config"
         raise RestoreError(
-            "gateway.toml names no replica: set replication.path or replication.s3_url"
+            f"{where} names no replica: set replication.path or replication.s3_url "
+            "(or OUTPOST_REPLICATION_PATH / OUTPOST_REPLICATION_S3_URL)"
         )
     if settings.path is not None and not settings.path.is_dir():
         raise RestoreError(
@@ -290,7 +298,7 @@ def restore_main(
         print(f"outpost-gateway restore: {exc}", file=stderr)
         return 2
     try:
-        report = restore(config, force=bool(args.force))
+        report = restore(config, force=bool(args.force), config_path=args.config)
     except (RestoreError, ReplicationConfigError) as exc:
         print(f"outpost-gateway restore: {exc}", file=stderr)
         return 1
@@ -308,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="outpost-gateway restore", description=__doc__.splitlines()[0]
     )
     add_arguments(parser)
+    add_version(parser)
     return restore_main(parser.parse_args(argv))
 
 

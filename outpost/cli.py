@@ -1,9 +1,11 @@
-"""The command-line shape both services share: ``run`` and ``check-config``."""
+"""The command-line shape both services share: ``run``, ``check-config``, ``--version``."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
+
+import outpost
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
 
@@ -21,3 +23,14 @@ def service_parser(
     check = sub.add_parser("check-config", help="validate the config and exit")
     check.add_argument("--config", metavar="FILE")
     return parser, sub
+
+
+def add_version(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--version`` on ``parser`` and every subcommand under it (call once it is complete)."""
+    name = parser.prog.split()[0]
+    parser.add_argument("--version", action="version", version=f"{name} {outpost.__version__}")
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                add_version(child)
+    return parser

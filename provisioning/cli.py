@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from outpost.cli import add_version
 from provisioning import broker, bundle, configs
 from provisioning.bundle import BundleKind
 from provisioning.ca import (
@@ -408,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list issued identities")
     fleet_dir(p)
     p.set_defaults(func=cmd_list)
-    return parser
+    return add_version(parser)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -63,3 +63,12 @@ def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("outpost-gateway: cannot start") and str(blocker) in last, done.stderr
+
+
+def test_restore_without_a_replica_names_the_config_file_it_read(tmp_path: Path) -> None:
+    cfg = tmp_path / "site-b.toml"
+    cfg.write_text(f'[gateway]\ndata_dir = "{tmp_path / "data"}"\n')
+    done = _run("restore", "--config", str(cfg))
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"outpost-gateway restore: {cfg} names no replica"), done.stderr
+    assert "gateway.toml" not in done.stderr

@@ -56,3 +56,33 @@ def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_bad_environment_value_names_the_key() -> None:
     with pytest.raises(ConfigError, match=r"admin\.port"):
         load_config(BridgeConfig, None, environ={"OUTPOST_ADMIN_PORT": "eighty"})
+
+
+def test_a_mistyped_environment_variable_is_refused_naming_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(GatewayConfig, None, environ={"OUTPOST_MQTT_PROT": "1884"})
+    msg = str(err.value)
+    assert msg.startswith("environment: OUTPOST_MQTT_PROT: unknown key")
+    assert "did you mean OUTPOST_MQTT_PORT?" in msg and "\n" not in msg
+
+
+def test_variables_of_no_section_of_this_service_are_left_alone() -> None:
+    # The bridge's admin port, a tool's log level: not the gateway's business.
+    env = {"OUTPOST_ADMIN_PORT": "9000", "OUTPOST_LOG_LEVEL": "debug", "OUTPOST_SOAK_SCALE": "1"}
+    assert load_config(GatewayConfig, None, environ=env).lan.port == 8080
+
+
+def test_a_bad_environment_value_is_the_environments_error_not_the_files(
+    tmp_path: Path,
+) -> None:
+    p = tmp_path / "gateway.toml"
+    p.write_text("[lan]\nport = 8081\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(GatewayConfig, p, environ={"OUTPOST_LAN_PORT": "abc"})
+    msg = str(err.value)
+    assert msg.startswith("environment: OUTPOST_LAN_PORT (lan.port): Input should be a valid")
+    assert str(p) not in msg
+    # A bad value in the file still names the file.
+    p.write_text("[lan]\nport = 'abc'\n")
+    with pytest.raises(ConfigError, match=rf"^{p}: lan\.port"):
+        load_config(GatewayConfig, p, environ={"OUTPOST_MQTT_PORT": "1884"})
