@@ -28,8 +28,16 @@ CASES: list[tuple[str, Main, list[str]]] = [
     ("outpost-provision", provision_main, []),
     *[
         ("outpost-provision", provision_main, [sub])
-        for sub in ("init-ca", "add-gateway", "add-bridge", "renew", "broker-config")
-        + ("revoke", "install", "list")
+        for sub in (
+            "init-ca",
+            "add-gateway",
+            "add-bridge",
+            "renew",
+            "broker-config",
+            "revoke",
+            "install",
+            "list",
+        )
     ],
     ("outpost-gateway", discover_main, []),
     ("outpost-gateway", qr_main, []),
