@@ -396,7 +396,9 @@ def page(session: Session, fq: FleetQuery, t: Thresholds, now: datetime) -> Page
     return Page(views, total, cursor, at)
 
 
-def summary(session: Session, fq: FleetQuery, t: Thresholds, now: datetime) -> dict[str, Any]:
+def summary(
+    session: Session, fq: FleetQuery, t: Thresholds, now: datetime, *, reasons: bool = True
+) -> dict[str, Any]:
     """Counts by health, by state and by reason, of the gateways ``fq`` filters (no listing)."""
     rank = health_rank(t, now)
     where = _where(fq, rank, now)
@@ -410,19 +412,22 @@ def summary(session: Session, fq: FleetQuery, t: Thresholds, now: datetime) -> d
     for r, state, n in by:
         by_health[LEVELS[int(r)]] += int(n)
         by_state[state if state in by_state else "unknown"] += int(n)
+    out: dict[str, Any] = {
+        "total": sum(by_health.values()),
+        "by_health": by_health,
+        "by_state": by_state,
+        "as_of": iso(now),
+    }
+    if not reasons:
+        return out
     conds = reason_conditions(t, now)
     columns = [
         func.coalesce(func.sum(case((or_(*levels.values()), 1), else_=0)), 0).label(code)
         for code, levels in conds.items()
     ]
-    reasons = session.execute(select(*columns).select_from(Gateway).where(*where)).one()
-    return {
-        "total": sum(by_health.values()),
-        "by_health": by_health,
-        "by_state": by_state,
-        "by_reason": {code: int(n) for code, n in zip(conds, reasons, strict=True)},
-        "as_of": iso(now),
-    }
+    counts = session.execute(select(*columns).select_from(Gateway).where(*where)).one()
+    out["by_reason"] = {code: int(n) for code, n in zip(conds, counts, strict=True)}
+    return out
 
 
 # --- the OpenAPI description of the parameters and the summary -------------------------------

@@ -1,8 +1,11 @@
 """The fleet pages, on the platform's layout and sign-in (``fleet.read``: admin, dispatcher, viewer).
 
-- ``GET /fleet`` — one row per gateway, worst first: health, reasons, state,
-  when last heard, backlog, disk, replica, certificate, version. It reloads
-  itself every ``fleet.page_refresh_s`` (a meta refresh: no JavaScript).
+- ``GET /fleet`` — the fleet's counts by health (each a link to those
+  gateways), a search and filters (a GET form: no JavaScript), then one page
+  of ``PAGE_SIZE`` gateways, worst first unless sorted otherwise: health,
+  reasons, state, when last heard, backlog, disk, replica, certificate,
+  version; a link to the next page (keyset, ``cloud_bridge.fleet_query``).
+  It reloads itself every ``fleet.page_refresh_s`` (a meta refresh).
 - ``GET /fleet/gateways/{id}`` — one gateway: every figure with when it was
   heard, the reasons, and its recent history (heartbeats and state changes).
 """
@@ -10,16 +13,18 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from cloud_bridge import fleet
+from cloud_bridge import fleet, fleet_query
 from cloud_bridge.access import Route
 from cloud_bridge.app_keys import FLEET_KEY, MQTT_KEY, RUNNER_KEY
+from cloud_bridge.errors import CentralError
 from cloud_bridge.models import Gateway, utcnow
 from cloud_bridge.permissions import Action
-from cloud_bridge.web.render import page, when
+from cloud_bridge.web.render import error_page, page, when
 
 HISTORY_ROWS = 60
 
@@ -59,10 +64,6 @@ def fmt(name: str, value: Any) -> str | None:
     return str(value)
 
 
-def _order(v: dict[str, Any]) -> tuple[int, str]:
-    return (-fleet.LEVELS.index(v["health"]), v["id"])
-
-
 def sparkline(points: list[tuple[float, float]], width: int = 560) -> dict[str, Any] | None:
     """An SVG polyline of ``(t, value)`` points, oldest left (the template draws it)."""
     height = 60
@@ -78,41 +79,88 @@ def sparkline(points: list[tuple[float, float]], width: int = 560) -> dict[str, 
     return {"points": coords, "top": f"{top:g}", "width": width, "height": height}
 
 
+PAGE_SIZE = 50
+PAGE_PARAMS = ("q", "health", "state", "version", "sort", "cursor")
+SORT_LABELS = {
+    "health": "worst first",
+    "last_heard": "longest silent first",
+    "backlog": "largest backlog first",
+    "id": "name",
+    "version": "version",
+    "state": "state",
+}
+
+
+def _row(v: dict[str, Any], t: fleet.Thresholds) -> dict[str, Any]:
+    stale = v["heartbeat_at"] is None or v["silent_s"] >= t.silent_warn_s
+    expires = fleet.parse_time(v["cert_expires_at"])
+    return {
+        "v": v,
+        "stale": stale,
+        "heard": fleet.duration(v["silent_s"]) + " ago" if v["heartbeat_at"] else "never",
+        "oldest": (
+            ("≥ " if v["oldest_pending_is_lower_bound"] else "")
+            + fleet.duration(v["oldest_pending_now_s"])
+            if v["oldest_pending_now_s"] is not None
+            else None
+        ),
+        "cert": f"{expires:%Y-%m-%d}" if expires else None,
+        "disk": fmt("disk_free_bytes", v["disk_free_bytes"]),
+        "lag": fmt("replica_lag_s", v["replica_lag_s"]),
+    }
+
+
+def _link(params: dict[str, str], **over: str | None) -> str:
+    """``/fleet`` with ``params`` changed by ``over`` (None drops a key)."""
+    merged = {k: v for k, v in {**params, **over}.items() if v}
+    return "/fleet" + ("?" + urlencode(merged) if merged else "")
+
+
 async def fleet_index(request: web.Request) -> web.Response:
+    """One page of the fleet (``fleet_query``): counts, search, filters, the page, the next link."""
     cfg = request.app[FLEET_KEY]
     t = fleet.Thresholds.from_config(cfg)
-    views = sorted(
-        await request.app[RUNNER_KEY].async_tx(lambda s: fleet.all_views(s, t)), key=_order
-    )
-    counts = {level: sum(1 for v in views if v["health"] == level) for level in fleet.LEVELS}
-    rows = []
-    for v in views:
-        stale = v["heartbeat_at"] is None or v["silent_s"] >= t.silent_warn_s
-        expires = fleet.parse_time(v["cert_expires_at"])
-        rows.append(
-            {
-                "v": v,
-                "stale": stale,
-                "heard": fleet.duration(v["silent_s"]) + " ago" if v["heartbeat_at"] else "never",
-                "oldest": (
-                    ("≥ " if v["oldest_pending_is_lower_bound"] else "")
-                    + fleet.duration(v["oldest_pending_now_s"])
-                    if v["oldest_pending_now_s"] is not None
-                    else None
-                ),
-                "cert": f"{expires:%Y-%m-%d}" if expires else None,
-                "disk": fmt("disk_free_bytes", v["disk_free_bytes"]),
-                "lag": fmt("replica_lag_s", v["replica_lag_s"]),
-            }
-        )
+    # A form sends empty fields for "any"; the page takes only its own parameters.
+    params = {k: request.query[k].strip() for k in PAGE_PARAMS if request.query.get(k, "").strip()}
+    try:
+        fq = fleet_query.parse({**params, "limit": str(PAGE_SIZE)})
+        first = int(request.query.get("from", "1"))  # the first row's number, for "51 to 100 of"
+    except CentralError as exc:
+        return error_page(request, 400, exc.message)
+    except ValueError:
+        first = 1
+    now = utcnow()
+
+    def work(s: Session) -> tuple[dict[str, Any], fleet_query.Page]:
+        whole = fleet_query.summary(s, fleet_query.FleetQuery(), t, now, reasons=False)
+        return whole, fleet_query.page(s, fq, t, now)
+
+    whole, got = await request.app[RUNNER_KEY].async_tx(work)
+    first = max(1, min(first, max(got.total, 1))) if fq.after else 1
+    shown = len(got.views)
+    base = {k: v for k, v in params.items() if k != "cursor"}
     return page(
         request,
         "fleet.html",
         title="Fleet",
-        rows=rows,
-        counts=counts,
+        rows=[_row(v, t) for v in got.views],
+        summary=whole,
+        total=got.total,
+        first=first,
+        last=first + shown - 1,
+        filtered=fq.filtered,
+        params={k: base.get(k, "") for k in PAGE_PARAMS},
+        sorts=SORT_LABELS,
         levels=list(reversed(fleet.LEVELS)),
-        updated=utcnow(),
+        states=fleet_query.STATES,
+        next_link=(
+            _link(base, cursor=got.next_cursor, **{"from": str(first + shown)})
+            if got.next_cursor
+            else None
+        ),
+        first_link=_link(base) if fq.after else None,
+        level_link=lambda level: _link({}, health=level),
+        updated=now,
         refresh_s=cfg.page_refresh_s,
         broker_connected=request.app[MQTT_KEY].connected,
     )
@@ -132,8 +180,6 @@ async def gateway_page(request: web.Request) -> web.Response:
 
     found = await request.app[RUNNER_KEY].async_tx(work)
     if found is None:
-        from cloud_bridge.web.render import error_page
-
         return error_page(request, 404, f"No gateway {gid!r} has been seen.")
     v, history = found
     figures = [

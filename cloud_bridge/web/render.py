@@ -78,8 +78,11 @@ def ago(value: datetime | float | None) -> str:
 
 
 def plural(n: int, one: str, many: str | None = None) -> str:
-    """``plural(1, "gateway")`` -> "1 gateway"; ``plural(2, "gateway")`` -> "2 gateways"."""
-    return f"{n} {one if n == 1 else (many or one + 's')}"
+    """``plural(1, "gateway")`` -> "1 gateway"; ``plural(2, "gateway")`` -> "2 gateways".
+
+    Thousands are grouped (``10,000 gateways``): a fleet count is read at a glance.
+    """
+    return f"{n:,} {one if n == 1 else (many or one + 's')}"
 
 
 def setup(app: web.Application) -> None:

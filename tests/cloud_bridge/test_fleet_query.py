@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import itertools
 import json
 import random
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -332,3 +334,51 @@ def test_migration_0008_fills_the_columns_from_the_last_heartbeat(central_db_url
             assert g.replica_failing is False
     finally:
         db.dispose()
+
+
+async def test_the_fleet_page_searches_filters_and_pages(bridge: Bridge) -> None:
+    """/fleet on the paged list: counts, a search, a filter, the next page, clear refusals."""
+    from tests.cloud_bridge.test_platform import Browser, make_user
+
+    assert bridge.runner is not None
+    now = datetime.now(UTC)
+
+    def seed(s: Any) -> None:
+        for i in range(1, 121):  # 120 gateways: 40 silent for an hour (critical), 80 fine
+            heard = now - timedelta(hours=1) if i % 3 == 0 else now
+            g = Gateway(id=f"ship-{i:03d}", first_seen=now, last_seen=now, state="online")
+            hb = {"counts": {"queued": i}, "disk_free_bytes": 10 * GB, "version": "0.3.0"}
+            g.last_heartbeat, g.heartbeat_at, g.version = hb, heard, "0.3.0"
+            fleet.set_figures(g, hb, heard)
+            s.add(g)
+
+    await bridge.runner.async_tx(seed)
+    url = bridge.admin_url
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "vera", "viewer")
+    async with Browser(url) as b:
+        await b.sign_in("vera")
+        status, text = await b.get("/fleet")
+        assert status == 200
+        assert "120 gateways" in text and "1\u201350 of 120 gateways" in text
+        assert text.count('data-gateway="') == 50
+        first = text.index('data-gateway="ship-')
+        assert 'class="critical" data-gateway="ship-003"' in text[first - 40 :]  # worst first
+        assert 'data-count="critical"' in text and "</span> 40</a>" in text
+        nxt = re.search(r'href="([^"]+)" rel="next"', text)
+        assert nxt is not None
+        status, text = await b.get(html.unescape(nxt.group(1)))
+        assert status == 200 and "51\u2013100 of 120 gateways" in text and "First page" in text
+        # a search and a filter, as the form sends them (empty fields are "any")
+        status, text = await b.get("/fleet?q=ship-01&health=&state=online&version=&sort=id")
+        assert status == 200 and "10 gateways matching" in text
+        assert text.count('data-gateway="') == 10
+        status, text = await b.get("/fleet?health=critical&q=ship-00")
+        assert 'data-gateway="ship-003"' in text and "3 gateways matching" in text
+        status, text = await b.get("/fleet?q=nothing-like-it")
+        assert status == 200 and "No gateway matches these filters." in text
+        for bad in ("/fleet?health=sick", "/fleet?sort=%3Cscript%3E", "/fleet?cursor=zz"):
+            status, text = await b.get(bad)
+            assert status == 400 and "<script>" not in text, bad
+        status, text = await b.get("/fleet?from=99999999999999999999&q=ship")
+        assert status == 200
