@@ -1,6 +1,7 @@
 """Central ingest: envelopes/s through the replay path vs raw INSERTs of the same rows.
 
     .venv/bin/python bench/central_ingest.py [--envelopes 5000] [--batch 100] [--pg URL]
+        [--gateways 1000] [--fleet-batches 5] [--repeat 3]
 
 For each database (SQLite file; PostgreSQL when a server answers at
 ``OUTPOST_TEST_POSTGRES_URL``, default the local one) it applies N envelopes
@@ -10,6 +11,15 @@ idempotency check, seq order, form validation, ledger rows, record replace,
 one commit per batch). In the same run it INSERTs the same ledger rows and
 child rows raw (Core executemany, one commit per batch) and prints both rates
 and their ratio.
+
+Then, in the same run, **a fleet**: ``--gateways`` gateways at once, each
+sending ``--fleet-batches`` small batches of 2 envelopes (one activity each,
+the next batch after the previous one's answer, as a gateway with a backlog
+of small batches does), through the bridge's :class:`GroupCommitter` with
+its default settings ("group commit") and with one batch per transaction
+("one commit per batch", the bridge before group commit). The fleet rate
+against the bulk rate is the figure of issue 18 (target: within 2x).
+Everything is repeated ``--repeat`` times; the spread is min-max.
 """
 
 from __future__ import annotations
@@ -34,9 +44,10 @@ from sqlalchemy.engine import make_url
 
 from cloud_bridge import rules
 from cloud_bridge.db import Database
+from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.migration import migrate
 from cloud_bridge.models import LedgerEntry
-from cloud_bridge.replay import Replayer
+from cloud_bridge.replay import Replayer, make_part
 from outpost.forms import ActivityTypeDef
 from outpost.wire.schemas import EnvelopeBatch, WireEnvelope
 
@@ -206,34 +217,121 @@ def bench_raw(db: Database, envs: list[WireEnvelope], size: int) -> float:
     return len(envs) / (time.perf_counter() - start)
 
 
-def run(label: str, url: str, n: int, size: int) -> dict[str, Any]:
+def seed_fleet(db: Database, prefix: str, gateways: int) -> None:
+    """One checked-out activity per gateway ``{prefix}gw-{i}``."""
+    with db.session() as s:
+        for g in range(gateways):
+            act = rules.create_activity(s, "bench", "inspection", "ana", f"{prefix}a{g}")
+            rules.approve(s, act.id, "ana")
+    with db.session() as s:
+        for g in range(gateways):
+            rules.check_out(s, f"{prefix}a{g}", f"{prefix}gw-{g}")
+
+
+def bench_fleet(db: Database, prefix: str, gateways: int, per_gateway: int, grouped: bool) -> float:
+    """Envelopes/s with ``gateways`` gateways each sending batches of 2, concurrently."""
+    import asyncio
+
+    seed_fleet(db, prefix, gateways)
+    streams = []
+    for g in range(gateways):
+        envs = make_envelopes(2 * per_gateway, "x", f"{prefix}a{g}")
+        for i, e in enumerate(envs):  # one activity, seq 1, 2, 3...
+            envs[i] = e.model_copy(update={"activity_id": f"{prefix}a{g}", "seq": i + 1})
+        gid = f"{prefix}gw-{g}"
+        streams.append([b.model_copy(update={"gateway_id": gid}) for b in batches(envs, 2)])
+    committer = GroupCommitter(
+        Replayer(db),
+        threads=1 if db.sqlite else 2,
+        max_envelopes=2000 if grouped else 1,
+        queue_max_envelopes=10**9,
+    )
+
+    async def gateway(stream: list[EnvelopeBatch]) -> int:
+        applied = 0
+        for b in stream:
+            for _, r in await committer.async_apply(make_part(b.gateway_id, b)):
+                if r.outcome != "applied":
+                    raise SystemExit(f"unexpected {r.outcome} {r.code}: {r.reason}")
+                applied += 1
+        return applied
+
+    async def fleet() -> int:
+        return sum(await asyncio.gather(*(gateway(s) for s in streams)))
+
+    try:
+        start = time.perf_counter()
+        applied = asyncio.run(fleet())
+        elapsed = time.perf_counter() - start
+    finally:
+        committer.shutdown()
+    assert applied == 2 * per_gateway * gateways, applied
+    return applied / elapsed
+
+
+def run(
+    label: str, url: str, n: int, size: int, gateways: int, per_gateway: int, rep: int
+) -> dict[str, Any]:
     db = Database.from_url(url)
     try:
         migrate(db.engine)
         seed(db, "b-", activity_count(n))
+        with db.session() as s:
+            sites = ["site-bench", *(f"{p}gw-{g}" for p in ("f-", "o-") for g in range(gateways))]
+            rules.put_user(s, "ana", "pw-ana-bench", True, sites=sites)
         bulk_envs = make_envelopes(n, "site-bench", "b-")
         raw_envs = make_envelopes(n, "site-raw", "r-")
         env_bytes = len(bulk_envs[0].model_dump_json())
         replay_rate = bench_replay(db, bulk_envs, size)
         raw_rate = bench_raw(db, raw_envs, size)
+        fleet_rate = bench_fleet(db, "f-", gateways, per_gateway, grouped=True)
+        # The slow baseline on a fifth of the fleet (it saturates long before).
+        single_rate = bench_fleet(db, "o-", max(1, gateways // 5), per_gateway, grouped=False)
     finally:
         db.dispose()
+    load = os.getloadavg()[0]
     result = {
         "db": label,
+        "run": rep,
+        "load1": round(load, 1),
         "envelopes": n,
         "envelope_bytes": env_bytes,
         "batch": size,
         "replay_per_s": round(replay_rate),
         "raw_insert_per_s": round(raw_rate),
         "ratio": round(replay_rate / raw_rate, 3),
+        "gateways": gateways,
+        "fleet_group_commit_per_s": round(fleet_rate),
+        "fleet_commit_per_batch_per_s": round(single_rate),
+        "fleet_vs_bulk": round(fleet_rate / replay_rate, 3),
     }
     print(
-        f"{label:10s} {n} envelopes of {env_bytes} B, {ROWS} child rows, batches of {size}: "
+        f"{label:10s} run {rep} (load {load:.1f}): {n} envelopes of {env_bytes} B, "
+        f"{ROWS} child rows, batches of {size}: "
         f"replay {replay_rate:,.0f}/s vs raw INSERT {raw_rate:,.0f}/s "
-        f"(ratio {replay_rate / raw_rate:.2f})",
+        f"(ratio {replay_rate / raw_rate:.2f}); {gateways} gateways x batches of 2: "
+        f"group commit {fleet_rate:,.0f}/s ({fleet_rate / replay_rate:.2f} of bulk), "
+        f"one commit per batch {single_rate:,.0f}/s ({max(1, gateways // 5)} gateways)",
         flush=True,
     )
     return result
+
+
+def spread(results: list[dict[str, Any]]) -> None:
+    keys = (
+        "replay_per_s",
+        "raw_insert_per_s",
+        "fleet_group_commit_per_s",
+        "fleet_commit_per_batch_per_s",
+        "fleet_vs_bulk",
+    )
+    for label in sorted({r["db"] for r in results}):
+        rows = [r for r in results if r["db"] == label]
+        parts = []
+        for k in keys:
+            values = sorted(r[k] for r in rows)
+            parts.append(f"{k} {values[len(values) // 2]} ({values[0]}-{values[-1]})")
+        print(f"{label:10s} median (min-max) over {len(rows)}: " + ", ".join(parts))
 
 
 @contextmanager
@@ -274,14 +372,23 @@ def main() -> None:
             "OUTPOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
         ),
     )
+    parser.add_argument("--gateways", type=int, default=1000)
+    parser.add_argument("--fleet-batches", type=int, default=5, help="batches per gateway")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        results.append(run("sqlite", f"sqlite:///{tmp}/central.db", args.envelopes, args.batch))
-    with postgres_database(args.pg) as url:
-        if url is not None:
-            results.append(run("postgresql", url, args.envelopes, args.batch))
+    fleet = (args.gateways, args.fleet_batches)
+    for rep in range(1, args.repeat + 1):
+        if not args.no_sqlite:
+            with tempfile.TemporaryDirectory() as tmp:
+                url = f"sqlite:///{tmp}/central.db"
+                results.append(run("sqlite", url, args.envelopes, args.batch, *fleet, rep))
+        with postgres_database(args.pg) as pg:
+            if pg is not None:
+                results.append(run("postgresql", pg, args.envelopes, args.batch, *fleet, rep))
+    spread(results)
     if args.json:
         print(json.dumps(results, indent=2))
 

@@ -32,10 +32,10 @@ PUBLISH_RETRIES = 3
 CODEC_ADVERT = [(CODEC_PROPERTY, str(CODEC_NEWEST))]
 
 
-def default_client_id() -> str:
-    """Stable across restarts (the broker keeps our session), unique per host."""
+def default_client_id(worker: str = "") -> str:
+    """Stable across restarts (the broker keeps our session), unique per host and worker."""
     host = socket.gethostname().split(".")[0].lower() or "central"
-    return f"outpost-bridge-{host}"[:64]
+    return f"outpost-bridge-{host}{worker}"[:64]
 
 
 def _partition(topic: str) -> str:

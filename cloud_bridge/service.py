@@ -31,7 +31,7 @@ from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.handler import BLOB_THREADS, UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.migration import migrate
-from cloud_bridge.mqtt_bridge import MqttBridge
+from cloud_bridge.mqtt_bridge import MqttBridge, default_client_id
 from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog
@@ -89,7 +89,12 @@ class Bridge:
             self.handler = UplinkHandler(
                 self.uplink_runner, self.committer, self.metrics, blobs=blobs
             )
-            self.mqtt = MqttBridge(cfg.mqtt, self.handler, self._client_id)
+            client_id = self._client_id
+            if client_id is None and cfg.mqtt.shared and not cfg.mqtt.client_id:
+                # Workers on one host must not share a client id (the broker would
+                # disconnect one for the other): the admin port tells them apart.
+                client_id = default_client_id(f"-{cfg.admin.port}")
+            self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
             await self.mqtt.async_start()
             self._prune_task = asyncio.create_task(
                 async_prune_loop(

@@ -63,6 +63,9 @@ class GatewayMqttSection(MqttSection):
     # receipt); on a slow link it grows with what is queued (docs/uplink.md).
     ack_timeout_s: float = Field(default=30.0, gt=0)
     ack_timeout_max_s: float = Field(default=600.0, gt=0)  # ... and its ceiling
+    # After a reconnect (not the first connect), batches start at a random moment
+    # within this many seconds: a fleet back from an outage spreads out.
+    reconnect_spread_s: float = Field(default=2.0, ge=0, le=600)
     # Attachments go up in chunks of at most this many bytes (resumable).
     blob_chunk_bytes: int = Field(default=128 * 1024, ge=1024, le=MAX_BLOB_CHUNK)
     # Chunks in flight before central's receipts, at most (the measured link

@@ -148,6 +148,7 @@ class Uplink:
         # or batches went unanswered ``_misses`` rounds in a row.
         self._hold_until = 0.0
         self._misses = 0
+        self._connects = 0
         self._checkouts: dict[uuid.UUID, asyncio.Future[CheckoutAnswer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._remove_listener: Callable[[], None] | None = None
@@ -290,6 +291,13 @@ class Uplink:
         self._forget_in_flight()
         self.central_codec = CODEC_VERSION  # until central says more on this connection
         await self._store.async_write(lambda c: outbox.requeue(c))
+        spread = self._mqtt_cfg.reconnect_spread_s
+        if self._connects > 0 and spread > 0:
+            # A reconnect after an outage: the whole fleet is coming back now. Start
+            # draining at a random moment within the spread (the bridge resubscribes
+            # meanwhile, and central meets the backlog spread out, not at once).
+            self._hold(random.uniform(0, spread))
+        self._connects += 1
         self._wake.set()
         self.blobs.on_link_up()
         await self._async_publish_state("online")

@@ -36,6 +36,8 @@ class BridgeProcess:
         database_url: str,
         *,
         platform: dict[str, Any] | None = None,
+        mqtt: dict[str, Any] | None = None,
+        replay: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.admin_port = free_port()
@@ -52,7 +54,9 @@ class BridgeProcess:
                 "keepalive": 5,
                 "backoff_initial": 0.05,
                 "backoff_max": 0.5,
+                **(mqtt or {}),
             },
+            "replay": replay or {},
             "platform": platform or {},
         }
         workdir.mkdir(parents=True, exist_ok=True)
