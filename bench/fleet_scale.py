@@ -1,0 +1,482 @@
+"""Fleet scale: many simulated gateways against Mosquitto, bridge worker(s) and PostgreSQL.
+
+    .venv/bin/python bench/fleet_scale.py --gateways 200 --workers 1 [--duration 60]
+    .venv/bin/python bench/fleet_scale.py --gateways 200 --outage --backlog 100
+
+Each simulated gateway is a real MQTT 5 session with its own client id
+(``outpost.mqtt.MqttClient``, the client the gateway runs; persistent
+session, a last will) speaking the wire contract from ``outpost.wire``: a
+retained ``state`` online, a heartbeat (QoS 0) every 30 s, and every 10 s a
+batch of 2 envelopes for the activity checked out to it (QoS 1). It waits
+for central's answer on ``down/results``; a ``BatchDeferred`` is honoured
+(held ``retry_after_s`` with jitter, then sent again), and a batch
+unanswered for ``--ack-timeout`` is sent again (counted as a resend).
+
+The run starts its own Mosquitto, a fresh PostgreSQL database and ``W``
+``outpost-bridge`` processes (``[mqtt] shared`` when W > 1). It seeds the
+database with ``--known`` gateways (10,000 by default; the simulated ones
+among them) so the fleet API is measured at that size, then prints:
+
+- offered and applied envelopes/s, publish → answer p50/p99 (steady window);
+- each bridge's CPU (% of one core) and peak RSS;
+- ``GET /api/v1/gateways?limit=50``, ``GET /api/v1/fleet/summary`` and the
+  ``/fleet`` page (signed in) p50/p99 while the fleet runs;
+- in the same run, the physical limits for the ratio: raw PostgreSQL INSERT
+  rate (one row per commit, and 100 rows per commit) and raw broker
+  throughput (QoS 1, the batch's payload size, paho to paho);
+- the correctness check: every envelope applied exactly once (the ledger),
+  every batch answered.
+
+``--outage``: every gateway holds ``--backlog`` envelopes when the run
+starts and all connect at once (a regional outage ending); prints the time
+to drain, the resends and the deferrals. ``--bridge-src DIR`` runs the
+bridge from another checkout (``git archive <rev> | tar -x -C DIR``) to
+compare before/after a change with the same simulator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.central_ingest import postgres_database  # noqa: E402
+from bench.peers import ADMIN_TOKEN, raw_transfer  # noqa: E402
+from cloud_bridge.db import Database  # noqa: E402
+from cloud_bridge.models import Gateway, LedgerEntry  # noqa: E402
+from outpost.wire.codec import encode  # noqa: E402
+from outpost.wire.schemas import EnvelopeBatch  # noqa: E402
+from tests.support.broker import Broker, free_port, wait_port  # noqa: E402
+from tests.support.fleet_sim import (  # noqa: E402
+    BATCH_S,
+    PER_BATCH,
+    VIEWER_PASSWORD,
+    SimGateway,
+    Stats,
+    envelope,
+    now,
+    seed,
+)
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, int(p / 100 * len(s)))]
+
+
+# --- the physical limits, measured in the same run ---------------------------------------
+
+
+def raw_postgres(url: str, seconds: float = 3.0) -> dict[str, float]:
+    """INSERTs/s into a scratch table: one row per commit, and 100 rows per commit."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = psycopg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=True
+    )
+    row = json.dumps({"notes": "x" * 400})
+    with conn:
+        conn.execute("CREATE TABLE bench_raw (id bigserial primary key, g text, data jsonb)")
+        out: dict[str, float] = {}
+        for per_commit in (1, 100):
+            n, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO bench_raw (g, data) VALUES (%s, %s)",
+                        [("gw", row)] * per_commit,
+                    )
+                n += per_commit
+            out[f"rows_per_s_{per_commit}_per_commit"] = n / (time.perf_counter() - start)
+        conn.execute("DROP TABLE bench_raw")
+    return out
+
+
+def raw_broker(broker: Broker, payload: bytes, n: int = 3000) -> float:
+    """QoS 1 messages/s of ``payload``'s size, paho to paho through this broker."""
+    return n / raw_transfer(broker, [payload] * n)
+
+
+# --- central: database, seed, bridge processes ------------------------------------------
+
+
+@dataclass
+class BridgeProc:
+    proc: subprocess.Popen[bytes]
+    admin_port: int
+    log: Path
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the process so far (from /proc)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_mb(self) -> float:
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return float("nan")
+
+
+@contextmanager
+def bridges(
+    broker: Broker, url: str, workdir: Path, workers: int, src: Path | None
+) -> Iterator[list[BridgeProc]]:
+    made: list[BridgeProc] = []
+    try:
+        for w in range(workers):
+            port = free_port()
+            cfg = workdir / f"bridge-{w}.toml"
+            shared = "true" if workers > 1 else "false"
+            cfg.write_text(
+                f'[central]\ndatabase_url = "{url}"\ndata_dir = "{workdir}/central-{w}"\n'
+                f'[admin]\nport = {port}\ntoken = "{ADMIN_TOKEN}"\n'
+                f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nshared = {shared}\n'
+            )
+            log = workdir / f"bridge-{w}.log"
+            env = dict(os.environ)
+            if src is not None:
+                cmd = [sys.executable, "-m", "cloud_bridge", "run", "--config", str(cfg)]
+                env["PYTHONPATH"] = str(src)
+            else:
+                exe = Path(sys.executable).parent / "outpost-bridge"
+                cmd = [str(exe), "run", "--config", str(cfg)]
+            with open(log, "wb") as out:
+                proc = subprocess.Popen(
+                    cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=src or ROOT
+                )
+            made.append(BridgeProc(proc, port, log))
+        for b in made:
+            wait_port(b.admin_port, 60)
+        yield made
+    finally:
+        for b in made:
+            b.proc.terminate()
+        for b in made:
+            try:
+                b.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                b.proc.kill()
+
+
+# --- the admin side while the fleet runs ---------------------------------------------------
+
+
+async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
+    async with http.get(base + "/signin") as r:
+        m = CSRF_RE.search(await r.text())
+    form = {"username": "vera", "password": VIEWER_PASSWORD, "csrf_token": m.group(1) if m else ""}
+    async with http.post(base + "/signin", data=form) as r:
+        await r.read()
+
+
+async def probe_api(base: str, stop: asyncio.Event, out: dict[str, list[float]]) -> None:
+    """Every second: one page of the fleet, the summary, the /fleet page; their latencies."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    jar = aiohttp.CookieJar(unsafe=True)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(cookie_jar=jar, timeout=timeout) as page_http:
+        await sign_in(page_http, base)
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+            while not stop.is_set():
+                for name, session, path in (
+                    ("page", http, "/api/v1/gateways?limit=50"),
+                    ("summary", http, "/api/v1/fleet/summary"),
+                    ("fleet_html", page_http, "/fleet"),
+                ):
+                    t = time.perf_counter()
+                    try:
+                        async with session.get(base + path) as r:
+                            await r.read()
+                            ok = r.status == 200
+                    except (aiohttp.ClientError, TimeoutError):
+                        ok = False
+                    if ok:
+                        out.setdefault(name, []).append(time.perf_counter() - t)
+                    else:
+                        out.setdefault(name + "_failed", []).append(1.0)
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 1.0)
+
+
+async def sample_cpu(
+    procs: list[BridgeProc], stop: asyncio.Event, out: dict[str, Any], window: tuple[float, float]
+) -> None:
+    """Each bridge's CPU over ``window`` (monotonic start, end) and peak RSS."""
+    start_cpu: list[float] | None = None
+    peak = [0.0] * len(procs)
+    while not stop.is_set():
+        t = time.monotonic()
+        if start_cpu is None and t >= window[0]:
+            start_cpu = [p.cpu_s() for p in procs]
+            out["cpu_t0"] = t
+        if start_cpu is not None and t <= window[1]:
+            out["cpu"] = [
+                (p.cpu_s() - c) / max(t - out["cpu_t0"], 1e-9) * 100
+                for p, c in zip(procs, start_cpu, strict=True)
+            ]
+        peak = [max(a, p.rss_mb()) for a, p in zip(peak, procs, strict=True)]
+        out["rss_mb"] = peak
+        with suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# --- the runs ------------------------------------------------------------------------------
+
+
+async def connect_all(sims: list[SimGateway], at_once: bool) -> float:
+    t = time.perf_counter()
+    if at_once:
+        await asyncio.gather(*(s.start() for s in sims))
+    else:
+        for i in range(0, len(sims), 50):  # 50 at a time: a fleet coming up, not a storm
+            await asyncio.gather(*(s.start() for s in sims[i : i + 50]))
+    return time.perf_counter() - t
+
+
+async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -> dict[str, Any]:
+    stats = Stats()
+    ids = [f"sim-{i:05d}" for i in range(args.gateways)]
+    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    connect_s = await connect_all(sims, at_once=False)
+    t0 = time.monotonic()
+    window = (t0 + args.warmup, t0 + args.warmup + args.duration)
+    stop = asyncio.Event()
+    api: dict[str, list[float]] = {}
+    cpu: dict[str, Any] = {}
+    base = f"http://127.0.0.1:{procs[0].admin_port}"
+    side = [
+        asyncio.create_task(probe_api(base, stop, api)),
+        asyncio.create_task(sample_cpu(procs, stop, cpu, window)),
+    ]
+    await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
+    # the last batches: give them the ack timeout to be answered
+    deadline = time.monotonic() + 2 * args.ack_timeout
+    while any(s.pending for s in sims) and time.monotonic() < deadline:
+        for s in sims:
+            await s.resend_due()
+        await asyncio.sleep(0.5)
+    stop.set()
+    await asyncio.gather(*side)
+    unanswered = sum(len(s.pending) for s in sims)
+    await asyncio.gather(*(s.stop() for s in sims))
+    in_window = [lat for at, lat in stats.latencies if window[0] <= at <= window[1]]
+    applied = sum(1 for at in stats.applied if window[0] <= at <= window[1])
+    return {
+        "mode": "steady",
+        "gateways": args.gateways,
+        "workers": args.workers,
+        "connect_s": round(connect_s, 1),
+        "offered_env_s": args.gateways * PER_BATCH / BATCH_S,
+        "applied_env_s": round(applied / args.duration, 1),
+        "ack_p50_ms": round(pct(in_window, 50) * 1000, 1),
+        "ack_p99_ms": round(pct(in_window, 99) * 1000, 1),
+        "batches": stats.batches,
+        "resends": stats.resends,
+        "deferred": stats.deferred,
+        "unanswered_batches": unanswered,
+        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
+        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
+        "api": summarize(api),
+        "stats": stats,
+    }
+
+
+async def outage(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -> dict[str, Any]:
+    stats = Stats()
+    ids = [f"sim-{i:05d}" for i in range(args.gateways)]
+    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    stop = asyncio.Event()
+    api: dict[str, list[float]] = {}
+    cpu: dict[str, Any] = {}
+    t0 = time.monotonic()
+    base = f"http://127.0.0.1:{procs[0].admin_port}"
+    side = [
+        asyncio.create_task(probe_api(base, stop, api)),
+        asyncio.create_task(sample_cpu(procs, stop, cpu, (t0, t0 + 1e9))),
+    ]
+    connect_s = await connect_all(sims, at_once=True)
+    await asyncio.gather(*(s.run_backlog(args.backlog, args.outage_batch) for s in sims))
+    drain_s = time.monotonic() - t0
+    stop.set()
+    await asyncio.gather(*side)
+    await asyncio.gather(*(s.stop() for s in sims))
+    return {
+        "mode": "outage",
+        "gateways": args.gateways,
+        "workers": args.workers,
+        "backlog": args.backlog,
+        "connect_s": round(connect_s, 1),
+        "drain_s": round(drain_s, 1),
+        "applied_env_s": round(len(stats.applied) / drain_s, 1),
+        "batches": stats.batches,
+        "resends": stats.resends,
+        "deferred": stats.deferred,
+        "max_sends_of_a_batch": stats.max_sends,
+        "ack_p50_ms": round(pct([lat for _, lat in stats.latencies], 50) * 1000, 1),
+        "ack_p99_ms": round(pct([lat for _, lat in stats.latencies], 99) * 1000, 1),
+        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
+        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
+        "api": summarize(api),
+        "stats": stats,
+    }
+
+
+def summarize(api: dict[str, list[float]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, values in api.items():
+        if name.endswith("_failed"):
+            out[name] = len(values)
+        else:
+            out[name] = {
+                "n": len(values),
+                "p50_ms": round(pct(values, 50) * 1000, 1),
+                "p99_ms": round(pct(values, 99) * 1000, 1),
+            }
+    return out
+
+
+def check_exactly_once(url: str, stats: Stats) -> dict[str, Any]:
+    """Every envelope sent is in the ledger once, applied; nothing else is."""
+    from sqlalchemy import func, select
+
+    db = Database.from_url(url)
+    try:
+        with db.session() as s:
+            rows = s.execute(
+                select(LedgerEntry.envelope_id, LedgerEntry.outcome).where(
+                    LedgerEntry.gateway_id.like("sim-%")
+                )
+            ).all()
+            gateways = s.scalar(select(func.count()).select_from(Gateway)) or 0
+    finally:
+        db.dispose()
+    ledger = {eid for eid, _ in rows}
+    return {
+        "sent": len(stats.sent_envelopes),
+        "in_ledger": len(rows),
+        "missing": len(stats.sent_envelopes - ledger),
+        "unexpected": len(ledger - stats.sent_envelopes),
+        "not_applied": sum(1 for _, o in rows if o != "applied"),
+        "unanswered": len(stats.sent_envelopes - stats.answered_envelopes),
+        "rejected": stats.rejected[:3],
+        "gateways_known": gateways,
+    }
+
+
+def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
+    with ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fleet-scale-")))
+        broker = Broker(work / "broker", persistence=False).start()
+        stack.callback(broker.stop)
+        url = stack.enter_context(postgres_database(args.pg))
+        if url is None:
+            raise SystemExit("PostgreSQL is needed (--pg)")
+        sample = encode(
+            EnvelopeBatch(
+                gateway_id="sim-00000",
+                batch_id=uuid.uuid4(),
+                sent_at=now(),
+                envelopes=[envelope("act-x", 1), envelope("act-x", 2)],
+            )
+        )
+        limits = {
+            "load_before": loadavg(),
+            "raw_broker_msg_s": round(raw_broker(broker, sample), 1),
+            "batch_bytes": len(sample),
+            **{k: round(v, 1) for k, v in raw_postgres(url).items()},
+        }
+        ids = [f"sim-{i:05d}" for i in range(args.gateways)]
+        t = time.perf_counter()
+        seed(url, ids, max(args.known, args.gateways))
+        limits["seed_s"] = round(time.perf_counter() - t, 1)
+        procs = stack.enter_context(bridges(broker, url, work, args.workers, src))
+        run = outage if args.outage else steady
+        result = asyncio.run(run(args, broker.port, procs))
+        result["load_after"] = loadavg()
+        result["limits"] = limits
+        result["check"] = check_exactly_once(url, result.pop("stats"))
+        if args.keep_logs:
+            for p in procs:
+                print(p.log.read_text()[-3000:])
+        return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--gateways", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--known", type=int, default=10_000, help="gateways central knows")
+    parser.add_argument("--duration", type=float, default=60, help="steady window, seconds")
+    parser.add_argument("--warmup", type=float, default=20)
+    parser.add_argument("--ack-timeout", type=float, default=30.0)
+    parser.add_argument("--outage", action="store_true")
+    parser.add_argument("--backlog", type=int, default=100)
+    parser.add_argument("--outage-batch", type=int, default=50)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--bridge-src", type=Path, default=None)
+    parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="append results here")
+    parser.add_argument(
+        "--pg",
+        default=os.environ.get(
+            "OUTPOST_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1/test"
+        ),
+    )
+    args = parser.parse_args()
+    results = []
+    for i in range(args.repeat):
+        r = one_run(args, args.bridge_src)
+        r["repeat"] = i + 1
+        r["bridge"] = str(args.bridge_src or "this checkout")
+        print(json.dumps(r, indent=1, default=str), flush=True)
+        results.append(r)
+        if args.json:
+            with open(args.json, "a") as f:
+                f.write(json.dumps(r, default=str) + "\n")
+    if len(results) > 1:
+        key = "drain_s" if args.outage else "applied_env_s"
+        values = [r[key] for r in results]
+        p99 = [r["ack_p99_ms"] for r in results]
+        print(
+            f"{key}: median {statistics.median(values)} (min {min(values)}, max {max(values)}); "
+            f"ack p99 ms: median {statistics.median(p99)} (min {min(p99)}, max {max(p99)})"
+        )
+
+
+if __name__ == "__main__":
+    main()
