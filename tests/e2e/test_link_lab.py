@@ -29,8 +29,11 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[LabGateway]:
     why = unavailable()
     if why:
         pytest.skip(f"link laboratory skipped: {why}")
-    rate_kbit = request.param
-    with shaped_link(rate_kbit, delay_ms=300) as link, lab_peers(link, tmp_path) as gateway:
+    rate_kbit, loss = request.param if isinstance(request.param, tuple) else (request.param, 0.0)
+    with (
+        shaped_link(rate_kbit, delay_ms=300, loss=loss) as link,
+        lab_peers(link, tmp_path) as gateway,
+    ):
         yield gateway
 
 
@@ -56,7 +59,15 @@ def test_a_photo_still_crosses_9_6_kbit(lab: LabGateway) -> None:
 
 
 @pytest.mark.parametrize("lab", [64], indirect=True)
-def test_an_envelope_goes_ahead_of_a_photo_at_64_kbit(lab: LabGateway) -> None:
+def test_envelopes_then_one_ahead_of_a_photo_at_64_kbit(lab: LabGateway) -> None:
+    n = max(40, int(200 * SCALE))
+    bulk = lab.run({"envelopes": n})
+    assert bulk["done"] and bulk["reconnects"] == 0, bulk
+    # The drain benchmark's envelopes: zstd over whole batches, headers included.
+    assert bulk["wire_up"] <= 0.25 * bulk["json_bytes_sent"], bulk
+    # Those bytes at 64 kbit/s, one round trip for the results, a little slack.
+    assert bulk["seconds"] <= 1.5 * (bulk["wire_up"] / 8000 + 0.6) + 2, bulk
+
     size = int(600 * 1024 * max(SCALE, 0.2))
     result = lab.run({"photo": size, "envelope_after_s": 8})
     assert result["done"] and result["envelope_done"], result
@@ -68,3 +79,26 @@ def test_an_envelope_goes_ahead_of_a_photo_at_64_kbit(lab: LabGateway) -> None:
     idle = lab.run({"envelope": True})
     assert idle["done"], idle
     assert result["envelope_seconds"] <= idle["envelope_seconds"] + 2.5, (result, idle)
+
+
+@pytest.mark.parametrize("lab", [(64, 0.01)], indirect=True)
+def test_one_percent_loss_at_64_kbit_costs_no_reconnect(lab: LabGateway) -> None:
+    size = int(600 * 1024 * max(SCALE, 0.2))
+    result = lab.run({"photo": size, "envelope_after_s": 4})
+    assert result["done"] and result["envelope_done"], result
+    assert result["reconnects"] == 0, result
+    # Retransmissions included.
+    assert result["wire_up"] <= 1.2 * size + 4096, result
+    assert result["seconds"] <= 1.5 * size / 8000 + 10, result
+
+
+@pytest.mark.parametrize("lab", [10_000], indirect=True)
+def test_chunks_are_pipelined_on_a_long_fat_link(lab: LabGateway) -> None:
+    size = int(4 * 1024 * 1024 * max(SCALE, 0.5))
+    lab.run({"photo": size})  # opens TCP's window and the meter's
+    result = lab.run({"photo": size})
+    assert result["done"] and result["reconnects"] == 0, result
+    # One chunk per round trip (the code before 0.3) needs at least this long;
+    # pipelined, it is near the link's time (~0.7 s per MiB at 10 Mbit/s).
+    chunks = size / (128 * 1024)
+    assert result["seconds"] <= 0.5 * chunks * 0.6, result

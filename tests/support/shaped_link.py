@@ -315,6 +315,7 @@ def lab_peers(
         "central", str(LAB_PEERS), "central", str(central_dir),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
     )  # fmt: skip
+    gateway: subprocess.Popen[bytes] | None = None
     try:
         seeded = _read_json(central, "central", 120)
         spec = {
@@ -332,11 +333,15 @@ def lab_peers(
         _read_json(gateway, "the gateway (connect and central's user snapshot)", deadline_s)
         yield LabGateway(link, gateway, deadline_s)
     finally:
-        if central.stdin is not None:
-            with contextlib.suppress(OSError):
-                central.stdin.close()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            central.wait(20)
+        # Both ends stop on their own when their stdin closes: at once, not in turn.
+        ends = [p for p in (gateway, central) if p is not None]
+        for proc in ends:
+            if proc.stdin is not None:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+        for proc in ends:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(20)
         log.close()
 
 
