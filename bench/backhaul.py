@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -155,7 +157,7 @@ def table(results: dict[tuple[float, float], list[dict[str, Any]]]) -> None:
             f"| {spread(col('env_s'))} | "
             f"{spread([r['env_wire'] / 1000 for r in runs], '{:.1f}')} KB "
             f"({spread([r['env_wire'] / r['env_json'] for r in runs], '{:.3f}')}x the JSON); "
-            f"reconnects {sum(r['env_reconnects'] for r in runs)} | "
+            f"reconnects {int(sum(r['env_reconnects'] for r in runs))} | "
             f"{spread(col('env_limit_s'))} for those bytes + 1 RTT | {spread(env_ratio)} | {load_s} |"
         )
         size = photo_size(kbit)
@@ -168,7 +170,7 @@ def table(results: dict[tuple[float, float], list[dict[str, Any]]]) -> None:
                 f"| {name} | {lost} | {what}{f' ({failed} runs failed)' if failed else ''} | "
                 f"{spread(col(f'{label}_s'))} | "
                 f"{spread(col(f'{label}_wire'), '{:.3f}')}x its size; reconnects "
-                f"{sum(r[f'{label}_reconnects'] for r in runs)} | {runs[0]['photo_limit_s']:.1f} "
+                f"{int(sum(r[f'{label}_reconnects'] for r in runs))} | {runs[0]['photo_limit_s']:.1f} "
                 f"(raw TCP uses {spread(col('raw_tcp_use'), '{:.0%}')} of the link) | "
                 f"{spread(ratio)} (link use {spread(col(f'{label}_util'), '{:.0%}')}; "
                 f"{spread(raw, '{:.2f}')}x raw TCP) | {load_s} |"
@@ -182,6 +184,27 @@ def table(results: dict[tuple[float, float], list[dict[str, Any]]]) -> None:
         )
 
 
+RUN_LINE = re.compile(r"^run \d+ ([\d.]+) kbit/s loss ([\d.e-]+): (.*)$")
+
+
+def runs_from(paths: list[str]) -> dict[tuple[float, float], list[dict[str, Any]]]:
+    """The runs printed by earlier invocations (``run N … kbit/s loss …: k=v, …`` lines)."""
+    results: dict[tuple[float, float], list[dict[str, Any]]] = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            m = RUN_LINE.match(line)
+            if m is None:
+                continue
+            r: dict[str, Any] = {}
+            for item in m.group(3).split(", "):
+                k, v = item.split("=", 1)
+                r[k] = {"True": True, "False": False, "None": None}.get(v, v)
+                if isinstance(r[k], str):
+                    r[k] = float(v)
+            results.setdefault((float(m.group(1)), float(m.group(2))), []).append(r)
+    return dict(sorted(results.items(), key=lambda kv: (kv[0][1], kv[0][0])))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -191,10 +214,19 @@ def main() -> None:
     parser.add_argument("--loss", default="0", help="fractions lost each way, comma separated")
     parser.add_argument("--keep-cwnd", action="store_true", help="see the docstring")
     parser.add_argument("--initcwnd", type=int, default=0, help="see the docstring")
+    parser.add_argument(
+        "--table-from",
+        nargs="+",
+        metavar="LOG",
+        help="only print the table from earlier runs' output",
+    )
     args = parser.parse_args()
     why = unavailable()
     if why:
         sys.exit(f"bench/backhaul.py: {why}")
+    if args.table_from:
+        table(runs_from(args.table_from))
+        return
     links = [float(x) for x in args.links.split(",")]
     losses = [float(x) for x in args.loss.split(",")]
     results: dict[tuple[float, float], list[dict[str, Any]]] = {
@@ -205,7 +237,15 @@ def main() -> None:
         for key in results:
             kbit, loss = key
             with tempfile.TemporaryDirectory(prefix="outpost-backhaul-") as tmp:
-                r = one(kbit, loss, args.keep_cwnd, args.initcwnd, Path(tmp))
+                try:
+                    r = one(kbit, loss, args.keep_cwnd, args.initcwnd, Path(tmp))
+                except Exception as exc:  # one failed run must not lose the others
+                    kept = Path(tempfile.mkdtemp(prefix="outpost-backhaul-failed-"))
+                    for log in Path(tmp).glob("*.log"):
+                        shutil.copy(log, kept / log.name)
+                    print(f"run {rep + 1} {kbit:g} kbit/s loss {loss:g} failed: {exc!r}; "
+                          f"logs in {kept}", flush=True)  # fmt: skip
+                    continue
             results[key].append(r)
             print(
                 f"run {rep + 1} {kbit:g} kbit/s loss {loss:g}: "
