@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import aiohttp
+from sqlalchemy import select, update
 
+from cloud_bridge.models import WebSession
 from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin, bridge_config
 from tests.support.broker import Broker
@@ -114,6 +117,61 @@ async def test_sign_in_page_session_cookie_csrf_and_sign_out(bridge: Bridge) -> 
         assert status == 200 and "You are signed out" in page
         status, page = await b.get("/activities")
         assert "Sign in to Outpost" in page  # the session is gone on the server, too
+
+
+async def test_a_page_session_ends_when_idle_and_at_its_absolute_end(bridge: Bridge) -> None:
+    """Idle past ``session_idle_s`` or past ``expires_at``: the next page asks to sign in
+    again and the session row is gone; an API session is not ended by idleness."""
+    url = bridge.admin_url
+    policy = bridge.config.platform
+    assert bridge.db is not None
+    db = bridge.db
+
+    def age(username: str, kind: str, **times: timedelta) -> None:
+        with db.session() as s:
+            now = datetime.now(UTC)
+            s.execute(
+                update(WebSession)
+                .where(WebSession.username == username, WebSession.kind == kind)
+                .values(**{k: now - v for k, v in times.items()})
+            )
+
+    def sessions_of(username: str) -> int:
+        with db.session() as s:
+            return len(s.scalars(select(WebSession).where(WebSession.username == username)).all())
+
+    async with aiohttp.ClientSession() as http:
+        await make_user(http, url, "ida", "viewer")
+        _, body = await api(
+            http, url, "POST", "/api/v1/session", None, {"username": "ida", "password": PASSWORD}
+        )
+        api_token = body["token"]
+        async with Browser(url) as b:
+            assert (await b.sign_in("ida"))[0] == 200
+            status, page = await b.get("/activities")
+            assert status == 200 and "Sign out" in page
+            # Used a moment before the limit: still signed in.
+            await asyncio.to_thread(
+                age, "ida", "web", seen_at=timedelta(seconds=policy.session_idle_s - 30)
+            )
+            assert "Sign out" in (await b.get("/activities"))[1]
+            # Idle past it: asked to sign in again, and the row is gone on the server.
+            await asyncio.to_thread(
+                age, "ida", "web", seen_at=timedelta(seconds=policy.session_idle_s + 5)
+            )
+            status, page = await b.get("/activities")
+            assert "Sign in to Outpost" in page and "Sign out" not in page
+            assert await asyncio.to_thread(sessions_of, "ida") == 1  # the API session is left
+            # An API session idle as long still works (scripts run now and then).
+            await asyncio.to_thread(
+                age, "ida", "api", seen_at=timedelta(seconds=policy.session_idle_s + 5)
+            )
+            assert (await api(http, url, "GET", "/api/v1/activities", api_token))[0] == 200
+            # A fresh page session in use, but past its absolute end: gone too.
+            assert (await b.sign_in("ida"))[0] == 200
+            await asyncio.to_thread(age, "ida", "web", expires_at=timedelta(seconds=1))
+            assert "Sign in to Outpost" in (await b.get("/activities"))[1]
+            assert await asyncio.to_thread(sessions_of, "ida") == 1
 
 
 async def test_api_session_tokens_and_revocation(bridge: Bridge) -> None:
