@@ -16,9 +16,9 @@ When the transaction fails:
   up and the gateway sends the batch again later;
 * because the database **refused a value** (an integer out of its range, NUL
   in text, a time it cannot hold, text too long for its column: nothing a
-  retry can fix): the envelopes are applied one by one, each in its own
-  transaction, and the one the database refuses is rejected ``unstorable``
-  with what was refused, through a placeholder that holds only what can be
+  retry can fix): the batch is split in halves until each refused envelope
+  stands alone (a half that commits is done), and the one the database
+  refuses is rejected ``unstorable`` with what was refused, through a placeholder that holds only what can be
   stored (:mod:`cloud_bridge.intake`). One poison envelope costs one
   rejection; its batch-mates apply and the gateway's uplink keeps draining;
 * for any other reason (a bug, a missing table): the error goes up with
@@ -155,50 +155,59 @@ class Replayer:
         try:
             return self._retrying(functools.partial(self._one, part))
         except Exception as exc:
-            problem = refused_value(exc)
-            if problem is None:
+            if refused_value(exc) is None:
                 raise
             logger.warning(
                 "batch %s from %s: the database refused a value (%s); "
-                "applying its %d envelopes one by one",
+                "isolating it among its %d envelopes",
                 part.batch_id,
                 part.gateway_id,
-                problem,
+                refused_value(exc),
                 len(part.envelopes),
             )
-        return self._one_by_one(part)
+            return self._isolate(part, exc)
 
-    def _one_by_one(self, part: Part) -> Results:
-        """Each envelope in its own transaction; the one the database refuses is rejected."""
-        results: Results = []
-        for env in part.envelopes:
-            key = str(env.envelope_id)
-            own = {key: part.refused[key]} if key in part.refused else {}
-            try:
-                results += self._retrying(functools.partial(self._one, part.alone(env, own)))
-                continue
-            except Exception as exc:
-                problem = refused_value(exc)
-                stand_in = placeholder(env.model_dump(), part.arrived)
-                if problem is None or stand_in is None:
-                    raise
-            refusal = (
-                rejections.UNSTORABLE,
-                f"Central's database cannot store a value in this envelope ({problem}); "
-                "central did not apply it. Correct the form and submit it again.",
-            )
-            logger.warning(
-                "envelope %s of activity %s from %s is rejected %s: %s",
-                key,
-                env.activity_id,
-                part.gateway_id,
-                rejections.UNSTORABLE,
-                problem,
-            )
-            results += self._retrying(
-                functools.partial(self._one, part.alone(stand_in, {key: refusal}))
-            )
-        return results
+    def _isolate(self, part: Part, failure: Exception) -> Results:
+        """Split a refused batch in halves until each refused envelope stands alone.
+
+        A half that commits is done in one transaction, so one poison envelope
+        in a batch of n costs about 2 log2(n) transactions, not n
+        (bench/central_poison.py). ``failure``: what refused ``part``.
+        """
+        if len(part.envelopes) > 1:
+            mid = len(part.envelopes) // 2
+            results: Results = []
+            for half in (part.envelopes[:mid], part.envelopes[mid:]):
+                ids = {str(e.envelope_id) for e in half}
+                own = {k: v for k, v in part.refused.items() if k in ids}
+                sub = Part(part.gateway_id, part.batch_id, half, part.arrived, own)
+                try:
+                    results += self._retrying(functools.partial(self._one, sub))
+                except Exception as exc:
+                    if refused_value(exc) is None:
+                        raise
+                    results += self._isolate(sub, exc)
+            return results
+        (env,) = part.envelopes
+        key = str(env.envelope_id)
+        problem = refused_value(failure)
+        stand_in = placeholder(env.model_dump(), part.arrived)
+        if problem is None or stand_in is None:
+            raise failure
+        refusal = (
+            rejections.UNSTORABLE,
+            f"Central's database cannot store a value in this envelope ({problem}); "
+            "central did not apply it. Correct the form and submit it again.",
+        )
+        logger.warning(
+            "envelope %s of activity %s from %s is rejected %s: %s",
+            key,
+            env.activity_id,
+            part.gateway_id,
+            rejections.UNSTORABLE,
+            problem,
+        )
+        return self._retrying(functools.partial(self._one, part.alone(stand_in, {key: refusal})))
 
 
 def make_part(

@@ -453,3 +453,25 @@ def test_cancel_clears_a_refused_envelope(db: Database, seed: Seeded, replayer: 
     ((_, res),) = replayer.apply_envelopes("site-a", [late])
     assert (res.outcome, res.code) == ("rejected", "canceled")
     assert replayer.apply_envelopes("site-a", [held]) == [("site-a", rejected[0][1])]
+
+
+def test_one_poison_envelope_costs_a_few_transactions_not_one_per_batch_mate(
+    db: Database, seed: Seeded, replayer: Replayer
+) -> None:
+    """The refused batch is split in halves: about 2 log2(n) commits, not n."""
+    from sqlalchemy import event
+
+    ids = [seed.ready(activity_id=f"p-{n}") for n in range(64)]
+    envs = [envelope(aid, 1) for aid in ids]
+    envs[37] = _unchecked(envs[37], form_version=2**63)
+    commits: list[int] = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    event.listen(db.engine, "commit", listener)
+    try:
+        results = replayer.apply_envelopes("site-a", envs)
+    finally:
+        event.remove(db.engine, "commit", listener)
+    outcomes = {r.envelope_id: (r.outcome, r.code) for _, r in results}
+    assert outcomes.pop(envs[37].envelope_id) == ("rejected", "unstorable")
+    assert set(outcomes.values()) == {("applied", None)} and len(outcomes) == 63
+    assert len(commits) <= 2 * 6 + 1, len(commits)  # log2(64) = 6 levels, and the rejection
