@@ -58,9 +58,7 @@ def poisoned(batch: EnvelopeBatch, rng: random.Random) -> tuple[EnvelopeBatch, s
     i = rng.randrange(len(envs))
     bad = WireEnvelope.model_construct(**{**dict(envs[i]), "form_version": POISON_FORM_VERSION})
     envs[i] = bad
-    return EnvelopeBatch.model_construct(**{**dict(batch), "envelopes": envs}), str(
-        bad.envelope_id
-    )
+    return EnvelopeBatch.model_construct(**{**dict(batch), "envelopes": envs}), str(bad.envelope_id)
 
 
 def one_round(
