@@ -2,7 +2,7 @@
 
 - ``create_app(config, store, backhaul=..., extra_cleanup_ctx=[...])`` builds
   the LAN API app on an open ``Store``.
-- ``background_contexts(config, store, backhaul)`` is THE list of background
+- ``background_contexts(config, store, backhaul, replication)`` is THE list of background
   services (uplink, mDNS, scheduler, replication, systemd notify, …): each
   is an aiohttp ``cleanup_ctx`` async generator, started in order after the
   HTTP app is set up and stopped in reverse. Add new services there.
@@ -45,7 +45,8 @@ from gateway.config import GatewayConfig
 from gateway.heartbeat import HeartbeatSource
 from gateway.mdns_advertiser import async_announce, discovery_ctx
 from gateway.qr import qr_svg_handler
-from gateway.replication.service import replication_ctx, status_for_db
+from gateway.replication.metrics import ReplicationCollector
+from gateway.replication.service import REPLICATOR_KEY, Replication
 from gateway.scheduler import scheduler_ctx
 from gateway.store import Store
 from gateway.store.blobs import BlobFiles
@@ -79,23 +80,26 @@ def store_for(config: GatewayConfig) -> Store:
 
 
 def background_contexts(
-    config: GatewayConfig, store: Store, backhaul: Backhaul
+    config: GatewayConfig, store: Store, backhaul: Backhaul, replication: Replication
 ) -> list[CleanupCtx]:
     """The appliance's background services, in start order (stopped in reverse).
 
     The one place to add uplink, mDNS, scheduler, replication, sd_notify, …
+    Each gets what it needs here, by argument.
     """
     # Replication first, so it stops last: the others' final writes reach the replica.
-    contexts: list[CleanupCtx] = [replication_ctx]
+    contexts: list[CleanupCtx] = [replication.ctx]
     if isinstance(backhaul, Uplink):
-        contexts.append(uplink_ctx)
-    contexts.append(scheduler_ctx)
+        contexts.append(uplink_ctx(backhaul))
+    contexts.append(scheduler_ctx(config, store, backhaul))
     if config.discovery.enabled:
-        contexts.append(discovery_ctx)  # last, so its goodbye goes out first at stop
+        contexts.append(discovery_ctx(config))  # last, so its goodbye goes out first at stop
     return contexts
 
 
-def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
+def default_backhaul(
+    config: GatewayConfig, store: Store, replication: Replication | None = None
+) -> Backhaul:
     """The MQTT uplink to central, or always-down when ``[mqtt] enabled = false``."""
     if not config.mqtt.enabled:
         return OfflineBackhaul()
@@ -104,7 +108,7 @@ def default_backhaul(config: GatewayConfig, store: Store) -> Backhaul:
         config.gateway.id,
         store,
         config.gateway.data_dir,
-        replication=lambda: status_for_db(store.path),
+        replication=replication.status if replication is not None else None,
         cert_expiry=uplink.cert_expires_at,
         link=uplink.status,
     )
@@ -122,7 +126,8 @@ def create_app(
     app = web.Application(client_max_size=config.lan.max_body_bytes, middlewares=MIDDLEWARES)
     app[CONFIG_KEY] = config
     app[STORE_KEY] = store
-    app[BACKHAUL_KEY] = backhaul if backhaul is not None else OfflineBackhaul()
+    backhaul = backhaul if backhaul is not None else OfflineBackhaul()
+    app[BACKHAUL_KEY] = backhaul
     app[AUTH_KEY] = Auth(
         store,
         token_ttl_s=config.lan.token_ttl_s,
@@ -137,6 +142,9 @@ def create_app(
     )
     app[METRICS_KEY] = Metrics()
     app[METRICS_KEY].registry.register(BackhaulCollector(app[BACKHAUL_KEY]))
+    app[METRICS_KEY].registry.register(ReplicationCollector(lambda: app.get(REPLICATOR_KEY)))
+    if isinstance(backhaul, Uplink):
+        backhaul.on_users_replaced = app[AUTH_KEY].forget_cached  # cached sessions end too
     app[DISK_KEY] = DiskGuard(config.gateway.data_dir, config.lan.disk_free_floor_mb * 1024 * 1024)
     app[BLOBS_KEY] = BlobFiles(config.gateway.data_dir)
     app[UPLOAD_LOCKS_KEY] = {}
@@ -187,9 +195,12 @@ async def running_gateway(
     if own_store:
         await store.async_open()
     try:
-        backhaul = backhaul if backhaul is not None else default_backhaul(config, store)
+        replication = Replication(config)
+        backhaul = (
+            backhaul if backhaul is not None else default_backhaul(config, store, replication)
+        )
         contexts = (
-            background_contexts(config, store, backhaul)
+            background_contexts(config, store, backhaul, replication)
             if extra_cleanup_ctx is None
             else list(extra_cleanup_ctx)
         )

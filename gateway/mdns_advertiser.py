@@ -29,7 +29,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import ifaddr
@@ -326,21 +326,22 @@ class Advertiser:
 DISCOVERY_KEY = web.AppKey("outpost_discovery", Advertiser)
 
 
-async def discovery_ctx(app: web.Application) -> AsyncIterator[None]:
-    """A ``cleanup_ctx`` service: creates the advertiser from the app's config,
-    withdraws it (goodbye) at cleanup.
+def discovery_ctx(config: GatewayConfig) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A ``cleanup_ctx`` service: the advertiser for ``config``, withdrawn (goodbye) at cleanup.
 
     Add it only when ``discovery.enabled``. Announcing waits for
     :func:`async_announce`, called once the site listens, with the real port.
     """
-    from gateway.api.keys import CONFIG_KEY  # the app's state; imported late (heavy)
 
-    advertiser = Advertiser.from_config(app[CONFIG_KEY])
-    app[DISCOVERY_KEY] = advertiser
-    try:
-        yield
-    finally:
-        await advertiser.async_stop()
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        advertiser = Advertiser.from_config(config)
+        app[DISCOVERY_KEY] = advertiser
+        try:
+            yield
+        finally:
+            await advertiser.async_stop()
+
+    return ctx
 
 
 async def async_announce(app: web.Application, port: int) -> None:

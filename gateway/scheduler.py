@@ -7,15 +7,18 @@ of 1 s would drop them on a busy Pi).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Connection, and_, delete, select
 
-from gateway.api.keys import BACKHAUL_KEY, CONFIG_KEY, STORE_KEY
+from gateway.backhaul import Backhaul
+from gateway.config import GatewayConfig
+from gateway.store import Store
 from gateway.store.schema import (
     APPLIED,
     CHECKED_IN,
@@ -30,6 +33,7 @@ from gateway.store.schema import (
 from gateway.uplink import Uplink
 
 _LOGGER = logging.getLogger(__name__)
+CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
 # APScheduler logs every run at INFO; a Pi's journal has better uses.
 logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
@@ -79,11 +83,20 @@ def expire_sessions(conn: Connection, now: datetime) -> int:
     return conn.execute(delete(sessions).where(sessions.c.expires_at < now)).rowcount
 
 
-async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Start the scheduler inside the running loop; stop it on shutdown."""
-    config = app[CONFIG_KEY]
-    store = app[STORE_KEY]
-    backhaul = app[BACKHAUL_KEY]
+def scheduler_ctx(config: GatewayConfig, store: Store, backhaul: Backhaul) -> CleanupCtx:
+    """The scheduler as a ``cleanup_ctx``: started inside the running loop, stopped on shutdown."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        async with _running_scheduler(config, store, backhaul):
+            yield
+
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def _running_scheduler(
+    config: GatewayConfig, store: Store, backhaul: Backhaul
+) -> AsyncIterator[None]:
     scheduler = AsyncIOScheduler(
         timezone=UTC,
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},

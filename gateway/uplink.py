@@ -41,7 +41,6 @@ from typing import Any, Literal
 from aiohttp import web
 
 from gateway import linkplan, outbox
-from gateway.api.keys import AUTH_KEY, BACKHAUL_KEY
 from gateway.blob_upload import BlobUploader
 from gateway.config import GatewayConfig
 from gateway.store.ops import recall_activity, replace_users, upsert_activity
@@ -554,13 +553,14 @@ class Uplink:
         self._wake.set()
 
 
-async def uplink_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Run the app's uplink (its ``Backhaul``) for the life of the app."""
-    uplink = app[BACKHAUL_KEY]
-    assert isinstance(uplink, Uplink)
-    uplink.on_users_replaced = app[AUTH_KEY].forget_cached
-    await uplink.async_start()
-    try:
-        yield
-    finally:
-        await uplink.async_stop()
+def uplink_ctx(uplink: Uplink) -> Callable[[web.Application], AsyncIterator[None]]:
+    """Run ``uplink`` for the life of the app (a ``cleanup_ctx``)."""
+
+    async def ctx(app: web.Application) -> AsyncIterator[None]:
+        await uplink.async_start()
+        try:
+            yield
+        finally:
+            await uplink.async_stop()
+
+    return ctx

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from gateway.replication.supervisor import Replicator
 
 
 class ReplicationCollector:
-    """A prometheus_client collector reading :meth:`Replicator.status` at scrape time."""
+    """A prometheus_client collector reading :meth:`Replicator.status` at scrape time.
 
-    def __init__(self, replicator: Replicator) -> None:
+    ``replicator`` gives the running replicator, or None (nothing to report).
+    """
+
+    def __init__(self, replicator: Callable[[], Replicator | None]) -> None:
         self._replicator = replicator
 
     def describe(self) -> Iterable[Any]:
@@ -20,7 +23,10 @@ class ReplicationCollector:
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        status = self._replicator.status()
+        replicator = self._replicator()
+        if replicator is None:
+            return
+        status = replicator.status()
         up = GaugeMetricFamily("outpost_replication_up", "1 while litestream runs")
         up.add_metric([], 1.0 if status["running"] else 0.0)
         yield up
@@ -40,7 +46,7 @@ class ReplicationCollector:
             "outpost_replication_last_error_timestamp_seconds",
             "When replication last reported an error (0: never)",
         )
-        error.add_metric([], self._replicator.last_error_at or 0.0)
+        error.add_metric([], replicator.last_error_at or 0.0)
         yield error
         txid = GaugeMetricFamily("outpost_replication_replica_txid", "Newest txid on the replica")
         txid.add_metric([], float(status["replica_txid"]))

@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from gateway.config import GatewayConfig, ReplicationSection
 from gateway.replication.blob_mirror import BLOBS_DIRNAME, BlobMirror
@@ -79,6 +79,9 @@ def _iso(ts: float | None) -> str | None:
 
 class Replicator:
     """Runs and supervises litestream for one database; measures the replica's lag."""
+
+    # One litestream per database file: the databases replicated by this process.
+    _replicating: ClassVar[set[Path]] = set()
 
     def __init__(
         self,
@@ -134,7 +137,7 @@ class Replicator:
         if self._tasks:
             return
         key = self.db_path.absolute()
-        if key in _RUNNING:
+        if key in Replicator._replicating:
             raise ReplicationConfigError(f"{self.db_path} is already being replicated")
         self._binary = find_litestream(self.settings)
         credentials = resolve_s3_credentials(self.settings, self._environ)
@@ -154,7 +157,7 @@ class Replicator:
         ]
         if self._blob_mirror is not None:
             self._tasks.append(asyncio.create_task(self._async_mirror(), name="replication-blobs"))
-        _RUNNING[key] = self
+        Replicator._replicating.add(key)
         logger.info(
             "replicating %s to %s with litestream", self.db_path, replica_description(self.settings)
         )
@@ -180,7 +183,7 @@ class Replicator:
         if not self._tasks:
             return
         self._stopping.set()
-        _RUNNING.pop(self.db_path.absolute(), None)
+        Replicator._replicating.discard(self.db_path.absolute())
         await self._async_terminate()
         tasks, self._tasks = self._tasks, []
         for task in tasks:
@@ -428,7 +431,3 @@ class Replicator:
             "blobs_copied": self._blob_mirror.mirrored if self._blob_mirror else 0,
             "blob_errors": self._blob_errors,
         }
-
-
-# One litestream per database file: the replicators running in this process.
-_RUNNING: dict[Path, Replicator] = {}

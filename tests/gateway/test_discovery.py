@@ -16,7 +16,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from zeroconf import ServiceInfo
 
-from gateway.api.keys import CONFIG_KEY
 from gateway.config import GatewayConfig
 from gateway.mdns_advertiser import (
     HTTP_SERVICE,
@@ -181,9 +180,8 @@ async def test_discovery_ctx_announces_the_listening_port_and_withdraws_on_clean
         return web.Response(text="web app")
 
     app = web.Application()
-    app[CONFIG_KEY] = config
     app.router.add_get("/", index)
-    app.cleanup_ctx.append(discovery_ctx)
+    app.cleanup_ctx.append(discovery_ctx(config))
     client = TestClient(TestServer(app, host="127.0.0.1"))
     await client.start_server()
     try:

@@ -50,7 +50,7 @@ from gateway.replication.lag import (
     file_replica_position,
 )
 from gateway.replication.logs import parse_log_line
-from gateway.replication.service import REPLICATOR_KEY, status_for_db
+from gateway.replication.service import REPLICATOR_KEY
 from gateway.replication.supervisor import Replicator
 from gateway.restore import restore_main
 from gateway.store import DB_FILENAME
@@ -254,7 +254,7 @@ async def test_killed_litestream_is_restarted_and_the_lag_recovers(gateway: Gate
     # the heartbeat reads the same figures (central's fleet view)
     store = gateway.running.store
     beat = await HeartbeatSource(
-        "site-test", store, store.path.parent, replication=lambda: status_for_db(store.path)
+        "site-test", store, store.path.parent, replication=replicator.status
     )()
     assert beat.replica_lag_s == 0.0
     assert beat.replica_error == "litestream was killed by signal 9"

@@ -118,7 +118,6 @@ ADVERTISER = textwrap.dedent(
     """
     import asyncio, json, sys
     from aiohttp import web
-    from gateway.api.keys import CONFIG_KEY
     from gateway.config import GatewayConfig
     from gateway.mdns_advertiser import DISCOVERY_KEY, async_announce, discovery_ctx
 
@@ -131,9 +130,8 @@ ADVERTISER = textwrap.dedent(
     async def main():
         config = GatewayConfig.model_validate(json.loads(sys.argv[1]))
         app = web.Application()
-        app[CONFIG_KEY] = config
         app.router.add_get("/", index)
-        app.cleanup_ctx.append(discovery_ctx)
+        app.cleanup_ctx.append(discovery_ctx(config))
         runner = web.AppRunner(app)
         await runner.setup()
         site = web.TCPSite(runner, config.lan.host, config.lan.port)
