@@ -52,7 +52,12 @@ async def type_import(request: web.Request, into: str | None) -> web.StreamRespo
         body, _, _ = await import_xlsform(request, data, name=name, offline=offline)
     except ImportRefused as exc:
         problems = [str(p) for p in exc.problems]
-        return await _refused(request, into, "The XLSForm was not imported:", problems, exc.status)
+        n = len(problems)
+        message = (
+            f"The XLSForm was not imported: {n} problem{'s' if n != 1 else ''} to fix, "
+            "listed at the upload below."
+        )
+        return await _refused(request, into, message, problems, exc.status)
     except CentralError as exc:
         return await _refused(request, into, exc.message, [], exc.status)
     raise see_other(f"/types/{body['name']}", "imported")

@@ -301,3 +301,34 @@ def test_a_workbook_whose_bytes_are_damaged() -> None:
 def test_a_survey_without_a_survey() -> None:
     data = workbook([("type", "name", "label")], settings=[("form_id",), ("x",)])
     assert refused(data)
+
+
+def test_what_the_form_definition_refuses_keeps_its_row() -> None:
+    got = texts(
+        simple(
+            ("text", "a", "A", ""),
+            ("date", "when", "When", "today()"),
+            header=("type", "name", "label", "calculation"),
+        )
+    )
+    assert got == ["survey row 3: field 'when': a date field cannot have a calculation"]
+    got = texts(
+        simple(("note", "n", "Read this", "yes"), header=("type", "name", "label", "required"))
+    )
+    assert got[0].startswith("survey row 2: note 'n' shows text only"), got
+
+
+def test_too_many_questions() -> None:
+    rows = [("text", f"q{i}", f"Q{i}") for i in range(501)]
+    assert texts(simple(*rows)) == ["survey sheet: has 501 fields; a form holds at most 500"]
+
+
+def test_a_huge_sheet_is_refused_before_it_is_parsed() -> None:
+    import time
+
+    rows = [("text", f"q{i}", "x") for i in range(12_000)]
+    data = simple(*rows)
+    started = time.perf_counter()
+    (problem,) = refused(data)
+    assert "has 12001 rows" in problem.message and "at most 2000 rows" in problem.message
+    assert time.perf_counter() - started < 5  # counted, not parsed (parsing takes ~10 s+)
