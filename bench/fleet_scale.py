@@ -150,7 +150,7 @@ class BridgeProc:
 
 @contextmanager
 def bridges(
-    broker: Broker, url: str, workdir: Path, workers: int, src: Path | None
+    broker: Broker, url: str, workdir: Path, workers: int, src: Path | None, extra: str = ""
 ) -> Iterator[list[BridgeProc]]:
     made: list[BridgeProc] = []
     try:
@@ -162,6 +162,8 @@ def bridges(
                 f'[central]\ndatabase_url = "{url}"\ndata_dir = "{workdir}/central-{w}"\n'
                 f'[admin]\nport = {port}\ntoken = "{ADMIN_TOKEN}"\n'
                 f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nshared = {shared}\n'
+                + extra.replace("\\n", "\n")
+                + "\n"
             )
             log = workdir / f"bridge-{w}.log"
             env = dict(os.environ)
@@ -424,7 +426,7 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         t = time.perf_counter()
         seed(url, ids, max(args.known, args.gateways))
         limits["seed_s"] = round(time.perf_counter() - t, 1)
-        procs = stack.enter_context(bridges(broker, url, work, args.workers, src))
+        procs = stack.enter_context(bridges(broker, url, work, args.workers, src, args.bridge_toml))
         run = outage if args.outage else steady
         result = asyncio.run(run(args, broker.port, procs))
         result["load_after"] = loadavg()
@@ -449,6 +451,11 @@ def main() -> None:
     parser.add_argument("--outage-batch", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--bridge-src", type=Path, default=None)
+    parser.add_argument(
+        "--bridge-toml",
+        default="",
+        help="more bridge.toml, e.g. '[replay]\\ngroup_max_envelopes = 1' (\\n for newlines)",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument("--json", type=Path, default=None, help="append results here")
     parser.add_argument(
@@ -462,7 +469,9 @@ def main() -> None:
     for i in range(args.repeat):
         r = one_run(args, args.bridge_src)
         r["repeat"] = i + 1
-        r["bridge"] = str(args.bridge_src or "this checkout")
+        r["bridge"] = str(args.bridge_src or "this checkout") + (
+            f" with {args.bridge_toml!r}" if args.bridge_toml else ""
+        )
         print(json.dumps(r, indent=1, default=str), flush=True)
         results.append(r)
         if args.json:

@@ -430,6 +430,52 @@ def summary(
     return out
 
 
+def metric_rows(session: Session, t: Thresholds, now: datetime) -> list[dict[str, Any]]:
+    """Every gateway's figures for ``/metrics``, from the columns (no view is built).
+
+    The keys are those of :func:`cloud_bridge.fleet.gateway_view` that the
+    gauges read; at 10,000 gateways building every view took seconds per scrape.
+    """
+    g = Gateway
+    rows = session.execute(
+        select(
+            g.id,
+            health_rank(t, now),
+            g.state,
+            func.coalesce(g.heartbeat_at, g.first_seen),
+            g.heartbeat_at,
+            g.backlog,
+            g.oldest_pending_s,
+            g.pending_since,
+            g.disk_free_bytes,
+            g.replica_lag_s,
+            g.cert_expires_at,
+        ).order_by(g.id)
+    ).all()
+    out = []
+    for gid, rank, state, since, heard, backlog, oldest, pending_since, disk, lag, cert in rows:
+        pending: float | None = None
+        if heard is not None and oldest is not None:
+            fresh = state == "online" and (now - heard).total_seconds() < FRESH_S
+            pending = (
+                oldest if fresh or pending_since is None else (now - pending_since).total_seconds()
+            )
+        out.append(
+            {
+                "id": gid,
+                "health": LEVELS[int(rank)],
+                "online": state == "online",
+                "silent_s": max(0.0, (now - since).total_seconds()),
+                "backlog": backlog,
+                "oldest_pending_now_s": pending,
+                "disk_free_bytes": disk,
+                "replica_lag_s": lag,
+                "cert_expires_at": cert,
+            }
+        )
+    return out
+
+
 # --- the OpenAPI description of the parameters and the summary -------------------------------
 
 _TEXT = {"type": "string", "maxLength": MAX_TEXT}

@@ -3,7 +3,8 @@
 One registry per bridge (so several bridges in one test process never
 collide). Pipeline counters are incremented by the uplink handler as it
 works; the fleet gauges are refreshed from the database at scrape time, from
-the same :func:`cloud_bridge.fleet.gateway_view` the admin API answers with.
+the columns the fleet list filters on (:func:`cloud_bridge.fleet_query.metric_rows`,
+held to :func:`cloud_bridge.fleet.gateway_view` by a test).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from prometheus_client import (
 )
 
 from cloud_bridge.app_keys import FLEET_KEY, METRICS_KEY, RUNNER_KEY
-from cloud_bridge.fleet import LEVELS, Thresholds, all_views, parse_time
+from cloud_bridge.fleet import LEVELS, Thresholds, parse_time
+from cloud_bridge.fleet_query import metric_rows
+from cloud_bridge.models import utcnow
 
 _GW = ["gateway"]
 
@@ -184,7 +187,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
     """``GET /metrics``: the pipeline counters, and the fleet as the admin API sees it now."""
     app = request.app
     t = Thresholds.from_config(app[FLEET_KEY])
-    views = await app[RUNNER_KEY].async_tx(lambda s: all_views(s, t))
+    now = utcnow()
+    views = await app[RUNNER_KEY].async_tx(lambda s: metric_rows(s, t, now))
     metrics = app[METRICS_KEY]
     metrics.set_fleet(views)
     return web.Response(

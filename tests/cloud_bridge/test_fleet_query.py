@@ -103,6 +103,17 @@ def test_health_in_sql_is_the_health_in_python(fleet_db: Database) -> None:
                 reasons[r.code] = reasons.get(r.code, 0) + 1
         summary = fleet_query.summary(s, FleetQuery(), T, NOW)
     assert {k: v for k, v in summary["by_reason"].items() if v} == reasons
+    # /metrics reads the same figures from the columns
+    with fleet_db.session() as s:
+        views = {g.id: fleet.gateway_view(g, NOW, T) for g in s.query(Gateway)}
+        rows = fleet_query.metric_rows(s, T, NOW)
+    assert len(rows) == 240
+    for row in rows:
+        v = views[row["id"]]
+        for key in ("health", "online", "silent_s", "backlog", "disk_free_bytes", "replica_lag_s"):
+            assert row[key] == pytest.approx(v[key], abs=0.1), (row["id"], key)
+        assert row["oldest_pending_now_s"] == pytest.approx(v["oldest_pending_now_s"], abs=0.1)
+        assert fleet.parse_time(row["cert_expires_at"]) == fleet.parse_time(v["cert_expires_at"])
     assert summary["total"] == 240
     assert summary["by_health"] == {
         level: sum(1 for v in expected.values() if v == level) for level in fleet.LEVELS
