@@ -253,6 +253,46 @@ async def sample_cpu(
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
+async def api_cost(base: str, procs: list[BridgeProc], n: int = 20) -> dict[str, Any]:
+    """Before any gateway connects: wall time and the bridge's CPU per call, ``n`` calls each."""
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    out: dict[str, Any] = {}
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with (
+        aiohttp.ClientSession(cookie_jar=jar) as page_http,
+        aiohttp.ClientSession(headers=headers) as http,
+    ):
+        await sign_in(page_http, base)
+        for name, session, path in (
+            ("page", http, "/api/v1/gateways?limit=50"),
+            ("page_q", http, "/api/v1/gateways?limit=50&q=known-0004&health=critical"),
+            ("summary", http, "/api/v1/fleet/summary"),
+            ("fleet_html", page_http, "/fleet"),
+        ):
+            walls = []
+            cpu0 = procs[0].cpu_s()
+            for _ in range(n):
+                t = time.perf_counter()
+                async with session.get(base + path) as r:
+                    await r.read()
+                    assert r.status == 200, (path, r.status)
+                walls.append(time.perf_counter() - t)
+            out[name] = {
+                "bridge_cpu_ms_per_call": round((procs[0].cpu_s() - cpu0) / n * 1000, 1),
+                "p50_ms": round(pct(walls, 50) * 1000, 1),
+                "max_ms": round(max(walls) * 1000, 1),
+            }
+    return out
+
+
+async def loop_lag(stop: asyncio.Event, out: list[float]) -> None:
+    """How late this (simulator) process's event loop wakes: is the simulator keeping up?"""
+    while not stop.is_set():
+        t = time.perf_counter()
+        await asyncio.sleep(0.1)
+        out.append(time.perf_counter() - t - 0.1)
+
+
 def loadavg() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -273,6 +313,8 @@ async def connect_all(sims: list[SimGateway], at_once: bool) -> float:
 async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -> dict[str, Any]:
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
+    base = f"http://127.0.0.1:{procs[0].admin_port}"
+    idle_api = await api_cost(base, procs)
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
     connect_s = await connect_all(sims, at_once=False)
     t0 = time.monotonic()
@@ -280,10 +322,12 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
     stop = asyncio.Event()
     api: dict[str, list[float]] = {}
     cpu: dict[str, Any] = {}
-    base = f"http://127.0.0.1:{procs[0].admin_port}"
+    lag: list[float] = []
+    sim_cpu0 = time.process_time()
     side = [
         asyncio.create_task(probe_api(base, stop, api)),
         asyncio.create_task(sample_cpu(procs, stop, cpu, window)),
+        asyncio.create_task(loop_lag(stop, lag)),
     ]
     await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
     # the last batches: give them the ack timeout to be answered
@@ -292,6 +336,7 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         for s in sims:
             await s.resend_due()
         await asyncio.sleep(0.5)
+    sim_cpu_pct = (time.process_time() - sim_cpu0) / (time.monotonic() - t0) * 100
     stop.set()
     await asyncio.gather(*side)
     unanswered = sum(len(s.pending) for s in sims)
@@ -313,7 +358,10 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         "unanswered_batches": unanswered,
         "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
         "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
+        "simulator_cpu_pct": round(sim_cpu_pct, 1),
+        "simulator_loop_lag_p99_ms": round(pct(lag, 99) * 1000, 1),
         "api": summarize(api),
+        "api_idle": idle_api,
         "stats": stats,
     }
 
