@@ -19,7 +19,7 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
 MAX_EXPRESSION = 2_000  # characters of one expression
@@ -281,6 +281,7 @@ _DATETIME = re.compile(
     r"^\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\s*$"
 )
 _EPOCH = date(1970, 1, 1)
+_EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def to_number(v: Value) -> float:
@@ -306,7 +307,8 @@ def to_number(v: Value) -> float:
             return math.nan
         if when.tzinfo is None:
             when = when.replace(tzinfo=UTC)
-        return when.timestamp() / 86400
+        # Whole milliseconds over a day's, the same division JavaScript's Date makes.
+        return ((when - _EPOCH_UTC) // timedelta(milliseconds=1)) / 86_400_000
     return math.nan
 
 
@@ -458,7 +460,10 @@ def _call(name: str, args: Sequence[Node], scope: Scope) -> Value:
         return scope.today()
     if name == "sum":
         items = vals[0] if isinstance(vals[0], list) else [vals[0]]
-        return math.fsum(to_number(i) for i in items) if items else 0.0
+        total = 0.0
+        for item in items:  # left to right, as JavaScript adds (not fsum)
+            total += to_number(item)
+        return total
     if name == "count":
         return float(len(vals[0])) if isinstance(vals[0], list) else 1.0
     if name == "position":

@@ -618,6 +618,16 @@ function screenActivity(id) {
         clearTimeout(workTimer);
         workTimer = setTimeout(keepWork, 400);
       },
+      // The summary follows the answers: a fixed problem leaves it at once.
+      onProblems: (list) => {
+        const box = $("#problems");
+        if (!box || box.hidden || !box.dataset.lead) return;
+        if (!list.length) {
+          box.hidden = true;
+          return;
+        }
+        showProblemSummary(box, box.dataset.lead, list);
+      },
     });
   };
 
@@ -665,8 +675,10 @@ function screenActivity(id) {
       box.hidden = false;
       box.className = "alert alert-error";
       const lead = status === "draft" ? t("activity.fix_before_saving") : t("activity.fix_before_completing");
-      box.replaceChildren(el("strong", { text: lead }), el("ul", {}, ...problems.map((p) => el("li", { text: p.message }))));
-      box.focus();
+      box.dataset.lead = lead;
+      showProblemSummary(box, lead, problems);
+      // The summary is an alert (read out); the first field to fix takes the focus.
+      if (!ctl.focusFirstProblem()) box.focus();
       return;
     }
     box.hidden = true;
@@ -706,6 +718,13 @@ function screenActivity(id) {
   const redraw = () => draw(false);
   current = redraw;
   draw(true);
+}
+
+function showProblemSummary(box, lead, problems) {
+  const items = problems.map((p) => p.message);
+  const now = [...box.querySelectorAll("li")].map((li) => li.textContent);
+  if (now.length === items.length && now.every((m, i) => m === items[i])) return;
+  box.replaceChildren(el("strong", { text: lead }), el("ul", {}, ...items.map((m) => el("li", { text: m }))));
 }
 
 async function nextSeq(activityId) {

@@ -1,11 +1,16 @@
 // A form rendered from its definition (outpost/forms.py): every field type,
-// child tables with rows added and removed, photos and signatures.
+// child tables with rows added and removed, photos and signatures, groups as
+// sections, labels and hints in the phone's language, and the form's logic
+// live (formlogic.js): relevance shows and hides fields (a hidden field's
+// answer is dropped), calculations fill their fields, and required-if and
+// constraint messages appear and disappear as the crew answers.
 //
 // The form works on a plain model {record: {...}, tables: {name: [row, ...]}}
 // that is updated as the crew types; `collect()` returns the envelope's
 // record/tables/attachments and the problems to fix first.
 
-import { t } from "./i18n.js";
+import { pick, t } from "./i18n.js";
+import { FormState, isMissing, storedCalculation } from "./formlogic.js";
 import { signaturePad } from "./signature.js";
 
 let uid = 0;
@@ -43,17 +48,25 @@ function localInputToIso(value) {
   return Number.isNaN(d.getTime()) ? null : d.toISOString();
 }
 
-function problemFor(field, value, label) {
-  if (value === null || value === undefined || value === "") {
-    return field.required ? t("form.is_required", { label }) : null;
-  }
+/** The field's label in the phone's language (else one derived from its name). */
+export const labelOf = (item) => pick(item.label) || humanize(item.name);
+
+/** This phone's date, as today() reads it. */
+export function localToday() {
+  const d = new Date();
+  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}`;
+}
+
+// Fields whose value is computed, never typed (shown read-only).
+const computed = (field) => !!field.calculation;
+
+function typeProblem(field, value, label) {
+  if (value === null || value === undefined || value === "") return null;
   switch (field.type) {
     case "number":
       return typeof value === "number" && Number.isFinite(value) ? null : t("form.must_be_number", { label });
     case "integer":
       return Number.isInteger(value) ? null : t("form.must_be_integer", { label });
-    case "text":
-      return field.required && !String(value).trim() ? t("form.is_required", { label }) : null;
     default:
       return null;
   }
@@ -70,20 +83,42 @@ export function renderForm(container, form, opts) {
     record: { ...(opts.data?.record || {}) },
     tables: {},
   };
+  // A default fills a field the form has never stored (a saved answer, even
+  // an empty one, is kept).
+  const withDefaults = (fields, row) => {
+    if (readOnly) return row;
+    for (const f of fields) {
+      if (!(f.name in row) && f.default !== undefined && f.default !== null) row[f.name] = f.default;
+    }
+    return row;
+  };
+  withDefaults(form.fields || [], model.record);
   // Values the crew typed that do not parse (e.g. "12,5," in a number) are kept
   // apart so the form can say so instead of silently dropping them.
   const bad = new Map();
   for (const tbl of form.tables || []) {
     model.tables[tbl.name] = (opts.data?.tables?.[tbl.name] || []).map((r) => ({ ...r }));
   }
-  const changed = () => opts.onChange && opts.onChange();
+  // Every control on screen, by its key ("name" or "table.row.name").
+  const controls = new Map();
+  let checkingComplete = false; // "Mark completed" was pressed: required ones count too
+  let logic = null;
+  const changed = () => {
+    refresh();
+    if (opts.onChange) opts.onChange();
+  };
 
   function fieldControl(field, row, where, label) {
     const id = nextId("f");
     const errId = `${id}-err`;
+    const hintText = pick(field.hint);
+    const hintId = hintText ? `${id}-hint` : null;
+    const described = hintId ? `${hintId} ${errId}` : errId;
     const wrap = el("div", { class: `field field-${field.type}`, "data-field": `${where}${field.name}` });
-    const reqMark = field.required ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
+    const reqMark = field.required === true ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
+    const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText }) : null;
     const value = row[field.name];
+    const locked = readOnly || !!field.read_only || computed(field);
     const setValue = (v) => {
       row[field.name] = v;
       changed();
@@ -91,14 +126,15 @@ export function renderForm(container, form, opts) {
     const common = {
       id,
       name: `${where}${field.name}`,
-      "aria-describedby": errId,
-      "aria-required": field.required ? "true" : null,
-      disabled: readOnly,
+      "aria-describedby": described,
+      "aria-required": field.required === true ? "true" : null,
+      disabled: locked,
     };
+    const optionText = (o) => pick(field.option_labels?.[o]) || o;
 
-    const group = (legendText, ...controls) => {
-      const fs = el("fieldset", { class: "choices", "aria-describedby": errId });
-      fs.append(el("legend", {}, legendText, reqMark), el("div", { class: "choice-row" }, ...controls));
+    const group = (legendText, ...items) => {
+      const fs = el("fieldset", { class: "choices", "aria-describedby": described });
+      fs.append(el("legend", {}, legendText, reqMark), hint, el("div", { class: "choice-row" }, ...items));
       return fs;
     };
 
@@ -116,7 +152,7 @@ export function renderForm(container, form, opts) {
               name,
               value: String(v),
               checked: value === v,
-              disabled: readOnly,
+              disabled: locked,
               onchange: () => setValue(v),
             }),
             el("span", { text }),
@@ -140,23 +176,77 @@ export function renderForm(container, form, opts) {
                 name,
                 value: o,
                 checked: value === o,
-                disabled: readOnly,
+                disabled: locked,
                 onchange: () => setValue(o),
               }),
-              el("span", { text: o }),
+              el("span", { text: optionText(o) }),
             );
           });
           wrap.append(group(label, ...radios));
         } else {
           const select = el("select", { ...common, onchange: (e) => setValue(e.target.value || null) });
           select.append(el("option", { value: "", text: t("form.choose") }));
-          for (const o of options) select.append(el("option", { value: o, text: o, selected: value === o }));
-          wrap.append(el("label", { for: id }, label, reqMark), select);
+          for (const o of options) select.append(el("option", { value: o, text: optionText(o), selected: value === o }));
+          wrap.append(el("label", { for: id }, label, reqMark), hint, select);
         }
         break;
       }
+      case "multichoice": {
+        const options = field.options || [];
+        const chosen = new Set(Array.isArray(value) ? value : []);
+        const boxes = options.map((o) => {
+          const cid = nextId("m");
+          return el(
+            "label",
+            { class: "choice choice-multi", for: cid },
+            el("input", {
+              type: "checkbox",
+              id: cid,
+              value: o,
+              checked: chosen.has(o),
+              disabled: locked,
+              onchange: (e) => {
+                if (e.target.checked) chosen.add(o);
+                else chosen.delete(o);
+                const list = options.filter((x) => chosen.has(x));
+                setValue(list.length ? list : null);
+              },
+            }),
+            el("span", { text: optionText(o) }),
+          );
+        });
+        wrap.append(group(label, ...boxes));
+        break;
+      }
+      case "acknowledge": {
+        const cid = nextId("a");
+        wrap.append(
+          el(
+            "label",
+            { class: "choice choice-multi acknowledge", for: cid },
+            el("input", {
+              type: "checkbox",
+              id: cid,
+              name: `${where}${field.name}`,
+              checked: value === true,
+              disabled: locked,
+              "aria-describedby": described,
+              onchange: (e) => setValue(e.target.checked ? true : null),
+            }),
+            el("span", {}, label, reqMark),
+          ),
+          hint,
+        );
+        break;
+      }
+      case "note":
+        wrap.append(el("p", { class: "note-text", text: label }), hint);
+        break;
+      case "calculate":
+        wrap.hidden = true; // a calculate holds a value for the logic; it is not shown (ODK)
+        break;
       case "attachment":
-        wrap.append(photoControl(field, value, label, reqMark, setValue, id, errId));
+        wrap.append(photoControl(field, value, label, reqMark, setValue, id, errId, locked));
         break;
       case "signature": {
         const holder = el("div", { class: "sig-holder" });
@@ -164,7 +254,7 @@ export function renderForm(container, form, opts) {
         const mount = (url) => {
           const padCtl = signaturePad({
             label,
-            readOnly,
+            readOnly: locked,
             imageUrl: url,
             onDone: async (blob) => {
               setValue(blob ? await opts.storeBlob(blob) : null);
@@ -215,19 +305,39 @@ export function renderForm(container, form, opts) {
           input = el("input", { ...common, type: "datetime-local" });
           input.value = value ? isoToLocalInput(value) : "";
           input.addEventListener("input", () => setValue(input.value ? localInputToIso(input.value) : null));
+        } else if (field.type === "time") {
+          input = el("input", { ...common, type: "time" });
+          input.value = value ?? "";
+          input.addEventListener("input", () => setValue(input.value || null));
         } else {
           input = el("input", { ...common, type: "text" });
           input.value = value ?? "";
           input.addEventListener("input", () => setValue(input.value || null));
         }
-        wrap.append(el("label", { for: id }, label, reqMark), input);
+        wrap.append(el("label", { for: id }, label, reqMark), hint, input);
       }
     }
     wrap.append(el("p", { class: "field-error", id: errId, "aria-live": "polite" }));
     return wrap;
   }
 
-  function photoControl(field, value, label, reqMark, setValue, id, errId) {
+  /** Draw a field and remember it (key, where it lives) for the logic. */
+  function placeField(field, row, where, label, table, index) {
+    const key = `${where}${field.name}`;
+    const entry = { field, row, where, label, table, index, wrap: fieldControl(field, row, where, label) };
+    controls.set(key, entry);
+    return entry.wrap;
+  }
+
+  /** Redraw one control from the model (a dropped or recomputed answer). */
+  function redrawField(entry) {
+    const fresh = fieldControl(entry.field, entry.row, entry.where, entry.label);
+    fresh.hidden = entry.wrap.hidden;
+    entry.wrap.replaceWith(fresh);
+    entry.wrap = fresh;
+  }
+
+  function photoControl(field, value, label, reqMark, setValue, id, errId, locked = readOnly) {
     const box = el("div", { class: "photo" });
     const preview = el("div", { class: "photo-preview" });
     const show = (sha) => {
@@ -246,8 +356,9 @@ export function renderForm(container, form, opts) {
       }
     };
     show(value);
-    box.append(el("p", { class: "label", id: `${id}-label` }, label, reqMark), preview);
-    if (!readOnly) {
+    const hintText = pick(field.hint);
+    box.append(el("p", { class: "label", id: `${id}-label` }, label, reqMark), hintText ? el("p", { class: "hint", text: hintText }) : null, preview);
+    if (!locked) {
       const input = el("input", {
         type: "file",
         id,
@@ -281,14 +392,18 @@ export function renderForm(container, form, opts) {
     return box;
   }
 
+  const tableSections = new Map();
+
   function tableSection(table) {
     const rows = model.tables[table.name];
-    const title = table.label || humanize(table.name);
+    const title = labelOf(table);
     const section = el("section", { class: "table", "aria-label": title, "data-table": table.name });
     const list = el("div", { class: "rows" });
-    section.append(el("h3", { text: title }), list);
+    const hintText = pick(table.hint);
+    section.append(el("h3", { text: title }), hintText ? el("p", { class: "hint", text: hintText }) : null, list);
 
     function redraw() {
+      for (const key of [...controls.keys()]) if (key.startsWith(`${table.name}.`)) controls.delete(key);
       list.replaceChildren();
       if (!rows.length) list.append(el("p", { class: "muted", text: t("form.no_rows") }));
       rows.forEach((row, i) => {
@@ -296,7 +411,7 @@ export function renderForm(container, form, opts) {
         const fs = el("fieldset", { class: "row-card", "data-row": String(i + 1) });
         fs.append(el("legend", { text: legend }));
         for (const f of table.fields) {
-          fs.append(fieldControl(f, row, `${table.name}.${i}.`, f.label || humanize(f.name)));
+          fs.append(placeField(f, row, `${table.name}.${i}.`, labelOf(f), table.name, i));
         }
         if (!readOnly) {
           fs.append(
@@ -307,8 +422,8 @@ export function renderForm(container, form, opts) {
               "aria-label": t("form.remove_row_label", { row: legend }),
               onclick: () => {
                 rows.splice(i, 1);
-                changed();
                 redraw();
+                changed();
               },
             }),
           );
@@ -324,70 +439,169 @@ export function renderForm(container, form, opts) {
           class: "btn btn-secondary add-row",
           text: t("form.add_row", { table: title.toLowerCase() }),
           onclick: () => {
-            rows.push({});
-            changed();
+            rows.push(withDefaults(table.fields, {}));
             redraw();
+            changed();
             const cards = list.querySelectorAll(".row-card");
-            const first = cards[cards.length - 1]?.querySelector("input, select, textarea");
+            const first = cards[cards.length - 1]?.querySelector("input:not([disabled]), select, textarea");
             if (first) first.focus();
           },
         }),
       );
     }
+    tableSections.set(table.name, { section, redraw });
     return section;
   }
 
+  // Groups are sections on screen, placed where their first item comes.
+  const groupDefs = new Map((form.groups || []).map((g) => [g.name, g]));
+  const groupSections = new Map();
   const formEl = el("div", { class: "form-body" });
+  const holderFor = (groupName) => {
+    if (!groupName || !groupDefs.has(groupName)) return formEl;
+    let g = groupSections.get(groupName);
+    if (!g) {
+      const def = groupDefs.get(groupName);
+      const hid = nextId("g");
+      const body = el("div", { class: "group-body" });
+      const section = el(
+        "section",
+        { class: "group", "data-group": groupName, "aria-labelledby": hid },
+        el("h2", { id: hid, text: labelOf(def) }),
+        body,
+      );
+      formEl.append(section);
+      g = { section, body };
+      groupSections.set(groupName, g);
+    }
+    return g.body;
+  };
   for (const f of form.fields || []) {
-    formEl.append(fieldControl(f, model.record, "", f.label || humanize(f.name)));
+    holderFor(f.group).append(placeField(f, model.record, "", labelOf(f), null, 0));
   }
-  for (const tbl of form.tables || []) formEl.append(tableSection(tbl));
+  for (const tbl of form.tables || []) holderFor(tbl.group).append(tableSection(tbl));
   container.replaceChildren(formEl);
 
-  function showProblems(list) {
-    for (const p of formEl.querySelectorAll(".field-error")) p.textContent = "";
-    for (const inv of formEl.querySelectorAll("[aria-invalid]")) inv.removeAttribute("aria-invalid");
-    for (const { key, message } of list) {
-      const wrap = formEl.querySelector(`[data-field="${CSS.escape(key)}"]`);
-      if (!wrap) continue;
-      wrap.querySelector(".field-error").textContent = message;
-      const input = wrap.querySelector("input, select, textarea, fieldset");
-      if (input) input.setAttribute("aria-invalid", "true");
+  /** Run the logic over the model: show/hide, drop hidden answers, fill calculations. */
+  function applyLogic() {
+    logic = new FormState(form, model.record, model.tables, localToday());
+    for (const [name, g] of groupSections) g.section.hidden = logic.groupRelevant[name] === false;
+    for (const tbl of form.tables || []) {
+      const ts = tableSections.get(tbl.name);
+      const shown = logic.tableRelevant[tbl.name] !== false;
+      ts.section.hidden = !shown;
+      if (!shown && model.tables[tbl.name].length && !readOnly) {
+        model.tables[tbl.name].length = 0; // a hidden table keeps no rows
+        ts.redraw();
+      }
+    }
+    for (const entry of controls.values()) {
+      const { field, row, table, index } = entry;
+      const rel = logic.relevant(field.name, table, index);
+      entry.wrap.hidden = !rel || field.type === "calculate";
+      if (readOnly) continue;
+      if (!rel) {
+        if (row[field.name] !== null && row[field.name] !== undefined) {
+          row[field.name] = null; // the answer of a hidden field is not kept
+          redrawField(entry);
+        }
+      } else if (field.calculation) {
+        const want = storedCalculation(field, logic.value(field.name, table, index));
+        if (row[field.name] !== want && !(row[field.name] == null && want == null)) {
+          row[field.name] = want;
+          if (field.type !== "calculate") redrawField(entry);
+        }
+      }
     }
   }
+
+  /** Problems as they stand: answered fields always, required ones after "Mark completed". */
+  function currentProblems(complete) {
+    const problems = [];
+    for (const [input, message] of bad) {
+      if (input.isConnected) problems.push({ key: input.name, message });
+    }
+    const badKeys = new Set(problems.map((p) => p.key));
+    for (const [key, entry] of controls) {
+      const { field, row, table, index } = entry;
+      if (badKeys.has(key) || field.type === "note" || computed(field)) continue;
+      if (!logic.relevant(field.name, table, index)) continue;
+      const v = row[field.name] ?? null;
+      const label = table === null ? entry.label : `${t("form.row", { table: labelOf((form.tables || []).find((x) => x.name === table)), n: index + 1 })}: ${entry.label}`;
+      const typed = typeProblem(field, v, label);
+      if (typed) {
+        problems.push({ key, message: typed });
+        continue;
+      }
+      const missing = isMissing(v);
+      if (missing) {
+        if (complete && field.required && logic.required(field, table, index)) {
+          problems.push({ key, message: pick(field.required_message) || t("form.is_required", { label }), required: true });
+        }
+      } else if (!logic.allowed(field, table, index)) {
+        problems.push({ key, message: pick(field.constraint_message) || t("form.not_allowed", { label }) });
+      }
+    }
+    return problems;
+  }
+
+  function showProblems(list) {
+    const byKey = new Map();
+    for (const p of list) if (!byKey.has(p.key)) byKey.set(p.key, p.message);
+    for (const [key, entry] of controls) {
+      const message = byKey.get(key) || "";
+      const err = entry.wrap.querySelector(".field-error");
+      if (err && err.textContent !== message) err.textContent = message;
+      const input = entry.wrap.querySelector("input, select, textarea, fieldset");
+      if (!input) continue;
+      if (message) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+    }
+  }
+
+  function refresh() {
+    applyLogic();
+    const list = currentProblems(checkingComplete);
+    showProblems(list);
+    if (opts.onProblems) opts.onProblems(list);
+  }
+  applyLogic();
 
   return {
     /** The envelope content, plus problems (required ones only when `complete`). */
     collect(complete) {
-      const problems = [];
+      checkingComplete = complete;
+      applyLogic();
+      const problems = currentProblems(complete);
+      showProblems(problems);
       const attachments = new Set();
-      const check = (fields, row, where, prefix) => {
+      const pickRow = (fields, row, table, index) => {
         const out = {};
         for (const f of fields) {
-          const v = row[f.name] ?? null;
-          const label = `${prefix}${f.label || humanize(f.name)}`;
-          const p = problemFor(f, v, label);
-          if (p && (complete || v !== null)) {
-            problems.push({ key: `${where}${f.name}`, message: p, required: v === null });
-          }
+          const asked = logic.relevant(f.name, table, index);
+          const v = asked && f.type !== "note" ? row[f.name] ?? null : null;
           if ((f.type === "attachment" || f.type === "signature") && v) attachments.add(v);
           out[f.name] = v;
         }
         return out;
       };
-      for (const [input, message] of bad) {
-        if (input.isConnected) problems.push({ key: input.name, message });
-      }
-      const record = check(form.fields || [], model.record, "", "");
+      const record = pickRow(form.fields || [], model.record, null, 0);
       const tables = {};
       for (const tbl of form.tables || []) {
-        const title = tbl.label || humanize(tbl.name);
-        tables[tbl.name] = model.tables[tbl.name].map((row, i) =>
-          check(tbl.fields, row, `${tbl.name}.${i}.`, `${t("form.row", { table: title, n: i + 1 })}: `),
-        );
+        tables[tbl.name] = model.tables[tbl.name].map((row, i) => pickRow(tbl.fields, row, tbl.name, i));
       }
-      showProblems(problems);
       return { record, tables, attachments: [...attachments], problems };
+    },
+    /** Move to the first field with a problem (after "Mark completed" found some). */
+    focusFirstProblem() {
+      const wrap = formEl.querySelector("[aria-invalid=true]")?.closest("[data-field]");
+      const target = wrap && wrap.querySelector("input:not([disabled]), select, textarea, canvas, button, label.btn");
+      if (target) {
+        target.focus();
+        target.scrollIntoView({ block: "center" });
+        return true;
+      }
+      return false;
     },
     /** The form as it stands (for the copy kept on this phone). */
     snapshot() {

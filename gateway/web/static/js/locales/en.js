@@ -242,6 +242,7 @@ export default {
   "form.is_required": "{label} is required.",
   "form.must_be_number": "{label} must be a number.",
   "form.must_be_integer": "{label} must be a whole number.",
+  "form.not_allowed": "{label}: this answer is not allowed.",
 
   "sig.alt": "{label}: signature",
   "sig.none": "Not signed.",

@@ -241,6 +241,7 @@ export default {
   "form.is_required": "{label} es obligatorio.",
   "form.must_be_number": "{label} debe ser un número.",
   "form.must_be_integer": "{label} debe ser un número entero.",
+  "form.not_allowed": "{label}: esta respuesta no está permitida.",
 
   "sig.alt": "{label}: firma",
   "sig.none": "Sin firmar.",

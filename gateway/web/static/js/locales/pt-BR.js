@@ -241,6 +241,7 @@ export default {
   "form.is_required": "{label} é obrigatório.",
   "form.must_be_number": "{label} deve ser um número.",
   "form.must_be_integer": "{label} deve ser um número inteiro.",
+  "form.not_allowed": "{label}: esta resposta não é permitida.",
 
   "sig.alt": "{label}: assinatura",
   "sig.none": "Não assinado.",
