@@ -55,7 +55,8 @@ async (cases) => {
       const parts = key.split(".");
       values[key] = parts.length === 3 ? st.rows[parts[0]][Number(parts[1])][parts[2]] : st.top[key];
     }
-    return {name: c.name, hidden: hidden.sort(), values};
+    const valid = logic.logicProblems(st, form, c.record, c.tables, true).length === 0;
+    return {name: c.name, hidden: hidden.sort(), values, valid};
   });
   return {exprs, states};
 }
@@ -77,6 +78,8 @@ def test_the_web_apps_evaluator_gives_every_expected_value(
     for case, got in zip(CASES["states"], out["states"], strict=True):
         if got["hidden"] != sorted(case["hidden"]):
             wrong.append(f"{case['name']}: hidden {got['hidden']} != {sorted(case['hidden'])}")
+        if got["valid"] != case["valid"]:
+            wrong.append(f"{case['name']}: valid {got['valid']} != {case['valid']}")
         if got["values"] != case["values"]:
             wrong.append(f"{case['name']}: values {got['values']} != {case['values']}")
     assert not wrong, "\n".join(wrong)

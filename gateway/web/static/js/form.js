@@ -10,7 +10,7 @@
 // record/tables/attachments and the problems to fix first.
 
 import { pick, t } from "./i18n.js";
-import { FormState, isMissing, storedCalculation } from "./formlogic.js";
+import { FormState, logicProblems, storedCalculation } from "./formlogic.js";
 import { signaturePad } from "./signature.js";
 
 let uid = 0;
@@ -522,25 +522,32 @@ export function renderForm(container, form, opts) {
       if (input.isConnected) problems.push({ key: input.name, message });
     }
     const badKeys = new Set(problems.map((p) => p.key));
+    const labelFor = (key, field, table, index) => {
+      const entry = controls.get(key);
+      const label = entry ? entry.label : labelOf(field);
+      if (table === null) return label;
+      const tbl = (form.tables || []).find((x) => x.name === table);
+      return `${t("form.row", { table: labelOf(tbl), n: index + 1 })}: ${label}`;
+    };
     for (const [key, entry] of controls) {
       const { field, row, table, index } = entry;
-      if (badKeys.has(key) || field.type === "note" || computed(field)) continue;
-      if (!logic.relevant(field.name, table, index)) continue;
-      const v = row[field.name] ?? null;
-      const label = table === null ? entry.label : `${t("form.row", { table: labelOf((form.tables || []).find((x) => x.name === table)), n: index + 1 })}: ${entry.label}`;
-      const typed = typeProblem(field, v, label);
+      if (field.type === "note" || computed(field) || !logic.relevant(field.name, table, index)) continue;
+      const typed = typeProblem(field, row[field.name] ?? null, labelFor(key, field, table, index));
       if (typed) {
         problems.push({ key, message: typed });
-        continue;
+        badKeys.add(key);
       }
-      const missing = isMissing(v);
-      if (missing) {
-        if (complete && field.required && logic.required(field, table, index)) {
-          problems.push({ key, message: pick(field.required_message) || t("form.is_required", { label }), required: true });
-        }
-      } else if (!logic.allowed(field, table, index)) {
-        problems.push({ key, message: pick(field.constraint_message) || t("form.not_allowed", { label }) });
-      }
+    }
+    // Hidden answers were dropped and calculations filled in (applyLogic), so
+    // what is left is what the crew must fix: required ones and constraints.
+    for (const p of logicProblems(logic, form, model.record, model.tables, complete, (k) => badKeys.has(k))) {
+      if (p.kind !== "required" && p.kind !== "constraint") continue;
+      const label = labelFor(p.key, p.field, p.table, p.index);
+      const message =
+        p.kind === "required"
+          ? pick(p.field.required_message) || t("form.is_required", { label })
+          : pick(p.field.constraint_message) || t("form.not_allowed", { label });
+      problems.push({ key: p.key, message, required: p.kind === "required" });
     }
     return problems;
   }

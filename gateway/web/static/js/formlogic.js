@@ -168,3 +168,56 @@ export function usesLogic(form) {
     all.some((f) => f.relevant || f.constraint || f.calculation || typeof f.required === "string")
   );
 }
+
+function sameAsComputed(field, value, text) {
+  if (text === "") return value === null || value === undefined || value === "";
+  if (field.type === "number" || field.type === "integer") {
+    return typeof value === "number" && numberString(value) === text;
+  }
+  return value === text;
+}
+
+/**
+ * The logic's problems with answers (as outpost/forms.py _check_logic_row):
+ * [{key, field, table, index, kind}] with kind "hidden" (an answer to a hidden
+ * field), "required", "constraint" or "calculation". `skip(key)`: keys whose
+ * type is already wrong.
+ */
+export function logicProblems(state, form, record, tables, complete, skip = () => false) {
+  const out = [];
+  const rowChecks = (fields, row, table, index, where) => {
+    for (const f of fields) {
+      const key = `${where}${f.name}`;
+      if (skip(key)) continue;
+      const value = row[f.name] ?? null;
+      if (!state.relevant(f.name, table, index)) {
+        if (value !== null) out.push({ key, field: f, table, index, kind: "hidden" });
+        continue;
+      }
+      if (f.calculation) {
+        if ((complete || value !== null) && !sameAsComputed(f, value, state.value(f.name, table, index))) {
+          out.push({ key, field: f, table, index, kind: "calculation" });
+        }
+        continue;
+      }
+      const missing = isMissing(value);
+      if (complete && f.required && missing && state.required(f, table, index)) {
+        out.push({ key, field: f, table, index, kind: "required" });
+        continue;
+      }
+      if (f.constraint && !missing && !state.allowed(f, table, index)) {
+        out.push({ key, field: f, table, index, kind: "constraint" });
+      }
+    }
+  };
+  rowChecks(form.fields || [], record, null, 0, "");
+  for (const t of form.tables || []) {
+    const rows = tables[t.name] || [];
+    if (state.tableRelevant[t.name] === false) {
+      if (rows.length) out.push({ key: t.name, field: null, table: t.name, index: 0, kind: "hidden" });
+      continue;
+    }
+    rows.forEach((row, i) => rowChecks(t.fields, row, t.name, i, `${t.name}.${i}.`));
+  }
+  return out;
+}
