@@ -103,7 +103,7 @@ def test_logic_shows_hides_refuses_clears_and_sends_what_was_entered(
     error = _field(page, "reading").locator(".field-error")
     expect(error).to_have_text("A reading is between 0 and 500.")
     expect(reading).to_have_attribute("aria-invalid", "true")
-    crew.screenshot("20-form-logic-constraint")
+    crew.screenshot("20-form-logic-constraint", scroll_to="[data-field=has_power]")
     reading.fill("230.5")
     expect(error).to_have_text("")
     expect(reading).not_to_have_attribute("aria-invalid", "true")
@@ -185,4 +185,4 @@ def test_a_portuguese_phone_reads_the_forms_portuguese(
     expect(_field(page, "reading").locator(".field-error")).to_have_text(
         "Uma leitura fica entre 0 e 500."
     )
-    crew.screenshot("22-form-logic-pt-BR")
+    crew.screenshot("22-form-logic-pt-BR", scroll_to="[data-field=hazard]")

@@ -131,7 +131,7 @@ function renderNav() {
       extra,
     );
   const count = waiting + rejected;
-  const siteTab = isSiteLead() ? link("#/site", t("nav.site")) : null;
+  const siteTab = isSiteLead() ? link("#/site", t("nav.site")) : ""; // replaceChildren() writes null as "null"
   nav.replaceChildren(
     link("#/activities", t("nav.activities")),
     link(

@@ -116,7 +116,7 @@ export function renderForm(container, form, opts) {
     const described = hintId ? `${hintId} ${errId}` : errId;
     const wrap = el("div", { class: `field field-${field.type}`, "data-field": `${where}${field.name}` });
     const reqMark = field.required === true ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
-    const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText }) : null;
+    const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText }) : ""; // DOM append() writes null as "null"
     const value = row[field.name];
     const locked = readOnly || !!field.read_only || computed(field);
     const setValue = (v) => {
@@ -357,7 +357,7 @@ export function renderForm(container, form, opts) {
     };
     show(value);
     const hintText = pick(field.hint);
-    box.append(el("p", { class: "label", id: `${id}-label` }, label, reqMark), hintText ? el("p", { class: "hint", text: hintText }) : null, preview);
+    box.append(el("p", { class: "label", id: `${id}-label` }, label, reqMark), hintText ? el("p", { class: "hint", text: hintText }) : "", preview);
     if (!locked) {
       const input = el("input", {
         type: "file",
@@ -400,7 +400,7 @@ export function renderForm(container, form, opts) {
     const section = el("section", { class: "table", "aria-label": title, "data-table": table.name });
     const list = el("div", { class: "rows" });
     const hintText = pick(table.hint);
-    section.append(el("h3", { text: title }), hintText ? el("p", { class: "hint", text: hintText }) : null, list);
+    section.append(el("h3", { text: title }), hintText ? el("p", { class: "hint", text: hintText }) : "", list);
 
     function redraw() {
       for (const key of [...controls.keys()]) if (key.startsWith(`${table.name}.`)) controls.delete(key);
