@@ -151,6 +151,9 @@ def test_admin_crew_and_dispatcher_take_an_activity_offline(
     expect(log.locator('tr[data-action="activity.dispatch"]')).to_contain_text("dina")
     expect(log.locator('tr[data-action="activity.approve"]')).to_contain_text("cruz")
     expect(log.locator('tr[data-action="user.create"]').first).to_contain_text("127.0.0.1")
+    expect(log.locator('tr[data-action="type.create"] a')).to_have_attribute(
+        "href", "/types/inspection"
+    )
     ada.screenshot("audit")
     ada.go("/account")
     ada.page.get_by_label("Name").fill("nightly report")
