@@ -330,13 +330,14 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         asyncio.create_task(loop_lag(stop, lag)),
     ]
     await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
-    # the last batches: give them the ack timeout to be answered
-    deadline = time.monotonic() + 2 * args.ack_timeout
-    while any(s.pending for s in sims) and time.monotonic() < deadline:
+    # what is still unanswered: wait (resending per ack timeout) up to --drain-timeout
+    sim_cpu_pct = (time.process_time() - sim_cpu0) / (time.monotonic() - t0) * 100
+    end = time.monotonic()
+    while any(s.pending for s in sims) and time.monotonic() < end + args.drain_timeout:
         for s in sims:
             await s.resend_due()
         await asyncio.sleep(0.5)
-    sim_cpu_pct = (time.process_time() - sim_cpu0) / (time.monotonic() - t0) * 100
+    drained_after_s = time.monotonic() - end
     stop.set()
     await asyncio.gather(*side)
     unanswered = sum(len(s.pending) for s in sims)
@@ -356,6 +357,7 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         "resends": stats.resends,
         "deferred": stats.deferred,
         "unanswered_batches": unanswered,
+        "drain_after_stop_s": round(drained_after_s, 1),
         "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
         "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
         "simulator_cpu_pct": round(sim_cpu_pct, 1),
@@ -494,6 +496,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60, help="steady window, seconds")
     parser.add_argument("--warmup", type=float, default=20)
     parser.add_argument("--ack-timeout", type=float, default=30.0)
+    parser.add_argument(
+        "--drain-timeout", type=float, default=180, help="after the window: wait this long"
+    )
     parser.add_argument("--outage", action="store_true")
     parser.add_argument("--backlog", type=int, default=100)
     parser.add_argument("--outage-batch", type=int, default=50)
