@@ -16,7 +16,7 @@ import math
 import re
 from datetime import UTC as _UTC
 from datetime import date, datetime, time
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -246,6 +246,15 @@ class FormDefinition(_Strict):
 
     def message_language(self) -> str | None:
         return self.default_language or (self.languages[0] if self.languages else None)
+
+    @cached_property
+    def has_logic(self) -> bool:
+        """Any relevance, calculation, constraint or required-if (else a plain, faster check)."""
+        return _uses_logic(self)
+
+    @cached_property
+    def reads_today(self) -> bool:
+        return _uses_today(self)
 
 
 def _check_references(form: FormDefinition) -> None:
@@ -621,6 +630,37 @@ def _uses_logic(form: FormDefinition) -> bool:
     )
 
 
+def _required_problems(
+    form: FormDefinition,
+    record: dict[str, Any],
+    tables: dict[str, Any],
+    complete: bool,
+    bad: set[str],
+) -> list[str]:
+    """A form without logic: only the plain required answers (what FormState would find)."""
+    if not complete:
+        return []
+    lang = form.message_language()
+    out: list[str] = []
+
+    def check(fields: list[FormField], row: dict[str, Any], where: str) -> None:
+        for f in fields:
+            if (
+                f.required is True
+                and f"{where}{f.name}" not in bad
+                and _missing(f, row.get(f.name))
+            ):
+                message = text_of(f.required_message, lang)
+                label = f"{where}{f.name!r}"
+                out.append(f"{label}: {message}" if message else f"{label} is required")
+
+    check(form.fields, record, "field ")
+    for t in form.tables:
+        for i, row in enumerate(tables.get(t.name) or []):
+            check(t.fields, row, f"{t.name} row {i + 1} field ")
+    return out
+
+
 def _uses_today(form: FormDefinition) -> bool:
     exprs = [
         e
@@ -726,8 +766,10 @@ def validate_submission(
     if not shaped:
         return problems  # the logic reads rows of answers; fix the shape first
     day = today or datetime.now(tz=_UTC).date()
+    if not form.has_logic:
+        return problems + _required_problems(form, record, tables, complete, bad)
     found = _logic_problems(form, record, tables, complete, day, bad)
-    if found and _uses_today(form):
+    if found and form.reads_today:
         for other in (day.fromordinal(day.toordinal() - 1), day.fromordinal(day.toordinal() + 1)):
             if not _logic_problems(form, record, tables, complete, other, bad):
                 return problems

@@ -103,7 +103,7 @@ def test_logic_shows_hides_refuses_clears_and_sends_what_was_entered(
     error = _field(page, "reading").locator(".field-error")
     expect(error).to_have_text("A reading is between 0 and 500.")
     expect(reading).to_have_attribute("aria-invalid", "true")
-    crew.screenshot("20-form-logic-constraint", scroll_to="[data-field=has_power]")
+    crew.screenshot("30-form-logic-constraint", scroll_to="[data-field=has_power]")
     reading.fill("230.5")
     expect(error).to_have_text("")
     expect(reading).not_to_have_attribute("aria-invalid", "true")
@@ -129,7 +129,7 @@ def test_logic_shows_hides_refuses_clears_and_sends_what_was_entered(
     expect(problems).to_contain_text("Roof notes is required.")
     expect(problems).to_contain_text("I checked everything is required.")
     expect(page.get_by_label("Roof notes")).to_be_focused()
-    crew.screenshot("21-form-logic-problems")
+    crew.screenshot("31-form-logic-problems")
     page.get_by_label("Roof notes").fill("two tiles cracked")
     expect(problems).not_to_contain_text("Roof notes is required.")
     expect(_field(page, "roof_note").locator(".field-error")).to_have_text("")
@@ -180,9 +180,13 @@ def test_a_portuguese_phone_reads_the_forms_portuguese(
     site = page.get_by_role("group", name="O local é seguro?")
     site.get_by_role("radio", name="Não").check()
     expect(page.get_by_label("Descreva o perigo")).to_be_visible()
+    expect(_field(page, "hazard").locator(".hint")).to_have_text("Onde fica e quão grave é.")
+    expect(page.get_by_label("Descreva o perigo")).to_have_accessible_description(
+        "Onde fica e quão grave é."
+    )
     page.get_by_role("group", name="Is there power?").get_by_role("radio", name="yes").check()
     page.get_by_label("Leitura do medidor").fill("-3")
     expect(_field(page, "reading").locator(".field-error")).to_have_text(
         "Uma leitura fica entre 0 e 500."
     )
-    crew.screenshot("22-form-logic-pt-BR", scroll_to="[data-field=hazard]")
+    crew.screenshot("32-form-logic-pt-BR", scroll_to="[data-field=hazard]")
