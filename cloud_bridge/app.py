@@ -45,6 +45,7 @@ from cloud_bridge.blobs import BlobStore
 from cloud_bridge.config import FleetSection, PlatformSection
 from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.errors import CentralError
+from cloud_bridge.forwarded import forwarded_middleware, networks
 from cloud_bridge.identity import Policy
 from cloud_bridge.metrics import BridgeMetrics, metrics_handler
 from cloud_bridge.mqtt_bridge import MqttBridge
@@ -173,10 +174,17 @@ def make_app(
     blobs: BlobStore,
     platform: PlatformSection | None = None,
     passwords: PasswordWork | None = None,
+    trusted_proxies: tuple[str, ...] = (),
 ) -> web.Application:
     platform = platform or PlatformSection()
     app = web.Application(
-        middlewares=[error_middleware, input_middleware, access_middleware],
+        # The proxy's word first, so that every later step sees the real client.
+        middlewares=[
+            forwarded_middleware(networks(trusted_proxies)),
+            error_middleware,
+            input_middleware,
+            access_middleware,
+        ],
         client_max_size=max_body_bytes,
     )
     app[ACCESS_KEY] = Access(

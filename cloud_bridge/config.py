@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from cloud_bridge.forwarded import networks
 from outpost.config import Section, load_config
 from outpost.mqtt_config import MqttSection
 from outpost.wire.schemas import MAX_BLOB_BYTES
@@ -30,6 +31,16 @@ class AdminSection(Section):
     # DB threads (each a connection) of the admin API and pages alone; replay and the
     # uplink's heartbeats have their own. 0: 2 on SQLite, 4 on PostgreSQL.
     db_threads: int = Field(default=0, ge=0, le=64)
+    # Reverse proxies (addresses or networks) whose X-Forwarded-For / -Proto are
+    # believed: the client's address in the audit log and the sign-in throttle,
+    # and Secure cookies behind TLS (cloud_bridge/forwarded.py). Empty: none.
+    trusted_proxies: tuple[str, ...] = ()
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        networks(value)  # raises naming a bad entry
+        return value
 
 
 class BridgeMqttSection(MqttSection):

@@ -112,6 +112,7 @@ class Bridge:
                 blobs=blobs,
                 platform=cfg.platform,
                 passwords=self.passwords,
+                trusted_proxies=cfg.admin.trusted_proxies,
             )
             self._site_runner = web.AppRunner(app, access_log=None)
             await self._site_runner.setup()

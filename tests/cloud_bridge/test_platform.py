@@ -486,3 +486,86 @@ async def test_every_route_as_every_role(bridge: Bridge) -> None:
         finally:
             for b in browsers.values():
                 await b.http.close()
+
+
+async def test_behind_a_trusted_proxy_the_client_and_tls_are_the_proxys_word(
+    central_db_url: str, tmp_path: Path, broker: Broker, bridge: Bridge
+) -> None:
+    """With ``[admin] trusted_proxies``, X-Forwarded-For/-Proto from the proxy say who the
+    client is (audit log, per-address throttle) and that it came over TLS (a Secure
+    cookie); a client cannot forge either; without the setting both are ignored."""
+    config = bridge_config(
+        central_db_url, tmp_path / "proxied", broker.port, client_id="outpost-bridge-proxied"
+    )
+    config = config.model_copy(
+        update={
+            "admin": config.admin.model_copy(update={"trusted_proxies": ("127.0.0.1",)}),
+            "platform": config.platform.model_copy(update={"signin_max_failures": 1}),
+        }
+    )
+    proxied = Bridge(config)
+    await proxied.async_start()
+    try:
+
+        async def sign_in(url: str, name: str, via: dict[str, str]) -> tuple[int, str]:
+            # The cookie is carried by hand: a jar would rightly keep a Secure one
+            # from this plain-HTTP connection (the browser is on the proxy's https).
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
+                async with http.get(url + "/signin", headers=via) as r:
+                    csrf = CSRF_RE.search(await r.text()).group(1)  # type: ignore[union-attr]
+                    jar = "; ".join(f"{k}={m.value}" for k, m in r.cookies.items())
+                form = {"username": name, "password": PASSWORD, "csrf_token": csrf}
+                async with http.post(
+                    url + "/signin",
+                    data=form,
+                    headers={**via, "Cookie": jar},
+                    allow_redirects=False,
+                ) as r:
+                    return r.status, r.headers.get("Set-Cookie", "")
+
+        async def signed_in_from(url: str, name: str) -> str:
+            async with aiohttp.ClientSession() as http:
+                _, log = await api(
+                    http, url, "GET", f"/api/v1/audit?action=session.sign_in&actor={name}", TOKEN
+                )
+            return str(log["entries"][0]["client"])
+
+        https = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
+        for b, name in ((proxied, "pia"), (bridge, "pia")):
+            async with aiohttp.ClientSession() as http:
+                await make_user(http, b.admin_url, name, "viewer")
+        status, cookie = await sign_in(proxied.admin_url, "pia", https)
+        assert status == 303 and "Secure" in cookie and "HttpOnly" in cookie
+        assert await signed_in_from(proxied.admin_url, "pia") == "203.0.113.7"
+        # What the client wrote itself is left of what the proxy appended: not believed.
+        forged = {"X-Forwarded-For": "198.51.100.1, 203.0.113.8"}
+        status, cookie = await sign_in(proxied.admin_url, "pia", forged)
+        assert status == 303 and "Secure" not in cookie
+        assert await signed_in_from(proxied.admin_url, "pia") == "203.0.113.8"
+        # A header no proxy writes is neither an error nor believed.
+        status, _ = await sign_in(proxied.admin_url, "pia", {"X-Forwarded-For": "not, an address"})
+        assert status == 303
+        assert await signed_in_from(proxied.admin_url, "pia") == "127.0.0.1"
+        # Without trusted_proxies the same headers change nothing.
+        status, cookie = await sign_in(bridge.admin_url, "pia", https)
+        assert status == 303 and "Secure" not in cookie
+        assert await signed_in_from(bridge.admin_url, "pia") == "127.0.0.1"
+
+        # The per-address throttle counts each client, not the proxy: one address's
+        # failures (4 here) lock that address only.
+        async with aiohttp.ClientSession() as http:
+
+            async def guess(n: int, client: str) -> int:
+                body = {"username": f"nobody{n}", "password": "wrong"}
+                async with http.post(
+                    f"{proxied.admin_url}/api/v1/session",
+                    json=body,
+                    headers={"X-Forwarded-For": client},
+                ) as r:
+                    return r.status
+
+            assert [await guess(n, "203.0.113.66") for n in range(4)] == [401] * 4
+            assert await guess(9, "203.0.113.66") == 429
+            assert await guess(10, "203.0.113.67") == 401
+    finally:
+        await proxied.async_stop()
