@@ -34,6 +34,19 @@ CASES = json.loads(
     (Path(__file__).parents[1] / "data" / "form_logic_conformance.json").read_text("utf-8")
 )
 FORM = FormDefinition.model_validate(CASES["forms"]["inspection"])
+# A default inside a section that starts hidden; a note that quotes a calculation.
+METERS = FormDefinition.model_validate(
+    {
+        "groups": [{"name": "equipment", "label": "Equipment", "relevant": "${has_power} = 'yes'"}],
+        "fields": [
+            {"name": "has_power", "type": "choice", "options": ["yes", "no"]},
+            {"name": "meters", "type": "integer", "default": 1, "group": "equipment"},
+            {"name": "kwh", "type": "number", "group": "equipment", "label": "Reading"},
+            {"name": "total", "type": "calculate", "calculation": "${meters} * ${kwh}"},
+            {"name": "total_note", "type": "note", "label": "Total: ${total} kWh"},
+        ],
+    }
+)
 
 
 class LogicGateway(GatewayProcess):
@@ -42,6 +55,7 @@ class LogicGateway(GatewayProcess):
             replace_users(conn, user_push("alice", "bob"))
             for act_id in ("logic-1", "logic-2"):
                 upsert_activity(conn, activity(act_id, "alice", FORM), "alice", DISPATCHED_AT)
+            upsert_activity(conn, activity("logic-3", "alice", METERS), "alice", DISPATCHED_AT)
 
         def seed_store() -> None:
             store = store_for(load_gateway_config(self.config_path)).open()
@@ -190,3 +204,33 @@ def test_a_portuguese_phone_reads_the_forms_portuguese(
         "Uma leitura fica entre 0 e 500."
     )
     crew.screenshot("32-form-logic-pt-BR", scroll_to="[data-field=hazard]")
+
+
+def test_a_default_comes_back_with_its_section_and_a_note_quotes_answers(
+    logic_gateway: GatewayProcess, crew: Crew
+) -> None:
+    gw, page = logic_gateway, crew.page
+    crew.sign_in(gw.lan_url)
+    page.click("[data-activity=logic-3]")
+    expect(page.locator("[data-group=equipment]")).to_be_hidden()
+    page.get_by_role("group", name="Has power").get_by_role("radio", name="yes").check()
+    expect(page.get_by_label("Meters")).to_have_value("1")
+    page.get_by_label("Reading").fill("12.5")
+    expect(_field(page, "total_note")).to_have_text("Total: 12.5 kWh")
+    page.get_by_label("Meters").fill("2")
+    expect(_field(page, "total_note")).to_have_text("Total: 25 kWh")
+    page.get_by_role("button", name="Mark completed").click()
+    confirm(page, "Mark completed")
+    expect(head_badge(page)).to_contain_text("Completed")
+    wait_until(
+        lambda: gw.call("GET", "/api/v1/activities/logic-3", gw.token())["latest_envelope"],
+        what="the envelope at the gateway",
+    )
+    body = gw.call("GET", "/api/v1/activities/logic-3", gw.token())["latest_envelope"]
+    assert body["record"] == {
+        "has_power": "yes",
+        "meters": 2,
+        "kwh": 12.5,
+        "total": "25",
+        "total_note": None,
+    }

@@ -10,6 +10,7 @@
 // record/tables/attachments and the problems to fix first.
 
 import { pick, t } from "./i18n.js";
+import { toString } from "./formexpr.js";
 import { FormState, logicProblems, storedCalculation } from "./formlogic.js";
 import { signaturePad } from "./signature.js";
 
@@ -116,7 +117,7 @@ export function renderForm(container, form, opts) {
     const described = hintId ? `${hintId} ${errId}` : errId;
     const wrap = el("div", { class: `field field-${field.type}`, "data-field": `${where}${field.name}` });
     const reqMark = field.required === true ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
-    const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText }) : ""; // DOM append() writes null as "null"
+    const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText, "data-template": hintText.includes("${") ? hintText : null }) : ""; // DOM append() writes null as "null"
     const value = row[field.name];
     const locked = readOnly || !!field.read_only || computed(field);
     const setValue = (v) => {
@@ -131,10 +132,12 @@ export function renderForm(container, form, opts) {
       disabled: locked,
     };
     const optionText = (o) => pick(field.option_labels?.[o]) || o;
+    // The label's text, in its own node: a label may quote answers (${name}), kept current.
+    const labelSpan = () => el("span", { class: "label-text", text: label });
 
     const group = (legendText, ...items) => {
       const fs = el("fieldset", { class: "choices", "aria-describedby": described });
-      fs.append(el("legend", {}, legendText, reqMark), hint, el("div", { class: "choice-row" }, ...items));
+      fs.append(el("legend", {}, labelSpan(), reqMark), hint, el("div", { class: "choice-row" }, ...items));
       return fs;
     };
 
@@ -187,7 +190,7 @@ export function renderForm(container, form, opts) {
           const select = el("select", { ...common, onchange: (e) => setValue(e.target.value || null) });
           select.append(el("option", { value: "", text: t("form.choose") }));
           for (const o of options) select.append(el("option", { value: o, text: optionText(o), selected: value === o }));
-          wrap.append(el("label", { for: id }, label, reqMark), hint, select);
+          wrap.append(el("label", { for: id }, labelSpan(), reqMark), hint, select);
         }
         break;
       }
@@ -233,14 +236,14 @@ export function renderForm(container, form, opts) {
               "aria-describedby": described,
               onchange: (e) => setValue(e.target.checked ? true : null),
             }),
-            el("span", {}, label, reqMark),
+            el("span", {}, labelSpan(), reqMark),
           ),
           hint,
         );
         break;
       }
       case "note":
-        wrap.append(el("p", { class: "note-text", text: label }), hint);
+        wrap.append(el("p", { class: "note-text" }, labelSpan()), hint);
         break;
       case "calculate":
         wrap.hidden = true; // a calculate holds a value for the logic; it is not shown (ODK)
@@ -314,7 +317,7 @@ export function renderForm(container, form, opts) {
           input.value = value ?? "";
           input.addEventListener("input", () => setValue(input.value || null));
         }
-        wrap.append(el("label", { for: id }, label, reqMark), hint, input);
+        wrap.append(el("label", { for: id }, labelSpan(), reqMark), hint, input);
       }
     }
     wrap.append(el("p", { class: "field-error", id: errId, "aria-live": "polite" }));
@@ -482,8 +485,18 @@ export function renderForm(container, form, opts) {
   for (const tbl of form.tables || []) holderFor(tbl.group).append(tableSection(tbl));
   container.replaceChildren(formEl);
 
-  /** Run the logic over the model: show/hide, drop hidden answers, fill calculations. */
+  // ${name} in a label or hint shows that answer (XLSForm), as it stands now.
+  const interpolate = (text, table, index) =>
+    text.includes("${") ? text.replace(/\$\{([a-z][a-z0-9_]{0,62})\}/g, (_, name) => toString(logic.scope(table, index).value(name))) : text;
+
+  /** The logic over the model until it settles (a default coming back can move it again). */
   function applyLogic() {
+    for (let i = 0; i < 3 && applyLogicOnce(); i++);
+  }
+
+  /** Run the logic over the model once: show/hide, drop hidden answers, fill calculations. */
+  function applyLogicOnce() {
+    let moved = false;
     logic = new FormState(form, model.record, model.tables, localToday());
     for (const [name, g] of groupSections) g.section.hidden = logic.groupRelevant[name] === false;
     for (const tbl of form.tables || []) {
@@ -498,21 +511,38 @@ export function renderForm(container, form, opts) {
     for (const entry of controls.values()) {
       const { field, row, table, index } = entry;
       const rel = logic.relevant(field.name, table, index);
+      const wasHidden = entry.hidden;
+      entry.hidden = !rel;
       entry.wrap.hidden = !rel || field.type === "calculate";
+      if (entry.label.includes("${")) {
+        const text = interpolate(entry.label, table, index);
+        for (const span of entry.wrap.querySelectorAll(".label-text")) if (span.textContent !== text) span.textContent = text;
+      }
+      for (const hintEl of entry.wrap.querySelectorAll(".hint[data-template]")) {
+        const text = interpolate(hintEl.dataset.template, table, index);
+        if (hintEl.textContent !== text) hintEl.textContent = text;
+      }
       if (readOnly) continue;
       if (!rel) {
         if (row[field.name] !== null && row[field.name] !== undefined) {
           row[field.name] = null; // the answer of a hidden field is not kept
           redrawField(entry);
+          moved = true;
         }
       } else if (field.calculation) {
         const want = storedCalculation(field, logic.value(field.name, table, index));
         if (row[field.name] !== want && !(row[field.name] == null && want == null)) {
           row[field.name] = want;
           if (field.type !== "calculate") redrawField(entry);
+          moved = true;
         }
+      } else if (wasHidden && row[field.name] == null && field.default !== undefined && field.default !== null) {
+        row[field.name] = field.default; // shown again: it starts from its default, as when the form opened
+        redrawField(entry);
+        moved = true;
       }
     }
+    return moved;
   }
 
   /** Problems as they stand: answered fields always, required ones after "Mark completed". */
@@ -524,7 +554,7 @@ export function renderForm(container, form, opts) {
     const badKeys = new Set(problems.map((p) => p.key));
     const labelFor = (key, field, table, index) => {
       const entry = controls.get(key);
-      const label = entry ? entry.label : labelOf(field);
+      const label = interpolate(entry ? entry.label : labelOf(field), table, index);
       if (table === null) return label;
       const tbl = (form.tables || []).find((x) => x.name === table);
       return `${t("form.row", { table: labelOf(tbl), n: index + 1 })}: ${label}`;
