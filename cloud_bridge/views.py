@@ -330,6 +330,7 @@ async def put_activity_type(request: web.Request) -> web.Response:
 
     if xlsform_views.is_xlsform(request):  # the spreadsheet itself (DESIGN contract table)
         return await xlsform_views.post_xlsform(request)
+    xlsform_views.upload_query(request)  # refuses ?name= / ?offline= with JSON
     body, created = await async_put_activity_type(request, await read_json(request))
     return web.json_response(body, status=201 if created else 200)
 

@@ -168,17 +168,37 @@ async def import_xlsform(
     return body, created, imported
 
 
-async def post_xlsform(request: web.Request) -> web.Response:
+def upload_query(request: web.Request) -> tuple[str | None, bool | None]:
+    """``?name=`` and ``?offline=``: an XLSForm upload's (a JSON body carries its own)."""
     query = request.query
+    unknown = sorted(set(query) - {"name", "offline"})
+    if unknown:
+        raise CentralError("invalid_query", f"Unknown query parameter {unknown[0][:64]!r}.", 400)
     raw_offline = query.get("offline")
     offline = None
     if raw_offline is not None:
-        offline = _FLAGS.get(raw_offline.strip().lower())
+        offline = _FLAGS.get(raw_offline)
         if offline is None:
             raise CentralError("invalid_query", "offline must be true or false.", 400)
     name = query.get("name")
-    if name is not None and len(name) > 64:
-        raise CentralError("invalid_query", "name is at most 64 characters.", 400)
+    if name is not None and not _NAME.fullmatch(name):
+        raise CentralError(
+            "invalid_query",
+            "name must start with a lowercase letter and hold only lowercase letters, "
+            "digits and _ (at most 63).",
+            400,
+        )
+    if (name is not None or offline is not None) and not is_xlsform(request):
+        raise CentralError(
+            "invalid_query",
+            "name and offline in the query go with an XLSForm body; a JSON body carries them.",
+            400,
+        )
+    return name, offline
+
+
+async def post_xlsform(request: web.Request) -> web.Response:
+    name, offline = upload_query(request)
     data = await request.read()
     try:
         body, created, imported = await import_xlsform(request, data, name=name, offline=offline)

@@ -72,6 +72,13 @@ async def test_refusals_are_4xx_json_naming_the_place(bridge: Bridge, admin: Adm
     assert types["activity_types"] == []
     status, body = await upload(admin, simple(("text", "a", "A")), "?name=Bad%20Name")
     assert status == 400 and "lowercase" in body["error"]["message"]
+    status, body = await upload(admin, simple(("text", "a", "A")), "?nom=x")
+    assert status == 400 and body["error"]["code"] == "invalid_query"
+    # The query is the upload's: with a JSON body it is refused, not ignored.
+    status, body = await upload(
+        admin, b'{"name": "t", "form": {}}', "?offline=true", content_type="application/json"
+    )
+    assert status == 400 and body["error"]["code"] == "invalid_query"
     status, body = await upload(admin, simple(("text", "a", "A")), "?offline=maybe")
     assert status == 400 and body["error"]["code"] == "invalid_query"
 
