@@ -40,6 +40,8 @@ from outpost.wire.schemas import (
 HEARTBEAT_S = 30.0
 BATCH_S = 10.0
 PER_BATCH = 2
+MAX_BATCH = 200  # gateway [mqtt] batch_max_envelopes
+ACK_TIMEOUT_MAX_S = 600.0  # gateway [mqtt] ack_timeout_max_s
 AUTHOR = "ana"
 VIEWER_PASSWORD = "bench-viewer-password"
 FORM = {
@@ -141,6 +143,7 @@ class Pending:
     sent: float
     sends: int = 1
     deferred: int = 0
+    after_deferral: bool = False  # due again because central said busy, not for silence
 
 
 @dataclass
@@ -166,6 +169,8 @@ class SimGateway:
         self.ack_timeout_s = ack_timeout_s
         self.pending: dict[str, Pending] = {}
         self.hold_until = 0.0
+        self.misses = 0  # ack timeouts in a row
+        self.owed = 0  # envelopes made while held back, sent in the next batch
         self.started = time.monotonic()
         self.answered = asyncio.Event()
         self.client = MqttClient(
@@ -204,6 +209,8 @@ class SimGateway:
             p = self.pending.get(str(doc.batch_id))
             if p is not None:
                 p.deferred += 1
+                p.after_deferral = True
+                self.misses = 0  # central answered: busy is not silence
                 self.stats.deferred += 1
                 self.hold_until = t + doc.retry_after_s * random.uniform(0.5, 1.5)
                 p.sent = self.hold_until - self.ack_timeout_s  # resend when the hold ends
@@ -220,6 +227,7 @@ class SimGateway:
             else:
                 self.stats.rejected.append(f"{r.code}: {r.reason}")
         p = self.pending.pop(str(doc.batch_id), None) if doc.batch_id else None
+        self.misses = 0
         if p is not None:
             self.stats.latencies.append((t, t - p.first_sent))
             self.stats.max_sends = max(self.stats.max_sends, p.sends)
@@ -266,14 +274,32 @@ class SimGateway:
         )
 
     async def resend_due(self) -> None:
+        """Send again what went unanswered for the ack timeout, backing off as the gateway does.
+
+        As ``gateway/uplink.py``: unanswered round after round, the gateway
+        holds a growing, random while (up to ``ACK_TIMEOUT_MAX_S``) first.
+        """
         t = time.monotonic()
         if t < self.hold_until:
             return
-        for p in list(self.pending.values()):
-            if t - p.sent >= self.ack_timeout_s:
-                p.sent, p.sends = t, p.sends + 1
+        late = [p for p in self.pending.values() if t - p.sent >= self.ack_timeout_s]
+        if not late:
+            return
+        if any(not p.after_deferral for p in late):
+            self.misses += 1
+        if self.misses > 1:
+            ceiling = min(ACK_TIMEOUT_MAX_S, self.ack_timeout_s * 2 ** (self.misses - 2))
+            self.hold_until = t + random.uniform(0, ceiling)
+            for p in late:
+                p.sent = self.hold_until - self.ack_timeout_s  # due when the hold ends
+            if self.hold_until > t:
+                return
+        for p in late:
+            p.sent, p.sends = t, p.sends + 1
+            if not p.after_deferral:
                 self.stats.resends += 1
-                await self.send(p)
+            p.after_deferral = False
+            await self.send(p)
 
     async def run_steady(
         self, stop_at: float, heartbeat_s: float = HEARTBEAT_S, batch_s: float = BATCH_S
@@ -291,8 +317,11 @@ class SimGateway:
                 await self.heartbeat()
             if t >= next_batch:
                 next_batch += batch_s
-                if t >= self.hold_until:
-                    await self.send(self.new_batch(PER_BATCH))
+                self.owed += PER_BATCH
+            if self.owed and t >= self.hold_until:
+                n = min(self.owed, MAX_BATCH)  # what queued while held goes in one batch
+                self.owed -= n
+                await self.send(self.new_batch(n))
             await self.resend_due()
             await asyncio.sleep(min(next_hb, next_batch, t + 1.0) - t)
 
