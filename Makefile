@@ -48,8 +48,8 @@ bench: setup
 # Re-pin the lock file from pyproject.toml in a throwaway venv.
 lock:
 	rm -rf .lockvenv && $(PY) -m venv .lockvenv
-	.lockvenv/bin/pip install --quiet -e '.[dev]'
-	{ echo "# Locked dependencies for Outpost (runtime + dev). Regenerate with: make lock"; \
+	.lockvenv/bin/pip install --quiet -e '.[gateway,central,dev]'
+	{ echo "# Locked dependencies for Outpost (both roles + dev). Regenerate with: make lock"; \
 	  .lockvenv/bin/pip freeze --exclude-editable | grep -v '^outpost'; } > requirements.lock
 	rm -rf .lockvenv
 

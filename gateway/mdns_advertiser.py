@@ -34,13 +34,16 @@ from typing import TYPE_CHECKING
 
 import ifaddr
 from aiohttp import web
-from zeroconf import IPVersion
-from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
 from outpost import __version__
 
 if TYPE_CHECKING:
+    from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
+
     from gateway.config import GatewayConfig
+
+# zeroconf is imported when advertising starts, not with this module: the
+# names and addresses here serve `qr` and the app without it (memory on a Pi).
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +248,8 @@ class Advertiser:
             await asyncio.sleep(self.poll_interval_s)
 
     def _make_infos(self, addresses: tuple[str, ...]) -> list[AsyncServiceInfo]:
+        from zeroconf.asyncio import AsyncServiceInfo
+
         assert self._port is not None
         return [
             AsyncServiceInfo(
@@ -288,6 +293,9 @@ class Advertiser:
         self._addresses = addresses
 
     async def _async_register(self, addresses: tuple[str, ...]) -> None:
+        from zeroconf import IPVersion
+        from zeroconf.asyncio import AsyncZeroconf
+
         aiozc = AsyncZeroconf(interfaces=list(addresses), ip_version=IPVersion.V4Only)
         self._aiozc = aiozc
         infos = self._make_infos(addresses)

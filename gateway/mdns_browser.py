@@ -15,12 +15,17 @@ import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-
-from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from typing import TYPE_CHECKING
 
 from gateway.mdns_advertiser import OUTPOST_SERVICE, WEB_APP_PATH
 from outpost.cli import add_version
+
+if TYPE_CHECKING:
+    from zeroconf import ServiceStateChange, Zeroconf
+    from zeroconf.asyncio import AsyncServiceInfo
+
+# zeroconf is imported when browsing, not with this module: `outpost-gateway`
+# builds its parser from here for every command (memory on a Pi).
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ def _text(props: dict[bytes, bytes | None], key: str, default: str = "") -> str:
 def _found(info: AsyncServiceInfo) -> FoundGateway | None:
     if info.port is None or info.server is None:
         return None
+    from zeroconf import IPVersion
+
     props = info.properties
     return FoundGateway(
         gateway_id=_text(props, "id"),
@@ -75,6 +82,9 @@ async def async_discover(
     tests); ``None`` browses on every interface, as a technician on a site
     network wants.
     """
+    from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     choice = list(interfaces) if interfaces else InterfaceChoice.All

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ifaddr
-import segno
 from aiohttp import web
 
 from gateway.mdns_advertiser import WEB_APP_PATH, host_name, resolve_interface_addresses
@@ -74,6 +73,8 @@ def mdns_url(config: GatewayConfig) -> str:
 def qr_svg(url: str, *, scale: int = 6, title: str | None = None) -> str:
     """A standalone SVG document of ``url`` as a QR code (dark on white)."""
     buf = io.BytesIO()
+    import segno  # only when a QR code is drawn
+
     segno.make(url, error="m").save(
         buf, kind="svg", scale=scale, border=4, light="#fff", title=title or url
     )
@@ -83,6 +84,8 @@ def qr_svg(url: str, *, scale: int = 6, title: str | None = None) -> str:
 def qr_png(url: str, *, scale: int = 8) -> bytes:
     """A PNG of ``url`` as a QR code (segno writes PNG itself, no Pillow)."""
     buf = io.BytesIO()
+    import segno  # only when a QR code is drawn
+
     segno.make(url, error="m").save(buf, kind="png", scale=scale, border=4)
     return buf.getvalue()
 
@@ -90,6 +93,8 @@ def qr_png(url: str, *, scale: int = 8) -> bytes:
 def qr_text(url: str) -> str:
     """``url`` as a QR code drawn with Unicode half blocks, for a terminal."""
     buf = io.StringIO()
+    import segno  # only when a QR code is drawn
+
     segno.make(url, error="m").terminal(out=buf, compact=True, border=2)
     return buf.getvalue()
 

