@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from sqlalchemy import select, update
 
-from cloud_bridge.models import WebSession
+from cloud_bridge.models import Activity, WebSession
 from cloud_bridge.service import Bridge
 from tests.cloud_bridge.conftest import FORM, SITES, TOKEN, Admin, bridge_config
 from tests.support.broker import Broker
@@ -569,3 +569,54 @@ async def test_behind_a_trusted_proxy_the_client_and_tls_are_the_proxys_word(
             assert await guess(10, "203.0.113.67") == 401
     finally:
         await proxied.async_stop()
+
+
+async def test_the_activities_list_pages_through_every_one_once(bridge: Bridge) -> None:
+    """230 online activities, 40 of them updated at the same instant across a page's
+    edge: the pages of 100 show each once, newest first, with filters kept."""
+    url = bridge.admin_url
+    assert bridge.db is not None
+    db = bridge.db
+    async with aiohttp.ClientSession() as http:
+        admin = Admin(url, http)
+        await admin.ok(
+            "POST", "/api/v1/activity-types", {"name": "visit", "offline": True, "form": FORM}
+        )
+        await make_user(http, url, "pat", "admin")
+    now = datetime.now(UTC)
+
+    def seed() -> None:
+        with db.session() as s:
+            for i in range(230):
+                at = now - timedelta(seconds=i) if not 80 <= i < 120 else now - timedelta(hours=1)
+                s.add(
+                    Activity(
+                        id=f"act-{i:04d}",
+                        title=f"Visit {i}",
+                        type="visit",
+                        responsible="pat",
+                        created_at=at,
+                        updated_at=at,
+                    )
+                )
+
+    await asyncio.to_thread(seed)
+    seen: list[str] = []
+    async with Browser(url) as b:
+        assert (await b.sign_in("pat"))[0] == 200
+        path: str | None = "/activities?state=online&q=visit"
+        while path is not None:
+            status, page = await b.get(path)
+            assert status == 200
+            ids = re.findall(r'data-activity="([^"]+)"', page)
+            assert 0 < len(ids) <= 100
+            seen += ids
+            more = re.search(r'href="([^"]+)" rel="next"', page)
+            path = more.group(1).replace("&amp;", "&") if more else None
+            if path:
+                assert "q=visit" in path and "state=online" in path
+        assert len(seen) == len(set(seen)) == 230
+        assert seen[:80] == [f"act-{i:04d}" for i in range(80)]  # newest first
+        # A bound nobody could have written starts again from the newest, never a 5xx.
+        status, page = await b.get("/activities?before=yesterday~x")
+        assert status == 200 and re.findall(r'data-activity="([^"]+)"', page)[0] == "act-0000"
