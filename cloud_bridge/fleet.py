@@ -508,44 +508,51 @@ def _hour(at: datetime) -> datetime:
     return at.replace(minute=0, second=0, microsecond=0)
 
 
-async def async_prune_loop(
-    tx: Callable[[Callable[[Session], int]], Any],
-    history_days: int,
-    interval_s: float,
-    full_s: float = HISTORY_FULL_S,
-) -> None:
-    """Forget history older than ``history_days`` and roll up what is older than ``full_s``.
+class HistoryPrune:
+    """A scheduled job: forget history older than ``history_days``, roll up what is
+    older than ``full_s`` to one heartbeat per gateway per hour.
 
-    Now and every ``interval_s``. Each hour bucket is its own short
-    transaction, so the uplink never waits behind a long delete.
+    Each hour bucket is its own short transaction, so the uplink never waits
+    behind a long delete. Remembers how far it rolled up, so a run only
+    thins the hours that aged since the last one.
     """
-    rolled_to: datetime | None = None  # buckets before this are rolled up already
-    while True:
+
+    def __init__(
+        self,
+        tx: Callable[[Callable[[Session], int]], Any],
+        history_days: int,
+        full_s: float = HISTORY_FULL_S,
+    ) -> None:
+        self._tx = tx
+        self._history_days = history_days
+        self._full_s = full_s
+        self._rolled_to: datetime | None = None  # buckets before this are rolled up already
+
+    async def async_run(self) -> None:
         now = utcnow()
-        cutoff = now - timedelta(days=history_days)
+        cutoff = now - timedelta(days=self._history_days)
         try:
-            gone = await tx(functools.partial(prune_history, before=cutoff))
-            horizon = _hour(now - timedelta(seconds=full_s))
-            start = max(_hour(cutoff), rolled_to or _hour(cutoff))
+            gone = await self._tx(functools.partial(prune_history, before=cutoff))
+            horizon = _hour(now - timedelta(seconds=self._full_s))
+            start = max(_hour(cutoff), self._rolled_to or _hour(cutoff))
             thinned = 0
             while start < horizon:
                 end = start + timedelta(hours=1)
-                thinned += await tx(functools.partial(rollup_history, start=start, end=end))
+                thinned += await self._tx(functools.partial(rollup_history, start=start, end=end))
                 start = end
-            rolled_to = max(horizon, rolled_to or horizon)
+            self._rolled_to = max(horizon, self._rolled_to or horizon)
         except asyncio.CancelledError:
             raise
         except Exception:
             logger.exception("could not prune the gateways' history")
-        else:
-            if gone or thinned:
-                logger.info(
-                    "fleet history: %d entries older than %s removed, %d rolled up to hourly",
-                    gone,
-                    iso(cutoff),
-                    thinned,
-                )
-        await asyncio.sleep(interval_s)
+            return
+        if gone or thinned:
+            logger.info(
+                "fleet history: %d entries older than %s removed, %d rolled up to hourly",
+                gone,
+                iso(cutoff),
+                thinned,
+            )
 
 
 # --- the OpenAPI schema of a gateway view ---------------------------------------------------

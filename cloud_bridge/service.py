@@ -15,9 +15,10 @@ or ``await run_bridge(config, stop_event)`` which serves until the event is set.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -26,7 +27,7 @@ from cloud_bridge.blobs import BlobStore
 from cloud_bridge.config import BridgeConfig
 from cloud_bridge.db import Database, mark_loop_thread, unmark_loop_thread
 from cloud_bridge.dbrunner import DbRunner
-from cloud_bridge.fleet import async_prune_loop
+from cloud_bridge.fleet import HistoryPrune
 from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.handler import BLOB_THREADS, UplinkHandler
 from cloud_bridge.metrics import BridgeMetrics
@@ -35,6 +36,10 @@ from cloud_bridge.mqtt_bridge import MqttBridge, default_client_id
 from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog
+from outpost.scheduling import new_scheduler
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +58,7 @@ class Bridge:
         self.admin_token = ""
         self.admin_url = ""
         self._site_runner: web.AppRunner | None = None
-        self._prune_task: asyncio.Task[None] | None = None
+        self._scheduler: AsyncIOScheduler | None = None
         self.metrics = BridgeMetrics()
         self.passwords: PasswordWork | None = None
 
@@ -96,12 +101,18 @@ class Bridge:
                 client_id = default_client_id(f"-{cfg.admin.port}")
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
             await self.mqtt.async_start()
-            self._prune_task = asyncio.create_task(
-                async_prune_loop(
-                    self.runner.async_tx, cfg.fleet.history_days, cfg.fleet.prune_interval_s
-                ),
-                name="fleet-history-prune",
+            # Periodic work on the scheduler both services share: the fleet's
+            # history pruned now and every prune_interval_s.
+            self._scheduler = new_scheduler()
+            self._scheduler.add_job(
+                HistoryPrune(self.runner.async_tx, cfg.fleet.history_days).async_run,
+                "interval",
+                seconds=cfg.fleet.prune_interval_s,
+                id="fleet-history-prune",
+                name="fleet history prune",
+                next_run_time=datetime.now(UTC),
             )
+            self._scheduler.start()
             app = make_app(
                 self.runner,
                 self.mqtt,
@@ -151,11 +162,10 @@ class Bridge:
         if self._site_runner is not None:
             await self._site_runner.cleanup()
             self._site_runner = None
-        if self._prune_task is not None:
-            self._prune_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._prune_task
-            self._prune_task = None
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)  # cancels a running job
+            self._scheduler = None
+            await asyncio.sleep(0)  # let the cancellation land before the DB goes
         if self.mqtt is not None:
             await self.mqtt.async_stop()
             self.mqtt = None

@@ -1,8 +1,7 @@
 """Periodic work on the gateway (APScheduler 3 in the event loop).
 
-Jobs: the heartbeat to central, and retention of finished history. Late
-jobs are coalesced rather than skipped silently (APScheduler's default grace
-of 1 s would drop them on a busy Pi).
+Jobs: the heartbeat to central, and retention of finished history, on the
+scheduler both services share (``outpost/scheduling.py``).
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import Connection, and_, delete, select
 
 from gateway.backhaul import Backhaul
@@ -31,11 +29,10 @@ from gateway.store.schema import (
     sessions,
 )
 from gateway.uplink import Uplink
+from outpost.scheduling import new_scheduler
 
 _LOGGER = logging.getLogger(__name__)
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
-# APScheduler logs every run at INFO; a Pi's journal has better uses.
-logging.getLogger("apscheduler").setLevel(logging.WARNING)
 
 
 def expire_history(conn: Connection, before: datetime) -> int:
@@ -97,10 +94,7 @@ def scheduler_ctx(config: GatewayConfig, store: Store, backhaul: Backhaul) -> Cl
 async def _running_scheduler(
     config: GatewayConfig, store: Store, backhaul: Backhaul
 ) -> AsyncIterator[None]:
-    scheduler = AsyncIOScheduler(
-        timezone=UTC,
-        job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
-    )
+    scheduler = new_scheduler()
 
     async def retention() -> None:
         now = datetime.now(UTC)

@@ -372,3 +372,40 @@ async def test_the_bridge_prunes_old_history_when_it_starts(
                 await asyncio.sleep(0.05)
     finally:
         await b.async_stop()
+
+
+async def test_the_scheduler_prunes_history_at_start_and_every_interval(
+    central_db_url: str, tmp_path: Path, broker: Broker
+) -> None:
+    base = bridge_config(central_db_url, tmp_path / "central", broker.port)
+    cfg = BridgeConfig(
+        central=base.central,
+        admin=base.admin,
+        mqtt=base.mqtt,
+        fleet=FleetSection(history_days=7, prune_interval_s=0.3),
+    )
+    b = Bridge(cfg)
+    await b.async_start()
+    try:
+        assert b.db is not None
+        db = b.db
+
+        def add_old() -> None:
+            with db.session() as s:
+                record_heartbeat(s, hb_message("site-prune"))
+                old = datetime.now(UTC) - timedelta(days=8)
+                s.add(GatewayHistory(gateway_id="site-prune", kind="heartbeat", at=old, data={}))
+
+        def old_left() -> int:
+            cutoff = datetime.now(UTC) - timedelta(days=7)
+            with db.session() as s:
+                return sum(1 for h in fleet.recent_history(s, "site-prune") if h.at < cutoff)
+
+        await asyncio.to_thread(add_old)  # after the first run at start: the next one takes it
+        for _ in range(100):
+            if await asyncio.to_thread(old_left) == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert await asyncio.to_thread(old_left) == 0
+    finally:
+        await b.async_stop()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 CENTRAL_ONLY = ("alembic", "psycopg", "jinja2", "aiohttp_jinja2", "pyxform")
-GATEWAY_ONLY = ("zeroconf", "segno", "ifaddr", "apscheduler")
+GATEWAY_ONLY = ("zeroconf", "segno", "ifaddr")
 # Loaded only when used: mDNS advertising or browsing, a QR code, TLS certificates,
 # PostgreSQL (central's sign-in lockout).
 ON_USE = ("zeroconf", "segno", "cryptography", "sqlalchemy.dialects.postgresql")
