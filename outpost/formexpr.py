@@ -259,6 +259,37 @@ def _check_parent(tree: Node, inside_position: bool = False) -> None:
         _check_parent(tree[1])  # type: ignore[arg-type]
 
 
+# A group that ends in a repeat and is itself repeated: (a+)+, (\w*)*, (x+){2,} …
+# Python's re backtracks exponentially on those (the gateway would hang on one answer).
+_NESTED_REPEAT = re.compile(r"\((?:[^()\\]|\\.)*[+*}]\)(?:[+*]|\{\d*,)")
+
+
+def _check_regex_literals(tree: Node) -> None:
+    tag = tree[0]
+    if tag == "call":
+        args = tree[2]
+        if tree[1] == "regex" and args[1][0] == "str":  # type: ignore[index]
+            pattern = str(args[1][1])  # type: ignore[index]
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ExpressionError(
+                    f"regex pattern {pattern!r} does not compile: {exc}"
+                ) from None
+            if _NESTED_REPEAT.search(pattern):
+                raise ExpressionError(
+                    f"regex pattern {pattern!r} repeats a repeated group, which can take "
+                    "exponential time on a long answer; rewrite it without the nesting"
+                )
+        for arg in args:  # type: ignore[attr-defined]
+            _check_regex_literals(arg)
+    elif tag == "bin":
+        _check_regex_literals(tree[2])  # type: ignore[arg-type]
+        _check_regex_literals(tree[3])  # type: ignore[arg-type]
+    elif tag == "neg":
+        _check_regex_literals(tree[1])  # type: ignore[arg-type]
+
+
 def parse(text: str) -> Expression:
     """Parse ``text``; raises ExpressionError with a readable reason."""
     if len(text) > MAX_EXPRESSION:
@@ -267,6 +298,7 @@ def parse(text: str) -> Expression:
         raise ExpressionError("is empty")
     tree = _Parser(text).parse()
     _check_parent(tree)
+    _check_regex_literals(tree)
     refs: set[str] = set()
     calls: set[str] = set()
     _walk(tree, refs, calls)
@@ -423,21 +455,34 @@ def _regex(text: str, pattern: str) -> bool:
         return False
 
 
+def _float_floor(v: float) -> float:
+    return float(math.floor(v)) if math.isfinite(v) else v
+
+
 def _round(x: float, places: float) -> float:
+    """XPath's round (half up), to ``places`` decimals; IEEE all the way, as in JavaScript."""
     if math.isnan(x) or math.isinf(x) or math.isnan(places):
         return x
-    scale = 10.0 ** int(places)
-    return math.floor(x * scale + 0.5) / scale
+    # 10^p parsed from its decimal ("1e-5"): correctly rounded here and in
+    # JavaScript alike (V8's 10 ** -5 is 0.000009999999999999999).
+    if math.isinf(places):
+        scale = math.inf if places > 0 else 0.0
+    else:
+        scale = float(f"1e{math.trunc(places)}")
+    return _arith("div", _float_floor(x * scale + 0.5), scale)
+
+
+def _index(v: float, n: int) -> int:
+    """A JavaScript slice index: truncated, ±Infinity clamped to the ends, negative from the end."""
+    i = int(max(-n, min(n, v)))
+    return max(0, n + i) if i < 0 else i
 
 
 def _substr(s: str, start: float, end: float | None) -> str:
     chars = list(s)
-    a = 0 if math.isnan(start) else int(start)
-    b = len(chars) if end is None or math.isnan(end) else int(end)
-    if a < 0:
-        a = max(0, len(chars) + a)
-    if b < 0:
-        b = max(0, len(chars) + b)
+    n = len(chars)
+    a = 0 if math.isnan(start) else _index(start, n)
+    b = n if end is None or math.isnan(end) else _index(end, n)
     return "".join(chars[a:b])
 
 

@@ -126,6 +126,8 @@ def test_old_definitions_stay_valid() -> None:
         ({"name": "a", "type": "text", "constraint_message": "m"}, "no constraint"),
         ({"name": "a", "type": "text", "relevant": "1" + " + 1" * 300}, "too long"),
         ({"name": "a", "type": "text", "relevant": "(" * 60 + "1" + ")" * 60}, "nests deeper"),
+        ({"name": "a", "type": "text", "constraint": "regex(., '[a-z')"}, "does not compile"),
+        ({"name": "a", "type": "text", "constraint": "regex(., '^(a+)+$')"}, "exponential time"),
     ],
 )
 def test_a_bad_definition_is_refused_with_a_clear_message(field: dict[str, Any], says: str) -> None:

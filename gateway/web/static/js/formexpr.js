@@ -275,7 +275,10 @@ function regexTest(text, pattern) {
 
 function round(x, places) {
   if (!Number.isFinite(x) || Number.isNaN(places)) return x;
-  const scale = 10 ** Math.trunc(places);
+  // 10^p parsed from its decimal ("1e-5"): correctly rounded, as on the gateway
+  // (V8's 10 ** -5 is 0.000009999999999999999).
+  const p = Math.trunc(places);
+  const scale = p === Infinity ? Infinity : p === -Infinity ? 0 : Number(`1e${p}`);
   return Math.floor(x * scale + 0.5) / scale;
 }
 
