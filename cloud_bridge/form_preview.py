@@ -94,21 +94,23 @@ _KINDS = {
 }
 
 
-def _options(raw: Any, language: str) -> list[str]:
+def _options(raw: Any, language: str, labels: Any = None) -> list[str]:
+    """Each option as the crew reads it: its ``option_labels`` entry, else the value."""
+    labels = labels if isinstance(labels, dict) else {}
     out = []
     for o in raw or []:
         if isinstance(o, dict):
             out.append(pick(o.get("label"), language) or str(o.get("value", "")))
         else:
-            out.append(str(o))
+            out.append(pick(labels.get(o), language) or str(o))
     return out
 
 
 def widget(f: dict[str, Any], language: str = "en") -> Widget:
     name = str(f.get("name", "?"))
     ftype = str(f.get("type", "text"))
-    options = _options(f.get("options"), language)
-    if ftype in ("choice", "select_one", "select_multiple", "multiple_choice"):
+    options = _options(f.get("options"), language, f.get("option_labels"))
+    if ftype in ("choice", "multichoice", "select_one", "select_multiple", "multiple_choice"):
         kind = "buttons" if len(options) <= CHOICE_BUTTONS_MAX else "select"
     else:
         kind = _KINDS.get(ftype, "text")
@@ -134,7 +136,7 @@ def widget(f: dict[str, Any], language: str = "en") -> Widget:
         )
     if f.get("calculation"):
         w.logic.append(f"Calculated: {f['calculation']}")
-    if ftype == "select_multiple" or f.get("multiple"):
+    if ftype in ("multichoice", "select_multiple") or f.get("multiple"):
         w.logic.append("Several options may be picked")
     return w
 
@@ -147,27 +149,27 @@ def _languages(form: dict[str, Any]) -> list[str]:
             found.update(str(k) for k in text)
 
     tables = [t for t in form.get("tables", []) if isinstance(t, dict)]
+    declared = [str(x) for x in form.get("languages", []) or [] if isinstance(x, str)]
     for t in tables:
         see(t.get("label"))
     for f in [*form.get("fields", []), *(f for t in tables for f in t.get("fields", []))]:
         if isinstance(f, dict):
             see(f.get("label"))
             see(f.get("hint"))
-    return sorted(found)
+    return declared + sorted(found - set(declared))
 
 
 def preview(form: dict[str, Any], language: str = "en") -> Preview:
     """The crew's view of ``form`` (a stored definition), in ``language`` where it has one."""
+    groups = form.get("groups") or form.get("sections") or []  # "sections": older drafts
     labels = {
-        str(s.get("name")): pick(s.get("label"), language)
-        for s in form.get("sections", []) or []
-        if isinstance(s, dict)
+        str(s.get("name")): pick(s.get("label"), language) for s in groups if isinstance(s, dict)
     }
     sections: list[Section] = []
     for f in form.get("fields", []):
         if not isinstance(f, dict):
             continue
-        key = f.get("section")
+        key = f.get("group") or f.get("section")
         if not sections or sections[-1].name != key:
             label = labels.get(str(key)) or (humanize(str(key)) if key else None)
             sections.append(Section(key, label))

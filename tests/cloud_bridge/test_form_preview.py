@@ -78,3 +78,18 @@ def test_an_empty_or_odd_definition_does_not_break_it() -> None:
     assert preview({}).empty
     p = preview({"fields": [{"name": "x", "type": "geotrace"}, "junk"], "tables": [{}]})
     assert p.sections[0].widgets[0].kind == "text" and p.tables[0].name == "?"
+
+
+def test_an_imported_xlsform_previews_with_its_groups_and_option_labels() -> None:
+    from cloud_bridge.xlsform import read_xlsform
+    from tests.cloud_bridge.xlsform_books import INSPECTION
+
+    form = read_xlsform(INSPECTION.read_bytes()).form
+    pt = preview(form, "pt")
+    assert pt.languages == ["en", "pt"]
+    assert [s.label for s in pt.sections] == ["Local", "Equipamento", "Encerramento"]
+    safe = next(w for w in pt.sections[0].widgets if w.name == "site_safe")
+    assert safe.options == ["Sim", "Não"] and safe.kind == "buttons"
+    ppe = next(w for w in pt.sections[0].widgets if w.name == "ppe")
+    assert "Several options may be picked" in ppe.logic
+    assert preview(form, "en").sections[0].label == "Site"

@@ -163,3 +163,83 @@ def test_pyxform_widgets() -> None:
         "settings row 2, column add_none_option: the column 'add_none_option' is not supported",
     ):
         assert expected in got, got
+
+
+def test_nested_groups_are_flattened_with_both_relevances() -> None:
+    from tests.cloud_bridge.xlsform_books import simple
+
+    form = read_xlsform(
+        simple(
+            ("select_one yn", "power", "Power?", ""),
+            ("begin group", "outer", "Outer", "${power} = 'yes'"),
+            ("integer", "volts", "Volts", ""),
+            ("begin group", "inner", "Inner", "${volts} > 200"),
+            ("text", "breaker", "Breaker", ""),
+            ("end group", "", "", ""),
+            ("text", "after", "After", ""),
+            ("end group", "", "", ""),
+            header=("type", "name", "label", "relevant"),
+        )
+    ).form
+    assert form["groups"] == [
+        {"name": "outer", "label": "Outer", "relevant": "${power} = 'yes'"},
+        {"name": "inner", "label": "Inner", "relevant": "(${power} = 'yes') and (${volts} > 200)"},
+    ]
+    assert [(f["name"], f.get("group")) for f in form["fields"]] == [
+        ("power", None),
+        ("volts", "outer"),
+        ("breaker", "inner"),
+        ("after", "outer"),
+    ]
+
+
+def test_required_if_read_only_defaults_and_a_group_in_a_repeat() -> None:
+    from tests.cloud_bridge.xlsform_books import workbook
+
+    form = read_xlsform(
+        workbook(
+            [
+                ("type", "name", "label", "required", "read_only", "default", "calculation"),
+                ("select_multiple yn", "checks", "Checks", "", "", "yes no", ""),
+                ("text", "why", "Why?", "selected(${checks}, 'no')", "", "", ""),
+                ("decimal", "rate", "Rate", "", "yes", "2.5", ""),
+                ("begin repeat", "parts", "Parts", "", "", "", ""),
+                ("begin group", "part_detail", "Detail", "", "", "", ""),
+                ("text", "part", "Part", "yes", "", "", ""),
+                ("integer", "line", "Line", "", "yes", "", "position(..)"),
+                ("end group", "", "", "", "", "", ""),
+                ("end repeat", "", "", "", "", "", ""),
+            ],
+            choices=[("list_name", "name", "label"), ("yn", "yes", "Yes"), ("yn", "no", "No")],
+            settings=[("form_id",), ("edge",)],
+        )
+    ).form
+    checks, why, rate = form["fields"]
+    assert checks["type"] == "multichoice" and checks["default"] == ["yes", "no"]
+    assert why["required"] == "selected(${checks}, 'no')"
+    assert rate["read_only"] is True and rate["default"] == 2.5
+    (parts,) = form["tables"]
+    assert [(f["name"], f.get("group")) for f in parts["fields"]] == [
+        ("part", "part_detail"),
+        ("line", "part_detail"),
+    ]
+    assert parts["fields"][1]["calculation"] == "position(..)"
+    assert {"name": "part_detail", "label": "Detail"} in form["groups"]
+
+
+def test_a_plain_column_is_the_default_language() -> None:
+    from tests.cloud_bridge.xlsform_books import workbook
+
+    form = read_xlsform(
+        workbook(
+            [
+                ("type", "name", "label::English (en)", "label::Français (fr)", "hint"),
+                ("text", "a", "Name", "Nom", "As written"),
+            ],
+            settings=[("form_id", "default_language"), ("lang", "Français (fr)")],
+        )
+    ).form
+    assert form["languages"] == ["en", "fr"] and form["default_language"] == "fr"
+    (field,) = form["fields"]
+    assert field["label"] == {"en": "Name", "fr": "Nom"}
+    assert field["hint"] in ("As written", {"fr": "As written"})
