@@ -141,6 +141,7 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
         paths.setdefault(route.path, {})[route.method.lower()] = op
     _fleet_responses(paths)
     _xlsform_upload(paths, schemas)
+    _no_control_characters_in_queries(paths)
     attachment = paths.get("/api/v1/attachments/{sha256}", {}).get("get")
     if attachment is not None:
         attachment["responses"]["200"] = {
@@ -209,6 +210,20 @@ def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
                 "description": "OK",
                 "content": {"application/json": {"schema": schema}},
             }
+
+
+# What app.input_middleware refuses in every query value (400 invalid_query), said
+# once for every free-text query parameter.
+NO_CONTROL_CHARACTERS = "^[^\\x00-\\x1f\\x7f]*$"
+
+
+def _no_control_characters_in_queries(paths: dict[str, dict[str, Any]]) -> None:
+    for op in (op for item in paths.values() for op in item.values()):
+        for param in op.get("parameters", []):
+            schema = param.get("schema", {})
+            free_text = schema.get("type") == "string" and not {"pattern", "enum"} & set(schema)
+            if param.get("in") == "query" and free_text:
+                param["schema"] = {**schema, "pattern": NO_CONTROL_CHARACTERS}
 
 
 def _xlsform_upload(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
