@@ -228,8 +228,12 @@ def _no_control_characters_in_queries(paths: dict[str, dict[str, Any]]) -> None:
 
 def _xlsform_upload(paths: dict[str, dict[str, Any]], schemas: dict[str, Any]) -> None:
     """``POST /api/v1/activity-types`` also takes the XLSForm itself (cloud_bridge.xlsform_views)."""
-    from cloud_bridge.xlsform import MAX_XLSX_BYTES, XLSX_CONTENT_TYPE
-    from cloud_bridge.xlsform_views import PROBLEM_SCHEMA, XLSFORM_ERROR_SCHEMA
+    from cloud_bridge.xlsform import (
+        MAX_XLSX_BYTES,
+        PROBLEM_SCHEMA,
+        XLSFORM_ERROR_SCHEMA,
+        XLSX_CONTENT_TYPE,
+    )
 
     op = paths.get("/api/v1/activity-types", {}).get("post")
     if op is None:

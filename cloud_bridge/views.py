@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from cloud_bridge import audit, fleet, fleet_query, identity, people, rules
+from cloud_bridge import audit, fleet, fleet_query, identity, people, rules, xlsform_views
 from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
 from cloud_bridge.app_keys import API_ROUTES_KEY, BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
 from cloud_bridge.blobs import SHA256_RE
@@ -326,10 +326,8 @@ async def openapi(request: web.Request) -> web.Response:
 
 
 async def put_activity_type(request: web.Request) -> web.Response:
-    from cloud_bridge import xlsform_views
-
     if xlsform_views.is_xlsform(request):  # the spreadsheet itself (DESIGN contract table)
-        return await xlsform_views.post_xlsform(request)
+        return await xlsform_views.post_xlsform(request, async_put_activity_type)
     xlsform_views.upload_query(request)  # refuses ?name= / ?offline= with JSON
     body, created = await async_put_activity_type(request, await read_json(request))
     return web.json_response(body, status=201 if created else 200)

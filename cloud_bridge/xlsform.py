@@ -945,3 +945,38 @@ def iter_problems(exc: XlsformError) -> Iterator[str]:
     """Each problem as one line (the page lists them)."""
     for p in exc.problems:
         yield str(p)
+
+
+# The 400 body's shape, for the OpenAPI document.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["message", "text"],
+    "properties": {
+        "sheet": {"type": ["string", "null"], "examples": ["survey"]},
+        "row": {"type": ["integer", "null"], "examples": [14]},
+        "column": {"type": ["string", "null"], "examples": ["type"]},
+        "message": {"type": "string", "examples": ["'geotrace' is not supported"]},
+        "text": {
+            "type": "string",
+            "examples": ["survey row 14, column type: 'geotrace' is not supported"],
+        },
+    },
+}
+XLSFORM_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "examples": ["invalid_xlsform"]},
+                "message": {"type": "string"},
+                "problems": {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/XlsformProblem"},
+                },
+            },
+        }
+    },
+}

@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy.orm import Session
 
-from cloud_bridge import views
 from cloud_bridge.app_keys import RUNNER_KEY
 from cloud_bridge.errors import CentralError
 from cloud_bridge.models import ActivityType
@@ -44,40 +44,6 @@ def _read_one(data: bytes) -> Imported:
 
 
 _FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
-
-# The 400 body's shape, for the OpenAPI document.
-PROBLEM_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["message", "text"],
-    "properties": {
-        "sheet": {"type": ["string", "null"], "examples": ["survey"]},
-        "row": {"type": ["integer", "null"], "examples": [14]},
-        "column": {"type": ["string", "null"], "examples": ["type"]},
-        "message": {"type": "string", "examples": ["'geotrace' is not supported"]},
-        "text": {
-            "type": "string",
-            "examples": ["survey row 14, column type: 'geotrace' is not supported"],
-        },
-    },
-}
-XLSFORM_ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string", "examples": ["invalid_xlsform"]},
-                "message": {"type": "string"},
-                "problems": {
-                    "type": "array",
-                    "items": {"$ref": "#/components/schemas/XlsformProblem"},
-                },
-            },
-        }
-    },
-}
 
 
 class ImportRefused(CentralError):
@@ -145,10 +111,23 @@ def type_name(imported: Imported, given: str | None) -> str:
     return name
 
 
+# How an activity type is stored as the caller: ``views.async_put_activity_type``,
+# handed in by the callers (views imports this module, not the other way round).
+PutType = Callable[..., Awaitable[tuple[dict[str, Any], bool]]]
+
+
 async def import_xlsform(
-    request: web.Request, data: bytes, *, name: str | None, offline: bool | None
+    request: web.Request,
+    data: bytes,
+    *,
+    name: str | None,
+    offline: bool | None,
+    put: PutType,
 ) -> tuple[dict[str, Any], bool, Imported]:
-    """Read, check and store the workbook as the caller: (type JSON, created, what was read)."""
+    """Read, check and store (with ``put``) the workbook as the caller.
+
+    Returns (type JSON, created, what was read).
+    """
     imported = await parse_upload(data)
     chosen = type_name(imported, name)
 
@@ -158,7 +137,7 @@ async def import_xlsform(
 
     if offline is None:  # a new version keeps its type's offline switch
         offline = await request.app[RUNNER_KEY].async_tx(current_offline)
-    body, created = await views.async_put_activity_type(
+    body, created = await put(
         request,
         {"name": chosen, "offline": offline, "form": imported.form},
         source="xlsform",
@@ -197,11 +176,13 @@ def upload_query(request: web.Request) -> tuple[str | None, bool | None]:
     return name, offline
 
 
-async def post_xlsform(request: web.Request) -> web.Response:
+async def post_xlsform(request: web.Request, put: PutType) -> web.Response:
     name, offline = upload_query(request)
     data = await request.read()
     try:
-        body, created, imported = await import_xlsform(request, data, name=name, offline=offline)
+        body, created, imported = await import_xlsform(
+            request, data, name=name, offline=offline, put=put
+        )
     except ImportRefused as exc:
         return web.json_response(exc.as_json(), status=exc.status)
     body["xlsform"] = {

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiohttp import web
+from aiohttp.web_request import FileField
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -28,6 +29,8 @@ from cloud_bridge.models import Activity, ActivityType, ActivityTypeVersion, Rec
 from cloud_bridge.permissions import Action
 from cloud_bridge.type_versions import version_json, versions
 from cloud_bridge.web.render import page, see_other
+from cloud_bridge.xlsform import MAX_XLSX_BYTES
+from cloud_bridge.xlsform_views import ImportRefused, import_xlsform
 
 logger = logging.getLogger(__name__)
 A = Action
@@ -131,9 +134,7 @@ def _parse_form_text(text: str) -> Any:
 
 
 async def type_create(request: web.Request) -> web.StreamResponse:
-    if request.content_type == "multipart/form-data":  # the XLSForm upload (xlsform_pages)
-        from cloud_bridge.web.xlsform_pages import type_import
-
+    if request.content_type == "multipart/form-data":  # the XLSForm upload (type_import)
         return await type_import(request, None)
     form = await _form(request)
     name = form.get("name", "").strip()[:64]
@@ -201,8 +202,6 @@ async def type_view(request: web.Request) -> web.Response:
 async def type_save(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if request.content_type == "multipart/form-data":  # its next version as an XLSForm
-        from cloud_bridge.web.xlsform_pages import type_import
-
         return await type_import(request, name)
     form = await _form(request)
     text = form.get("form", "")
@@ -376,3 +375,54 @@ PAGES: list[Route] = [
         page=True,
     ),
 ]
+
+
+# --- the Activity types pages' XLSForm upload (templates/xlsform_upload.html) -------
+# A multipart form (CSRF as every page form) posts the .xlsx to /types (a new
+# type) or /types/{name} (its next version), where the JSON forms post too; it
+# goes through the same import as POST /api/v1/activity-types with the
+# spreadsheet's content type, and a refused workbook comes back on the page
+# with each problem by sheet, row and column.
+
+
+async def _xlsform_refused(
+    request: web.Request, into: str | None, message: str, problems: list[str], status: int
+) -> web.Response:
+    shown: dict[str, Any] = {"error": message, "status": status, "xlsform_problems": problems}
+    if into is not None:
+        try:
+            return await type_page(request, into, **shown)
+        except CentralError:
+            pass  # no such type (any more): the list page says it
+    return await types_page(request, **shown)
+
+
+async def type_import(request: web.Request, into: str | None) -> web.StreamResponse:
+    """Import the uploaded workbook as a new type, or ``into`` an existing one."""
+    form = await request.post()
+    name = into or str(form.get("name") or "").strip()[:64] or None
+    offline = None if into else form.get("offline") == "1"
+    if into is not None:  # a type's page imports into that type only, never a new one
+        try:
+            await request.app[RUNNER_KEY].async_tx(lambda s: existing_type(s, into))
+        except CentralError as exc:
+            return await _xlsform_refused(request, into, exc.message, [], exc.status)
+    upload = form.get("xlsform")
+    if not isinstance(upload, FileField):
+        return await _xlsform_refused(request, into, "Choose an .xlsx file to upload.", [], 400)
+    data = upload.file.read(MAX_XLSX_BYTES + 1)
+    try:
+        body, _, _ = await import_xlsform(
+            request, data, name=name, offline=offline, put=views.async_put_activity_type
+        )
+    except ImportRefused as exc:
+        problems = [str(p) for p in exc.problems]
+        n = len(problems)
+        message = (
+            f"The XLSForm was not imported: {n} problem{'s' if n != 1 else ''} to fix, "
+            "listed at the upload below."
+        )
+        return await _xlsform_refused(request, into, message, problems, exc.status)
+    except CentralError as exc:
+        return await _xlsform_refused(request, into, exc.message, [], exc.status)
+    raise see_other(f"/types/{body['name']}", "imported")
