@@ -36,8 +36,8 @@ class ExpressionError(ValueError):
 # -- parsing ---------------------------------------------------------------
 
 _TOKEN = re.compile(
-    r"""\s*(?:
-      (?P<num>\d+(?:\.\d*)?|\.\d+)
+    r"""[ \t\r\n]*(?:
+      (?P<num>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)
     | (?P<str>'[^']*'|"[^"]*")
     | (?P<ref>\$\{(?P<refname>[^}]*)\})
     | (?P<op>!=|<=|>=|\.\.|[=<>+\-*(),.])
@@ -94,7 +94,7 @@ class Expression:
 def _tokens(text: str) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     pos = 0
-    end = len(text.rstrip())
+    end = len(text.rstrip(_WS))
     while pos < end:
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
@@ -294,7 +294,7 @@ def parse(text: str) -> Expression:
     """Parse ``text``; raises ExpressionError with a readable reason."""
     if len(text) > MAX_EXPRESSION:
         raise ExpressionError(f"is longer than {MAX_EXPRESSION} characters")
-    if not text.strip():
+    if not text.strip(_WS):
         raise ExpressionError("is empty")
     tree = _Parser(text).parse()
     _check_parent(tree)
@@ -307,12 +307,16 @@ def parse(text: str) -> Expression:
 
 # -- values and coercions ----------------------------------------------------
 
-_NUMBER = re.compile(r"^\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*$")
-_DATE = re.compile(r"^\s*(\d{4})-(\d{2})-(\d{2})\s*$")
+_NUMBER = re.compile(r"^[ \t\r\n]*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))[ \t\r\n]*$")
+_DATE = re.compile(r"^[ \t\r\n]*([0-9]{4})-([0-9]{2})-([0-9]{2})[ \t\r\n]*$")
 _DATETIME = re.compile(
-    r"^\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\s*$"
+    r"^[ \t\r\n]*[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?"
+    r"(?:Z|[+-][0-9]{2}:?[0-9]{2})?[ \t\r\n]*$"
 )
 _EPOCH = date(1970, 1, 1)
+# XML's whitespace (XPath's), not Unicode's: the same characters in Python and JavaScript.
+_WS = " \t\r\n"
+_SPLIT = re.compile(r"[ \t\r\n]+")
 _EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -334,7 +338,7 @@ def to_number(v: Value) -> float:
             return math.nan
     if _DATETIME.fullmatch(v):
         try:
-            when = datetime.fromisoformat(v.strip())
+            when = datetime.fromisoformat(v.strip(_WS))
         except ValueError:
             return math.nan
         if when.tzinfo is None:
@@ -448,6 +452,10 @@ def _arith(op: str, x: float, y: float) -> float:
     return math.fmod(x, y)
 
 
+def _tokens_of(text: str) -> list[str]:
+    return [t for t in _SPLIT.split(text) if t]
+
+
 def _regex(text: str, pattern: str) -> bool:
     try:
         return re.search(pattern, text) is not None
@@ -492,9 +500,9 @@ def _call(name: str, args: Sequence[Node], scope: Scope) -> Value:
         return ev(args[1]) if to_bool(ev(args[0])) else ev(args[2])
     vals = [ev(a) for a in args] if name != "position" else []
     if name == "selected":
-        return to_string(vals[1]).strip() in to_string(vals[0]).split()
+        return to_string(vals[1]).strip(_WS) in _tokens_of(to_string(vals[0]))
     if name == "count-selected":
-        return float(len(to_string(vals[0]).split()))
+        return float(len(_tokens_of(to_string(vals[0]))))
     if name == "concat":
         return "".join("".join(v) if isinstance(v, list) else to_string(v) for v in vals)
     if name == "string-length":

@@ -14,7 +14,7 @@ const MAX_DEPTH = 40;
 export class ExpressionError extends Error {}
 
 const TOKEN =
-  /\s*(?:(\d+(?:\.\d*)?|\.\d+)|('[^']*'|"[^"]*")|(\$\{([^}]*)\})|(!=|<=|>=|\.\.|[=<>+\-*(),.])|([A-Za-z_][A-Za-z0-9_\-]*(?::[A-Za-z_][A-Za-z0-9_\-]*)?))/y;
+  /[ \t\r\n]*(?:([0-9]+(?:\.[0-9]*)?|\.[0-9]+)|('[^']*'|"[^"]*")|(\$\{([^}]*)\})|(!=|<=|>=|\.\.|[=<>+\-*(),.])|([A-Za-z_][A-Za-z0-9_\-]*(?::[A-Za-z_][A-Za-z0-9_\-]*)?))/y;
 const REF_NAME = /^[a-z][a-z0-9_]{0,62}$/;
 const KEYWORD_OPS = new Set(["and", "or", "div", "mod"]);
 
@@ -49,7 +49,7 @@ const BINARY = { or: 1, and: 2, "=": 3, "!=": 3, "<": 4, "<=": 4, ">": 4, ">=": 
 
 function tokens(text) {
   const out = [];
-  const end = text.trimEnd().length;
+  const end = text.replace(/[ \t\r\n]+$/, "").length;
   let pos = 0;
   while (pos < end) {
     TOKEN.lastIndex = pos;
@@ -174,7 +174,7 @@ export function parse(text) {
   const hit = cache.get(text);
   if (hit) return hit;
   if (text.length > MAX_EXPRESSION) throw new ExpressionError(`is longer than ${MAX_EXPRESSION} characters`);
-  if (!text.trim()) throw new ExpressionError("is empty");
+  if (!/[^ \t\r\n]/.test(text)) throw new ExpressionError("is empty");
   const tree = new Parser(text).parse();
   checkParent(tree);
   if (cache.size > 2000) cache.clear();
@@ -184,9 +184,11 @@ export function parse(text) {
 
 // -- values and coercions --------------------------------------------------
 
-const NUMBER = /^\s*(-?(?:\d+(?:\.\d*)?|\.\d+))\s*$/;
-const DATE = /^\s*(\d{4})-(\d{2})-(\d{2})\s*$/;
-const DATETIME = /^\s*\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?\s*$/;
+// XML's whitespace (XPath's), not Unicode's: the same characters as on the gateway.
+const NUMBER = /^[ \t\r\n]*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))[ \t\r\n]*$/;
+const DATE = /^[ \t\r\n]*([0-9]{4})-([0-9]{2})-([0-9]{2})[ \t\r\n]*$/;
+const DATETIME = /^[ \t\r\n]*[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]+)?)?(?:Z|[+-][0-9]{2}:?[0-9]{2})?[ \t\r\n]*$/;
+const trimWs = (s) => s.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, "");
 const DAY_MS = 86400000;
 
 function dateDays(y, m, d) {
@@ -205,9 +207,9 @@ export function toNumber(v) {
   m = DATE.exec(v);
   if (m) return dateDays(Number(m[1]), Number(m[2]), Number(m[3]));
   if (DATETIME.test(v)) {
-    let s = v.trim();
-    if (!/(Z|[+-]\d{2}:?\d{2})$/.test(s)) s += "Z"; // no zone: UTC, as on the gateway
-    s = s.replace(/([+-]\d{2})(\d{2})$/, "$1:$2");
+    let s = trimWs(v);
+    if (!/(Z|[+-][0-9]{2}:?[0-9]{2})$/.test(s)) s += "Z"; // no zone: UTC, as on the gateway
+    s = s.replace(/([+-][0-9]{2})([0-9]{2})$/, "$1:$2");
     const ms = Date.parse(s);
     return Number.isNaN(ms) ? NaN : Math.trunc(ms) / DAY_MS;
   }
@@ -263,7 +265,7 @@ function arith(op, x, y) {
 }
 
 const codePoints = (s) => [...s];
-const splitList = (s) => s.split(/\s+/).filter(Boolean);
+const splitList = (s) => s.split(/[ \t\r\n]+/).filter(Boolean);
 
 function regexTest(text, pattern) {
   try {
@@ -296,7 +298,7 @@ function call(name, args, scope) {
   const vals = name === "position" ? [] : args.map((a) => evaluate(a, scope));
   switch (name) {
     case "selected":
-      return splitList(toString(vals[0])).includes(toString(vals[1]).trim());
+      return splitList(toString(vals[0])).includes(trimWs(toString(vals[1])));
     case "count-selected":
       return splitList(toString(vals[0])).length;
     case "concat":

@@ -37,9 +37,12 @@ export function storedCalculation(field, text) {
   return text;
 }
 
+// Python's str.strip() whitespace (the gateway's test of a blank answer), not JavaScript's trim().
+const BLANK = /^[\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$/;
+
 export function isMissing(value) {
   if (value === null || value === undefined) return true;
-  if (typeof value === "string") return !value.trim();
+  if (typeof value === "string") return BLANK.test(value);
   if (Array.isArray(value)) return value.length === 0;
   return false;
 }
