@@ -100,6 +100,21 @@ def test_an_xlsform_from_the_page_to_the_phone_and_back(
         ada.screenshot("type-xlsform")
         page.get_by_role("link", name="pt", exact=True).click()
         expect(page.locator('[data-preview-field="site_name"]')).to_contain_text("Nome do local")
+        # On a phone too: the upload and its problems fit a 390 px screen.
+        ada_phone = Person.open(chromium_browser, b.url, phone=True)
+        try:
+            ada_phone.sign_in("ada")
+            ada_phone.go("/types/site_inspection")
+            upload(ada_phone.page, "inspection-draft.xlsx", with_a_geotrace())
+            expect(ada_phone.page.locator("[data-xlsform-problems]")).to_contain_text(
+                "survey row 5, column type: 'geotrace' is not supported"
+            )
+            ada_phone.no_horizontal_overflow()
+            ada_phone.page.locator("#xlsform-upload").scroll_into_view_if_needed()
+            ada_phone.screenshot("type-xlsform-refused")
+        finally:
+            ada_phone.close()
+        assert b.api("GET", "/api/v1/activity-types/site_inspection")["form_version"] == 1
 
         # 2. An activity of the type, approved and dispatched (the API, as a script would).
         made = b.api(
