@@ -271,7 +271,7 @@ def _check_regex_literals(tree: Node) -> None:
         if tree[1] == "regex" and args[1][0] == "str":  # type: ignore[index]
             pattern = str(args[1][1])  # type: ignore[index]
             try:
-                re.compile(pattern)
+                re.compile(pattern, re.ASCII)
             except re.error as exc:
                 raise ExpressionError(
                     f"regex pattern {pattern!r} does not compile: {exc}"
@@ -458,7 +458,8 @@ def _tokens_of(text: str) -> list[str]:
 
 def _regex(text: str, pattern: str) -> bool:
     try:
-        return re.search(pattern, text) is not None
+        # ASCII classes (\d, \w, \b), as JavaScript's RegExp reads them.
+        return re.search(pattern, text, re.ASCII) is not None
     except re.error:
         return False
 

@@ -127,7 +127,11 @@ def test_logic_shows_hides_refuses_clears_and_sends_what_was_entered(
     expect(_field(page, "roof_note")).to_be_hidden()
     checks.get_by_role("checkbox", name="roof").check()
     expect(_field(page, "roof_note")).to_be_visible()
+    roof_mark = _field(page, "roof_note").locator(".req")
+    expect(roof_mark).to_be_hidden()  # one check: roof notes are asked, not required
     checks.get_by_role("checkbox", name="fence").check()
+    expect(roof_mark).to_be_visible()
+    expect(page.get_by_label("Roof notes")).to_have_attribute("aria-required", "true")
 
     # A row: its calculation and relevance work per row.
     page.get_by_role("button", name="Add parts row").click()

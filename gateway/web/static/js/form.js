@@ -116,7 +116,8 @@ export function renderForm(container, form, opts) {
     const hintId = hintText ? `${id}-hint` : null;
     const described = hintId ? `${hintId} ${errId}` : errId;
     const wrap = el("div", { class: `field field-${field.type}`, "data-field": `${where}${field.name}` });
-    const reqMark = field.required === true ? el("span", { class: "req", text: ` ${t("form.required_mark")}` }) : null;
+    // A required-if field shows the mark while its condition holds (applyLogic keeps it current).
+    const reqMark = field.required ? el("span", { class: "req", text: ` ${t("form.required_mark")}`, hidden: field.required !== true }) : null;
     const hint = hintText ? el("p", { class: "hint", id: hintId, text: hintText, "data-template": hintText.includes("${") ? hintText : null }) : ""; // DOM append() writes null as "null"
     const value = row[field.name];
     const locked = readOnly || !!field.read_only || computed(field);
@@ -514,6 +515,15 @@ export function renderForm(container, form, opts) {
       const wasHidden = entry.hidden;
       entry.hidden = !rel;
       entry.wrap.hidden = !rel || field.type === "calculate";
+      if (rel && typeof field.required === "string") {
+        const now = logic.required(field, table, index);
+        for (const mark of entry.wrap.querySelectorAll(".req")) mark.hidden = !now;
+        for (const input of entry.wrap.querySelectorAll("[aria-required], input, select, textarea")) {
+          if (input.type === "radio" || input.type === "checkbox") continue;
+          if (now) input.setAttribute("aria-required", "true");
+          else input.removeAttribute("aria-required");
+        }
+      }
       if (entry.label.includes("${")) {
         const text = interpolate(entry.label, table, index);
         for (const span of entry.wrap.querySelectorAll(".label-text")) if (span.textContent !== text) span.textContent = text;
