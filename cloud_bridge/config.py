@@ -72,6 +72,10 @@ class ReplaySection(Section):
     # memory too: ~2 s of one worker's commits.
     queue_max_envelopes: int = Field(default=5000, ge=1)
     retry_after_s: float = Field(default=10.0, gt=0, le=3600)  # gateways add ±50 % jitter
+    # The interpreter's thread switch interval for the bridge process (Python's default
+    # is 5 ms): replay holds the GIL in CPU-bound work, the admin API waits for it.
+    # 0: leave Python's default.
+    switch_interval_ms: float = Field(default=1.0, ge=0, le=100)
 
 
 class FleetSection(Section):

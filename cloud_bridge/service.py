@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,6 +65,10 @@ class Bridge:
 
     async def async_start(self) -> None:
         cfg = self.config
+        if cfg.replay.switch_interval_ms:
+            # Replay threads run CPU-bound Python (form validation) holding the GIL; a
+            # shorter switch interval lets the event loop (admin API, MQTT) in sooner.
+            sys.setswitchinterval(cfg.replay.switch_interval_ms / 1000)
         # A connection for every DB thread: admin, uplink, replay, attachments (blob locks).
         connections = (cfg.admin.db_threads or 4) + 2 + (cfg.replay.threads or 2) + BLOB_THREADS
         self.db = await asyncio.to_thread(
