@@ -8,7 +8,7 @@ it. Then a signed-in browser (cookie session, no JavaScript) asks, one request
 at a time:
 
 - ``/activities`` (the default Online tab) and ``/activities?state=completed``
-  (each lists at most 500 of thousands),
+  (each shows the newest ``LIST_LIMIT`` of thousands),
 - ``/activities/{id}``: an activity with 12 rounds of envelopes (timeline,
   record, child rows),
 - the approval: the responsible crew member's ``GET`` of the activity page
@@ -60,6 +60,7 @@ from cloud_bridge.models import (
     Record,
     RecordRow,
 )
+from cloud_bridge.web.pages import LIST_LIMIT
 from outpost.forms import ActivityTypeDef
 from outpost.passwords import hash_password, verify_password
 from tests.support.broker import Broker, free_port, wait_port
@@ -309,13 +310,13 @@ def raw_selects(url: str) -> dict[str, Callable[[], Any]]:
             select(*cols)
             .where(Activity.state == "online", Activity.id.not_in(completed))
             .order_by(Activity.updated_at.desc(), Activity.id)
-            .limit(500)
+            .limit(LIST_LIMIT + 1)
         ),
         "completed": run(
             select(*cols)
             .where(Activity.state == "online", Activity.id.in_(completed))
             .order_by(Activity.updated_at.desc(), Activity.id)
-            .limit(500)
+            .limit(LIST_LIMIT + 1)
         ),
         "detail": run(select(LedgerEntry).where(LedgerEntry.activity_id == DETAIL)),
         "fleet": run(select(Gateway)),
