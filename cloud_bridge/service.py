@@ -106,18 +106,7 @@ class Bridge:
                 client_id = default_client_id(f"-{cfg.admin.port}")
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
             await self.mqtt.async_start()
-            # Periodic work on the scheduler both services share: the fleet's
-            # history pruned now and every prune_interval_s.
-            self._scheduler = new_scheduler()
-            self._scheduler.add_job(
-                HistoryPrune(self.runner.async_tx, cfg.fleet.history_days).async_run,
-                "interval",
-                seconds=cfg.fleet.prune_interval_s,
-                id="fleet-history-prune",
-                name="fleet history prune",
-                next_run_time=datetime.now(UTC),
-            )
-            self._scheduler.start()
+            self._scheduler = self._start_scheduler(self.runner)
             app = make_app(
                 self.runner,
                 self.mqtt,
@@ -150,6 +139,22 @@ class Bridge:
             cfg.mqtt.port,
             self.mqtt.client_id,
         )
+
+    def _start_scheduler(self, runner: DbRunner) -> AsyncIOScheduler:
+        """Periodic work, on the scheduler both services share: the fleet's history
+        pruned now and every ``prune_interval_s``."""
+        fleet = self.config.fleet
+        scheduler = new_scheduler()
+        scheduler.add_job(
+            HistoryPrune(runner.async_tx, fleet.history_days).async_run,
+            "interval",
+            seconds=fleet.prune_interval_s,
+            id="fleet-history-prune",
+            name="fleet history prune",
+            next_run_time=datetime.now(UTC),
+        )
+        scheduler.start()
+        return scheduler
 
     def _token(self) -> str:
         if self.config.admin.token:
