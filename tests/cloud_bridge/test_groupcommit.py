@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from sqlalchemy import func, select
 
@@ -20,7 +21,14 @@ from cloud_bridge.replay import Replayer, make_part
 from cloud_bridge.service import Bridge
 from outpost.wire import topics
 from outpost.wire.schemas import BatchDeferred, EnvelopeBatch, WireEnvelope
-from tests.cloud_bridge.conftest import SITES, FakeGateway, Seeded, bridge_config, envelope
+from tests.cloud_bridge.conftest import (
+    SITES,
+    TOKEN,
+    FakeGateway,
+    Seeded,
+    bridge_config,
+    envelope,
+)
 from tests.cloud_bridge.test_replay import _install_refusing_trigger
 from tests.support.broker import Broker
 
@@ -201,5 +209,22 @@ async def test_a_busy_bridge_answers_batch_deferred(
         # Sent again once the queue is short: applied.
         await gw_b.publish(topics.UP_ENVELOPES, deferred_batch)
         assert {r.outcome for r in (await gw_b.results(2)).values()} == {"applied"}
+        # The queueing is on /metrics: site-a's batch waited the group wait there.
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(
+                b.admin_url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}
+            ) as resp,
+        ):
+            text = await resp.text()
+        samples = {
+            line.split(" ")[0]: float(line.split(" ")[1])
+            for line in text.splitlines()
+            if line.startswith("outpost_bridge_replay")
+        }
+        assert samples["outpost_bridge_replay_busy_total"] == 1
+        assert samples["outpost_bridge_replay_queue_delay_seconds_count"] == 2
+        assert samples["outpost_bridge_replay_queue_delay_seconds_sum"] >= 0.9  # 1 s group wait
+        assert samples["outpost_bridge_replay_queued_envelopes"] == 0
     finally:
         await b.async_stop()
