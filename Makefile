@@ -44,6 +44,7 @@ bench: setup
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/blob_upload.py
 	$(BIN)/python bench/replication_lag.py
+	$(BIN)/python bench/xlsform_import.py
 
 # Re-pin the lock file from pyproject.toml in a throwaway venv.
 lock:

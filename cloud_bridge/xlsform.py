@@ -523,9 +523,9 @@ def _pyxform(wb: Any, warnings: list[str]) -> dict[str, Any]:
 
     try:
         data: dict[str, Any] = workbook_to_json(workbook_dict=wb, warnings=warnings)
-        # Building the XForm resolves every ${name} (a reference to no question fails);
-        # validate=False: no ODK Validate (a Java subprocess).
-        create_survey_element_from_dict(data).to_xml(validate=False, warnings=warnings)
+        # pyxform's survey (its structural checks). Not its XForm: writing the XML was
+        # half the import's time, and every ${name} is resolved by FormDefinition.
+        create_survey_element_from_dict(data)
     except PyXFormError as exc:
         headers = [*_headers(wb.survey_header), *_headers(wb.choices_header)]
         raise XlsformError([_translate(exc, headers)]) from None
