@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from outpost.files import commit_verified, fsync_dir
+from outpost.wire.schemas import SHA256_RE
 
 logger = logging.getLogger(__name__)
 
-SHA256_RE = re.compile(r"[0-9a-f]{64}")  # use fullmatch
 MIB = 1024 * 1024
 
 HASH_MISMATCH = "the attachment's content does not match its SHA-256"

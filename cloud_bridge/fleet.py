@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge.config import FleetSection
 from cloud_bridge.models import Gateway, GatewayHistory, utcnow
+from outpost.times import iso as iso
 from outpost.wire.schemas import GatewayState, Heartbeat
 
 logger = logging.getLogger(__name__)
@@ -327,10 +328,6 @@ def assess(facts: Facts, now: datetime, t: Thresholds) -> Health:
 
 
 # --- the view -----------------------------------------------------------------------------
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _figure(value: Any, heard_at: datetime | None, now: datetime) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from outpost.passwords import lockout_table
+from outpost.times import utcnow as utcnow
 
 # Activity states.
 ONLINE = "online"
@@ -37,10 +38,6 @@ CANCELED = "canceled"
 APPLIED = "applied"
 REJECTED = "rejected"
 HELD = "held"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -17,15 +17,12 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge.errors import bad_request
 from cloud_bridge.models import APPLIED, CANCELED, REJECTED, Activity, LedgerEntry
+from outpost.times import iso as _iso
 
 MAX_LIMIT = 500
 CORRECTED = "corrected"
 OPEN = "open"
 CLOSED_BY_CANCEL = "canceled"
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def rejections(

@@ -40,6 +40,7 @@ from cloud_bridge.models import (
     utcnow,
 )
 from cloud_bridge.review_note import APPROVED, HAS_ISSUES
+from outpost.times import iso as _iso
 from outpost.wire.schemas import REVIEW_SINCE, Dispatch
 
 REVIEW_STATES = (APPROVED, HAS_ISSUES)
@@ -47,10 +48,6 @@ AWAITING = "awaiting_review"  # a completed upload no review has looked at yet
 
 NOT_REVIEWABLE = "not_reviewable"
 GATEWAY_TOO_OLD = "gateway_too_old"
-
-
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def parse_version(text: str | None) -> tuple[int, ...] | None:

@@ -12,7 +12,6 @@ transaction also runs under ``BEGIN IMMEDIATE``.)
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -46,10 +45,15 @@ from cloud_bridge.review_note import note_for
 from outpost.forms import ActivityTypeDef, FormDefinition
 from outpost.passwords import hash_password  # the one place (bounded)
 from outpost.passwords import verify_password as verify_password
-from outpost.wire.schemas import ActivityWire, Dispatch, EnvelopeResult, UserPush, UserWire
+from outpost.wire.schemas import (
+    ACTIVITY_ID_RE,
+    ActivityWire,
+    Dispatch,
+    EnvelopeResult,
+    UserPush,
+    UserWire,
+)
 from outpost.wire.topics import valid_gateway_id
-
-ACTIVITY_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")  # use fullmatch
 
 HELD_QUERY_CHUNK = 500  # SHA-256s per IN (...) query (bound parameters have limits)
 

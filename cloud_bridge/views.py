@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 from cloud_bridge import audit, fleet, fleet_query, identity, people, rules, xlsform_views
 from cloud_bridge.access import ACCESS_KEY, ACTOR_KEY, Route, async_check_password, async_sign_in
 from cloud_bridge.app_keys import API_ROUTES_KEY, BLOBS_KEY, FLEET_KEY, MQTT_KEY, RUNNER_KEY
-from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError, bad_request
 from cloud_bridge.handler import results_messages
 from cloud_bridge.models import (
@@ -38,8 +37,9 @@ from cloud_bridge.models import (
 )
 from cloud_bridge.openapi import document
 from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
+from outpost.times import iso as iso
 from outpost.wire.codec import describe_validation
-from outpost.wire.schemas import Dispatch, Recall
+from outpost.wire.schemas import SHA256_RE, Dispatch, Recall
 from outpost.wire.topics import GATEWAY_ID_PATTERN
 
 logger = logging.getLogger(__name__)
@@ -177,10 +177,6 @@ async def read_body(request: web.Request, model: type[B], *, optional: bool = Fa
 
 
 # --- serialisation ------------------------------------------------------------------
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def activity_json(a: Activity) -> dict[str, Any]:

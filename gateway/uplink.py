@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Literal
 
 from aiohttp import web
@@ -47,6 +47,7 @@ from gateway.store.ops import recall_activity, replace_users, upsert_activity
 from gateway.store.store import Store
 from outpost import __version__
 from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received, Will
+from outpost.times import utcnow as _now
 from outpost.tls import certificate_expiry
 from outpost.wire import topics
 from outpost.wire.codec import (
@@ -92,10 +93,6 @@ class _Batch:
 
 # Below this rate zstd's strongest levels cost less than the bytes they save.
 SLOW_LINK_BYTES_PER_S = 125_000
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Uplink:

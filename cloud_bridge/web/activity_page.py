@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from cloud_bridge import audit, review, rules, views
 from cloud_bridge.app_keys import BLOBS_KEY, RUNNER_KEY
-from cloud_bridge.blobs import SHA256_RE
 from cloud_bridge.errors import CentralError
 from cloud_bridge.models import (
     APPLIED,
@@ -31,6 +30,7 @@ from cloud_bridge.models import (
 )
 from cloud_bridge.permissions import Action, may, owns
 from cloud_bridge.web.render import HEADERS, page
+from outpost.wire.schemas import SHA256_RE
 
 # Image types a browser may show inline (anything else downloads).
 MAGIC = (

@@ -17,11 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from gateway.api.errors import ApiError
 from outpost.passwords import MAX_PASSWORD_CHARS
 from outpost.wire.codec import describe_validation
+from outpost.wire.schemas import ACTIVITY_ID_RE as ACTIVITY_ID_RE
+from outpost.wire.schemas import SHA256_RE as SHA256_RE
 
 M = TypeVar("M", bound=BaseModel)
 
-SHA256_RE = re.compile(r"[0-9a-f]{64}")
-ACTIVITY_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 # RFC 6750 token68, bounded: our tokens are 43 URL-safe base64 characters.
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
 # ASCII digits only, at most 15 of them (a petabyte): int() of thousands of

@@ -23,12 +23,9 @@ from gateway.store.schema import (
     envelopes,
     sessions,
 )
+from outpost.times import iso as iso
 
 REJECTED_LIST_LIMIT = 50
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 def _mine(username: str) -> Any:

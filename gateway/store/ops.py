@@ -9,7 +9,7 @@ tests and the checkout view use them too.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, insert, select, update
@@ -26,11 +26,8 @@ from gateway.store.schema import (
     sessions,
     users,
 )
+from outpost.times import utcnow as utcnow
 from outpost.wire.schemas import ActivityWire, ReviewNote, UserPush
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def upsert_activity(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import math
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -207,6 +208,9 @@ Tables = Annotated[
 # pydantic's patterns run on Rust's regex engine, where ``$`` is the end of the
 # text (Python's ``re`` lets it match before a final newline: use fullmatch).
 Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# The same identifiers as plain regexes, for paths and queries (use fullmatch).
+SHA256_RE = re.compile(r"[0-9a-f]{64}")
+ACTIVITY_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 GatewayId = Annotated[str, Field(pattern=GATEWAY_ID_PATTERN)]
 Username = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.@-]+$")]
 ActivityId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
