@@ -43,6 +43,7 @@ bench: setup
 	$(BIN)/python bench/gateway_ingest.py
 	$(BIN)/python bench/drain.py
 	$(BIN)/python bench/blob_upload.py
+	$(BIN)/python bench/compression.py --seeds 1
 	$(BIN)/python bench/replication_lag.py
 	$(BIN)/python bench/xlsform_import.py
 
