@@ -53,6 +53,9 @@ async def test_a_refused_workbook_comes_back_with_its_problems(bridge: Bridge) -
         # A type's page imports only into itself: an unknown one is not created.
         status, _, page = await post_file(b, "/types/nope", simple(("text", "a", "A")))
         assert status == 404 and "No activity type" in html.unescape(page)
+        # Past the admin port's body limit (64 KiB in these tests): a 413 page, not a 500.
+        status, _, page = await post_file(b, "/types", b"PK\x03\x04" + b"\x00" * (200 * 1024))
+        assert status == 413
         # Without the form's CSRF token: refused, as every page form.
         b.csrf = "wrong"
         status, _, page = await post_file(b, "/types", simple(("text", "a", "A")))
