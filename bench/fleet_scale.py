@@ -315,6 +315,13 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     base = f"http://127.0.0.1:{procs[0].admin_port}"
     idle_api = await api_cost(base, procs)
+    # the same bridge's bulk rate, first: one gateway's 2,000 envelopes in batches of 200
+    bulk = SimGateway("sim-bulk", port, stats, args.ack_timeout)
+    await bulk.start()
+    t_bulk = time.monotonic()
+    await bulk.run_backlog(2000, 200)
+    bulk_env_s = 2000 / (time.monotonic() - t_bulk)
+    await bulk.stop()
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
     connect_s = await connect_all(sims, at_once=False)
     t0 = time.monotonic()
@@ -351,6 +358,7 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         "connect_s": round(connect_s, 1),
         "offered_env_s": args.gateways * PER_BATCH / BATCH_S,
         "applied_env_s": round(applied / args.duration, 1),
+        "bulk_env_s": round(bulk_env_s, 1),
         "ack_p50_ms": round(pct(in_window, 50) * 1000, 1),
         "ack_p99_ms": round(pct(in_window, 99) * 1000, 1),
         "batches": stats.batches,
@@ -474,7 +482,7 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         }
         ids = [f"sim-{i:05d}" for i in range(args.gateways)]
         t = time.perf_counter()
-        seed(url, ids, max(args.known, args.gateways))
+        seed(url, [*ids, "sim-bulk"], max(args.known, args.gateways))
         limits["seed_s"] = round(time.perf_counter() - t, 1)
         procs = stack.enter_context(bridges(broker, url, work, args.workers, src, args.bridge_toml))
         run = outage if args.outage else steady
