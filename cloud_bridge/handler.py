@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +38,7 @@ from cloud_bridge.ledger import clip
 from cloud_bridge.metrics import BridgeMetrics
 from cloud_bridge.models import Blob, Gateway, utcnow
 from cloud_bridge.replay import Results, make_part
+from outpost.locks import KeyedLocks
 from outpost.mqtt import Received
 from outpost.wire import topics
 from outpost.wire.codec import MAX_BYTES, DecodeError, decode
@@ -103,32 +103,6 @@ def results_messages(results: Results, batch_id: Any = None) -> list[Outgoing]:
                 )
             )
     return out
-
-
-class KeyedLocks:
-    """An ``asyncio.Lock`` per key, forgotten once nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def async_hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            _, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-    def __len__(self) -> int:
-        return len(self._locks)
 
 
 class UplinkHandler:

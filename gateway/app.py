@@ -53,6 +53,7 @@ from gateway.store.blobs import BlobFiles
 from gateway.store.store import DB_FILENAME
 from gateway.uplink import Uplink, uplink_ctx
 from gateway.web import setup_web
+from outpost.locks import KeyedLocks
 from outpost.notify import (
     Notifier,
     async_start_watchdog,
@@ -147,7 +148,7 @@ def create_app(
         backhaul.on_users_replaced = app[AUTH_KEY].forget_cached  # cached sessions end too
     app[DISK_KEY] = DiskGuard(config.gateway.data_dir, config.lan.disk_free_floor_mb * 1024 * 1024)
     app[BLOBS_KEY] = BlobFiles(config.gateway.data_dir)
-    app[UPLOAD_LOCKS_KEY] = {}
+    app[UPLOAD_LOCKS_KEY] = KeyedLocks()
     app[STARTED_KEY] = time.monotonic()
     app.add_routes(routes)
     app.add_routes(site_routes)  # the site lead's view of the whole gateway

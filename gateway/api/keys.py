@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 
 from gateway.api.disk import DiskGuard
@@ -13,6 +11,7 @@ from gateway.backhaul import Backhaul
 from gateway.config import GatewayConfig
 from gateway.store import Store
 from gateway.store.blobs import BlobFiles
+from outpost.locks import KeyedLocks
 
 CONFIG_KEY = web.AppKey("outpost_config", GatewayConfig)
 STORE_KEY = web.AppKey("outpost_store", Store)
@@ -21,7 +20,7 @@ AUTH_KEY = web.AppKey("outpost_auth", Auth)
 METRICS_KEY = web.AppKey("outpost_metrics", Metrics)
 DISK_KEY = web.AppKey("outpost_disk", DiskGuard)
 BLOBS_KEY = web.AppKey("outpost_blobs", BlobFiles)
-UPLOAD_LOCKS_KEY = web.AppKey("outpost_upload_locks", dict[str, asyncio.Lock])
+UPLOAD_LOCKS_KEY = web.AppKey("outpost_upload_locks", KeyedLocks)  # one upload per file
 STARTED_KEY = web.AppKey("outpost_started", float)  # time.monotonic() at creation
 
 PRINCIPAL = web.RequestKey("outpost_principal", Principal)  # set by the auth middleware

@@ -270,14 +270,8 @@ async def put_attachment(request: web.Request) -> web.Response:
     app = request.app
     sha = inputs.sha256(request)
     user = principal(request).username
-    locks = app[UPLOAD_LOCKS_KEY]
-    lock = locks.setdefault(sha, asyncio.Lock())
-    try:
-        async with lock:
-            return await _upload(request, sha, user)
-    finally:
-        if not lock.locked() and locks.get(sha) is lock:
-            del locks[sha]
+    async with app[UPLOAD_LOCKS_KEY].async_hold(sha):
+        return await _upload(request, sha, user)
 
 
 async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
