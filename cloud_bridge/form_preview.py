@@ -56,6 +56,7 @@ class Section:
     name: str | None
     label: str | None
     widgets: list[Widget] = field(default_factory=list)
+    relevant: str | None = None  # the whole section is shown only when this holds
 
 
 @dataclass
@@ -165,6 +166,11 @@ def preview(form: dict[str, Any], language: str = "en") -> Preview:
     labels = {
         str(s.get("name")): pick(s.get("label"), language) for s in groups if isinstance(s, dict)
     }
+    relevance = {
+        str(s.get("name")): s.get("relevant")
+        for s in groups
+        if isinstance(s, dict) and isinstance(s.get("relevant"), str)
+    }
     sections: list[Section] = []
     for f in form.get("fields", []):
         if not isinstance(f, dict):
@@ -172,7 +178,7 @@ def preview(form: dict[str, Any], language: str = "en") -> Preview:
         key = f.get("group") or f.get("section")
         if not sections or sections[-1].name != key:
             label = labels.get(str(key)) or (humanize(str(key)) if key else None)
-            sections.append(Section(key, label))
+            sections.append(Section(key, label, relevant=relevance.get(str(key))))
         sections[-1].widgets.append(widget(f, language))
     tables = [
         TablePreview(

@@ -93,3 +93,4 @@ def test_an_imported_xlsform_previews_with_its_groups_and_option_labels() -> Non
     ppe = next(w for w in pt.sections[0].widgets if w.name == "ppe")
     assert "Several options may be picked" in ppe.logic
     assert preview(form, "en").sections[0].label == "Site"
+    assert pt.sections[1].relevant == "${site_safe} = 'yes'" and pt.sections[0].relevant is None
