@@ -310,7 +310,9 @@ async def connect_all(sims: list[SimGateway], at_once: bool) -> float:
     return time.perf_counter() - t
 
 
-async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -> dict[str, Any]:
+async def steady(
+    args: argparse.Namespace, port: int, procs: list[BridgeProc], broker: BridgeProc
+) -> dict[str, Any]:
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     base = f"http://127.0.0.1:{procs[0].admin_port}"
@@ -333,7 +335,7 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
     sim_cpu0 = time.process_time()
     side = [
         asyncio.create_task(probe_api(base, stop, api)),
-        asyncio.create_task(sample_cpu(procs, stop, cpu, window)),
+        asyncio.create_task(sample_cpu([*procs, broker], stop, cpu, window)),
         asyncio.create_task(loop_lag(stop, lag)),
     ]
     await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
@@ -366,8 +368,9 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         "deferred": stats.deferred,
         "unanswered_batches": unanswered,
         "drain_after_stop_s": round(drained_after_s, 1),
-        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
-        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
+        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])[:-1]],
+        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])[:-1]],
+        "broker_cpu_pct": round(cpu.get("cpu", [float("nan")])[-1], 1),
         "simulator_cpu_pct": round(sim_cpu_pct, 1),
         "simulator_loop_lag_p99_ms": round(pct(lag, 99) * 1000, 1),
         "api": summarize(api),
@@ -376,7 +379,9 @@ async def steady(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
     }
 
 
-async def outage(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -> dict[str, Any]:
+async def outage(
+    args: argparse.Namespace, port: int, procs: list[BridgeProc], broker: BridgeProc
+) -> dict[str, Any]:
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
@@ -387,7 +392,7 @@ async def outage(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
     base = f"http://127.0.0.1:{procs[0].admin_port}"
     side = [
         asyncio.create_task(probe_api(base, stop, api)),
-        asyncio.create_task(sample_cpu(procs, stop, cpu, (t0, t0 + 1e9))),
+        asyncio.create_task(sample_cpu([*procs, broker], stop, cpu, (t0, t0 + 1e9))),
     ]
     connect_s = await connect_all(sims, at_once=True)
     await asyncio.gather(*(s.run_backlog(args.backlog, args.outage_batch) for s in sims))
@@ -409,8 +414,9 @@ async def outage(args: argparse.Namespace, port: int, procs: list[BridgeProc]) -
         "max_sends_of_a_batch": stats.max_sends,
         "ack_p50_ms": round(pct([lat for _, lat in stats.latencies], 50) * 1000, 1),
         "ack_p99_ms": round(pct([lat for _, lat in stats.latencies], 99) * 1000, 1),
-        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])],
-        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])],
+        "bridge_cpu_pct": [round(c, 1) for c in cpu.get("cpu", [])[:-1]],
+        "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])[:-1]],
+        "broker_cpu_pct": round(cpu.get("cpu", [float("nan")])[-1], 1),
         "api": summarize(api),
         "stats": stats,
     }
@@ -486,7 +492,9 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         limits["seed_s"] = round(time.perf_counter() - t, 1)
         procs = stack.enter_context(bridges(broker, url, work, args.workers, src, args.bridge_toml))
         run = outage if args.outage else steady
-        result = asyncio.run(run(args, broker.port, procs))
+        assert broker.proc is not None
+        mosquitto = BridgeProc(broker.proc, broker.port, broker.log)
+        result = asyncio.run(run(args, broker.port, procs, mosquitto))
         result["load_after"] = loadavg()
         result["limits"] = limits
         result["check"] = check_exactly_once(url, result.pop("stats"))
