@@ -39,12 +39,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import bridge_process, raw_transfer  # noqa: E402
-from gateway.api.submit import body_hash, store_envelope  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
 from gateway.store.blobs import BlobFiles  # noqa: E402
 from gateway.store.ops import upsert_activity  # noqa: E402
 from gateway.store.schema import APPLIED, attachments, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
+from gateway.store.submissions import body_hash, store_envelope  # noqa: E402
 from gateway.uplink import Uplink  # noqa: E402
 from outpost.forms import FormDefinition  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.api.queries import store_status
+from gateway.store.queries import store_status
 from gateway.store.schema import REJECTED
 from gateway.store.store import Store, database_bytes
 from outpost import __version__

@@ -22,12 +22,12 @@ from sqlalchemy import Connection, and_, func, select
 import outpost
 from gateway.api.errors import ApiError
 from gateway.api.keys import BACKHAUL_KEY, CONFIG_KEY, DISK_KEY, STARTED_KEY, STORE_KEY, principal
-from gateway.api.queries import iso
 from gateway.api.scope import sees_whole_gateway
 from gateway.auth import Principal
 from gateway.blob_upload import upload_counts
 from gateway.replication.service import replication_status
 from gateway.store.ops import get_meta, utcnow
+from gateway.store.queries import iso
 from gateway.store.schema import (
     ENVELOPE_STATES,
     META_LAST_SYNC,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import outpost
-from gateway.api import inputs, queries
+from gateway.api import inputs
 from gateway.api.errors import ApiError, disk_full
 from gateway.api.inputs import SignIn, read_body
 from gateway.api.keys import (
@@ -30,11 +30,12 @@ from gateway.api.keys import (
 )
 from gateway.api.openapi import openapi_document
 from gateway.api.scope import sees_whole_gateway
-from gateway.api.submit import answer, body_hash, store_envelope
 from gateway.replication.service import replication_status
+from gateway.store import queries
 from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.schema import attachments, envelopes
 from gateway.store.store import database_bytes
+from gateway.store.submissions import answer, body_hash, store_envelope
 from outpost.wire.schemas import EnvelopeBody
 
 logger = logging.getLogger(__name__)

@@ -4,6 +4,8 @@
 - ``store``: ``Store`` — one writer thread with group commit, a reader pool
 - ``migration``: numbered migrations, backups, corrupt files moved aside
 - ``ops``: writes that arrive from central (dispatch, recall, users)
+- ``submissions``: storing a crew's envelope (``store_envelope``, in the writer)
+- ``queries``: the reads behind the LAN API and the heartbeat
 - ``blobs``: attachment files on disk
 """
 

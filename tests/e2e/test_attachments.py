@@ -15,11 +15,11 @@ import aiohttp
 from sqlalchemy import insert, select
 
 from gateway.api.keys import BACKHAUL_KEY
-from gateway.api.submit import body_hash, store_envelope
 from gateway.app import running_gateway
 from gateway.store.blobs import BlobFiles
 from gateway.store.ops import upsert_activity
 from gateway.store.schema import attachments
+from gateway.store.submissions import body_hash, store_envelope
 from gateway.uplink import Uplink
 from outpost.forms import FormDefinition
 from outpost.wire.schemas import ActivityWire, EnvelopeBody

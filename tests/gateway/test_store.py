@@ -319,7 +319,7 @@ def test_write_sync_from_a_thread(tmp_path: Path) -> None:
 
 def test_the_completed_check_uses_an_index(tmp_path: Path) -> None:
     """Every submission asks whether its activity is completed: it must not scan."""
-    from gateway.api.submit import _RAW_ACTIVITY
+    from gateway.store.submissions import _RAW_ACTIVITY
 
     Store(tmp_path / "g.db").open().close()
     conn = sqlite3.connect(tmp_path / "g.db")

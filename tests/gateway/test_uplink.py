@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from gateway.api.submit import body_hash, store_envelope
 from gateway.config import GatewayConfig
 from gateway.store.ops import upsert_activity
 from gateway.store.schema import activities, envelopes
 from gateway.store.store import Store, open_store
+from gateway.store.submissions import body_hash, store_envelope
 from gateway.uplink import BackhaulDownError, Uplink
 from outpost.forms import FormDefinition
 from outpost.mqtt import MqttClient, Received

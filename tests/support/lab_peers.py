@@ -77,12 +77,12 @@ def run_central(workdir: Path) -> None:
 
 async def run_gateway(spec: dict[str, Any]) -> None:
     from bench.drain import FORM, make_bodies
-    from gateway.api.submit import body_hash, store_envelope
     from gateway.config import GatewayConfig
     from gateway.store.blobs import BlobFiles
     from gateway.store.ops import upsert_activity
     from gateway.store.schema import APPLIED, attachments, envelopes
     from gateway.store.store import open_store
+    from gateway.store.submissions import body_hash, store_envelope
     from gateway.uplink import Uplink
     from outpost.forms import FormDefinition
     from outpost.wire.schemas import ActivityWire, EnvelopeBody
