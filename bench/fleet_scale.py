@@ -318,13 +318,14 @@ async def steady(
     base = f"http://127.0.0.1:{procs[0].admin_port}"
     idle_api = await api_cost(base, procs)
     # the same bridge's bulk rate, first: one gateway's 2,000 envelopes in batches of 200
-    bulk = SimGateway("sim-bulk", port, stats, args.ack_timeout)
+    bulk = SimGateway(ids[0], port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
     await bulk.start()
     t_bulk = time.monotonic()
     await bulk.run_backlog(2000, 200)
     bulk_env_s = 2000 / (time.monotonic() - t_bulk)
     await bulk.stop()
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    sims[0].seq = bulk.seq  # its activity goes on from there
     connect_s = await connect_all(sims, at_once=False)
     t0 = time.monotonic()
     window = (t0 + args.warmup, t0 + args.warmup + args.duration)
@@ -488,7 +489,7 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         }
         ids = [f"sim-{i:05d}" for i in range(args.gateways)]
         t = time.perf_counter()
-        seed(url, [*ids, "sim-bulk"], max(args.known, args.gateways))
+        seed(url, ids, max(args.known, args.gateways))
         limits["seed_s"] = round(time.perf_counter() - t, 1)
         procs = stack.enter_context(bridges(broker, url, work, args.workers, src, args.bridge_toml))
         run = outage if args.outage else steady
