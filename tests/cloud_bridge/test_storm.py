@@ -19,11 +19,11 @@ from sqlalchemy import func, select
 from cloud_bridge.config import ReplaySection
 from cloud_bridge.models import LedgerEntry
 from cloud_bridge.service import Bridge
-from gateway.api.submit import body_hash, store_envelope
 from gateway.config import GatewayConfig
 from gateway.store.ops import upsert_activity
 from gateway.store.schema import envelopes
 from gateway.store.store import Store, open_store
+from gateway.store.submissions import body_hash, store_envelope
 from gateway.uplink import Uplink
 from outpost.forms import FormDefinition
 from outpost.wire.schemas import ActivityWire, EnvelopeBody
