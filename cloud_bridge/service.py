@@ -37,7 +37,7 @@ from cloud_bridge.mqtt_bridge import MqttBridge, default_client_id
 from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.replay import Replayer
 from outpost.notify import Notifier, async_start_watchdog, async_stop_watchdog
-from outpost.scheduling import new_scheduler
+from outpost.scheduling import new_scheduler, stoppable
 
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -146,7 +146,7 @@ class Bridge:
         fleet = self.config.fleet
         scheduler = new_scheduler()
         scheduler.add_job(
-            HistoryPrune(runner.async_tx, fleet.history_days).async_run,
+            stoppable(HistoryPrune(runner.async_tx, fleet.history_days).async_run),
             "interval",
             seconds=fleet.prune_interval_s,
             id="fleet-history-prune",

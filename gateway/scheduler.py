@@ -29,7 +29,7 @@ from gateway.store.schema import (
     sessions,
 )
 from gateway.uplink import Uplink
-from outpost.scheduling import new_scheduler
+from outpost.scheduling import new_scheduler, stoppable
 
 _LOGGER = logging.getLogger(__name__)
 CleanupCtx = Callable[[web.Application], AsyncIterator[None]]
@@ -106,14 +106,14 @@ async def _running_scheduler(
 
     if isinstance(backhaul, Uplink):
         scheduler.add_job(
-            backhaul.async_send_heartbeat,
+            stoppable(backhaul.async_send_heartbeat),
             "interval",
             seconds=config.mqtt.heartbeat_s,
             id="heartbeat",
             name="heartbeat to central",
         )
     scheduler.add_job(
-        retention,
+        stoppable(retention),
         "interval",
         hours=1,
         id="retention",
