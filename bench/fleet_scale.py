@@ -352,7 +352,8 @@ async def steady(
     await asyncio.gather(*side)
     unanswered = sum(len(s.pending) for s in sims)
     await asyncio.gather(*(s.stop() for s in sims))
-    in_window = [lat for at, lat in stats.latencies if window[0] <= at <= window[1]]
+    # batches sent in the window (not the warm-up's, answered late in it)
+    in_window = [lat for at, lat in stats.latencies if window[0] <= at - lat <= window[1]]
     applied = sum(1 for at in stats.applied if window[0] <= at <= window[1])
     return {
         "mode": "steady",
