@@ -2,46 +2,29 @@
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel
 
 import outpost
 from cloud_bridge import fleet_query
 from cloud_bridge.access import Route
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.forms import ActivityTypeDef
+from outpost.openapi import ERROR_SCHEMA, component, path_parameters, schema_of
+from outpost.openapi import document as frame
+from outpost.openapi import error as _error
 from outpost.wire.schemas import ActivityId, GatewayId, Sha256, TypeName, Username
-
-ERROR_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["error"],
-    "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-        }
-    },
-}
-_PARAM = re.compile(r"{(\w+)}")
-_REF = "#/components/schemas/{model}"
-
-
-def _of(kind: Any) -> dict[str, Any]:
-    return TypeAdapter(kind).json_schema()
-
 
 # What a path parameter holds, by its name: the wire contract's identifiers.
 PATH_PARAMETERS: dict[str, dict[str, Any]] = {
-    "activity_id": _of(ActivityId),
-    "gateway_id": _of(GatewayId),
-    "username": _of(Username),
-    "sha256": _of(Sha256),
-    "name": _of(TypeName),
-    "type": _of(TypeName),
+    "activity_id": schema_of(ActivityId),
+    "gateway_id": schema_of(GatewayId),
+    "username": schema_of(Username),
+    "sha256": schema_of(Sha256),
+    "name": schema_of(TypeName),
+    "type": schema_of(TypeName),
     "envelope_id": {"type": "string", "format": "uuid"},
     "token_id": {"type": "string", "pattern": "^[0-9a-f]{12}$"},  # identity.create_token
     "version": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
@@ -78,13 +61,6 @@ EXTRA_STATUSES: dict[tuple[str, str], dict[str, str]] = {
 }
 
 
-def _error(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-    }
-
-
 @lru_cache(maxsize=1)
 def document(routes: tuple[Route, ...]) -> dict[str, Any]:
     """The document for ``routes`` (``cloud_bridge.app.api_routes()``, kept on the app)."""
@@ -113,24 +89,16 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
         else:
             op["responses"]["401"] = _error("no token, or one that is not valid")
             op["responses"]["403"] = _error("this role may not do that (error.message says why)")
-        params = _PARAM.findall(route.path)
+        params = path_parameters(route.path, PATH_PARAMETERS)
         if params:
-            op["parameters"] = [
-                {
-                    "name": p,
-                    "in": "path",
-                    "required": True,
-                    "schema": PATH_PARAMETERS.get(p, {"type": "string"}),
-                }
-                for p in params
-            ]
+            op["parameters"] = params
         model: type[BaseModel] | None = route.body
         if model is None and route.path == "/api/v1/activity-types" and route.method == "POST":
             model = ActivityTypeDef
         if model is not None:
             op["requestBody"] = {
                 "required": route.method != "POST" or not route.path.endswith("/cancel"),
-                "content": {"application/json": {"schema": _component(model, schemas)}},
+                "content": {"application/json": {"schema": component(model, schemas)}},
             }
             op["responses"]["413"] = _error("the body is larger than admin.max_body_bytes")
         for status, why in EXTRA_STATUSES.get((route.method, route.path), {}).items():
@@ -150,25 +118,7 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
             },
         }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Outpost central admin API", "version": outpost.__version__},
-        "security": [{"bearer": []}],
-        "paths": paths,
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": schemas,
-        },
-    }
-
-
-def _component(model: type[BaseModel], schemas: dict[str, Any]) -> dict[str, Any]:
-    """``model``'s schema as a component; the models it uses become components too."""
-    schema = model.model_json_schema(ref_template=_REF)
-    for name, sub in schema.pop("$defs", {}).items():
-        schemas.setdefault(name, sub)
-    schemas.setdefault(model.__name__, schema)
-    return {"$ref": _REF.format(model=model.__name__)}
+    return frame("Outpost central admin API", outpost.__version__, paths, schemas)
 
 
 def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
