@@ -1,106 +1,151 @@
-"""The LAN API's OpenAPI 3.1 document (``GET /api/v1/openapi.json``).
+"""The LAN API's OpenAPI 3.1 document (``GET /api/v1/openapi.json``), built from the routes.
 
-Every route the app registers must appear here, with every status its code
-can answer (a test checks the routes both ways; schemathesis, against a real
+Each handler in ``gateway.api.views`` and ``gateway.api.site`` says what it
+answers with ``@described(...)`` next to its ``@routes`` line; the document
+is the app's registered routes with those descriptions (``outpost.openapi``
+assembles the parts), so a route cannot be served undocumented or documented
+unserved (a test checks the routes both ways; schemathesis, against a real
 gateway process, checks the statuses, bodies and headers). Statuses every
-operation can give are added once, in ``_op``: 400 for a request holding a
-value the gateway cannot read, 503 while it restarts, 401 where a token is
-needed, 413 where a body is read. A path or method nobody serves answers 404
-or 405 with ``Allow``.
+operation can give are added once, in ``_operation``: 400 for a request
+holding a value the gateway cannot read, 503 while it restarts, 401 where a
+token is needed, 413 where a body is read. A path or method nobody serves
+answers 404 or 405 with ``Allow``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel
 
 import outpost
-from gateway.api.inputs import ACTIVITY_ID_RE, SHA256_RE, SignIn
-from outpost.wire.schemas import EnvelopeBody
+from outpost.openapi import (
+    ERROR_SCHEMA,
+    component,
+    document,
+    error,
+    json_content,
+    path_parameters,
+    regex_schema,
+)
+from outpost.wire.schemas import ACTIVITY_ID_RE, SHA256_RE
 
-ERROR = {"$ref": "#/components/schemas/Error"}
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+# What a path parameter holds, by its name, and an example of one.
+PATH_PARAMETERS: dict[str, dict[str, Any]] = {
+    "activity_id": regex_schema(ACTIVITY_ID_RE),
+    "sha256": regex_schema(SHA256_RE),
+}
+PATH_EXAMPLES: dict[str, Any] = {"activity_id": "act-1", "sha256": "9f86d081" + "0" * 56}
+# Answers that say when to come back.
+RETRY_AFTER = ("429", "503", "507")
 
 
-def _json(schema: dict[str, Any]) -> dict[str, Any]:
-    return {"application/json": {"schema": schema}}
+@dataclass(frozen=True)
+class Doc:
+    """One operation: ``ok`` maps a status to a description or a JSON schema for its body."""
+
+    summary: str
+    ok: Mapping[str, str | dict[str, Any]]
+    errors: Mapping[str, str] = field(default_factory=dict)
+    body: type[BaseModel] | dict[str, Any] | None = None
+    body_type: str = "application/json"
+    public: bool = False
+    params: tuple[dict[str, Any], ...] = ()  # beyond the path's own
+    head: bool = False  # a HEAD answer has no body
+    headers: Mapping[str, dict[str, Any]] = field(default_factory=dict)  # by status
 
 
-def _op(
-    summary: str,
-    ok: dict[str, Any],
-    *,
-    errors: dict[str, str] | None = None,
-    body: dict[str, Any] | None = None,
-    body_type: str = "application/json",
-    public: bool = False,
-    params: list[dict[str, Any]] | None = None,
-    head: bool = False,
-    headers: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """One operation; ``ok`` maps a status to a description or a JSON schema for its body."""
+DESCRIBED: dict[Callable[..., Any], Doc] = {}
+
+
+def described(
+    summary: str, ok: Mapping[str, str | dict[str, Any]], **kw: Any
+) -> Callable[[Handler], Handler]:
+    """Say what a handler answers (``Doc``'s fields); put it under the ``@routes`` line."""
+    doc = Doc(summary, ok, **kw)
+
+    def mark(handler: Handler) -> Handler:
+        DESCRIBED[handler] = doc
+        return handler
+
+    return mark
+
+
+def served(app: web.Application) -> tuple[tuple[str, str, Callable[..., Any]], ...]:
+    """(method, path, handler) of every described route ``app`` serves.
+
+    aiohttp adds a HEAD to each GET with the GET's handler: that HEAD is left out.
+    """
+    found = []
+    for route in app.router.routes():
+        info = route.resource.get_info() if route.resource else {}
+        path = info.get("path") or info.get("formatter")
+        if path is None or route.handler not in DESCRIBED:
+            continue
+        if route.method == "HEAD" and any(
+            r.method == "GET" and r.handler is route.handler for r in route.resource or ()
+        ):
+            continue
+        found.append((route.method, path, route.handler))
+    return tuple(found)
+
+
+def _operation(path: str, doc: Doc, schemas: dict[str, Any]) -> dict[str, Any]:
     responses: dict[str, Any] = {}
-    for code, what in ok.items():
+    for code, what in doc.ok.items():
         if isinstance(what, str):
             responses[code] = {"description": what}
         else:
-            responses[code] = {"description": what.pop("description", ""), "content": _json(what)}
-        if headers and code in headers:
-            responses[code]["headers"] = headers[code]
+            shape = dict(what)
+            description = shape.pop("description", "")
+            responses[code] = {"description": description, "content": json_content(shape)}
+        if code in doc.headers:
+            responses[code]["headers"] = doc.headers[code]
     common = {
         "400": "the request holds a value the gateway cannot read (its encoding, a number)",
         "503": "shutting_down: the gateway is restarting; try again shortly",
     }
-    if not public:
+    if not doc.public:
         common["401"] = "no, invalid or expired token"
-    if body is not None:
+    if doc.body is not None:
         common["413"] = "the body is larger than the gateway accepts"
-    for code, text in {**common, **(errors or {})}.items():
+    for code, text in {**common, **doc.errors}.items():
         if code in responses:
             continue
-        # A HEAD answer has no body.
-        responses[code] = (
-            {"description": text} if head else {"description": text, "content": _json(ERROR)}
-        )
-        if code == "429" or code == "503" or code == "507":
+        responses[code] = error(text, body=not doc.head)
+        if code in RETRY_AFTER:
             responses[code]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
-    op: dict[str, Any] = {"summary": summary, "responses": dict(sorted(responses.items()))}
-    if public:
+    op: dict[str, Any] = {"summary": doc.summary, "responses": dict(sorted(responses.items()))}
+    if doc.public:
         op["security"] = []
-    if body is not None:
-        op["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
+    if doc.body is not None:
+        schema = doc.body if isinstance(doc.body, dict) else component(doc.body, schemas)
+        op["requestBody"] = {"required": True, "content": {doc.body_type: {"schema": schema}}}
+    params = [*path_parameters(path, PATH_PARAMETERS, PATH_EXAMPLES), *doc.params]
     if params:
         op["parameters"] = params
     return op
 
 
-def _path_param(name: str, pattern: str, example: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "pattern": f"^{pattern}$"},
-        "example": example,
-    }
+@lru_cache(maxsize=1)
+def openapi_document(routes: Iterable[tuple[str, str, Callable[..., Any]]]) -> dict[str, Any]:
+    """The document for ``routes`` (``served(app)``)."""
+    paths: dict[str, dict[str, Any]] = {}
+    schemas: dict[str, Any] = {"Error": ERROR_SCHEMA}
+    for method, path, handler in routes:
+        op = _operation(path, DESCRIBED[handler], schemas)
+        paths.setdefault(path, {})[method.lower()] = op
+    return document("Outpost gateway LAN API", outpost.__version__, paths, schemas)
 
 
-ACTIVITY = _path_param("activity_id", ACTIVITY_ID_RE.pattern, "act-1")
-SHA = _path_param("sha256", SHA256_RE.pattern, "9f86d081" + "0" * 56)
-RANGE = {
-    "name": "Content-Range",
-    "in": "header",
-    "required": False,
-    "schema": {
-        "type": "string",
-        "pattern": r"^bytes [0-9]{1,15}-[0-9]{1,15}/[0-9]{1,15}$",
-        "example": "bytes 0-1048575/5242880",
-    },
-}
-UPLOAD_HEADERS = {
-    "Upload-Offset": {"schema": {"type": "string"}, "description": "bytes durably received"},
-    "X-Upload-Complete": {"schema": {"type": "string", "enum": ["true", "false"]}},
-}
-_ISO = {"type": "string", "format": "date-time"}
-_ISO_OR_NULL = {"type": ["string", "null"]}
+# Shapes more than one operation answers with.
+ISO = {"type": "string", "format": "date-time"}
 USER = {
     "type": "object",
     "required": ["username"],
@@ -116,220 +161,17 @@ UPLOAD_STATE = {
         "complete": {"type": "boolean"},
     },
 }
-
-
-@lru_cache(maxsize=1)
-def openapi_document() -> dict[str, Any]:
-    envelope_schema = EnvelopeBody.model_json_schema(ref_template="#/components/schemas/{model}")
-    defs = envelope_schema.pop("$defs", {})
-    paths: dict[str, Any] = {
-        "/healthz": {
-            "get": _op(
-                "Liveness",
-                {"200": {"type": "object", "properties": {"status": {"const": "ok"}}}},
-                errors={"503": "store_closed: the gateway's store is not open"},
-                public=True,
-            )
-        },
-        "/metrics": {
-            "get": _op(
-                "Prometheus metrics: public on the LAN by default; lan.metrics_auth = true "
-                "wants a signed-in user's bearer token, lan.metrics_token its own fixed one",
-                {"200": "text exposition format"},
-                errors={"401": "a token is configured and none (or another) was sent"},
-                public=True,
-            )
-        },
-        "/api/v1/openapi.json": {"get": _op("This document", {"200": {"type": "object"}})},
-        "/api/v1/session": {
-            "post": _op(
-                "Sign in offline against the credentials central pushed",
-                {
-                    "200": {
-                        "type": "object",
-                        "required": ["token", "user", "expires_at"],
-                        "properties": {
-                            "token": {"type": "string"},
-                            "user": USER,
-                            "expires_at": _ISO,
-                        },
-                    }
-                },
-                errors={
-                    "400": "malformed body",
-                    "401": "wrong username or password",
-                    "403": "this user may not work offline",
-                    "429": "too many failed sign-ins: locked for a while (Retry-After)",
-                    "503": "signin_busy: many sign-ins at once (Retry-After), or restarting",
-                },
-                body={"$ref": "#/components/schemas/SignIn"},
-                public=True,
-            ),
-            "get": _op(
-                "The signed-in user now: {user: {username, display_name, site_lead}, expires_at}",
-                {"200": "the session"},
-            ),
-            "delete": _op("Sign out (the device then wipes its data)", {"204": "signed out"}),
-        },
-        "/api/v1/activities": {
-            "get": _op(
-                "The signed-in user's offline activities",
-                {
-                    "200": {
-                        "type": "object",
-                        "required": ["activities"],
-                        "properties": {"activities": {"type": "array"}},
-                    }
-                },
-            )
-        },
-        "/api/v1/activities/{activity_id}": {
-            "get": _op(
-                "One activity: form definition, status, latest envelope",
-                {"200": {"type": "object", "required": ["id", "form"]}},
-                errors={"404": "not checked out to you here"},
-                params=[ACTIVITY],
-            )
-        },
-        "/api/v1/activities/{activity_id}/checkout": {
-            "post": _op(
-                "Take an approved activity offline through the gateway (needs backhaul)",
-                {"200": {"type": "object", "required": ["checked_out", "activity"]}},
-                errors={
-                    "404": "no such activity id",
-                    "409": "central refused (its code and reason)",
-                    "502": "bad_central_answer: central answered about another activity",
-                    "503": "backhaul_down: no link to central (or restarting)",
-                    "504": "central did not answer in time",
-                },
-                params=[ACTIVITY],
-            )
-        },
-        "/api/v1/envelopes": {
-            "post": _op(
-                "Store an envelope; 201 only after it is committed; the same envelope_id "
-                "with the same body returns the first answer (Idempotent-Replayed: true)",
-                {
-                    "201": {
-                        "type": "object",
-                        "required": ["envelope_id", "activity_id", "seq", "state", "received_at"],
-                    }
-                },
-                errors={
-                    "400": "malformed JSON, wrong types, out-of-range values (problems name "
-                    "each field), missing or unknown fields",
-                    "404": "activity not checked out to you here",
-                    "409": "envelope_conflict, seq_mismatch, activity_completed, activity_canceled, "
-                    "activity_checked_in",
-                    "422": "invalid_submission (problems) or attachment_missing",
-                    "507": "disk_full: below the free-space floor",
-                },
-                body={"$ref": "#/components/schemas/EnvelopeBody"},
-            ),
-            "get": _op(
-                "The user's envelopes and their states (stored, queued, sent, applied, rejected)",
-                {
-                    "200": {
-                        "type": "object",
-                        "required": ["envelopes"],
-                        "properties": {"envelopes": {"type": "array"}},
-                    }
-                },
-                errors={"404": "activity not checked out to you here"},
-                params=[
-                    {
-                        "name": "activity_id",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string"},
-                    }
-                ],
-            ),
-        },
-        "/api/v1/attachments/{sha256}": {
-            "put": _op(
-                "Resumable upload of a blob (Content-Range); verified against its SHA-256; "
-                "an upload in progress belongs to the user who started it",
-                {
-                    "200": {"description": "already complete", **UPLOAD_STATE},
-                    "201": {"description": "complete and verified", **UPLOAD_STATE},
-                    "202": {
-                        "description": "part stored; continue at Upload-Offset",
-                        **UPLOAD_STATE,
-                    },
-                },
-                errors={
-                    "400": "bad address or Content-Range, a body not matching its range, or the "
-                    "upload was cut off (continue at Upload-Offset)",
-                    "409": "size_mismatch (another total than it started with) or "
-                    "upload_in_progress (another user's upload)",
-                    "411": "no Content-Length",
-                    "413": "larger than lan.max_attachment_bytes",
-                    "416": "continue at Upload-Offset",
-                    "422": "hash_mismatch: start again",
-                    "507": "disk_full: below the free-space floor",
-                },
-                body={"type": "string", "format": "binary"},
-                body_type="application/octet-stream",
-                params=[SHA, RANGE],
-                headers={c: UPLOAD_HEADERS for c in ("200", "201", "202")},
-            ),
-            "head": _op(
-                "How much of a blob has arrived (Upload-Offset, Upload-Length, X-Upload-Complete)",
-                {"200": "known upload", "404": "nothing received yet"},
-                errors={"400": "the address is not a SHA-256"},
-                params=[SHA],
-                head=True,
-                headers={c: UPLOAD_HEADERS for c in ("200", "404")},
-            ),
-        },
-        "/api/v1/site": {
-            "get": _op(
-                "The whole gateway for its site lead: link and since when, envelopes by state, "
-                "the oldest waiting, every rejection and what happened after it, files to go "
-                "up, disk and the full-disk policy, replica, certificate",
-                {"200": "the gateway's state"},
-                errors={"403": "not_site_lead: only the site lead central granted"},
-            )
-        },
-        "/api/v1/status": {
-            "get": _op(
-                "Backhaul, last sync, counts by state (the whole gateway), oldest pending, "
-                "the user's rejected envelopes and refused files (a site lead's: everyone's), disk",
-                {
-                    "200": {
-                        "type": "object",
-                        "required": ["gateway", "backhaul", "envelopes", "rejected", "disk"],
-                    }
-                },
-            )
-        },
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Outpost gateway LAN API", "version": outpost.__version__},
-        "paths": paths,
-        "security": [{"bearer": []}],
-        "components": {
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {
-                **defs,
-                "EnvelopeBody": envelope_schema,
-                "SignIn": SignIn.model_json_schema(),
-                "Error": {
-                    "type": "object",
-                    "required": ["error"],
-                    "properties": {
-                        "error": {
-                            "type": "object",
-                            "required": ["code", "message"],
-                            "properties": {
-                                "code": {"type": "string"},
-                                "message": {"type": "string"},
-                            },
-                        }
-                    },
-                },
-            },
-        },
-    }
+UPLOAD_HEADERS = {
+    "Upload-Offset": {"schema": {"type": "string"}, "description": "bytes durably received"},
+    "X-Upload-Complete": {"schema": {"type": "string", "enum": ["true", "false"]}},
+}
+RANGE = {
+    "name": "Content-Range",
+    "in": "header",
+    "required": False,
+    "schema": {
+        "type": "string",
+        "pattern": r"^bytes [0-9]{1,15}-[0-9]{1,15}/[0-9]{1,15}$",
+        "example": "bytes 0-1048575/5242880",
+    },
+}

@@ -22,6 +22,7 @@ from sqlalchemy import Connection, and_, func, select
 import outpost
 from gateway.api.errors import ApiError
 from gateway.api.keys import BACKHAUL_KEY, CONFIG_KEY, DISK_KEY, STARTED_KEY, STORE_KEY, principal
+from gateway.api.openapi import described
 from gateway.api.scope import sees_whole_gateway
 from gateway.auth import Principal
 from gateway.blob_upload import upload_counts
@@ -227,6 +228,13 @@ def _certificate(expires_at: str | None) -> dict[str, Any]:
 
 
 @routes.get("/api/v1/site")
+@described(
+    "The whole gateway for its site lead: link and since when, envelopes by state, "
+    "the oldest waiting, every rejection and what happened after it, files to go "
+    "up, disk and the full-disk policy, replica, certificate",
+    {"200": "the gateway's state"},
+    errors={"403": "not_site_lead: only the site lead central granted"},
+)
 async def get_site(request: web.Request) -> web.Response:
     site_lead(request)
     app = request.app

@@ -28,7 +28,16 @@ from gateway.api.keys import (
     UPLOAD_LOCKS_KEY,
     principal,
 )
-from gateway.api.openapi import openapi_document
+from gateway.api.openapi import (
+    ISO,
+    RANGE,
+    UPLOAD_HEADERS,
+    UPLOAD_STATE,
+    USER,
+    described,
+    openapi_document,
+    served,
+)
 from gateway.api.scope import sees_whole_gateway
 from gateway.replication.service import replication_status
 from gateway.store import queries
@@ -50,6 +59,12 @@ UPLOAD_CLAIM_S = 3600.0
 
 
 @routes.get("/healthz")
+@described(
+    "Liveness",
+    {"200": {"type": "object", "properties": {"status": {"const": "ok"}}}},
+    errors={"503": "store_closed: the gateway's store is not open"},
+    public=True,
+)
 async def healthz(request: web.Request) -> web.Response:
     store = request.app[STORE_KEY]
     if not store.is_open:
@@ -58,6 +73,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 @routes.get("/metrics")
+@described(
+    "Prometheus metrics: public on the LAN by default; lan.metrics_auth = true "
+    "wants a signed-in user's bearer token, lan.metrics_token its own fixed one",
+    {"200": "text exposition format"},
+    errors={"401": "a token is configured and none (or another) was sent"},
+    public=True,
+)
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
     m = app[METRICS_KEY]
@@ -78,14 +100,34 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/openapi.json")
+@described("This document", {"200": {"type": "object"}})
 async def openapi(request: web.Request) -> web.Response:
-    return web.json_response(openapi_document())
+    return web.json_response(openapi_document(served(request.app)))
 
 
 # --- session ------------------------------------------------------------------
 
 
 @routes.post("/api/v1/session")
+@described(
+    "Sign in offline against the credentials central pushed",
+    {
+        "200": {
+            "type": "object",
+            "required": ["token", "user", "expires_at"],
+            "properties": {"token": {"type": "string"}, "user": USER, "expires_at": ISO},
+        }
+    },
+    errors={
+        "400": "malformed body",
+        "401": "wrong username or password",
+        "403": "this user may not work offline",
+        "429": "too many failed sign-ins: locked for a while (Retry-After)",
+        "503": "signin_busy: many sign-ins at once (Retry-After), or restarting",
+    },
+    body=SignIn,
+    public=True,
+)
 async def sign_in(request: web.Request) -> web.Response:
     body = await read_body(request, SignIn)
     client = request.remote or "unknown"
@@ -101,6 +143,10 @@ async def sign_in(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/session")
+@described(
+    "The signed-in user now: {user: {username, display_name, site_lead}, expires_at}",
+    {"200": "the session"},
+)
 async def who_am_i(request: web.Request) -> web.Response:
     """The signed-in user as the gateway knows them now (a site-lead grant may have changed)."""
     who = principal(request)
@@ -108,6 +154,7 @@ async def who_am_i(request: web.Request) -> web.Response:
 
 
 @routes.delete("/api/v1/session")
+@described("Sign out (the device then wipes its data)", {"204": "signed out"})
 async def sign_out(request: web.Request) -> web.Response:
     await request.app[AUTH_KEY].async_sign_out(principal(request))
     return web.Response(status=204)
@@ -117,6 +164,16 @@ async def sign_out(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/activities")
+@described(
+    "The signed-in user's offline activities",
+    {
+        "200": {
+            "type": "object",
+            "required": ["activities"],
+            "properties": {"activities": {"type": "array"}},
+        }
+    },
+)
 async def list_activities(request: web.Request) -> web.Response:
     user = principal(request).username
     found = await request.app[STORE_KEY].async_read(lambda c: queries.list_activities(c, user))
@@ -124,6 +181,11 @@ async def list_activities(request: web.Request) -> web.Response:
 
 
 @routes.get("/api/v1/activities/{activity_id}")
+@described(
+    "One activity: form definition, status, latest envelope",
+    {"200": {"type": "object", "required": ["id", "form"]}},
+    errors={"404": "not checked out to you here"},
+)
 async def get_activity(request: web.Request) -> web.Response:
     user = principal(request).username
     activity_id = inputs.activity_id(request)
@@ -140,6 +202,17 @@ async def get_activity(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/activities/{activity_id}/checkout")
+@described(
+    "Take an approved activity offline through the gateway (needs backhaul)",
+    {"200": {"type": "object", "required": ["checked_out", "activity"]}},
+    errors={
+        "404": "no such activity id",
+        "409": "central refused (its code and reason)",
+        "502": "bad_central_answer: central answered about another activity",
+        "503": "backhaul_down: no link to central (or restarting)",
+        "504": "central did not answer in time",
+    },
+)
 async def checkout(request: web.Request) -> web.Response:
     user = principal(request).username
     activity_id = inputs.activity_id(request)
@@ -185,6 +258,26 @@ async def checkout(request: web.Request) -> web.Response:
 
 
 @routes.post("/api/v1/envelopes")
+@described(
+    "Store an envelope; 201 only after it is committed; the same envelope_id "
+    "with the same body returns the first answer (Idempotent-Replayed: true)",
+    {
+        "201": {
+            "type": "object",
+            "required": ["envelope_id", "activity_id", "seq", "state", "received_at"],
+        }
+    },
+    errors={
+        "400": "malformed JSON, wrong types, out-of-range values (problems name "
+        "each field), missing or unknown fields",
+        "404": "activity not checked out to you here",
+        "409": "envelope_conflict, seq_mismatch, activity_completed, activity_canceled, "
+        "activity_checked_in",
+        "422": "invalid_submission (problems) or attachment_missing",
+        "507": "disk_full: below the free-space floor",
+    },
+    body=EnvelopeBody,
+)
 async def post_envelope(request: web.Request) -> web.Response:
     app = request.app
     user = principal(request).username
@@ -220,6 +313,20 @@ def _created(result: dict[str, Any], replayed: bool) -> web.Response:
 
 
 @routes.get("/api/v1/envelopes")
+@described(
+    "The user's envelopes and their states (stored, queued, sent, applied, rejected)",
+    {
+        "200": {
+            "type": "object",
+            "required": ["envelopes"],
+            "properties": {"envelopes": {"type": "array"}},
+        }
+    },
+    errors={"404": "activity not checked out to you here"},
+    params=(
+        {"name": "activity_id", "in": "query", "required": False, "schema": {"type": "string"}},
+    ),
+)
 async def list_envelopes(request: web.Request) -> web.Response:
     user = principal(request).username
     activity_id = inputs.query_activity_id(request)
@@ -259,6 +366,13 @@ def _offset_headers(state: dict[str, Any]) -> dict[str, str]:
 
 
 @routes.head("/api/v1/attachments/{sha256}")
+@described(
+    "How much of a blob has arrived (Upload-Offset, Upload-Length, X-Upload-Complete)",
+    {"200": "known upload", "404": "nothing received yet"},
+    errors={"400": "the address is not a SHA-256"},
+    head=True,
+    headers={c: UPLOAD_HEADERS for c in ("200", "404")},
+)
 async def head_attachment(request: web.Request) -> web.Response:
     sha = inputs.sha256(request)
     row = await request.app[STORE_KEY].async_read(lambda c: queries.attachment_row(c, sha))
@@ -267,6 +381,30 @@ async def head_attachment(request: web.Request) -> web.Response:
 
 
 @routes.put("/api/v1/attachments/{sha256}")
+@described(
+    "Resumable upload of a blob (Content-Range); verified against its SHA-256; "
+    "an upload in progress belongs to the user who started it",
+    {
+        "200": {"description": "already complete", **UPLOAD_STATE},
+        "201": {"description": "complete and verified", **UPLOAD_STATE},
+        "202": {"description": "part stored; continue at Upload-Offset", **UPLOAD_STATE},
+    },
+    errors={
+        "400": "bad address or Content-Range, a body not matching its range, or the "
+        "upload was cut off (continue at Upload-Offset)",
+        "409": "size_mismatch (another total than it started with) or "
+        "upload_in_progress (another user's upload)",
+        "411": "no Content-Length",
+        "413": "larger than lan.max_attachment_bytes",
+        "416": "continue at Upload-Offset",
+        "422": "hash_mismatch: start again",
+        "507": "disk_full: below the free-space floor",
+    },
+    body={"type": "string", "format": "binary"},
+    body_type="application/octet-stream",
+    params=(RANGE,),
+    headers={c: UPLOAD_HEADERS for c in ("200", "201", "202")},
+)
 async def put_attachment(request: web.Request) -> web.Response:
     app = request.app
     sha = inputs.sha256(request)
@@ -398,6 +536,16 @@ def _complete_upload(conn: Connection, sha: str, path: str) -> None:
 
 
 @routes.get("/api/v1/status")
+@described(
+    "Backhaul, last sync, counts by state (the whole gateway), oldest pending, "
+    "the user's rejected envelopes and refused files (a site lead's: everyone's), disk",
+    {
+        "200": {
+            "type": "object",
+            "required": ["gateway", "backhaul", "envelopes", "rejected", "disk"],
+        }
+    },
+)
 async def status(request: web.Request) -> web.Response:
     app = request.app
     config = app[CONFIG_KEY]
