@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import uuid
 from typing import Any
 
@@ -10,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import update
 
 from gateway.api.keys import BACKHAUL_KEY, DISK_KEY
+from gateway.api.openapi import PATH_PARAMETERS
 from gateway.app import create_app
 from gateway.store import Store
 from gateway.store.ops import utcnow
@@ -152,6 +155,17 @@ async def test_openapi_describes_every_route(
     documented = {(m, p) for p, ops in doc["paths"].items() for m in ops}
     assert registered == documented
     assert "EnvelopeBody" in doc["components"]["schemas"]
+    text = json.dumps(doc)
+    for ref in set(re.findall(r'"\$ref": "#/components/schemas/([^"]+)"', text)):
+        assert ref in doc["components"]["schemas"], ref
+    assert "#/$defs/" not in text
+    for path, ops in doc["paths"].items():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["in"] == "path":  # typed by its identifier, not any string
+                    assert param["name"] in PATH_PARAMETERS, (path, param["name"])
+            if "requestBody" in op:
+                assert "413" in op["responses"], path
 
 
 async def test_checkout_needs_backhaul(client: TestClient[Any, Any], alice: dict[str, str]) -> None:
