@@ -195,6 +195,14 @@ def test_the_openapi_document_resolves_and_types_every_path_parameter() -> None:
                 assert "413" in op["responses"], path
 
 
+def test_every_extra_status_names_a_route() -> None:
+    """EXTRA_STATUSES is keyed by (method, path): a renamed route must not leave it behind."""
+    from cloud_bridge.openapi import EXTRA_STATUSES
+
+    served = {(r.method, r.path) for r in api_routes()}
+    assert set(EXTRA_STATUSES) <= served, set(EXTRA_STATUSES) - served
+
+
 async def test_admin_work_never_waits_behind_the_uplinks_db_threads(
     bridge: Bridge, admin: Admin
 ) -> None:
