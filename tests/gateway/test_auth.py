@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select
 
 from gateway.api.keys import AUTH_KEY
+from gateway.api.openapi import PATH_EXAMPLES, openapi_document, served
 from gateway.app import create_app
 from gateway.auth import expire_sessions, hash_token
 from gateway.store import Store
@@ -100,6 +101,23 @@ async def test_every_api_endpoint_needs_a_token(client: TestClient[Any, Any]) ->
         assert resp.status == 401, (method, path)
         assert (await _error(resp))["code"] == "invalid_token"
     assert (await client.get("/healthz")).status == 200
+
+
+async def test_the_document_says_which_operations_need_a_token(
+    client: TestClient[Any, Any],
+) -> None:
+    """Each operation the OpenAPI document does not mark public answers 401 without a token."""
+    doc = openapi_document(served(client.app))
+    for path, ops in doc["paths"].items():
+        address = path
+        for name, example in PATH_EXAMPLES.items():
+            address = address.replace("{" + name + "}", example)
+        for method, op in ops.items():
+            resp = await client.request(method.upper(), address)
+            if op.get("security") == []:
+                assert resp.status != 401, (method, path)
+            else:
+                assert resp.status == 401, (method, path)
 
 
 async def test_expired_token_is_refused(
