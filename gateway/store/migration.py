@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -258,18 +258,36 @@ def _prepare(path: Path) -> int:
             return found
         if found > 0:
             _backup(conn, path, found)
-        for version, description, step in MIGRATIONS:
-            if version <= found:
-                continue
-            logger.info("migrating %s to schema %d: %s", path, version, description)
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                step(conn)
-                conn.execute(f"PRAGMA user_version={version}")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        run_steps(conn, found, str(path))
         return found
     finally:
         conn.close()
+
+
+Step = tuple[int, str, Callable[[sqlite3.Connection], None]]
+
+
+def run_steps(
+    conn: sqlite3.Connection, found: int, name: str | None, steps: Sequence[Step] | None = None
+) -> None:
+    """Run every step (of ``MIGRATIONS`` unless given) after ``found``, each in its own transaction.
+
+    Each step is logged with the database's ``name``; ``None`` (a scratch
+    database) logs nothing.
+
+    ``gateway.store.schema`` runs them all on an in-memory database to learn
+    the tables, so a step is the one place a table or column is written.
+    """
+    for version, description, step in MIGRATIONS if steps is None else steps:
+        if version <= found:
+            continue
+        if name is not None:
+            logger.info("migrating %s to schema %d: %s", name, version, description)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(conn)
+            conn.execute(f"PRAGMA user_version={version}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise

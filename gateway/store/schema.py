@@ -1,32 +1,56 @@
-"""The gateway's tables: one place that names every table and column.
+"""The gateway's tables, read from the numbered migrations: one source for the shape.
 
-Timestamps are stored as ISO-8601 UTC text (``UtcDateTime``) so they sort as
-text and read back as aware datetimes. JSON documents (form definitions, the
-canonical ``WireEnvelope``) are stored as text exactly as they will be sent.
+The steps in ``gateway/store/migration.py`` are the only place a table,
+column or index is written (a numbered step suits an appliance: a file of any
+age steps up to the latest, and a released step is never edited). At import
+this module runs every step on an in-memory SQLite database and reflects each
+table from it (a few milliseconds; docs/benchmarks.md, "Idle memory"). What
+SQL cannot say is declared here, per column, in ``OVERRIDES``:
+
+- which text columns hold aware datetimes (``UtcDateTime``: fixed-width
+  ISO-8601 UTC text, so they sort as text and read back as aware datetimes);
+- the values SQLAlchemy fills in when an insert leaves a column out
+  (Python-side defaults; step 1 created those columns without a SQL default).
+
+Everything else (names, SQL types, nullability, keys, indexes, SQL defaults)
+comes from the migrations, so adding a column is one new step, plus an
+override only when the column needs one. Reflecting rather than generating a
+tables file keeps no second copy to go stale; a table the code names that the
+steps do not create, or an override for a column they do not create, fails at
+import (``reflect``). Booleans need no override: SQLite keeps the declared
+``BOOLEAN`` and reflection reads it as ``Boolean``. JSON documents (form
+definitions, the canonical ``WireEnvelope``) are plain text, stored exactly as
+they will be sent.
+
 Other modules (uplink, outbox, downlink) import these table objects and write
 their own queries against them.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Boolean,
     Column,
+    Connection,
+    DefaultClause,
     Dialect,
-    ForeignKey,
-    Index,
-    Integer,
     MetaData,
     String,
     Table,
-    Text,
     TypeDecorator,
+    create_engine,
+    inspect,
+    text,
 )
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.types import TypeEngine
 
-metadata = MetaData()
+from gateway.store import migration
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -63,145 +87,110 @@ CHECKED_IN = "checked_in"  # central applied the completed upload (rule 5)
 RECALLED = "recalled"  # central took it back (crews see it as canceled)
 ACTIVITY_STATES = (OFFLINE, CHECKED_IN, RECALLED)
 
-activities = Table(
-    "activities",
-    metadata,
-    Column("id", String(64), primary_key=True),
-    Column("title", String(300), nullable=False),
-    Column("type", String(64), nullable=False),
-    Column("form", Text, nullable=False),  # FormDefinition JSON
-    Column("form_version", Integer, nullable=False),
-    Column("responsible", String(64), nullable=False),
-    Column("version", Integer, nullable=False),  # central's version when dispatched
-    Column("holder", String(64), nullable=False),  # who checked it out
-    Column("dispatched_at", UtcDateTime, nullable=False),
-    Column("state", String(16), nullable=False, default=OFFLINE),
-    Column("checked_in_at", UtcDateTime),
-    Column("recalled_at", UtcDateTime),
-    Column("recall_reason", Text),
-    Column("updated_at", UtcDateTime, nullable=False),
-    # A round of field work starts after this seq: envelopes at or below it
-    # belong to an earlier round (central sent the activity back, or dispatched
-    # it again after a check-in) and neither lock nor complete this one.
-    Column("reopen_seq", Integer, nullable=False, default=0, server_default="0"),
-    # Central's review note when it sent the activity back (``Dispatch.review``).
-    Column("review_round", Integer),
-    Column("review_note", Text),
-    Column("review_by", String(200)),
-    Column("reviewed_at", UtcDateTime),
-)
-Index("ix_activities_responsible", activities.c.responsible, activities.c.state)
-Index("ix_activities_holder", activities.c.holder, activities.c.state)
 
-users = Table(
-    "users",
-    metadata,
-    Column("username", String(64), primary_key=True),
-    Column("password_hash", String(512), nullable=False),  # argon2, pushed from central
-    Column("offline", Boolean, nullable=False),  # may work offline
-    Column("display_name", String(200)),
-    Column("updated_at", UtcDateTime, nullable=False),
-    Column("site_lead", Boolean, nullable=False, default=False),  # sees the whole gateway
-)
+@dataclass(frozen=True)
+class Override:
+    """What SQL cannot say about one column: its Python-side type and insert default."""
 
-offline_types = Table(
-    "offline_types",
-    metadata,
-    Column("name", String(64), primary_key=True),
-)
+    type: TypeEngine[Any] | None = None
+    default: Any = None
 
-sessions = Table(
-    "sessions",
-    metadata,
-    Column("token_hash", String(64), primary_key=True),  # sha256 hex of the token
-    Column("username", String(64), nullable=False),
-    Column("client", String(200)),  # remote address at sign-in
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("expires_at", UtcDateTime, nullable=False),
-)
-Index("ix_sessions_username", sessions.c.username)
 
-signin_failures = Table(
-    "signin_failures",
-    metadata,
-    Column("key", String(300), primary_key=True),  # "user:<name>" or "client:<address>"
-    Column("failures", Integer, nullable=False),
-    Column("last_at", UtcDateTime, nullable=False),
-    Column("locked_until", UtcDateTime),
-)
+UTC_TIME = Override(UtcDateTime())
 
-envelopes = Table(
-    "envelopes",
-    metadata,
-    Column("envelope_id", String(36), primary_key=True),
-    Column("activity_id", String(64), ForeignKey("activities.id"), nullable=False),
-    Column("author", String(64), nullable=False),
-    Column("seq", Integer, nullable=False),
-    Column("status", String(16), nullable=False),  # draft | completed
-    Column("base_version", Integer, nullable=False),
-    Column("created_at", UtcDateTime, nullable=False),  # the device's clock
-    Column("received_at", UtcDateTime, nullable=False),  # the gateway's clock
-    Column("form_version", Integer, nullable=False),
-    Column("body", Text, nullable=False),  # canonical WireEnvelope JSON, sent verbatim
-    Column("body_hash", String(64), nullable=False),  # sha256 of the posted body (idempotency)
-    Column("size", Integer, nullable=False),
-    Column("state", String(16), nullable=False),
-    Column("code", String(64)),  # set when rejected
-    Column("reason", Text),
-    Column("sent_at", UtcDateTime),
-    Column("result_at", UtcDateTime),  # central's clock: when it applied or rejected
-    Column("batch_id", String(36)),
-    Column("attempts", Integer, nullable=False, default=0),
-)
-Index("ix_envelopes_activity_seq", envelopes.c.activity_id, envelopes.c.seq, unique=True)
-Index("ix_envelopes_state_received", envelopes.c.state, envelopes.c.received_at)
-Index("ix_envelopes_batch", envelopes.c.batch_id)
-Index(
-    "ix_envelopes_activity_status",
-    envelopes.c.activity_id,
-    envelopes.c.status,
-    envelopes.c.state,
-)
+# table -> column -> override. Every other column is exactly as the migrations made it.
+OVERRIDES: dict[str, dict[str, Override]] = {
+    "activities": {
+        "dispatched_at": UTC_TIME,
+        "state": Override(default=OFFLINE),
+        "checked_in_at": UTC_TIME,
+        "recalled_at": UTC_TIME,
+        "updated_at": UTC_TIME,
+        "reopen_seq": Override(default=0),
+        "reviewed_at": UTC_TIME,
+    },
+    "users": {"updated_at": UTC_TIME, "site_lead": Override(default=False)},
+    "offline_types": {},
+    "sessions": {"created_at": UTC_TIME, "expires_at": UTC_TIME},
+    "signin_failures": {"last_at": UTC_TIME, "locked_until": UTC_TIME},
+    "envelopes": {
+        "created_at": UTC_TIME,  # the device's clock
+        "received_at": UTC_TIME,  # the gateway's clock
+        "sent_at": UTC_TIME,
+        "result_at": UTC_TIME,  # central's clock: when it applied or rejected
+        "attempts": Override(default=0),
+    },
+    "attachments": {
+        "complete": Override(default=False),
+        "created_at": UTC_TIME,
+        "completed_at": UTC_TIME,
+        "uploaded": Override(default=0),
+        "uploaded_at": UTC_TIME,
+    },
+    "envelope_attachments": {},
+    "meta": {},
+}
 
-attachments = Table(
-    "attachments",
-    metadata,
-    Column("sha256", String(64), primary_key=True),
-    Column("size", Integer, nullable=False),  # the declared total length
-    Column("received", Integer, nullable=False),  # bytes durably on disk so far
-    Column("complete", Boolean, nullable=False, default=False),  # hash verified
-    Column("path", Text),  # relative to data_dir once complete
-    Column("uploaded_by", String(64)),
-    Column("created_at", UtcDateTime, nullable=False),
-    Column("completed_at", UtcDateTime),
-    # Upload to central: bytes central confirmed holding on disk, when it had
-    # all of them, or why it refused the blob for good.
-    Column("uploaded", Integer, nullable=False, default=0),
-    Column("uploaded_at", UtcDateTime),
-    Column("upload_error", Text),
-)
-Index(
-    "ix_attachments_to_upload",
-    attachments.c.completed_at,
-    sqlite_where=attachments.c.uploaded_at.is_(None),
-)
 
-# Which blobs each envelope references (from its body), so the uploader finds
-# the blobs of completed activities without parsing every envelope.
-envelope_attachments = Table(
-    "envelope_attachments",
-    metadata,
-    Column("envelope_id", String(36), primary_key=True),
-    Column("sha256", String(64), primary_key=True),
-)
-Index("ix_envelope_attachments_sha256", envelope_attachments.c.sha256)
+class SchemaError(Exception):
+    """The tables this code names do not match what the migrations create."""
 
-meta = Table(
-    "meta",
-    metadata,
-    Column("key", String(64), primary_key=True),
-    Column("value", Text, nullable=False),
-)
+
+def reflect(
+    metadata: MetaData,
+    overrides: Mapping[str, Mapping[str, Override]],
+    steps: Sequence[migration.Step] | None = None,
+) -> dict[str, Table]:
+    """Run ``steps`` (default: every migration) in memory; reflect each table in ``overrides``."""
+    raw = sqlite3.connect(":memory:", isolation_level=None)
+    migration.run_steps(raw, 0, None, steps)
+    engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+    try:
+        with engine.connect() as conn:
+            return {name: _table(conn, metadata, name, cols) for name, cols in overrides.items()}
+    finally:
+        engine.dispose()
+        raw.close()
+
+
+def _table(
+    conn: Connection, metadata: MetaData, name: str, overrides: Mapping[str, Override]
+) -> Table:
+    inspector = inspect(conn)
+    if not inspector.has_table(name):
+        raise SchemaError(f"table {name!r} is named in the code but no migration creates it")
+    reflected = {c["name"]: c for c in inspector.get_columns(name)}
+    keys = set(inspector.get_pk_constraint(name)["constrained_columns"])
+    columns = []
+    for column, override in overrides.items():
+        if column not in reflected:
+            raise SchemaError(f"override for {name}.{column}: no migration creates that column")
+        found = reflected[column]
+        sql_default = found.get("default")
+        columns.append(
+            Column(
+                column,
+                override.type if override.type is not None else found["type"],
+                primary_key=column in keys,
+                nullable=found["nullable"],
+                default=override.default,
+                server_default=DefaultClause(text(sql_default)) if sql_default else None,
+            )
+        )
+    return Table(name, metadata, *columns, autoload_with=conn)
+
+
+metadata = MetaData()
+_tables = reflect(metadata, OVERRIDES)
+activities = _tables["activities"]
+users = _tables["users"]
+offline_types = _tables["offline_types"]
+sessions = _tables["sessions"]
+signin_failures = _tables["signin_failures"]
+envelopes = _tables["envelopes"]
+attachments = _tables["attachments"]
+envelope_attachments = _tables["envelope_attachments"]
+meta = _tables["meta"]
 
 # meta keys used by more than one module
 META_LAST_SYNC = "last_sync"  # ISO time of the last exchange with central

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, func, insert, select, text
+from sqlalchemy import Connection, MetaData, func, insert, select, text
 
-from gateway.store import Store, StoreClosedError, StoreError, migration
+from gateway.store import Store, StoreClosedError, StoreError, migration, schema
 from gateway.store.engine import LoopAccessError
 from gateway.store.ops import get_meta, set_meta, utcnow
 from gateway.store.schema import meta, metadata
@@ -167,23 +167,62 @@ async def test_closed_store_refuses_work(gateway_config: Any) -> None:
         await s.async_read(lambda c: get_meta(c, "a"))
 
 
-def test_fresh_file_has_latest_schema_matching_the_tables(tmp_path: Path) -> None:
+def test_fresh_file_has_latest_schema_and_the_tables_the_code_uses(tmp_path: Path) -> None:
     s = Store(tmp_path / "g.db").open()
     try:
 
-        def columns(conn: Connection) -> dict[str, list[str]]:
-            out = {}
-            for table in metadata.sorted_tables:
-                rows = conn.exec_driver_sql(f"PRAGMA table_info({table.name})").all()
-                out[table.name] = [r[1] for r in rows]
-            return out
+        def shape(conn: Connection) -> dict[str, list[tuple[str, str, bool]]]:
+            names = conn.exec_driver_sql(
+                "SELECT name FROM sqlite_master WHERE type='table' ORDER BY name"
+            ).scalars()
+            return {
+                name: [
+                    (r[1], r[2], bool(r[3]))
+                    for r in conn.exec_driver_sql(f"PRAGMA table_info({name})").all()
+                ]
+                for name in names
+            }
 
-        found = s.read_sync(columns)
-        assert found == {t.name: [c.name for c in t.columns] for t in metadata.sorted_tables}
+        found = s.read_sync(shape)
         version = s.read_sync(lambda c: c.exec_driver_sql("PRAGMA user_version").scalar())
-        assert version == migration.LATEST
     finally:
         s.close()
+    assert version == migration.LATEST
+    # Every table a file gets is one the code can use, column for column.
+    assert sorted(found) == sorted(schema.OVERRIDES) == sorted(metadata.tables)
+    for table in metadata.sorted_tables:
+        columns = [(c.name, c.type.compile(), not c.nullable) for c in table.columns]
+        assert found[table.name] == [(n, t.replace(" ", ""), nn) for n, t, nn in columns]
+
+
+def test_a_table_the_code_uses_must_come_from_a_migration() -> None:
+    # Without step 3 there is no envelope_attachments table: the code's tables
+    # cannot be built (at import), rather than a query failing in the field.
+    steps = [m for m in migration.MIGRATIONS if m[0] != 3]
+    tables = {"meta": {}, "envelope_attachments": {}}
+    with pytest.raises(schema.SchemaError, match="'envelope_attachments'.*no migration"):
+        schema.reflect(MetaData(), tables, steps)
+    assert set(schema.reflect(MetaData(), tables)) == set(tables)
+
+
+def test_an_override_must_name_a_column_a_migration_creates() -> None:
+    steps = [m for m in migration.MIGRATIONS if m[0] != 5]  # no review columns
+    with pytest.raises(schema.SchemaError, match=r"activities\.reopen_seq"):
+        schema.reflect(MetaData(), schema.OVERRIDES, steps)
+    with pytest.raises(schema.SchemaError, match=r"meta\.typo"):
+        schema.reflect(MetaData(), {"meta": {"typo": schema.UTC_TIME}})
+
+
+def test_every_timestamp_column_reads_back_as_an_aware_datetime() -> None:
+    # Timestamps are VARCHAR(32) in the steps; one without its override would
+    # read back as a str.
+    for table in metadata.sorted_tables:
+        for column in table.columns:
+            if column.type.compile() == "VARCHAR(32)":
+                assert isinstance(column.type, schema.UtcDateTime), f"{table.name}.{column.name}"
+    assert isinstance(schema.envelopes.c.received_at.type, schema.UtcDateTime)
+    assert schema.envelopes.c.attempts.default is not None
+    assert schema.envelopes.c.attempts.default.arg == 0  # type: ignore[attr-defined]
 
 
 def test_migration_backs_up_then_steps(
