@@ -36,7 +36,6 @@ from typing import Any
 
 from sqlalchemy import (
     Column,
-    Connection,
     DefaultClause,
     Dialect,
     MetaData,
@@ -47,6 +46,7 @@ from sqlalchemy import (
     inspect,
     text,
 )
+from sqlalchemy.engine import Inspector
 from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeEngine
 
@@ -147,16 +147,18 @@ def reflect(
     engine = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
     try:
         with engine.connect() as conn:
-            return {name: _table(conn, metadata, name, cols) for name, cols in overrides.items()}
+            inspector = inspect(conn)  # one, so each table's pragmas are read once
+            return {
+                name: _table(inspector, metadata, name, cols) for name, cols in overrides.items()
+            }
     finally:
         engine.dispose()
         raw.close()
 
 
 def _table(
-    conn: Connection, metadata: MetaData, name: str, overrides: Mapping[str, Override]
+    inspector: Inspector, metadata: MetaData, name: str, overrides: Mapping[str, Override]
 ) -> Table:
-    inspector = inspect(conn)
     if not inspector.has_table(name):
         raise SchemaError(f"table {name!r} is named in the code but no migration creates it")
     reflected = {c["name"]: c for c in inspector.get_columns(name)}
@@ -177,7 +179,9 @@ def _table(
                 server_default=DefaultClause(text(sql_default)) if sql_default else None,
             )
         )
-    return Table(name, metadata, *columns, autoload_with=conn)
+    # An Inspector is a documented autoload_with (the stubs name only Engine and Connection).
+    table: Table = Table(name, metadata, *columns, autoload_with=inspector)  # type: ignore[call-overload]
+    return table
 
 
 metadata = MetaData()
