@@ -1,8 +1,9 @@
 """The gateway's durable store: SQLite (WAL) through SQLAlchemy Core.
 
-- ``schema``: the tables (import them to write queries)
+- ``schema``: the tables, reflected from the migrations (import them to write queries)
 - ``store``: ``Store`` — one writer thread with group commit, a reader pool
-- ``migration``: numbered migrations, backups, corrupt files moved aside
+- ``migration``: numbered migrations (the one source of the tables' shape), backups,
+  corrupt files moved aside
 - ``ops``: writes that arrive from central (dispatch, recall, users)
 - ``submissions``: storing a crew's envelope (``store_envelope``, in the writer)
 - ``queries``: the reads behind the LAN API and the heartbeat

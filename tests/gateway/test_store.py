@@ -200,7 +200,7 @@ def test_a_table_the_code_uses_must_come_from_a_migration() -> None:
     # cannot be built (at import), rather than a query failing in the field.
     steps = [m for m in migration.MIGRATIONS if m[0] != 3]
     tables = {"meta": {}, "envelope_attachments": {}}
-    with pytest.raises(schema.SchemaError, match="'envelope_attachments'.*no migration"):
+    with pytest.raises(schema.SchemaError, match=r"'envelope_attachments'.*no migration"):
         schema.reflect(MetaData(), tables, steps)
     assert set(schema.reflect(MetaData(), tables)) == set(tables)
 
