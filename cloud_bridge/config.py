@@ -92,6 +92,9 @@ class FleetSection(Section):
     # A message central had to drop (undecodable, wrong topic) warns for this long.
     error_warn_s: float = Field(default=3600, ge=0)
     history_days: int = Field(default=7, ge=0)
+    # A heartbeat goes into gateway_history at most once per this many seconds
+    # (the row keeps the latest figures whatever it is).
+    history_every_s: float = Field(default=300, ge=0, le=86_400)
     prune_interval_s: float = Field(default=3600, gt=0)
     page_refresh_s: int = Field(default=15, ge=2, le=3600)  # the fleet page reloads itself
     # GET /metrics asks for the admin token (Prometheus: authorization.credentials).

@@ -113,8 +113,10 @@ class UplinkHandler:
         metrics: BridgeMetrics | None = None,
         *,
         blobs: BlobStore,
+        history_every_s: float = fleet.HISTORY_EVERY_S,
     ) -> None:
         self.runner = runner
+        self.history_every_s = history_every_s
         self.committer = committer
         self.metrics = metrics or BridgeMetrics()
         self.blobs = blobs
@@ -186,7 +188,7 @@ class UplinkHandler:
             self.metrics.checkouts.inc()
             return await self._async_checkout(gateway_id, message, msg)
         if isinstance(message, Heartbeat):
-            await self.runner.async_tx(lambda s: record_heartbeat(s, message))
+            await self.runner.async_tx(lambda s: record_heartbeat(s, message, self.history_every_s))
             self.metrics.heartbeats.inc()
             return []
         assert isinstance(message, GatewayState)
@@ -365,7 +367,9 @@ def record_blob(session: Session, sha256: str, size: int, gateway_id: str) -> No
         session.flush()
 
 
-def record_heartbeat(session: Session, hb: Heartbeat) -> None:
+def record_heartbeat(
+    session: Session, hb: Heartbeat, history_every_s: float = fleet.HISTORY_EVERY_S
+) -> None:
     now = utcnow()
     gw = rules.touch_gateway(session, hb.gateway_id, now)
     if gw.state != "online":
@@ -376,7 +380,7 @@ def record_heartbeat(session: Session, hb: Heartbeat) -> None:
             GatewayState(gateway_id=hb.gateway_id, state="online", at=hb.sent_at),
             now,
         )
-    fleet.note_heartbeat(session, gw, hb, now)
+    fleet.note_heartbeat(session, gw, hb, now, history_every_s=history_every_s)
 
 
 def record_state(session: Session, state: GatewayState) -> bool:

@@ -97,7 +97,11 @@ class Bridge:
                 metrics=self.metrics,
             )
             self.handler = UplinkHandler(
-                self.uplink_runner, self.committer, self.metrics, blobs=blobs
+                self.uplink_runner,
+                self.committer,
+                self.metrics,
+                blobs=blobs,
+                history_every_s=cfg.fleet.history_every_s,
             )
             client_id = self._client_id
             if client_id is None and cfg.mqtt.shared and not cfg.mqtt.client_id:

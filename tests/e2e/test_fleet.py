@@ -324,7 +324,9 @@ async def sites(broker: Broker) -> AsyncIterator[SimulatedSites]:
 
 @pytest.mark.browser
 async def test_fleet_page_renders_in_chromium_without_console_errors(
-    bridge: BridgeProcess,
+    tmp_path: Path,
+    broker: Broker,
+    request: pytest.FixtureRequest,
     gateway_process: GatewayProcess,
     sites: SimulatedSites,
     http: aiohttp.ClientSession,
@@ -333,6 +335,16 @@ async def test_fleet_page_renders_in_chromium_without_console_errors(
         pytest.skip("Debian's chromium is not installed (scripts/ensure-system-deps.sh)")
     from playwright.async_api import async_playwright
 
+    # Every heartbeat into the history (not one per 5 min), so the real
+    # gateway's page has a line to draw within seconds.
+    bridge = BridgeProcess(
+        tmp_path / "central",
+        broker,
+        f"sqlite:///{tmp_path / 'central' / 'central.db'}",
+        fleet={"history_every_s": 0},
+    )
+    bridge.start()
+    request.addfinalizer(bridge.stop)
     central = Central(http, bridge.url)
     await central.call(
         "PUT", "/api/v1/users/vera", {"password": "viewer password", "role": "viewer"}

@@ -38,6 +38,7 @@ class BridgeProcess:
         platform: dict[str, Any] | None = None,
         mqtt: dict[str, Any] | None = None,
         replay: dict[str, Any] | None = None,
+        fleet: dict[str, Any] | None = None,
     ) -> None:
         self.workdir = workdir
         self.admin_port = free_port()
@@ -58,6 +59,7 @@ class BridgeProcess:
             },
             "replay": replay or {},
             "platform": platform or {},
+            "fleet": fleet or {},
         }
         workdir.mkdir(parents=True, exist_ok=True)
         self.config.write_text(
