@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.support.broker import Broker, free_port
+from tests.support.processes import start_serving
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789"
 
@@ -76,24 +75,7 @@ class BridgeProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, timeout_s: float = 30) -> None:
-        exe = Path(sys.executable).parent / "outpost-bridge"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "run", "--config", str(self.config)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"bridge did not start:\n{self.log_text()[-3000:]}")
-            time.sleep(0.05)  # poll interval while it starts
+        self.proc = start_serving("outpost-bridge", self.config, self.log, self.url, timeout_s)
 
     def call(
         self, method: str, path: str, body: Any = None, *, token: str | None = None

@@ -16,16 +16,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from tests.support.broker import free_port
+from tests.support.processes import start_serving
 
 
 class GatewayProcess:
@@ -88,24 +85,9 @@ class GatewayProcess:
             pool.submit(run).result()
 
     def start(self, timeout_s: float = 30) -> None:
-        exe = Path(sys.executable).parent / "outpost-gateway"
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(exe), "run", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"gateway did not start:\n{self.log_text()[-3000:]}")
-            time.sleep(0.05)  # poll interval while it starts
+        self.proc = start_serving(
+            "outpost-gateway", self.config_path, self.log, self.url, timeout_s
+        )
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
