@@ -3,8 +3,9 @@
 The keys themselves live in ``cloud_bridge/app_keys.py`` (a leaf), so the
 modules that hold handlers never import this one.
 
-Middleware order (outermost first): ``error_middleware`` turns every failure
-into ``{"error": {"code", "message"}}`` for the API, or an error page for the
+Middleware order (outermost first): ``error_middleware`` (``outpost.http.errors``,
+with the admin API's codes) turns every failure into
+``{"error": {"code", "message"}}`` for the API, or an error page for the
 pages; ``input_middleware`` refuses control characters in the path and query;
 ``access_middleware`` (``cloud_bridge.access``) works out who is asking
 and checks the route's declared action (``cloud_bridge.permissions``) before
@@ -53,19 +54,17 @@ from cloud_bridge.passwords import PasswordWork
 from cloud_bridge.permissions import Action
 from cloud_bridge.web import pages, render
 from outpost.files import write_atomically
+from outpost.http import errors as http_errors
+from outpost.http.errors import ApiError, error_response
 from outpost.logs import escape_control
 
 logger = logging.getLogger(__name__)
 
 TOKEN_FILE = "admin-token"
 
+# The admin API's codes for aiohttp's own HTTP exceptions, over the shared ones.
 _HTTP_CODES: dict[int, tuple[str, str]] = {
-    400: ("bad_request", "The request is malformed."),
     401: ("unauthorized", "Sign in, or send a token as 'Authorization: Bearer <token>'."),
-    404: ("not_found", "There is nothing at this address."),
-    405: ("method_not_allowed", "This address does not accept that method."),
-    413: ("body_too_large", "The request body is larger than the admin API accepts."),
-    415: ("unsupported_media_type", "Send the body as JSON."),
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,36 +85,34 @@ def load_or_create_token(data_dir: Path) -> tuple[str, Path]:
     return token, path
 
 
-def error_json(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+def _page_refused(request: web.Request, exc: Exception) -> web.StreamResponse | None:
+    """A page the person may not open: sign in first, or a page saying why not."""
+    if not isinstance(exc, PageRefused):
+        return None
+    if exc.message is None:
+        return render.sign_in_redirect(request)
+    return render.refused(request, exc.message)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except PageRefused as exc:
-        # A page the person may not open: sign in first, or a page saying why not.
-        if exc.message is None:
-            return render.sign_in_redirect(request)
-        return render.refused(request, exc.message)
-    except CentralError as exc:
-        return _error(request, exc.status, exc.code, exc.message, exc.headers)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code, message = _HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        if exc.status == 413:
-            limit = request.app[MAX_BODY_KEY]
-            message = f"The request body is larger than the admin API accepts ({limit} bytes)."
-        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-        return _error(request, exc.status, code, message, headers)
-    except Exception:
-        # Loop boundary: log with the path, answer without internals.
-        logger.exception("admin API failed on %s %s", request.method, request.path)
-        return _error(
-            request, 500, "internal", "Central could not complete the request; see its log."
-        )
+def _respond(request: web.Request, error: ApiError) -> web.StreamResponse:
+    """A JSON error for the API, an error page for a person's browser."""
+    if is_api_path(request.path):
+        return error_response(error.status, error.code, error.message, error.headers, **error.extra)
+    response = render.error_page(request, error.status, error.message)
+    response.headers.update(error.headers)
+    return response
+
+
+error_middleware = http_errors.error_middleware(
+    http_errors.ErrorAnswers(
+        service="the admin API",
+        body_limit=lambda request: request.app[MAX_BODY_KEY],
+        internal=("internal", "Central could not complete the request; see its log."),
+        codes=_HTTP_CODES,
+        translate=_page_refused,
+        respond=_respond,
+    )
+)
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -144,23 +141,6 @@ async def input_middleware(request: web.Request, handler: Handler) -> web.Stream
                 400,
             )
     return await handler(request)
-
-
-def _error(
-    request: web.Request,
-    status: int,
-    code: str,
-    message: str,
-    headers: dict[str, str] | None = None,
-) -> web.Response:
-    """A JSON error for the API, an error page for a person's browser."""
-    if is_api_path(request.path):
-        response = error_json(status, code, message)
-    else:
-        response = render.error_page(request, status, message)
-    if headers:
-        response.headers.update(headers)
-    return response
 
 
 def make_app(

@@ -2,24 +2,25 @@
 
 ``code`` is machine-readable and stable (documented in docs/central.md);
 ``message`` is one sentence a person understands; ``status`` is the HTTP
-status the admin API answers with.
+status the admin API answers with. It is an ``outpost.http.errors.ApiError``
+(both services' error type), so the one error middleware answers it.
 """
 
 from __future__ import annotations
 
+from typing import Any
 
-class CentralError(Exception):
+from outpost.http.errors import ApiError
+
+
+class CentralError(ApiError):
     def __init__(
         self, code: str, message: str, status: int = 409, headers: dict[str, str] | None = None
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.status = status
-        self.headers = headers  # e.g. Retry-After on a 429 or 503
+        super().__init__(status, code, message, headers=headers)  # e.g. Retry-After on a 429
 
-    def as_json(self) -> dict[str, dict[str, str]]:
-        return {"error": {"code": self.code, "message": self.message}}
+    def as_json(self) -> dict[str, dict[str, Any]]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
 
 
 def not_found(what: str, key: str) -> CentralError:

@@ -8,7 +8,6 @@ JSON. The route table at the bottom also feeds the OpenAPI document.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,7 +15,7 @@ from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
@@ -37,8 +36,9 @@ from cloud_bridge.models import (
 )
 from cloud_bridge.openapi import document
 from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
+from outpost.http import body as body_reader
+from outpost.http.body import BodyCodes
 from outpost.times import iso as iso
-from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import SHA256_RE, Dispatch, Recall
 from outpost.wire.topics import GATEWAY_ID_PATTERN
 
@@ -122,58 +122,23 @@ class TokenBody(Body):
 B = TypeVar("B", bound=BaseModel)
 
 
-def _unstorable_text(value: Any) -> str | None:
-    """What no database column takes in a string of ``value``, if anything."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return "a NUL character"
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return "a lone UTF-16 surrogate (not Unicode)"
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-    return None
+# The admin API's codes for a body it cannot take (``outpost.http.body`` reads it);
+# PostgreSQL takes no NUL in a text.
+BODY = BodyCodes(
+    empty="body_required",
+    empty_message="The request needs a JSON body.",
+    malformed="invalid_json",
+    storable_text=True,
+)
 
 
 async def read_json(request: web.Request) -> Any:
-    if not request.can_read_body:
-        raise bad_request("The request needs a JSON body.", "body_required")
-    raw = await request.read()
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise bad_request(f"The body is not valid JSON: {exc}.", "invalid_json") from None
-    except ValueError:  # an integer of more digits than int() takes (4,300)
-        raise bad_request(
-            "The body holds a number with more digits than any field takes.", "invalid_json"
-        ) from None
-    except RecursionError:
-        raise bad_request("The body is nested too deeply.", "invalid_json") from None
-    problem = _unstorable_text(data)
-    if problem is not None:
-        raise bad_request(f"A text in the body holds {problem}.", "invalid_json")
-    return data
+    """The body as JSON of any shape (an activity type's definition)."""
+    return await body_reader.read_json(request, BODY)
 
 
 async def read_body(request: web.Request, model: type[B], *, optional: bool = False) -> B:
-    data: Any = {}
-    if request.can_read_body or not optional:
-        data = await read_json(request)
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise bad_request(
-            f"The body is not valid: {describe_validation(exc)}.", "invalid_body"
-        ) from None
-    except RecursionError:
-        raise bad_request("The body is nested too deeply.", "invalid_body") from None
+    return await body_reader.read_body(request, model, BODY, optional=optional)
 
 
 # --- serialisation ------------------------------------------------------------------

@@ -12,11 +12,12 @@ import re
 from typing import TypeVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.api.errors import ApiError
+from outpost.http import body
+from outpost.http.body import BodyCodes
 from outpost.passwords import MAX_PASSWORD_CHARS
-from outpost.wire.codec import describe_validation
 from outpost.wire.schemas import ACTIVITY_ID_RE as ACTIVITY_ID_RE
 from outpost.wire.schemas import SHA256_RE as SHA256_RE
 
@@ -27,7 +28,6 @@ TOKEN_RE = re.compile(r"[A-Za-z0-9\-._~+/]{1,512}=*")
 # ASCII digits only, at most 15 of them (a petabyte): int() of thousands of
 # digits is refused by Python itself, and \d would take other scripts' digits.
 RANGE_RE = re.compile(r"bytes ([0-9]{1,15})-([0-9]{1,15})/([0-9]{1,15})")
-MAX_PROBLEMS = 20
 
 
 class SignIn(BaseModel):
@@ -37,38 +37,17 @@ class SignIn(BaseModel):
     password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
 
 
+# The gateway's codes for a body it cannot take (``outpost.http.body`` reads it).
+BODY = BodyCodes(
+    empty="empty_body",
+    empty_message="Send a JSON object in the request body.",
+    malformed="malformed_json",
+)
+
+
 async def read_body(request: web.Request, model: type[M], code: str = "invalid_body") -> M:
     """Parse and validate a JSON body strictly; every failure is a clear 400/413."""
-    raw = await request.read()  # over client_max_size -> 413 via the error middleware
-    if not raw.strip():
-        raise ApiError(400, "empty_body", "Send a JSON object in the request body.")
-    try:
-        return model.model_validate_json(raw, strict=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        if first["type"] == "json_invalid":
-            # Also: not UTF-8, nested deeper than the parser's limit, a number
-            # of thousands of digits. The parser says what and where.
-            detail = str(first.get("ctx", {}).get("error", "")).strip()
-            raise ApiError(
-                400,
-                "malformed_json",
-                "The request body is not valid JSON" + (f": {detail[:200]}." if detail else "."),
-            ) from None
-        if first["type"] == "model_type" and not first["loc"]:
-            raise ApiError(400, code, "The request body must be a JSON object.") from None
-        raise ApiError(
-            400,
-            code,
-            f"The request body is not valid: {describe_validation(exc)}.",
-            problems=[
-                {
-                    "field": ".".join(str(p) for p in e["loc"]),
-                    "problem": "unknown field" if e["type"] == "extra_forbidden" else e["msg"],
-                }
-                for e in exc.errors()[:MAX_PROBLEMS]
-            ],
-        ) from None
+    return await body.read_body(request, model, BODY, invalid=code)
 
 
 def bearer_token(request: web.Request) -> str:

@@ -1,7 +1,8 @@
 """The LAN API's middlewares, in the one order they run (outermost first):
 
 1. ``error_middleware``  — every failure becomes ``{"error": {"code", "message"}}``
-   (4xx for the caller's mistakes; never a traceback).
+   (4xx for the caller's mistakes; never a traceback): ``outpost.http.errors``,
+   with the gateway's codes and its own exceptions (restarting, disk full).
 2. ``metrics_middleware`` — request counts and latency by route.
 3. ``auth_middleware``   — bearer token for everything under ``/api/`` except
    sign-in (and ``/metrics`` when ``lan.metrics_auth``, or only its own
@@ -11,74 +12,48 @@
 
 Input is read through ``gateway.api.inputs``, which refuses malformed values
 with a 4xx; as a last line, an encoding or range error that still escapes
-from deep code (``UnicodeError``, ``OverflowError``, ``RecursionError``) is
-the caller's bad input too: a 400, logged as a warning, never a 500.
+from deep code is the caller's bad input too (``outpost.http.errors``).
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from sqlalchemy.exc import OperationalError
 
-from gateway.api.errors import HTTP_CODES, ApiError, error_response
+from gateway.api.errors import HTTP_CODES, ApiError
 from gateway.api.inputs import bearer_token
 from gateway.api.keys import AUTH_KEY, CONFIG_KEY, METRICS_KEY, PRINCIPAL
 from gateway.store import StoreClosedError
-
-logger = logging.getLogger(__name__)
+from outpost.http import errors as http_errors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC = {("POST", "/api/v1/session")}
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.headers, **exc.extra)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code, message = HTTP_CODES.get(exc.status, ("http_error", exc.reason))
-        if exc.status == 413:
-            limit = request.app[CONFIG_KEY].lan.max_body_bytes
-            message = f"The request body is larger than the gateway accepts ({limit} bytes)."
-        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
-        return error_response(exc.status, code, message, headers)
-    except StoreClosedError:
-        return error_response(503, "shutting_down", "The gateway is restarting; try again shortly.")
-    except TimeoutError:
-        return error_response(504, "timeout", "Central did not answer in time; try again.")
-    except (UnicodeError, OverflowError, RecursionError) as exc:
-        # Input that got past the readers: still the caller's, still a 4xx.
-        logger.warning(
-            "refused input on %s %s: %s", request.method, request.path, type(exc).__name__
-        )
-        return error_response(
-            400, "bad_request", "The request holds a value the gateway cannot read."
-        )
-    except OperationalError as exc:
-        if "full" in str(exc.orig).lower():
-            return error_response(
-                507, "disk_full", "The gateway's disk is full; nothing new can be saved."
-            )
-        logger.exception("database error on %s %s", request.method, request.path)
-        return _internal()
-    except Exception:  # the loop boundary of a request: log it, answer JSON
-        logger.exception("unexpected error on %s %s", request.method, request.path)
-        return _internal()
+def _refusal(request: web.Request, exc: Exception) -> ApiError | None:
+    """The gateway's own exceptions that are an answer, not a fault."""
+    if isinstance(exc, StoreClosedError):
+        return ApiError(503, "shutting_down", "The gateway is restarting; try again shortly.")
+    if isinstance(exc, TimeoutError):
+        return ApiError(504, "timeout", "Central did not answer in time; try again.")
+    if isinstance(exc, OperationalError) and "full" in str(exc.orig).lower():
+        return ApiError(507, "disk_full", "The gateway's disk is full; nothing new can be saved.")
+    return None  # any other database error is a 500, logged
 
 
-def _internal() -> web.Response:
-    return error_response(
-        500, "internal_error", "Something went wrong inside the gateway; it has been logged."
+error_middleware = http_errors.error_middleware(
+    http_errors.ErrorAnswers(
+        service="the gateway",
+        body_limit=lambda request: request.app[CONFIG_KEY].lan.max_body_bytes,
+        internal=("internal_error", "Something went wrong inside the gateway; it has been logged."),
+        codes=HTTP_CODES,
+        translate=_refusal,
     )
+)
 
 
 @web.middleware
