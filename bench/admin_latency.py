@@ -165,6 +165,51 @@ def applied(bridge: BridgeProcess) -> tuple[float, float, float]:
     return values["applied"], values["sum"], values["count"]
 
 
+def histograms(bridge: BridgeProcess) -> dict[str, dict[str, float]]:
+    """Cumulative buckets, sum and count of the loop-lag and publish histograms."""
+    import urllib.request
+
+    req = urllib.request.Request(
+        bridge.url + "/metrics", headers={"Authorization": f"Bearer {bridge.token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as r:
+        text = r.read().decode()
+    out: dict[str, dict[str, float]] = {}
+    for line in text.splitlines():
+        for name, key in (
+            ("outpost_bridge_loop_lag_seconds", "loop_lag"),
+            ('outpost_bridge_publish_seconds{leaf="down/dispatch"', "dispatch_puback"),
+            ('outpost_bridge_publish_seconds{leaf="down/results"', "results_puback"),
+        ):
+            base = name.split("{")[0]
+            if not line.startswith(base) or (("{" in name) and name.split("{")[1] not in line):
+                continue
+            h = out.setdefault(key, {})
+            value = float(line.split()[-1])
+            if "_bucket" in line:
+                le = line.split('le="')[1].split('"')[0]
+                h[le] = value
+            elif line.startswith(base + "_sum"):
+                h["sum"] = value
+            elif line.startswith(base + "_count"):
+                h["count"] = value
+    return out
+
+
+def between(a: dict[str, float], b: dict[str, float]) -> str:
+    """Mean and the bucket bound holding the 99th percentile of what was observed from a to b."""
+    n = b.get("count", 0) - a.get("count", 0)
+    if n <= 0:
+        return "none"
+    mean = (b.get("sum", 0) - a.get("sum", 0)) / n
+    p99 = "inf"
+    for le in sorted((k for k in b if k not in ("sum", "count", "+Inf")), key=float):
+        if b[le] - a.get(le, 0) >= 0.99 * n:
+            p99 = f"<= {float(le) * 1000:g} ms"
+            break
+    return f"mean {mean * 1000:.1f} ms, p99 {p99} ({n:.0f})"
+
+
 def run(url: str, tmp: Path, gateways: int, seconds: float, rep: int, switch_ms: float) -> None:
     dispatches = int(seconds * 40)  # more than one operator can send in that time
     seed(url, gateways, dispatches)
@@ -177,13 +222,17 @@ def run(url: str, tmp: Path, gateways: int, seconds: float, rep: int, switch_ms:
     stop = multiprocessing.Event()
     child = multiprocessing.Process(target=load, args=(broker.port, gateways, stop))
     try:
+        h0 = histograms(bridge)
         idle = measure(bridge, seconds / 2, 0)
+        h1 = histograms(bridge)
         child.start()
         time.sleep(5)  # the fleet connects and the queue fills
         a0, s0, c0 = applied(bridge)
+        h2 = histograms(bridge)
         t0 = time.monotonic()
         busy = measure(bridge, seconds, len(idle["dispatch"]))
         a1, s1, c1 = applied(bridge)
+        h3 = histograms(bridge)
         rate = (a1 - a0) / (time.monotonic() - t0)
         delay = (s1 - s0) / max(1.0, c1 - c0)
     finally:
@@ -207,6 +256,12 @@ def run(url: str, tmp: Path, gateways: int, seconds: float, rep: int, switch_ms:
             f"{percentile(i, 0.99) * 1000:6.1f} ms ({len(i)} calls) | saturated p50 "
             f"{percentile(b, 0.5) * 1000:6.1f} ms p99 {percentile(b, 0.99) * 1000:6.1f} ms "
             f"({len(b)} calls)",
+            flush=True,
+        )
+    for key in ("loop_lag", "dispatch_puback", "results_puback"):
+        print(
+            f"  {key:15s} idle {between(h0.get(key, {}), h1.get(key, {}))} | saturated "
+            f"{between(h2.get(key, {}), h3.get(key, {}))}",
             flush=True,
         )
 

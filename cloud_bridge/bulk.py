@@ -522,7 +522,12 @@ class BulkBatch:
         """Last, after every activity lock, in id order: the fleet view's "last seen"."""
         conn = self.conn
         ids = sorted({part.gateway_id for part in self.parts})
-        found = {r[0] for r in conn.execute(select(_gateways.c.id).where(_gateways.c.id.in_(ids)))}
+        stmt = select(_gateways.c.id).where(_gateways.c.id.in_(ids)).order_by(_gateways.c.id)
+        if conn.dialect.name == "postgresql":
+            # Locked here in id order, as the heartbeats' groups lock them
+            # (cloud_bridge/heartbeats.py): the UPDATE's own order is the plan's.
+            stmt = stmt.with_for_update()
+        found = {r[0] for r in conn.execute(stmt)}
         for gateway_id in ids:
             if gateway_id not in found:
                 conn.execute(new_gateway_row(conn.dialect.name, gateway_id, self.now))

@@ -9,6 +9,7 @@ held to :func:`cloud_bridge.fleet.gateway_view` by a test).
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -98,6 +99,21 @@ class BridgeMetrics:
         self.replay_busy = Counter(
             "outpost_bridge_replay_busy",
             "Batches answered 'busy, retry later' because the replay queue was full",
+            registry=r,
+        )
+        # --- the event loop and the downlink: does admin work wait behind the uplink? --
+        self.loop_lag = Histogram(
+            "outpost_bridge_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled 4 times a second): what any "
+            "admin request or MQTT answer waits for the loop before it starts",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=r,
+        )
+        self.publish_seconds = Histogram(
+            "outpost_bridge_publish_seconds",
+            "From handing a message down to the broker's PUBACK, by topic leaf",
+            ["leaf"],
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
         # --- the fleet, refreshed at scrape time -----------------------------------------
@@ -194,3 +210,12 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(
         body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
+
+
+async def async_watch_loop(lag: Histogram, every_s: float = 0.25) -> None:
+    """Observe how late the event loop wakes from a short sleep, until cancelled."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + every_s
+        await asyncio.sleep(every_s)
+        lag.observe(max(0.0, loop.time() - due))

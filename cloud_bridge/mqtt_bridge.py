@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 
 from cloud_bridge.config import BridgeMqttSection
 from cloud_bridge.handler import Outgoing, UplinkHandler, short
@@ -87,8 +88,11 @@ class MqttBridge:
     async def async_send(self, out: Outgoing) -> bool:
         """Publish one answer (QoS 1, waiting for PUBACK); False when the broker is away."""
         payload = encode(out.message)
+        parsed = topics.parse(out.topic)
+        took = self.handler.metrics.publish_seconds.labels(parsed[1] if parsed else "other")
         for attempt in range(1, PUBLISH_RETRIES + 1):
             try:
+                started = time.monotonic()
                 await self.client.async_publish(
                     out.topic,
                     payload,
@@ -96,6 +100,7 @@ class MqttBridge:
                     correlation_data=out.correlation_data,
                     user_properties=CODEC_ADVERT,
                 )
+                took.observe(time.monotonic() - started)
                 return True
             except (NotConnected, PublishFailed) as exc:
                 if attempt == PUBLISH_RETRIES:

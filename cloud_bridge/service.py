@@ -31,7 +31,7 @@ from cloud_bridge.dbrunner import DbRunner
 from cloud_bridge.fleet import HistoryPrune
 from cloud_bridge.groupcommit import GroupCommitter
 from cloud_bridge.handler import BLOB_THREADS, UplinkHandler
-from cloud_bridge.metrics import BridgeMetrics
+from cloud_bridge.metrics import BridgeMetrics, async_watch_loop
 from cloud_bridge.migration import migrate
 from cloud_bridge.mqtt_bridge import MqttBridge, default_client_id
 from cloud_bridge.passwords import PasswordWork
@@ -62,6 +62,7 @@ class Bridge:
         self._scheduler: AsyncIOScheduler | None = None
         self.metrics = BridgeMetrics()
         self.passwords: PasswordWork | None = None
+        self._loop_watch: asyncio.Task[None] | None = None
 
     async def async_start(self) -> None:
         cfg = self.config
@@ -110,6 +111,9 @@ class Bridge:
                 client_id = default_client_id(f"-{cfg.admin.port}")
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
             await self.mqtt.async_start()
+            self._loop_watch = asyncio.create_task(
+                async_watch_loop(self.metrics.loop_lag), name="bridge-loop-lag"
+            )
             self._scheduler = self._start_scheduler(self.runner)
             app = make_app(
                 self.runner,
@@ -173,6 +177,9 @@ class Bridge:
 
     async def async_stop(self) -> None:
         unmark_loop_thread()
+        if self._loop_watch is not None:
+            self._loop_watch.cancel()
+            self._loop_watch = None
         if self._site_runner is not None:
             await self._site_runner.cleanup()
             self._site_runner = None
@@ -184,6 +191,7 @@ class Bridge:
             await self.mqtt.async_stop()
             self.mqtt = None
         if self.handler is not None:
+            await self.handler.heartbeats.async_stop()
             await asyncio.to_thread(self.handler.shutdown)
             self.handler = None
         if self.committer is not None:

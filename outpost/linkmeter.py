@@ -57,7 +57,11 @@ class LinkMeter:
 
     def __init__(self) -> None:
         self._sent: dict[int, _Sent] = {}
-        self._samples: deque[tuple[float, float]] = deque()  # (at, bytes/s)
+        # (busy time, bytes/s) in the window, rates decreasing: the first is the window's
+        # largest. A sample dominated by a later, larger one can never be the max again,
+        # so it is dropped at once; the max is O(1) per PUBACK (the bridge's thousand
+        # PUBACKs a second made the scan of a 10 s window most of its event loop).
+        self._samples: deque[tuple[float, float]] = deque()
         self.acked = 0  # bytes acknowledged on this connection
         self.unacked = 0
         self.rtt: float | None = None
@@ -116,10 +120,13 @@ class LinkMeter:
         interval = max(sent.at - sent.first_sent, now - sent.acked_at, MIN_RTT_S)
         self._acked_at, self._first_sent = now, sent.at
         busy = now - self._idle_total
-        self._samples.append((busy, (self.acked - sent.acked_before) / interval))
-        while self._samples and busy - self._samples[0][0] > RATE_WINDOW_S:
+        sample = (self.acked - sent.acked_before) / interval
+        while self._samples and self._samples[-1][1] <= sample:
+            self._samples.pop()
+        self._samples.append((busy, sample))
+        while busy - self._samples[0][0] > RATE_WINDOW_S:
             self._samples.popleft()
-        self._rate = max(s for _, s in self._samples)
+        self._rate = self._samples[0][1]
         if rtt is not None:
             self.rtt = rtt if self.rtt is None else min(self.rtt, rtt)
         self._went_idle(now)
