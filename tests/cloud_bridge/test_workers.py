@@ -134,7 +134,7 @@ async def test_two_workers_share_the_uplink_through_a_kill_and_a_broker_restart(
                     assert rules.get_activity(s, aid).last_seq == BATCHES
         # Both workers applied batches (the load was shared).
         for w in workers:
-            assert "batch " in w.log_text(), w.log_text()[-2000:]
+            assert "replayed " in w.log_text(), w.log_text()[-2000:]
         print("resends per gateway:", resends)
     finally:
         db.dispose()
