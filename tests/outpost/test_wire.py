@@ -1,4 +1,5 @@
 import hashlib
+import json
 import uuid
 import zlib
 from datetime import UTC, datetime
@@ -153,3 +154,22 @@ def test_codec_3_uses_the_frozen_dictionary_where_it_is_smaller() -> None:
     big = encode_for_peer(many.model_dump_json().encode(), CODEC_DICT)
     assert big[:2] == bytes((CODEC_ZSTD, 2))
     assert decode(big) == many
+
+
+def test_batch_deferred_is_a_wire_message_and_the_contract_names_its_fields() -> None:
+    from pathlib import Path
+
+    from outpost.wire import BatchDeferred
+
+    deferred = BatchDeferred(gateway_id="site-a", batch_id=uuid.uuid4(), retry_after_s=10)
+    assert decode(encode(deferred)) == deferred
+    for bad in (0, -1, 3601):
+        with pytest.raises(DecodeError, match="retry_after_s"):
+            doc = {**deferred.model_dump(mode="json"), "retry_after_s": bad}
+            decode(encode_json(json.dumps(doc).encode()))
+    contract = (Path(__file__).resolve().parents[2] / "docs" / "contract.md").read_text()
+    row = next(line for line in contract.splitlines() if line.startswith("| `BatchDeferred`"))
+    for name in BatchDeferred.model_fields:
+        if name != "kind":
+            assert f"`{name}`" in row, name
+    assert "`batch_deferred`" in row

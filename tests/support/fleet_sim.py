@@ -141,6 +141,7 @@ class Pending:
     payload: bytes
     first_sent: float
     sent: float
+    unanswered: set[str] = field(default_factory=set)  # envelope ids without a result yet
     sends: int = 1
     deferred: int = 0
     after_deferral: bool = False  # due again because central said busy, not for silence
@@ -158,6 +159,9 @@ class Stats:
     rejected: list[str] = field(default_factory=list)
     batches: int = 0
     heartbeats: int = 0
+    # Batches finished by results that came in another batch's answer: central held an
+    # envelope for a gap in seq and applied it when the missing one arrived.
+    answered_elsewhere: int = 0
 
 
 class SimGateway:
@@ -168,6 +172,7 @@ class SimGateway:
         self.seq = 0
         self.ack_timeout_s = ack_timeout_s
         self.pending: dict[str, Pending] = {}
+        self.by_envelope: dict[str, str] = {}  # envelope id -> its pending batch's id
         self.hold_until = 0.0
         self.misses = 0  # ack timeouts in a row
         self.owed = 0  # envelopes made while held back, sent in the next batch
@@ -217,8 +222,20 @@ class SimGateway:
             return
         if not isinstance(doc, EnvelopeResults):
             return
+        # As gateway/uplink.py: a batch is done when each of its envelopes has a result,
+        # whichever answer carried it (a held envelope's comes with the one that freed it).
         for r in doc.results:
             eid = str(r.envelope_id)
+            owner = self.by_envelope.pop(eid, None)
+            p = self.pending.get(owner) if owner else None
+            if p is not None:
+                p.unanswered.discard(eid)
+                if not p.unanswered:
+                    del self.pending[owner]  # type: ignore[arg-type]
+                    self.stats.latencies.append((t, t - p.first_sent))
+                    self.stats.max_sends = max(self.stats.max_sends, p.sends)
+                    if owner != str(doc.batch_id):
+                        self.stats.answered_elsewhere += 1
             if eid in self.stats.answered_envelopes:
                 continue
             self.stats.answered_envelopes.add(eid)
@@ -226,11 +243,7 @@ class SimGateway:
                 self.stats.applied.append(t)
             else:
                 self.stats.rejected.append(f"{r.code}: {r.reason}")
-        p = self.pending.pop(str(doc.batch_id), None) if doc.batch_id else None
         self.misses = 0
-        if p is not None:
-            self.stats.latencies.append((t, t - p.first_sent))
-            self.stats.max_sends = max(self.stats.max_sends, p.sends)
         if not self.pending:
             self.answered.set()
 
@@ -245,8 +258,11 @@ class SimGateway:
         for e in envs:
             self.stats.sent_envelopes.add(str(e.envelope_id))
         t = time.monotonic()
-        p = Pending(batch, encode(batch), t, t)
+        ids = {str(e.envelope_id) for e in envs}
+        p = Pending(batch, encode(batch), t, t, unanswered=set(ids))
         self.pending[str(batch.batch_id)] = p
+        for eid in ids:
+            self.by_envelope[eid] = str(batch.batch_id)
         self.answered.clear()
         return p
 
