@@ -25,8 +25,8 @@ import dataclasses
 import hmac
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -65,6 +65,9 @@ class Route:
     action: Action
     body: type[BaseModel] | None = None
     page: bool = False
+    # Answers beyond every operation's own (200; 400, 404, 409; 401, 403 unless
+    # public; 413 with a body), for the OpenAPI document: status -> why.
+    statuses: Mapping[str, str] = field(default_factory=dict, compare=False)
 
     @property
     def public(self) -> bool:

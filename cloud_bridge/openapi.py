@@ -1,4 +1,9 @@
-"""The admin API's OpenAPI 3.1 document, generated from the route table."""
+"""The admin API's OpenAPI 3.1 document, generated from the route table.
+
+Each ``Route`` (``cloud_bridge.access``) says its body, whether it is public
+and the answers beyond every operation's own (``statuses``): the document
+has no table of its own to drift from them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +16,6 @@ import outpost
 from cloud_bridge import fleet_query
 from cloud_bridge.access import Route
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
-from outpost.forms import ActivityTypeDef
 from outpost.openapi import ERROR_SCHEMA, component, path_parameters, schema_of
 from outpost.openapi import document as frame
 from outpost.openapi import error as _error
@@ -28,36 +32,6 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     "envelope_id": {"type": "string", "format": "uuid"},
     "token_id": {"type": "string", "pattern": "^[0-9a-f]{12}$"},  # identity.create_token
     "version": {"type": "integer", "minimum": 1, "maximum": 999_999_999},
-}
-
-# Answers beyond every operation's own (200; 400, 404, 409; 401, 403 unless
-# public; 413 with a body), by (method, path).
-EXTRA_STATUSES: dict[tuple[str, str], dict[str, str]] = {
-    ("POST", "/api/v1/session"): {
-        "201": "signed in",
-        "401": "wrong username or password",
-        "403": "the account is disabled",
-        "429": "too many wrong guesses: signin_locked, with Retry-After",
-        "503": "password checks are busy: busy, with Retry-After",
-    },
-    ("PUT", "/api/v1/users/{username}"): {
-        "201": "created",
-        "503": "password work is busy, with Retry-After",
-    },
-    ("POST", "/api/v1/activity-types"): {"201": "created"},
-    ("POST", "/api/v1/activities"): {"201": "created"},
-    ("POST", "/api/v1/tokens"): {"201": "created; the token is shown this once"},
-    ("POST", "/api/v1/activities/{activity_id}/approve"): {
-        "429": "too many wrong passwords, with Retry-After",
-        "503": "password checks are busy, with Retry-After",
-    },
-    ("POST", "/api/v1/activities/{activity_id}/dispatch"): {
-        "503": "the broker is unreachable: broker_unavailable (the check-out was undone)",
-    },
-    ("POST", "/api/v1/activities/{activity_id}/review"): {
-        "503": "the broker is unreachable: the note could not be sent",
-    },
-    ("GET", "/healthz"): {"503": "the database does not answer"},
 }
 
 
@@ -93,15 +67,13 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
         if params:
             op["parameters"] = params
         model: type[BaseModel] | None = route.body
-        if model is None and route.path == "/api/v1/activity-types" and route.method == "POST":
-            model = ActivityTypeDef
         if model is not None:
             op["requestBody"] = {
                 "required": route.method != "POST" or not route.path.endswith("/cancel"),
                 "content": {"application/json": {"schema": component(model, schemas)}},
             }
             op["responses"]["413"] = _error("the body is larger than admin.max_body_bytes")
-        for status, why in EXTRA_STATUSES.get((route.method, route.path), {}).items():
+        for status, why in route.statuses.items():
             if status.startswith("2"):
                 op["responses"][status] = {"description": why}
             else:

@@ -183,6 +183,7 @@ ROUTES: list[Route] = [
         "its gateway)",
         Action.ACTIVITIES_REVIEW,
         ReviewBody,
+        statuses={"503": "the broker is unreachable: the note could not be sent"},
     ),
     Route(
         "GET",

@@ -36,6 +36,7 @@ from cloud_bridge.models import (
 )
 from cloud_bridge.openapi import document
 from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
+from outpost.forms import ActivityTypeDef
 from outpost.http import body as body_reader
 from outpost.http.body import BodyCodes
 from outpost.times import iso as iso
@@ -967,7 +968,14 @@ async def get_gateway_history(request: web.Request) -> web.Response:
 A = Action
 
 ROUTES: list[Route] = [
-    Route("GET", "/healthz", healthz, "Liveness: database and broker", A.PUBLIC),
+    Route(
+        "GET",
+        "/healthz",
+        healthz,
+        "Liveness: database and broker",
+        A.PUBLIC,
+        statuses={"503": "the database does not answer"},
+    ),
     Route("GET", "/api/v1/openapi.json", openapi, "This API's OpenAPI document", A.PUBLIC),
     Route(
         "POST",
@@ -976,6 +984,13 @@ ROUTES: list[Route] = [
         "A person signs in -> {token, user, role, expires_at}",
         A.PUBLIC,
         SessionBody,
+        statuses={
+            "201": "signed in",
+            "401": "wrong username or password",
+            "403": "the account is disabled",
+            "429": "too many wrong guesses: signin_locked, with Retry-After",
+            "503": "password checks are busy: busy, with Retry-After",
+        },
     ),
     Route("DELETE", "/api/v1/session", delete_session, "Sign out (ends this token)", A.SIGNED_IN),
     Route(
@@ -984,6 +999,8 @@ ROUTES: list[Route] = [
         put_activity_type,
         "Create or update an activity type: its JSON definition, or an XLSForm (.xlsx) body",
         A.TYPES_WRITE,
+        ActivityTypeDef,
+        statuses={"201": "created"},
     ),
     Route(
         "GET", "/api/v1/activity-types", list_activity_types, "List activity types", A.TYPES_READ
@@ -997,6 +1014,7 @@ ROUTES: list[Route] = [
         "Create or update a user: password, offline, role, sites, site_lead, disabled",
         A.USERS_WRITE,
         UserBody,
+        statuses={"201": "created", "503": "password work is busy, with Retry-After"},
     ),
     Route(
         "GET",
@@ -1012,6 +1030,7 @@ ROUTES: list[Route] = [
         "Create an API token for yourself (or, as admin, for username); shown once",
         A.SIGNED_IN,
         TokenBody,
+        statuses={"201": "created; the token is shown this once"},
     ),
     Route(
         "DELETE",
@@ -1034,6 +1053,7 @@ ROUTES: list[Route] = [
         "Create an activity",
         A.ACTIVITIES_WRITE,
         ActivityCreate,
+        statuses={"201": "created"},
     ),
     Route(
         "GET",
@@ -1060,6 +1080,10 @@ ROUTES: list[Route] = [
         "Approve: the responsible user with {password}; the admin token with {approver}",
         A.ACTIVITIES_APPROVE,
         ApproveBody,
+        statuses={
+            "429": "too many wrong passwords, with Retry-After",
+            "503": "password checks are busy, with Retry-After",
+        },
     ),
     Route(
         "POST",
@@ -1068,6 +1092,9 @@ ROUTES: list[Route] = [
         "Check the activity out to a gateway (rules 1, 2) and send it down",
         A.ACTIVITIES_DISPATCH,
         DispatchBody,
+        statuses={
+            "503": "the broker is unreachable: broker_unavailable (the check-out was undone)"
+        },
     ),
     Route(
         "POST",

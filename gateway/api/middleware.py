@@ -4,8 +4,9 @@
    (4xx for the caller's mistakes; never a traceback): ``outpost.http.errors``,
    with the gateway's codes and its own exceptions (restarting, disk full).
 2. ``metrics_middleware`` — request counts and latency by route.
-3. ``auth_middleware``   — bearer token for everything under ``/api/`` except
-   sign-in (and ``/metrics`` when ``lan.metrics_auth``, or only its own
+3. ``auth_middleware``   — bearer token for every route its ``@described``
+   does not mark ``public`` (sign-in, ``/healthz``), and for ``/metrics``
+   only when ``lan.metrics_auth`` (or only its own
    ``lan.metrics_token`` when that is set); the web app's static
    files and ``/healthz`` stay public. A path or method no route has is
    answered (404, 405 with ``Allow``) before the token is looked at.
@@ -27,11 +28,11 @@ from sqlalchemy.exc import OperationalError
 from gateway.api.errors import HTTP_CODES, ApiError
 from gateway.api.inputs import bearer_token
 from gateway.api.keys import AUTH_KEY, CONFIG_KEY, METRICS_KEY, PRINCIPAL
+from gateway.api.openapi import DESCRIBED
 from gateway.store import StoreClosedError
 from outpost.http import errors as http_errors
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC = {("POST", "/api/v1/session")}
 
 
 def _refusal(request: web.Request, exc: Exception) -> ApiError | None:
@@ -77,12 +78,18 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 
 
 def _needs_token(request: web.Request) -> bool:
+    """What the route's ``@described`` says (``public``); ``/metrics`` as configured.
+
+    A route described nowhere (the web app's static files) is public, unless
+    it is under ``/api/``: there, forgetting a description cannot open a door.
+    """
     path = request.path
-    if path.startswith("/api/"):
-        return (request.method, path) not in PUBLIC
     if path == "/metrics":
         return request.app[CONFIG_KEY].lan.metrics_auth
-    return False
+    doc = DESCRIBED.get(request.match_info.handler)
+    if doc is None:
+        return path.startswith("/api/")
+    return not doc.public
 
 
 def _check_metrics_token(request: web.Request, expected: str) -> None:
