@@ -17,6 +17,7 @@ from sqlalchemy import Connection, and_, delete, select
 from gateway.backhaul import Backhaul
 from gateway.config import GatewayConfig
 from gateway.store import Store
+from gateway.store.form_versions import PruneFormVersions
 from gateway.store.schema import (
     APPLIED,
     CHECKED_IN,
@@ -103,6 +104,10 @@ async def _running_scheduler(
         await store.async_write(lambda c: expire_sessions(c, now))
         if gone:
             _LOGGER.info("retention: %d finished activities older than %s removed", gone, cutoff)
+        # After the history: an expired activity's versions go with it.
+        forms = await store.async_write(PruneFormVersions().run)
+        if forms:
+            _LOGGER.info("retention: %d form versions no draft or activity names removed", forms)
 
     if isinstance(backhaul, Uplink):
         scheduler.add_job(

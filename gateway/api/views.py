@@ -272,7 +272,7 @@ async def checkout(request: web.Request) -> web.Response:
         "each field), missing or unknown fields",
         "404": "activity not checked out to you here",
         "409": "envelope_conflict, seq_mismatch, activity_completed, activity_canceled, "
-        "activity_checked_in",
+        "activity_checked_in, form_version (a form version this gateway does not have)",
         "422": "invalid_submission (problems) or attachment_missing",
         "507": "disk_full: below the free-space floor",
     },

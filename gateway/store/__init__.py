@@ -6,6 +6,7 @@
   corrupt files moved aside
 - ``ops``: writes that arrive from central (dispatch, recall, users)
 - ``submissions``: storing a crew's envelope (``store_envelope``, in the writer)
+- ``form_versions``: every form version received, the one an activity is filled against
 - ``queries``: the reads behind the LAN API and the heartbeat
 - ``blobs``: attachment files on disk
 """

@@ -167,6 +167,24 @@ def _step_5_review_rounds(conn: sqlite3.Connection) -> None:
         conn.execute(statement)
 
 
+def _step_6_form_versions(conn: sqlite3.Connection) -> None:
+    # Every form version the gateway received for an activity type, not only
+    # the newest: a draft begun on version 1 is checked against version 1
+    # after version 2 arrived. An activity names the newest it was sent
+    # (``form_version``); its definition lives here only.
+    for statement in (
+        "CREATE TABLE form_versions ("
+        " type VARCHAR(64) NOT NULL, form_version INTEGER NOT NULL, form TEXT NOT NULL,"
+        " received_at VARCHAR(32) NOT NULL, PRIMARY KEY (type, form_version))",
+        # Each activity's form was its type's version as sent; of two
+        # activities with the same (type, version), the later-updated wins.
+        "INSERT OR REPLACE INTO form_versions (type, form_version, form, received_at)"
+        " SELECT type, form_version, form, updated_at FROM activities ORDER BY updated_at",
+        "ALTER TABLE activities DROP COLUMN form",
+    ):
+        conn.execute(statement)
+
+
 # (version, description, step). Never edit a released step: add a new one.
 MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (1, "initial schema", _step_1_initial),
@@ -174,6 +192,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[sqlite3.Connection], None]]] = [
     (3, "attachment upload to central", _step_3_attachment_upload),
     (4, "site lead per user", _step_4_site_lead),
     (5, "review rounds: an activity sent back with a note", _step_5_review_rounds),
+    (6, "every form version received, not only the newest", _step_6_form_versions),
 ]
 LATEST = MIGRATIONS[-1][0]
 

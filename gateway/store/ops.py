@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from gateway.store.form_versions import keep_form_version
 from gateway.store.schema import (
     CHECKED_IN,
     OFFLINE,
@@ -56,6 +57,7 @@ def upsert_activity(
             activities.c.state,
             activities.c.review_round,
             activities.c.checked_in_at,
+            activities.c.form_version,
         ).where(activities.c.id == activity.id)
     ).first()
     if (
@@ -67,11 +69,16 @@ def upsert_activity(
         and (review is None or review.round <= (prev.review_round or 1))
     ):
         return False
+    now = utcnow()
+    keep_form_version(
+        conn, activity.type, activity.form_version, activity.form.model_dump_json(), now
+    )
     values: dict[str, Any] = {
         "title": activity.title,
         "type": activity.type,
-        "form": activity.form.model_dump_json(),
-        "form_version": activity.form_version,
+        # The newest version sent; a late redelivery of an older dispatch
+        # does not take a new draft back to an older form.
+        "form_version": max(activity.form_version, prev.form_version if prev else 0),
         "responsible": activity.responsible,
         "version": activity.version,
         "holder": holder,
@@ -80,7 +87,7 @@ def upsert_activity(
         "checked_in_at": None,
         "recalled_at": None,
         "recall_reason": None,
-        "updated_at": utcnow(),
+        "updated_at": now,
     }
     new_round = prev is None or prev.state != OFFLINE
     if review is not None and (prev is None or review.round > (prev.review_round or 1)):

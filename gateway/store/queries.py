@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, or_, select
 
 from gateway.blob_upload import upload_counts
+from gateway.store.form_versions import filled_against, form_text
 from gateway.store.ops import get_meta, utcnow
 from gateway.store.schema import (
     ENVELOPE_STATES,
@@ -26,6 +27,8 @@ from gateway.store.schema import (
 from outpost.times import iso as iso
 
 REJECTED_LIST_LIMIT = 50
+_FILLED_VERSION = filled_against()
+_FILLED = _FILLED_VERSION.label("filled_version")
 
 
 def _mine(username: str) -> Any:
@@ -67,7 +70,9 @@ def _summary(row: Any, count: int, last_seq: int, completed: bool) -> dict[str, 
         "responsible": row.responsible,
         "holder": row.holder,
         "version": row.version,
-        "form_version": row.form_version,
+        # The version the crew fills in (gateway.store.form_versions): their
+        # draft's, else the newest the activity was sent.
+        "form_version": row.filled_version,
         "dispatched_at": iso(row.dispatched_at),
         "status": status,
         "read_only": row.state != OFFLINE or completed,
@@ -105,7 +110,7 @@ def _envelope_stats(conn: Connection, activity_ids: list[str]) -> dict[str, tupl
 def list_activities(conn: Connection, username: str) -> list[dict[str, Any]]:
     """The user's offline activities (and recalled ones, shown as canceled)."""
     rows = conn.execute(
-        select(activities)
+        select(activities, _FILLED)
         .where(_mine(username), activities.c.state.in_((OFFLINE, RECALLED)))
         .order_by(activities.c.dispatched_at, activities.c.id)
     ).all()
@@ -140,7 +145,9 @@ def envelope_view(row: Any, with_body: bool = False) -> dict[str, Any]:
 
 def activity_detail(conn: Connection, username: str, activity_id: str) -> dict[str, Any] | None:
     row = conn.execute(
-        select(activities).where(
+        select(
+            activities, _FILLED, form_text(activities.c.type, _FILLED_VERSION).label("form")
+        ).where(
             activities.c.id == activity_id,
             _mine(username),
             activities.c.state.in_((OFFLINE, RECALLED)),
@@ -150,7 +157,7 @@ def activity_detail(conn: Connection, username: str, activity_id: str) -> dict[s
         return None
     stats = _envelope_stats(conn, [row.id]).get(row.id, (0, 0, False))
     out = _summary(row, *stats)
-    out["form"] = json.loads(row.form)
+    out["form"] = json.loads(row.form)  # held: an activity's versions are never pruned
     latest = conn.execute(
         select(envelopes)
         .where(envelopes.c.activity_id == row.id)

@@ -128,6 +128,7 @@ OVERRIDES: dict[str, dict[str, Override]] = {
         "uploaded_at": UTC_TIME,
     },
     "envelope_attachments": {},
+    "form_versions": {"received_at": UTC_TIME},
     "meta": {},
 }
 
@@ -194,6 +195,7 @@ signin_failures = _tables["signin_failures"]
 envelopes = _tables["envelopes"]
 attachments = _tables["attachments"]
 envelope_attachments = _tables["envelope_attachments"]
+form_versions = _tables["form_versions"]
 meta = _tables["meta"]
 
 # meta keys used by more than one module

@@ -13,10 +13,11 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Integer, bindparam, func, insert, select, update
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from gateway.api.errors import ApiError
+from gateway.store.form_versions import filled_against, form_text, held_versions
 from gateway.store.schema import (
     CHECKED_IN,
     QUEUED,
@@ -105,12 +106,17 @@ _LOCKED = (
 _KNOWN_ID = (
     select(envelopes.c.envelope_id).where(envelopes.c.envelope_id == bindparam("eid")).exists()
 )
-# One statement in the common case: the activity, its last seq, its lock, and
-# whether the envelope id is already known.
+# The form version the envelope names; an older client that names none fills
+# in the version the activity is being filled against.
+_NAMED_VERSION = func.coalesce(bindparam("fv", type_=Integer), filled_against())
+# One statement in the common case: the activity, the definition of the form
+# version the envelope names, its last seq, its lock, and whether the
+# envelope id is already known.
 _ACTIVITY = select(
     activities.c.id,
-    activities.c.form,
-    activities.c.form_version,
+    activities.c.type,
+    _NAMED_VERSION.label("form_version"),
+    form_text(activities.c.type, _NAMED_VERSION).label("form"),
     activities.c.responsible,
     activities.c.holder,
     activities.c.state,
@@ -193,7 +199,9 @@ def store_envelope(
     to skip the per-item savepoint).
     """
     envelope_id = str(body.envelope_id)
-    act = _RAW_ACTIVITY.first(conn, {"aid": body.activity_id, "eid": envelope_id})
+    act = _RAW_ACTIVITY.first(
+        conn, {"aid": body.activity_id, "eid": envelope_id, "fv": body.form_version}
+    )
     if act is None or act.known_id:
         existing = conn.execute(_EXISTING, {"eid": envelope_id}).first()
         if existing is not None:
@@ -234,7 +242,15 @@ def store_envelope(
             f"seq must be {expected}, the next one for this activity (got {body.seq}).",
             expected_seq=expected,
         )
-
+    if act.form is None:
+        held = ", ".join(map(str, held_versions(conn, act.type))) or "none"
+        raise ApiError(
+            409,
+            "form_version",
+            f"This gateway does not have version {act.form_version} of the {act.type!r} form "
+            f"(it has {held}); open the activity again to fill it in on a form the gateway has.",
+            form_version=act.form_version,
+        )
     problems = validate_submission(
         parse_form(act.form),
         body.record,
@@ -275,7 +291,7 @@ def store_envelope(
         created_at=body.created_at,
         received_at=received_at,
         author=author,
-        form_version=body.form_version or act.form_version,
+        form_version=act.form_version,  # the version it was checked against
         record=body.record,
         tables=body.tables,
         attachments=body.attachments,

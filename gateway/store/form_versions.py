@@ -1,0 +1,118 @@
+"""Every form version this gateway was sent, per activity type (schema step 6).
+
+Central numbers the versions of a type's form (each changed definition or
+XLSForm import is the next one, and central keeps them all). A dispatch
+carries an activity with its type's newest version; the gateway keeps every
+``(type, version)`` it was sent, so an envelope is checked against the
+version it names: a draft begun on version 1 is still checked against
+version 1 after version 2 arrived, as central checks it at replay.
+
+*Filled against*: the version an activity is being filled in on, which the
+LAN API gives the crews' app with the activity -- the version of the
+latest envelope of the current round when the gateway holds it (the crew
+goes on with the draft they began), else the newest the activity was sent.
+
+A version is kept while an activity names it as its newest or an envelope
+that central has not applied names it; the retention job prunes the rest
+(``PruneFormVersions``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, select
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from gateway.store.schema import (
+    QUEUED,
+    REJECTED,
+    SENT,
+    STORED,
+    activities,
+    envelopes,
+    form_versions,
+)
+
+# An envelope central has not applied keeps the version it names; listed
+# rather than "!= applied" so SQLite reads ix_envelopes_state_received.
+_UNAPPLIED = (STORED, QUEUED, SENT, REJECTED)
+
+
+def keep_form_version(
+    conn: Connection, type_name: str, version: int, form_json: str, at: datetime
+) -> None:
+    """Hold ``version`` of ``type_name``'s form (a version already held is replaced as sent)."""
+    stmt = sqlite_insert(form_versions).values(
+        type=type_name, form_version=version, form=form_json, received_at=at
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[form_versions.c.type, form_versions.c.form_version],
+            set_={"form": form_json, "received_at": at},
+        )
+    )
+
+
+def held_versions(conn: Connection, type_name: str) -> list[int]:
+    return list(
+        conn.execute(
+            select(form_versions.c.form_version)
+            .where(form_versions.c.type == type_name)
+            .order_by(form_versions.c.form_version)
+        ).scalars()
+    )
+
+
+def filled_against(act: Any = activities) -> ColumnElement[int]:
+    """SQL: the form version activity row ``act`` is being filled in on (module docstring)."""
+    latest = (
+        select(envelopes.c.form_version)
+        .where(envelopes.c.activity_id == act.c.id, envelopes.c.seq > act.c.reopen_seq)
+        .order_by(envelopes.c.seq.desc())
+        .limit(1)
+        .correlate(act)  # auto-correlation reaches one level up only
+        .scalar_subquery()
+    )
+    fv = form_versions.alias()  # its own name: the expression may sit inside form_text()
+    held = (
+        select(fv.c.form_version)
+        .where(fv.c.type == act.c.type, fv.c.form_version == latest)
+        .correlate(act)
+        .scalar_subquery()
+    )
+    return func.coalesce(held, act.c.form_version)
+
+
+def form_text(type_column: Any, version: Any) -> ColumnElement[str]:
+    """SQL: the definition (JSON text) of ``version`` of the type, NULL when not held."""
+    fv = form_versions.alias()
+    return (
+        select(fv.c.form)
+        .where(fv.c.type == type_column, fv.c.form_version == version)
+        .correlate(activities)
+        .scalar_subquery()
+    )
+
+
+@dataclass(frozen=True)
+class PruneFormVersions:
+    """Forget the versions nothing on this gateway names any more; returns how many went."""
+
+    def run(self, conn: Connection) -> int:
+        named_by_activity = exists().where(
+            activities.c.type == form_versions.c.type,
+            activities.c.form_version == form_versions.c.form_version,
+        )
+        named_by_envelope = exists().where(
+            and_(
+                envelopes.c.state.in_(_UNAPPLIED),
+                envelopes.c.form_version == form_versions.c.form_version,
+                activities.c.id == envelopes.c.activity_id,
+                activities.c.type == form_versions.c.type,
+            )
+        )
+        result = conn.execute(delete(form_versions).where(~named_by_activity, ~named_by_envelope))
+        return int(result.rowcount)
