@@ -379,10 +379,17 @@ class BulkBatch:
                 "it was not applied so nothing is overwritten.",
             )
             return
-        form, form_version = self.forms[act.type]
-        filled_against = self._form_version(act.type, env.form_version)
-        if filled_against is not None:
-            form, form_version = filled_against, env.form_version
+        form = self._form_version(act.type, env.form_version)
+        if form is None:
+            # Checked against its own version only: never another one.
+            self._reject(
+                entry,
+                rejections.VALIDATION,
+                f"The envelope was filled against form version {env.form_version} of "
+                f"{act.type!r}, which central does not have (its newest is "
+                f"{self.forms[act.type][1]}).",
+            )
+            return
         problems = validate_submission(
             form,
             env.record,
@@ -393,10 +400,8 @@ class BulkBatch:
         )
         if problems:
             note = ""
-            if env.form_version != form_version:
-                note = (
-                    f" (filled against form version {env.form_version}; central has {form_version})"
-                )
+            if env.form_version != self.forms[act.type][1]:
+                note = f" (filled against form version {env.form_version})"
             self._reject(entry, rejections.VALIDATION, "; ".join(problems) + note)
             return
         act.record = env

@@ -362,6 +362,21 @@ def dispatches_held_by(session: Session, gateway_id: str) -> list[Dispatch]:
     return [dispatch_of(session, a) for a in held]
 
 
+def dispatches_of_type(session: Session, type_name: str) -> list[Dispatch]:
+    """A Dispatch for every activity of ``type_name`` checked out to a gateway.
+
+    Sent when the type gets a new form version: each holding gateway then has
+    the new version for drafts not begun yet, and keeps the older ones its
+    drafts were begun on (``gateway/store/form_versions.py``).
+    """
+    held = session.scalars(
+        select(Activity)
+        .where(Activity.state == OFFLINE, Activity.type == type_name)
+        .order_by(Activity.holder_gateway, Activity.id)
+    )
+    return [dispatch_of(session, a) for a in held if a.holder_gateway is not None]
+
+
 def gateway_check_out(
     session: Session, activity_id: str, gateway_id: str, username: str
 ) -> tuple[Activity, ActivityWire]:

@@ -305,8 +305,12 @@ async def async_put_activity_type(
     definition = rules.parse_type_definition(data)
     actor = actor_of(request)
 
-    def work(s: Session) -> tuple[dict[str, Any], bool]:
+    def work(s: Session) -> tuple[dict[str, Any], bool, list[Dispatch]]:
+        before = s.get(ActivityType, definition.name)
+        was = before.form_version if before is not None else None
         t, created = rules.put_activity_type(s, definition, actor.username)
+        # A new version goes down to the gateways holding activities of the type.
+        refresh = rules.dispatches_of_type(s, t.name) if t.form_version != was else []
         audit.record(
             s,
             actor,
@@ -320,11 +324,33 @@ async def async_put_activity_type(
             offline=t.offline,
             **origin,
         )
-        return type_json(t), created
+        return type_json(t), created, refresh
 
-    body, created = await _tx(request, work)
+    body, created, refresh = await _tx(request, work)
     await _push_users(request)  # offline types are part of the snapshot
+    await _async_send_new_version(request, body["name"], body["form_version"], refresh)
     return body, created
+
+
+async def _async_send_new_version(
+    request: web.Request, type_name: str, version: int, dispatches: list[Dispatch]
+) -> None:
+    """Send a type's new form version with each activity checked out to a gateway.
+
+    One that does not reach the broker now goes when its gateway next comes
+    online (``rules.dispatches_held_by``).
+    """
+    sent = 0
+    for dispatch in dispatches:
+        sent += bool(await request.app[MQTT_KEY].async_dispatch(dispatch))
+    if dispatches:
+        logger.info(
+            "form version %d of %r sent with %d of %d checked-out activities",
+            version,
+            type_name,
+            sent,
+            len(dispatches),
+        )
 
 
 async def list_activity_types(request: web.Request) -> web.Response:

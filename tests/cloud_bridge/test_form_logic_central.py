@@ -82,6 +82,11 @@ async def test_central_refuses_a_constraint_breaking_envelope_and_keeps_a_good_o
     await admin.ok(
         "POST", "/api/v1/activity-types", {"name": "site_check", "offline": True, "form": stricter}
     )
+    # The new version goes down with every activity of the type checked out to the gateway.
+    refreshed = [await gw.expect("down/dispatch") for _ in ids]
+    assert sorted(d.activity.id for d in refreshed) == sorted(ids)
+    assert {d.activity.form_version for d in refreshed} == {2}
+    assert {d.activity.form.fields[3].constraint for d in refreshed} == {". >= 0 and . <= 300"}
 
     good = _completed("logic-good", GOOD, form_version=2)
     bad = _completed("logic-bad", {**GOOD, "reading": 600}, form_version=2)
@@ -104,3 +109,31 @@ async def test_central_refuses_a_constraint_breaking_envelope_and_keeps_a_good_o
     # Judged by its own version: 450 was allowed in version 1.
     assert results[uuid.UUID(old["envelope_id"])].outcome == "applied"
     assert (await admin.ok("GET", "/api/v1/activities/logic-old/record"))["form_version"] == 1
+
+
+async def test_an_envelope_naming_a_version_central_never_had_is_rejected(
+    bridge: Bridge, admin: Admin, gateways: MakeGateway
+) -> None:
+    await admin.seed("warm-up")
+    await admin.ok(
+        "POST", "/api/v1/activity-types", {"name": "site_check", "offline": True, "form": FORM}
+    )
+    await admin.ok(
+        "POST",
+        "/api/v1/activities",
+        {"title": "Site check", "type": "site_check", "responsible": "ana", "id": "logic-v9"},
+    )
+    await admin.ok("POST", "/api/v1/activities/logic-v9/approve", {"approver": "ana"})
+    gw = await gateways("site-a")
+    await admin.ok("POST", "/api/v1/activities/logic-v9/dispatch", {"gateway_id": "site-a"})
+    await gw.expect("down/dispatch")
+    # A good answer under version 1, but the envelope says version 9.
+    env = _completed("logic-v9", GOOD, form_version=9)
+    await gw.publish(topics.UP_ENVELOPES, raw_batch("site-a", [env]))
+    result = (await gw.results(1))[uuid.UUID(env["envelope_id"])]
+    assert (result.outcome, result.code) == ("rejected", "validation")
+    assert result.reason == (
+        "The envelope was filled against form version 9 of 'site_check', "
+        "which central does not have (its newest is 1)."
+    )
+    assert (await admin.ok("GET", "/api/v1/activities/logic-v9/record"))["record"] is None
