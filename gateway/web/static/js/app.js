@@ -234,9 +234,10 @@ async function doRefresh() {
     const keep = new Set();
     const rows = list.map((a, i) => {
       keep.add(a.id);
+      const prev = cached.get(a.id) || {};
       // Listed by the gateway: offline again even if this phone saw it checked in
       // (central sent it back for another round).
-      return { ...(cached.get(a.id) || {}), ...a, ...(details[i] || {}), id: a.id, state: "offline" };
+      return { ...prev, ...a, ...(details[i] || {}), id: a.id, state: "offline", forms: keptForms(prev, details[i]) };
     });
     await db.putMany(rows.map((r) => ["activities", r]));
     state.envelopes = listOf(envs, "envelopes");
@@ -300,6 +301,41 @@ async function storeBlob(blob) {
 }
 
 /** Every envelope known for an activity: the gateway's and this phone's, by seq. */
+const KEPT_FORMS = 4; // versions of one activity's form kept on the phone
+
+/**
+ * Every form version this phone was given for an activity, by number: a
+ * draft begun on version 1 is shown and checked on version 1 after the
+ * gateway got version 2 (docs/forms.md, "Form versions").
+ */
+function keptForms(prev, detail) {
+  const forms = { ...(prev.forms || {}) };
+  if (prev.form && prev.form_version && !forms[prev.form_version]) forms[prev.form_version] = prev.form;
+  if (detail && detail.form && detail.form_version) forms[detail.form_version] = detail.form;
+  const newest = Object.keys(forms).map(Number).sort((x, y) => y - x).slice(0, KEPT_FORMS);
+  return Object.fromEntries(newest.map((v) => [v, forms[v]]));
+}
+
+/**
+ * The form a draft is on, and its version: the version of the crew's work in
+ * progress, else of the activity's latest save this round (on the phone or the
+ * gateway), else the one the gateway gives (filled against) -- when this phone
+ * holds it. A save refused for naming a version the gateway lacks names none.
+ */
+function formFor(activity, latest, work) {
+  const lacked = latest && latest.state === "refused" && latest.code === "form_version" ? latestVersion(latest) : null;
+  const forms = activity.forms || {};
+  for (const v of [work && work.form_version, latestVersion(latest)]) {
+    if (v && v !== lacked && forms[v]) return { form: forms[v], version: v };
+  }
+  return { form: activity.form || { fields: [], tables: [] }, version: activity.form_version || null };
+}
+
+function latestVersion(latest) {
+  if (!latest) return null;
+  return latest.form_version || (latest.body && latest.body.form_version) || null;
+}
+
 function envelopesOf(activityId) {
   const server = state.envelopes
     .filter((e) => e.activity_id === activityId)
@@ -559,6 +595,8 @@ function screenActivity(id) {
   let dirty = false;
 
   let shownReadOnly = null;
+  let shownVersion = null; // the form version on screen: what a save names
+  let wantedVersion = null;
 
   /** Read-only once completed (unless refused), applied or canceled. */
   const isReadOnly = (latest) => {
@@ -573,21 +611,28 @@ function screenActivity(id) {
     const latest = latestThisRound(activity);
     const latestSeq = last ? last.seq : 0;
     const readOnly = isReadOnly(latest);
+    const wanted = formFor(activity, latest, null).version;
     // While the crew is typing, a background refresh only updates the header;
-    // the form is redrawn when a newer save or a refusal/cancelation arrives.
-    if (!force && ctl && (dirty || (latestSeq === shownSeq && readOnly === shownReadOnly))) {
+    // the form is redrawn when a newer save, a refusal/cancelation or another
+    // form version arrives.
+    const same = latestSeq === shownSeq && readOnly === shownReadOnly && wanted === wantedVersion;
+    if (!force && ctl && (dirty || same)) {
       updateHeader(latest);
       return;
     }
     shownSeq = latestSeq;
     shownReadOnly = readOnly;
+    wantedVersion = wanted;
     const work = await db.get("work", id);
     if (!state.session || current !== redraw) return; // signed out or moved on meanwhile
     let data = { record: {}, tables: {} };
     const latestBody = last && (last.body || (last.record ? last : null));
     if (latestBody) data = { record: latestBody.record || {}, tables: latestBody.tables || {} };
-    if (work && work.dirty && work.base_seq >= latestSeq) data = work.data;
-    dirty = !!(work && work.dirty && work.base_seq >= latestSeq);
+    const working = !!(work && work.dirty && work.base_seq >= latestSeq);
+    if (working) data = work.data;
+    dirty = working;
+    const shown = formFor(activity, latest, working ? work : null);
+    shownVersion = shown.version;
 
     const formBox = el("div", { class: "form", id: "form" });
     const header = el("div", { class: "activity-head", id: "activity-head" });
@@ -607,8 +652,7 @@ function screenActivity(id) {
       readOnly ? null : actions,
     );
     updateHeader(latest);
-    const form = activity.form || { fields: [], tables: [] };
-    ctl = renderForm(formBox, form, {
+    ctl = renderForm(formBox, shown.form, {
       readOnly,
       data,
       blobUrl,
@@ -663,7 +707,7 @@ function screenActivity(id) {
 
   async function keepWork() {
     if (!ctl || !state.session) return;
-    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: true, base_seq: shownSeq || 0, at: Date.now() });
+    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: true, base_seq: shownSeq || 0, form_version: shownVersion, at: Date.now() });
   }
 
   async function save(status) {
@@ -702,11 +746,11 @@ function screenActivity(id) {
       tables,
       attachments,
     };
-    if (activity.form_version) body.form_version = activity.form_version;
+    if (shownVersion) body.form_version = shownVersion; // the version it was filled on
     if (!state.session) return; // the session ended meanwhile: the work copy is kept
     const author = state.session.user.username;
     await db.setMeta(`seq:${id}`, seq);
-    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: false, base_seq: seq, at: Date.now() });
+    await db.put("work", { activity_id: id, data: ctl.snapshot(), dirty: false, base_seq: seq, form_version: shownVersion, at: Date.now() });
     await outbox.enqueue(body, author);
     dirty = false;
     state.outbox = await outbox.pending();
