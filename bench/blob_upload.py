@@ -35,13 +35,15 @@ from typing import Any
 
 from sqlalchemy import func, insert, select, update
 
+from tests.support.store_tasks import SqlRead, SqlWrite
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import bridge_process, raw_transfer  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
+from gateway.store.activities import upsert_activity  # noqa: E402
 from gateway.store.blobs import BlobFiles  # noqa: E402
-from gateway.store.ops import upsert_activity  # noqa: E402
 from gateway.store.schema import APPLIED, attachments, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
 from gateway.store.submissions import body_hash, store_envelope  # noqa: E402
@@ -68,7 +70,7 @@ def seed_gateway(workdir: Path, files: list[bytes]) -> Any:
         responsible="crew",
         version=1,
     )
-    store.write_sync(lambda c: upsert_activity(c, act, "crew", now))
+    store.write_sync(SqlWrite(lambda c: upsert_activity(c, act, "crew", now)))
     for seq, data in enumerate(files, 1):
         sha = hashlib.sha256(data).hexdigest()
         fh = blobs.open_at(sha, 0)
@@ -85,7 +87,7 @@ def seed_gateway(workdir: Path, files: list[bytes]) -> Any:
             "created_at": now,
             "completed_at": now,
         }
-        store.write_sync(lambda c, row=row: c.execute(insert(attachments).values(row)))
+        store.write_sync(SqlWrite(lambda c, row=row: c.execute(insert(attachments).values(row))))
         body = EnvelopeBody(
             envelope_id=uuid.uuid4(),
             activity_id=act.id,
@@ -96,9 +98,11 @@ def seed_gateway(workdir: Path, files: list[bytes]) -> Any:
             record={"photo": sha},
             attachments=[sha],
         )
-        store.write_sync(lambda c, b=body: store_envelope(c, b, body_hash(b), "crew", now))
+        store.write_sync(
+            SqlWrite(lambda c, b=body: store_envelope(c, b, body_hash(b), "crew", now))
+        )
     # Only the files should move: the envelopes count as applied already.
-    store.write_sync(lambda c: c.execute(update(envelopes).values(state=APPLIED)))
+    store.write_sync(SqlWrite(lambda c: c.execute(update(envelopes).values(state=APPLIED))))
     return store
 
 
@@ -130,7 +134,7 @@ async def upload(
         uplink = Uplink(config, store)
         start = time.perf_counter()
         await uplink.async_start()
-        while await store.async_read(uploaded) < len(files):
+        while await store.async_read(SqlRead(uploaded)) < len(files):
             await asyncio.sleep(0.02)
         elapsed = time.perf_counter() - start
         sent = uplink.blobs.bytes_sent

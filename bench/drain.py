@@ -33,12 +33,14 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from tests.support.store_tasks import SqlRead, SqlWrite
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.peers import ADMIN_TOKEN, bridge_process, raw_transfer  # noqa: E402
 from gateway.config import GatewayConfig  # noqa: E402
-from gateway.store.ops import upsert_activity  # noqa: E402
+from gateway.store.activities import upsert_activity  # noqa: E402
 from gateway.store.schema import APPLIED, envelopes  # noqa: E402
 from gateway.store.store import open_store  # noqa: E402
 from gateway.store.submissions import body_hash, store_envelope  # noqa: E402
@@ -147,7 +149,7 @@ async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]
                 version=version,
             )
             await store.async_write(
-                lambda c, act=act: upsert_activity(c, act, "crew", datetime.now(UTC))
+                SqlWrite(lambda c, act=act: upsert_activity(c, act, "crew", datetime.now(UTC)))
             )
         for i in range(0, len(bodies), 500):
             chunk = bodies[i : i + 500]
@@ -156,7 +158,7 @@ async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]
                 for b in chunk:
                     store_envelope(c, b, body_hash(b), "crew", datetime.now(UTC))
 
-            await store.async_write(put)
+            await store.async_write(SqlWrite(put))
         uplink = Uplink(config, store)
         start = time.perf_counter()
         await uplink.async_start()
@@ -166,7 +168,7 @@ async def drain(broker: Broker, workdir: Path, n: int) -> tuple[float, int, int]
                 c.execute(select(func.count()).where(envelopes.c.state == APPLIED)).scalar_one()
             )
 
-        while await store.async_read(applied) < len(bodies):
+        while await store.async_read(SqlRead(applied)) < len(bodies):
             await asyncio.sleep(0.05)
         elapsed = time.perf_counter() - start
         sent = uplink.bytes_sent

@@ -35,6 +35,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.store_tasks import SqlWrite
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -185,7 +187,8 @@ def seed_gateway(data_dir: Path, clients: int) -> None:
     from datetime import UTC, datetime
 
     from gateway.store import Store
-    from gateway.store.ops import replace_users, upsert_activity
+    from gateway.store.activities import upsert_activity
+    from gateway.store.users import replace_users
     from outpost.forms import FormDefinition
     from outpost.passwords import hash_password
     from outpost.wire.schemas import ActivityWire, UserPush, UserWire
@@ -239,7 +242,7 @@ def seed_gateway(data_dir: Path, clients: int) -> None:
                 )
                 upsert_activity(conn, act, "bench", now)
 
-        store.write_sync(work)
+        store.write_sync(SqlWrite(work))
     finally:
         store.close()
 

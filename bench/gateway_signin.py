@@ -55,13 +55,13 @@ sys.path.insert(0, {str(source)!r})
 from datetime import UTC, datetime
 from gateway.app import store_for
 from gateway.config import load
-from gateway.store.ops import replace_users
+from gateway.store.users import ReplaceUsers
 from outpost.wire.schemas import UserPush, UserWire
 store = store_for(load({str(config)!r})).open()
 push = UserPush(gateway_id="site-bench", offline_types=[], pushed_at=datetime.now(UTC),
     users=[UserWire(username=f"u{{i}}", password_hash={password_hash!r}, offline=True)
            for i in range({n})])
-store.write_sync(lambda c: replace_users(c, push))
+store.write_sync(ReplaceUsers(push))
 store.close()
 """
     subprocess.run([sys.executable, "-c", code], check=True, env=_env(source))

@@ -31,6 +31,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from tests.support.store_tasks import SqlWrite
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -43,8 +45,9 @@ def seed(data_dir: Path, n_envelopes: int, n_activities: int, n_rejections: int)
     from sqlalchemy import insert
 
     from gateway.store import Store
-    from gateway.store.ops import replace_users, upsert_activity
+    from gateway.store.activities import upsert_activity
     from gateway.store.schema import attachments, envelopes
+    from gateway.store.users import replace_users
     from outpost.forms import FormDefinition
     from outpost.passwords import hash_password
     from outpost.wire.schemas import ActivityWire, UserPush, UserWire
@@ -141,7 +144,7 @@ def seed(data_dir: Path, n_envelopes: int, n_activities: int, n_rejections: int)
                 ],
             )
 
-        store.write_sync(work)
+        store.write_sync(SqlWrite(work))
     finally:
         store.close()
 

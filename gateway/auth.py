@@ -28,23 +28,20 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, select, update
-
 from gateway.api.errors import ApiError
 from gateway.store import Store
-from gateway.store.ops import utcnow
-from gateway.store.schema import sessions, signin_failures, users
-from outpost.passwords import (
-    LockoutPolicy,
-    PasswordGate,
-    PasswordsBusy,
-    SignInLocked,
-    check_unlocked,
-    clear_attempts,
-    record_failure,
-    refund_attempt,
-    reserve_attempt,
+from gateway.store.sessions import (
+    ClearSignInAttempts,
+    EndSession,
+    FindSession,
+    FindUser,
+    OpenSession,
+    RecordSignInFailure,
+    RefundSignIn,
+    ReserveSignIn,
 )
+from outpost.passwords import LockoutPolicy, PasswordGate, PasswordsBusy, SignInLocked
+from outpost.times import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -111,27 +108,21 @@ class Auth:
         now = utcnow()
         policy = self.policy
 
-        def reserve(conn: Connection) -> int:
-            check_unlocked(conn, signin_failures, [client_key], now)
-            return reserve_attempt(conn, signin_failures, [user_key], policy, now)
-
         try:
-            attempt = await self._store.async_write(reserve)
+            attempt = await self._store.async_write(
+                ReserveSignIn(user_key, client_key, policy, now)
+            )
         except SignInLocked as exc:
             raise _locked(exc.until, now) from None
         delay = policy.delay_s(attempt)
         if delay:
             await asyncio.sleep(delay)
-        row = await self._store.async_read(
-            lambda c: c.execute(select(users).where(users.c.username == username)).first()
-        )
+        row = await self._store.async_read(FindUser(username))
         try:
             ok = await self.gate.async_verify(row.password_hash if row else None, password)
         except PasswordsBusy as exc:
             # Never evaluated: the guess is given back, the device retries.
-            await self._store.async_write(
-                lambda c: refund_attempt(c, signin_failures, keys, policy)
-            )
+            await self._store.async_write(RefundSignIn(keys, policy))
             logger.warning(
                 "sign-in for user %r from %s refused: password checks busy", username, client
             )
@@ -144,13 +135,13 @@ class Auth:
         if not ok or row is None:
             logger.info("failed sign-in for user %r from %s", username, client)
             failures = await self._store.async_write(
-                lambda c: record_failure(c, signin_failures, [client_key], policy, utcnow())
+                RecordSignInFailure((client_key,), policy, utcnow())
             )
             if max(attempt, failures) >= policy.max_failures:
                 raise _locked(now + timedelta(seconds=policy.lockout_s), utcnow())
             raise ApiError(401, "bad_credentials", "The username or password is wrong.")
         if not row.offline:
-            await self._store.async_write(lambda c: clear_attempts(c, signin_failures, keys))
+            await self._store.async_write(ClearSignInAttempts(keys))
             raise ApiError(
                 403,
                 "offline_not_permitted",
@@ -164,9 +155,15 @@ class Auth:
             expires_at=utcnow() + self._ttl,
             site_lead=bool(row.site_lead),
         )
-        password_hash = row.password_hash
         opened = await self._store.async_write(
-            lambda c: _open_session(c, keys, principal, client, password_hash)
+            OpenSession(
+                keys,
+                principal.username,
+                principal.token_hash,
+                principal.expires_at,
+                client,
+                row.password_hash,
+            )
         )
         if not opened:  # a user push changed this user while we checked
             raise ApiError(401, "bad_credentials", "The username or password is wrong.")
@@ -175,11 +172,7 @@ class Auth:
 
     async def async_sign_out(self, principal: Principal) -> None:
         self._cache.pop(principal.token_hash, None)
-        await self._store.async_write(
-            lambda c: c.execute(
-                delete(sessions).where(sessions.c.token_hash == principal.token_hash)
-            )
-        )
+        await self._store.async_write(EndSession(principal.token_hash))
 
     # --- bearer tokens --------------------------------------------------------
 
@@ -189,11 +182,17 @@ class Auth:
         if cached is not None and time.monotonic() - cached[1] < CACHE_TTL_S:
             principal = cached[0]
         else:
-            found = await self._store.async_read(lambda c: _session(c, token_hash))
-            if found is None:
+            row = await self._store.async_read(FindSession(token_hash))
+            if row is None:
                 self._cache.pop(token_hash, None)
                 raise ApiError(401, "invalid_token", "Your session has ended; sign in again.")
-            principal = found
+            principal = Principal(
+                row.username,
+                row.display_name,
+                token_hash,
+                row.expires_at,
+                site_lead=bool(row.site_lead),
+            )
             if len(self._cache) >= CACHE_MAX:
                 self._cache.clear()
             self._cache[token_hash] = (principal, time.monotonic())
@@ -216,49 +215,3 @@ def _locked(until: datetime, now: datetime) -> ApiError:
         f"Too many failed sign-ins; try again in {minutes} minute{'s' if minutes != 1 else ''}.",
         headers={"Retry-After": str(seconds)},
     )
-
-
-def _open_session(
-    conn: Connection,
-    keys: tuple[str, ...],
-    principal: Principal,
-    client: str,
-    password_hash: str,
-) -> bool:
-    """Record the session unless the user's hash changed (or they lost offline) meanwhile."""
-    current = conn.execute(
-        select(users.c.password_hash, users.c.offline).where(users.c.username == principal.username)
-    ).first()
-    if current is None or current.password_hash != password_hash or not current.offline:
-        return False
-    now = utcnow()
-    clear_attempts(conn, signin_failures, keys)
-    conn.execute(delete(sessions).where(sessions.c.expires_at < now))
-    conn.execute(
-        sessions.insert().values(
-            token_hash=principal.token_hash,
-            username=principal.username,
-            client=client[:200],
-            created_at=now,
-            expires_at=principal.expires_at,
-        )
-    )
-    return True
-
-
-def _session(conn: Connection, token_hash: str) -> Principal | None:
-    row = conn.execute(
-        select(sessions.c.expires_at, users.c.username, users.c.display_name, users.c.site_lead)
-        .join(users, users.c.username == sessions.c.username)
-        .where(sessions.c.token_hash == token_hash, users.c.offline.is_(True))
-    ).first()
-    if row is None:
-        return None
-    return Principal(
-        row.username, row.display_name, token_hash, row.expires_at, site_lead=bool(row.site_lead)
-    )
-
-
-def expire_sessions(conn: Connection, username: str, at: datetime) -> None:
-    """End a user's sessions (tests and admin tools)."""
-    conn.execute(update(sessions).where(sessions.c.username == username).values(expires_at=at))

@@ -23,16 +23,18 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, select, update
-
 from gateway import linkplan
 from gateway.config import GatewayMqttSection
-from gateway.store.schema import STORED, attachments, envelope_attachments, envelopes
+from gateway.store.attachments import (
+    NextBlobToUpload,
+    Pending,
+    RecordBlobError,
+    RecordBlobReceipt,
+)
 from gateway.store.store import Store
 from outpost.linkmeter import LinkMeter
 from outpost.wire.codec import encode
@@ -46,81 +48,6 @@ Publish = Callable[[bytes], "asyncio.Future[None]"]
 # doubling up to this, so a metered link does not carry a window of chunks
 # every half minute for hours.
 MAX_RETRY_S = 900.0
-
-
-@dataclass(frozen=True)
-class Pending:
-    sha256: str
-    size: int
-    uploaded: int
-    path: str
-
-
-_referenced = (
-    select(envelope_attachments.c.sha256)
-    .join(envelopes, envelopes.c.envelope_id == envelope_attachments.c.envelope_id)
-    .where(envelope_attachments.c.sha256 == attachments.c.sha256, envelopes.c.state != STORED)
-    .exists()
-)
-_TO_UPLOAD = and_(
-    attachments.c.complete.is_(True),
-    attachments.c.uploaded_at.is_(None),
-    attachments.c.upload_error.is_(None),
-    _referenced,
-)
-
-
-def next_pending(conn: Connection) -> Pending | None:
-    row = conn.execute(
-        select(attachments.c.sha256, attachments.c.size, attachments.c.uploaded, attachments.c.path)
-        .where(_TO_UPLOAD)
-        .order_by(attachments.c.completed_at)
-        .limit(1)
-    ).first()
-    return None if row is None else Pending(row.sha256, row.size, row.uploaded, row.path)
-
-
-def upload_counts(conn: Connection, only_user: str | None = None) -> dict[str, Any]:
-    """For ``/api/v1/status``: what still has to go up, and what central refused.
-
-    With ``only_user`` the refused files listed are only those they uploaded.
-    """
-    waiting, waiting_bytes = conn.execute(
-        select(
-            func.count(), func.coalesce(func.sum(attachments.c.size - attachments.c.uploaded), 0)
-        )
-        .select_from(attachments)
-        .where(_TO_UPLOAD)
-    ).one()
-    refused = conn.execute(
-        select(attachments.c.sha256, attachments.c.upload_error)
-        .where(
-            attachments.c.upload_error.is_not(None),
-            *([attachments.c.uploaded_by == only_user] if only_user is not None else []),
-        )
-        .order_by(attachments.c.completed_at.desc())
-        .limit(20)
-    ).all()
-    return {
-        "to_upload": int(waiting),
-        "to_upload_bytes": int(waiting_bytes),
-        "refused": [{"sha256": r.sha256, "reason": r.upload_error} for r in refused],
-    }
-
-
-def record_receipt(conn: Connection, receipt: BlobReceipt, at: datetime) -> None:
-    values: dict[str, Any] = {"uploaded": receipt.received}
-    if receipt.complete:
-        values["uploaded_at"] = at
-    elif receipt.problem:
-        values["upload_error"] = receipt.problem
-    conn.execute(update(attachments).where(attachments.c.sha256 == receipt.sha256).values(values))
-
-
-def record_local_error(conn: Connection, sha256: str, problem: str) -> None:
-    conn.execute(
-        update(attachments).where(attachments.c.sha256 == sha256).values(upload_error=problem)
-    )
 
 
 def read_chunk(path: Path, offset: int, length: int) -> bytes:
@@ -179,7 +106,7 @@ class BlobUploader:
             await self._wake.wait()
             self._wake.clear()
             while self._is_up():
-                job = await self._store.async_read(next_pending)
+                job = await self._store.async_read(NextBlobToUpload())
                 if job is None:
                     break
                 if not await self._async_send(job):
@@ -196,13 +123,13 @@ class BlobUploader:
 
     async def _async_record(self, receipt: BlobReceipt) -> None:
         now = datetime.now(UTC)
-        await self._store.async_write(lambda c: record_receipt(c, receipt, now))
+        await self._store.async_write(RecordBlobReceipt(receipt, now))
 
     async def _async_local_error(self, job: Pending, problem: str) -> None:
         # Not central's refusal but ours: kept and shown the same way, so the
         # uploader moves on instead of retrying a file it cannot read.
         _LOGGER.error("attachment %s: %s", job.sha256[:12], problem)
-        await self._store.async_write(lambda c: record_local_error(c, job.sha256, problem))
+        await self._store.async_write(RecordBlobError(job.sha256, problem))
 
     async def _async_read(self, job: Pending, offset: int, length: int) -> bytes | None:
         length = min(length, job.size - offset)

@@ -1,7 +1,7 @@
 """The gateway's heartbeat: the figures central's fleet view shows for this site.
 
 Built from the same sources as ``GET /api/v1/status`` so the two never
-disagree: the store's counts (``queries.store_status``), the link's last
+disagree: the store's counts (``queries.store_status``, read by ``HeartbeatFigures``), the link's last
 sync, the disk, the database file and its WAL, the replica, the certificate,
 and how many devices have a live session (distinct clients, not users).
 
@@ -12,16 +12,15 @@ last week that litestream recovered from is not news for the fleet view.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.store.queries import store_status
+from gateway.store.queries import HeartbeatFigures
 from gateway.store.schema import REJECTED
-from gateway.store.store import Store, database_bytes
+from gateway.store.store import Store
 from outpost import __version__
 from outpost.wire.schemas import Heartbeat
 
@@ -66,13 +65,10 @@ class HeartbeatSource:
         self.link = link
         self._started = _STARTED if started is None else started
 
-    def _collect(self, conn: Any) -> tuple[dict[str, Any], int, int]:
-        # Runs on a reader thread: the filesystem calls stay off the loop too.
-        disk_free = shutil.disk_usage(self._data_dir).free
-        return store_status(conn), disk_free, database_bytes(self._store.path)
-
     async def __call__(self) -> Heartbeat:
-        status, disk_free, size = await self._store.async_read(self._collect)
+        status, disk_free, size = await self._store.async_read(
+            HeartbeatFigures(self._data_dir, self._store.path)
+        )
         repl = self._replication() if self._replication else {}
         link = self.link() if self.link else {}
         last_sync = link.get("last_sync") or status.get("last_sync")

@@ -40,11 +40,13 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from gateway import linkplan, outbox
+from gateway import linkplan
 from gateway.blob_upload import BlobUploader
 from gateway.config import GatewayConfig
-from gateway.store.ops import recall_activity, replace_users, upsert_activity
+from gateway.store.activities import RecallActivity, UpsertActivity
+from gateway.store.outbox import ApplyResults, ClaimBatch, Claimed, MarkSent, Requeue
 from gateway.store.store import Store
+from gateway.store.users import ReplaceUsers
 from outpost import __version__
 from outpost.mqtt import MqttClient, NotConnected, PublishFailed, Received, Will
 from outpost.times import utcnow as _now
@@ -177,7 +179,7 @@ class Uplink:
 
     async def async_start(self) -> None:
         # Whatever was in flight when the process stopped goes again.
-        requeued = await self._store.async_write(lambda c: outbox.requeue(c))
+        requeued = await self._store.async_write(Requeue())
         if requeued:
             _LOGGER.info("%d unacknowledged envelopes queued again after restart", requeued)
         self._remove_listener = self._store.add_commit_listener(self._on_commit)
@@ -270,7 +272,7 @@ class Uplink:
             self._checkouts.pop(request.request_id, None)
         if answer.ok and answer.activity is not None:
             activity = answer.activity
-            await self._store.async_write(lambda c: upsert_activity(c, activity, username, _now()))
+            await self._store.async_write(UpsertActivity(activity, username, _now()))
         return answer
 
     # --- connection events ------------------------------------------------------
@@ -286,7 +288,7 @@ class Uplink:
         # their first outcome.
         self._forget_in_flight()
         self.central_codec = CODEC_VERSION  # until central says more on this connection
-        await self._store.async_write(lambda c: outbox.requeue(c))
+        await self._store.async_write(Requeue())
         spread = self._mqtt_cfg.reconnect_spread_s
         if self._connects > 0 and spread > 0:
             # A reconnect after an outage: the whole fleet is coming back now. Start
@@ -348,12 +350,7 @@ class Uplink:
                 batch_id = str(uuid.uuid4())
                 max_bytes = linkplan.batch_max_bytes(self.meter, self._mqtt_cfg, self._ratio)
                 claimed = await self._store.async_write(
-                    lambda c, b=batch_id, m=max_bytes: outbox.claim_batch(  # type: ignore[misc]
-                        c,
-                        b,
-                        max_envelopes=self._mqtt_cfg.batch_max_envelopes,
-                        max_bytes=m,
-                    )
+                    ClaimBatch(batch_id, self._mqtt_cfg.batch_max_envelopes, max_bytes)
                 )
                 if not claimed:
                     break
@@ -379,7 +376,7 @@ class Uplink:
             _LOGGER.error("publishing a batch failed: %s", task.exception())
         self._wake.set()
 
-    async def _async_publish_batch(self, batch_id: str, claimed: list[outbox.Claimed]) -> None:
+    async def _async_publish_batch(self, batch_id: str, claimed: list[Claimed]) -> None:
         ids = [c.envelope_id for c in claimed]
         # The bodies are canonical WireEnvelope JSON already: splice them into
         # the batch document rather than parsing and re-serialising each one.
@@ -395,7 +392,7 @@ class Uplink:
             await self._client.async_publish(self._t_envelopes, payload, qos=1)
         except (NotConnected, PublishFailed) as exc:
             _LOGGER.info("batch of %d not sent (%s); it waits for the link", len(ids), exc)
-            await self._store.async_write(lambda c: outbox.requeue(c, ids))
+            await self._store.async_write(Requeue(tuple(ids)))
             return
         self.bytes_sent += len(payload)
         self.envelopes_sent += len(ids)
@@ -403,7 +400,7 @@ class Uplink:
         self._awaiting[batch_id] = batch
         for eid in ids:
             self._by_envelope[eid] = batch_id
-        await self._store.async_write(lambda c: outbox.mark_sent(c, ids, _now()))
+        await self._store.async_write(MarkSent(tuple(ids), _now()))
 
     async def _async_encode_batch(self, document: bytes) -> bytes:
         rate = self.meter.rate
@@ -440,7 +437,7 @@ class Uplink:
                 len(ids),
                 max(b.timeout for b in late),
             )
-            await self._store.async_write(lambda c, i=ids: outbox.requeue(c, i))  # type: ignore[misc]
+            await self._store.async_write(Requeue(tuple(ids)))
             # Unanswered again and again (central overloaded, or a storm of resends):
             # wait a growing, random while before resending, so a fleet spreads out.
             self._misses += 1
@@ -474,9 +471,7 @@ class Uplink:
         elif isinstance(message, Dispatch):
             d = message
             taken = await self._store.async_write(
-                lambda c: upsert_activity(
-                    c, d.activity, d.holder, d.dispatched_at, d.review, from_dispatch=True
-                )
+                UpsertActivity(d.activity, d.holder, d.dispatched_at, d.review, from_dispatch=True)
             )
             if not taken:
                 _LOGGER.info("ignoring a dispatch of %s older than its check-in", d.activity.id)
@@ -491,13 +486,11 @@ class Uplink:
                 _LOGGER.info("activity %s dispatched to %s", d.activity.id, d.holder)
         elif isinstance(message, Recall):
             r = message
-            await self._store.async_write(
-                lambda c: recall_activity(c, r.activity_id, r.reason, r.recalled_at)
-            )
+            await self._store.async_write(RecallActivity(r.activity_id, r.reason, r.recalled_at))
             _LOGGER.info("activity %s recalled by central: %s", r.activity_id, r.reason)
         elif isinstance(message, UserPush):
             u = message
-            ended = await self._store.async_write(lambda c: replace_users(c, u))
+            ended = await self._store.async_write(ReplaceUsers(u))
             if self.on_users_replaced is not None:
                 self.on_users_replaced()  # cached sessions end now too
             _LOGGER.info("users updated from central: %d users", len(u.users))
@@ -527,12 +520,12 @@ class Uplink:
             len(ids),
             message.retry_after_s,
         )
-        await self._store.async_write(lambda c: outbox.requeue(c, ids))
+        await self._store.async_write(Requeue(tuple(ids)))
 
     async def _async_on_results(self, message: EnvelopeResults) -> None:
         self._misses = 0
         now = _now()
-        await self._store.async_write(lambda c: outbox.apply_results(c, message.results, now))
+        await self._store.async_write(ApplyResults(tuple(message.results), now))
         self._last_sync = now
         for result in message.results:
             eid = str(result.envelope_id)

@@ -9,8 +9,6 @@ from typing import Any
 
 from aiohttp import ClientConnectionError, ClientPayloadError, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Connection, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 import outpost
 from gateway.api import inputs
@@ -40,11 +38,19 @@ from gateway.api.openapi import (
 )
 from gateway.api.scope import sees_whole_gateway
 from gateway.replication.service import replication_status
-from gateway.store import queries
-from gateway.store.ops import upsert_activity, utcnow
-from gateway.store.schema import attachments, envelopes
+from gateway.store.activities import UpsertActivity
+from gateway.store.attachments import CompleteUpload, FindAttachment, RecordUpload
+from gateway.store.queries import (
+    ActivityDetail,
+    ActivityVisible,
+    ListActivities,
+    ListEnvelopes,
+    StoreStatus,
+    iso,
+)
 from gateway.store.store import database_bytes
-from gateway.store.submissions import answer, body_hash, store_envelope
+from gateway.store.submissions import FindEnvelope, StoreEnvelope, answer, body_hash
+from outpost.times import utcnow
 from outpost.wire.schemas import EnvelopeBody
 
 logger = logging.getLogger(__name__)
@@ -84,7 +90,7 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     m = app[METRICS_KEY]
     store = app[STORE_KEY]
-    status = await store.async_read(queries.store_status)
+    status = await store.async_read(StoreStatus())
     for state, n in status["counts"].items():
         m.envelopes.labels(state).set(n)
     m.oldest_pending.set(status["oldest_pending_s"] or 0)
@@ -138,7 +144,7 @@ async def sign_in(request: web.Request) -> web.Response:
             request.app[METRICS_KEY].signin_failures.inc()
         raise
     return web.json_response(
-        {"token": token, "user": who.public(), "expires_at": queries.iso(who.expires_at)}
+        {"token": token, "user": who.public(), "expires_at": iso(who.expires_at)}
     )
 
 
@@ -150,7 +156,7 @@ async def sign_in(request: web.Request) -> web.Response:
 async def who_am_i(request: web.Request) -> web.Response:
     """The signed-in user as the gateway knows them now (a site-lead grant may have changed)."""
     who = principal(request)
-    return web.json_response({"user": who.public(), "expires_at": queries.iso(who.expires_at)})
+    return web.json_response({"user": who.public(), "expires_at": iso(who.expires_at)})
 
 
 @routes.delete("/api/v1/session")
@@ -176,7 +182,7 @@ async def sign_out(request: web.Request) -> web.Response:
 )
 async def list_activities(request: web.Request) -> web.Response:
     user = principal(request).username
-    found = await request.app[STORE_KEY].async_read(lambda c: queries.list_activities(c, user))
+    found = await request.app[STORE_KEY].async_read(ListActivities(user))
     return web.json_response({"activities": found})
 
 
@@ -189,9 +195,7 @@ async def list_activities(request: web.Request) -> web.Response:
 async def get_activity(request: web.Request) -> web.Response:
     user = principal(request).username
     activity_id = inputs.activity_id(request)
-    found = await request.app[STORE_KEY].async_read(
-        lambda c: queries.activity_detail(c, user, activity_id)
-    )
+    found = await request.app[STORE_KEY].async_read(ActivityDetail(user, activity_id))
     if found is None:
         raise ApiError(
             404,
@@ -247,10 +251,8 @@ async def checkout(request: web.Request) -> web.Response:
                 502, "bad_central_answer", "Central answered about another activity; try again."
             )
         now = utcnow()
-        await request.app[STORE_KEY].async_write(lambda c: upsert_activity(c, activity, user, now))
-    found = await request.app[STORE_KEY].async_read(
-        lambda c: queries.activity_detail(c, user, activity_id)
-    )
+        await request.app[STORE_KEY].async_write(UpsertActivity(activity, user, now))
+    found = await request.app[STORE_KEY].async_read(ActivityDetail(user, activity_id))
     return web.json_response({"checked_out": True, "activity": found})
 
 
@@ -288,20 +290,12 @@ async def post_envelope(request: web.Request) -> web.Response:
     free = await disk.async_free_bytes()  # one reading: the cache may refresh meanwhile
     if free < disk.floor_bytes:
         # A retry of something already saved still gets its answer; new data waits.
-        envelope_id = str(body.envelope_id)
-        row = await store.async_read(
-            lambda c: c.execute(
-                select(envelopes).where(envelopes.c.envelope_id == envelope_id)
-            ).first()
-        )
+        row = await store.async_read(FindEnvelope(str(body.envelope_id)))
         if row is None or row.body_hash != digest or row.author != user:
             raise disk_full(free, disk.floor_bytes)
         return _created(answer(row), replayed=True)
     received_at = utcnow()
-    # store_envelope refuses only before its first write: no savepoint needed.
-    result, replayed = await store.async_write(
-        lambda c: store_envelope(c, body, digest, user, received_at), savepoint=False
-    )
+    result, replayed = await store.async_write(StoreEnvelope(body, digest, user, received_at))
     if not replayed:
         app[METRICS_KEY].envelopes_stored.labels(body.status).inc()
     return _created(result, replayed)
@@ -331,15 +325,13 @@ async def list_envelopes(request: web.Request) -> web.Response:
     user = principal(request).username
     activity_id = inputs.query_activity_id(request)
     store = request.app[STORE_KEY]
-    if activity_id is not None and not await store.async_read(
-        lambda c: queries.activity_visible(c, user, activity_id)
-    ):
+    if activity_id is not None and not await store.async_read(ActivityVisible(user, activity_id)):
         raise ApiError(
             404,
             "activity_not_found",
             f"No activity {activity_id!r} is checked out to you on this gateway.",
         )
-    found = await store.async_read(lambda c: queries.list_envelopes(c, user, activity_id))
+    found = await store.async_read(ListEnvelopes(user, activity_id))
     return web.json_response({"envelopes": found})
 
 
@@ -375,7 +367,7 @@ def _offset_headers(state: dict[str, Any]) -> dict[str, str]:
 )
 async def head_attachment(request: web.Request) -> web.Response:
     sha = inputs.sha256(request)
-    row = await request.app[STORE_KEY].async_read(lambda c: queries.attachment_row(c, sha))
+    row = await request.app[STORE_KEY].async_read(FindAttachment(sha))
     state = _upload_state(row, sha)
     return web.Response(status=200 if row else 404, headers=_offset_headers(state))
 
@@ -418,7 +410,7 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
     store = app[STORE_KEY]
     blobs = app[BLOBS_KEY]
     loop = asyncio.get_running_loop()
-    row = await store.async_read(lambda c: queries.attachment_row(c, sha))
+    row = await store.async_read(FindAttachment(sha))
     if row is not None and row.complete:
         state = _upload_state(row, sha)
         return web.json_response(state, headers=_offset_headers(state))
@@ -474,9 +466,7 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
         cut = exc  # keep what arrived: a cut link must not restart a 5 MB photo
     finally:
         durable = await asyncio.shield(loop.run_in_executor(None, blobs.finish, fh))
-        await asyncio.shield(
-            store.async_write(lambda c: _record_upload(c, sha, total, durable, user, now))
-        )
+        await asyncio.shield(store.async_write(RecordUpload(sha, total, durable, user, now)))
     if cut is not None:
         logger.info("upload of %s cut at %d of %d bytes", sha[:12], durable, total)
         raise ApiError(400, "upload_interrupted", "The upload was cut off; resume it.")
@@ -495,7 +485,7 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
         return web.json_response(state, status=202, headers=_offset_headers(state))
     ok = await loop.run_in_executor(None, blobs.verify_and_commit, sha)
     if not ok:
-        await store.async_write(lambda c: _record_upload(c, sha, total, 0, user, now))
+        await store.async_write(RecordUpload(sha, total, 0, user, now))
         raise ApiError(
             422,
             "hash_mismatch",
@@ -503,33 +493,9 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
             "upload it again from the start.",
         )
     rel = blobs.relative(blobs.final_path(sha))
-    await store.async_write(lambda c: _complete_upload(c, sha, rel))
+    await store.async_write(CompleteUpload(sha, rel))
     state = {"sha256": sha, "size": total, "received": total, "complete": True}
     return web.json_response(state, status=201, headers=_offset_headers(state))
-
-
-def _record_upload(
-    conn: Connection, sha: str, size: int, received: int, user: str, now: Any
-) -> None:
-    stmt = sqlite_insert(attachments).values(
-        sha256=sha, size=size, received=received, complete=False, uploaded_by=user, created_at=now
-    )
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[attachments.c.sha256],
-            # Whoever writes it now is its uploader (an idle one was taken over).
-            set_={"size": size, "received": received, "uploaded_by": user},
-            where=attachments.c.complete.is_(False),
-        )
-    )
-
-
-def _complete_upload(conn: Connection, sha: str, path: str) -> None:
-    conn.execute(
-        update(attachments)
-        .where(attachments.c.sha256 == sha)
-        .values(received=attachments.c.size, complete=True, path=path, completed_at=utcnow())
-    )
 
 
 # --- status ---------------------------------------------------------------------
@@ -552,7 +518,7 @@ async def status(request: web.Request) -> web.Response:
     store = app[STORE_KEY]
     who = principal(request)
     only = None if sees_whole_gateway(who) else who.username
-    data = await store.async_read(lambda c: queries.store_status(c, only))
+    data = await store.async_read(StoreStatus(only))
     backhaul = app[BACKHAUL_KEY].status()
     disk = await app[DISK_KEY].async_snapshot()
     db_bytes = await asyncio.get_running_loop().run_in_executor(None, database_bytes, store.path)

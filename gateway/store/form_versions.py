@@ -35,6 +35,7 @@ from gateway.store.schema import (
     envelopes,
     form_versions,
 )
+from gateway.store.tasks import WriteTask
 
 # An envelope central has not applied keeps the version it names; listed
 # rather than "!= applied" so SQLite reads ix_envelopes_state_received.
@@ -97,8 +98,8 @@ def form_text(type_column: Any, version: Any) -> ColumnElement[str]:
     )
 
 
-@dataclass(frozen=True)
-class PruneFormVersions:
+@dataclass(frozen=True, slots=True)
+class PruneFormVersions(WriteTask[int]):
     """Forget the versions nothing on this gateway names any more; returns how many went."""
 
     def run(self, conn: Connection) -> int:

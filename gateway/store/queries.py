@@ -1,16 +1,23 @@
-"""Read queries behind the LAN API (run on reader connections via ``store.async_read``)."""
+"""Read queries behind the LAN API and the heartbeat.
+
+Read tasks (``gateway/store/tasks.py``) for ``store.async_read``; they run on
+a reader connection and see the last commit.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
 
-from gateway.blob_upload import upload_counts
+from gateway.store.attachments import upload_counts
 from gateway.store.form_versions import filled_against, form_text
-from gateway.store.ops import get_meta, utcnow
+from gateway.store.meta import get_meta
 from gateway.store.schema import (
     ENVELOPE_STATES,
     META_LAST_SYNC,
@@ -24,11 +31,82 @@ from gateway.store.schema import (
     envelopes,
     sessions,
 )
+from gateway.store.store import database_bytes
+from gateway.store.tasks import ReadTask
 from outpost.times import iso as iso
+from outpost.times import utcnow
 
 REJECTED_LIST_LIMIT = 50
 _FILLED_VERSION = filled_against()
 _FILLED = _FILLED_VERSION.label("filled_version")
+
+
+@dataclass(frozen=True, slots=True)
+class ListActivities(ReadTask[list[dict[str, Any]]]):
+    """The user's offline activities (and recalled ones, shown as canceled)."""
+
+    username: str
+
+    def run(self, conn: Connection) -> list[dict[str, Any]]:
+        return list_activities(conn, self.username)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityDetail(ReadTask[dict[str, Any] | None]):
+    """One of the user's activities with its form and latest envelope, or None."""
+
+    username: str
+    activity_id: str
+
+    def run(self, conn: Connection) -> dict[str, Any] | None:
+        return activity_detail(conn, self.username, self.activity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ActivityVisible(ReadTask[bool]):
+    """Whether the user holds or is responsible for the activity here."""
+
+    username: str
+    activity_id: str
+
+    def run(self, conn: Connection) -> bool:
+        return activity_visible(conn, self.username, self.activity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ListEnvelopes(ReadTask[list[dict[str, Any]]]):
+    """The user's envelopes (of one activity, or all)."""
+
+    username: str
+    activity_id: str | None = None
+
+    def run(self, conn: Connection) -> list[dict[str, Any]]:
+        return list_envelopes(conn, self.username, self.activity_id)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatus(ReadTask[dict[str, Any]]):
+    """The gateway's state (``store_status``); ``only_user`` narrows its lists."""
+
+    only_user: str | None = None
+
+    def run(self, conn: Connection) -> dict[str, Any]:
+        return store_status(conn, self.only_user)
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatFigures(ReadTask[tuple[dict[str, Any], int, int]]):
+    """``store_status``, the data dir's free bytes and the database's size (file + WAL).
+
+    On the reader thread, so the filesystem calls stay off the loop too.
+    """
+
+    data_dir: Path
+    db_path: Path
+
+    def run(self, conn: Connection) -> tuple[dict[str, Any], int, int]:
+        disk_free = shutil.disk_usage(self.data_dir).free
+        return store_status(conn), disk_free, database_bytes(self.db_path)
 
 
 def _mine(username: str) -> Any:
@@ -265,7 +343,3 @@ def _own_envelopes(username: str | None) -> list[Any]:
         return []
     mine = select(activities.c.id).where(_mine(username)).scalar_subquery()
     return [or_(envelopes.c.author == username, envelopes.c.activity_id.in_(mine))]
-
-
-def attachment_row(conn: Connection, sha256: str) -> Any:
-    return conn.execute(select(attachments).where(attachments.c.sha256 == sha256)).first()

@@ -1,15 +1,19 @@
 """The store engine: one writer thread with group commit, a pool of readers.
 
-Writes: ``await store.async_write(fn)`` queues ``fn(conn)`` for the writer
-thread, which owns the only write connection. The writer takes every item
-waiting (up to ``max_batch``), runs each inside its own SAVEPOINT of one
-shared transaction and COMMITs once; each caller's future resolves only
-after that COMMIT returned, so an acknowledgement means "on disk" (with
-``synchronous=FULL``). One failing item rolls back to its savepoint and
-fails only its own caller. Fifty concurrent submissions share one fsync
-instead of queueing behind fifty.
+The work is typed tasks (``gateway/store/tasks.py``): one dataclass per kind
+of work, each with ``run(conn)``, in the store module named for what it holds.
 
-Reads: ``await store.async_read(fn)`` runs ``fn(conn)`` on a reader
+Writes: ``await store.async_write(task)`` queues a ``WriteTask`` for the
+writer thread, which owns the only write connection. The writer takes every
+item waiting (up to ``max_batch``), runs each in one shared transaction —
+inside its own SAVEPOINT unless its type says it refuses only before its
+first write (``savepoint = False``) — and COMMITs once; each caller's
+future resolves only after that COMMIT returned, so an acknowledgement means
+"on disk" (with ``synchronous=FULL``). One failing item rolls back to its
+savepoint and fails only its own caller. Fifty concurrent submissions share
+one fsync instead of queueing behind fifty.
+
+Reads: ``await store.async_read(task)`` runs a ``ReadTask`` on a reader
 connection in a small thread pool; WAL readers see the last committed state
 and never wait for the writer.
 
@@ -36,6 +40,7 @@ from sqlalchemy import Connection, Engine
 
 from gateway.store import migration
 from gateway.store.engine import reader_engine, writer_engine
+from gateway.store.tasks import ReadTask, TaskContractError, WriteTask
 
 logger = logging.getLogger(__name__)
 
@@ -49,10 +54,10 @@ class StoreClosedError(RuntimeError):
 
 @dataclass(slots=True)
 class _WorkItem:
-    fn: Callable[[Connection], Any]
+    fn: Callable[[Connection], Any]  # the task's bound ``run``
     loop: asyncio.AbstractEventLoop | None  # None: a blocking caller (write_sync)
     future: asyncio.Future[Any] | concurrent.futures.Future[Any]
-    savepoint: bool = True
+    savepoint: bool = True  # the task type's ``savepoint``
 
 
 _STOP = object()
@@ -168,18 +173,14 @@ class Store:
 
     # --- loop API ---------------------------------------------------------
 
-    async def async_write(self, fn: Callable[[Connection], T], *, savepoint: bool = True) -> T:
-        """Run ``fn(conn)`` in the writer thread; return its result after COMMIT.
-
-        Each item runs in its own SAVEPOINT, so an exception undoes only its
-        own writes. ``savepoint=False`` skips that (two statements less in the
-        hot path) for a ``fn`` that raises only *before* its first write.
-        """
+    async def async_write(self, task: WriteTask[T]) -> T:
+        """Run ``task`` in the writer thread; return what it returned, after COMMIT."""
         if self._closed or self._writer_dead:
             raise StoreClosedError("the store is closed")
         loop = asyncio.get_running_loop()
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._queue_size)
+        fn, savepoint = _writer_work(task)
         async with self._slots:  # bounded: callers wait for room, nothing is dropped
             future: asyncio.Future[T] = loop.create_future()
             self._queue.put(_WorkItem(fn, loop, future, savepoint))
@@ -187,10 +188,11 @@ class Store:
             # (``_settle`` skips a future that is already done).
             return await future
 
-    async def async_read(self, fn: Callable[[Connection], T]) -> T:
-        """Run ``fn(conn)`` on a reader connection in the read pool."""
+    async def async_read(self, task: ReadTask[T]) -> T:
+        """Run ``task`` on a reader connection in the read pool."""
         if self._closed or self._read_pool is None:
             raise StoreClosedError("the store is closed")
+        fn = _reader_work(task)
         return await asyncio.get_running_loop().run_in_executor(self._read_pool, self._read, fn)
 
     def add_commit_listener(self, callback: Callable[[], None]) -> Callable[[], None]:
@@ -206,18 +208,19 @@ class Store:
 
     # --- blocking helpers (threads only) ------------------------------------
 
-    def read_sync(self, fn: Callable[[Connection], T]) -> T:
+    def read_sync(self, task: ReadTask[T]) -> T:
         """Run a read from a plain thread (CLI tools, tests outside the loop)."""
-        return self._read(fn)
+        return self._read(_reader_work(task))
 
-    def write_sync(self, fn: Callable[[Connection], T]) -> T:
+    def write_sync(self, task: WriteTask[T]) -> T:
         """Blocking ``async_write`` for plain threads (seeding, tools); never from the loop."""
         if self._closed or self._writer_dead:
             raise StoreClosedError("the store is closed")
         if asyncio._get_running_loop() is not None:
             raise RuntimeError("write_sync from the event loop; use await store.async_write")
+        fn, savepoint = _writer_work(task)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_WorkItem(fn, None, future))
+        self._queue.put(_WorkItem(fn, None, future, savepoint))
         return future.result()
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
@@ -290,12 +293,21 @@ class Store:
                 for item in batch:
                     if item.savepoint:
                         raw.execute("SAVEPOINT outpost_item")
+                    else:
+                        changes = raw.total_changes
                     try:
                         value = item.fn(conn)
-                    except Exception as exc:  # noqa: BLE001 - one bad item fails only its caller
+                    except Exception as exc:
                         if item.savepoint:
                             raw.execute("ROLLBACK TO outpost_item")
                             raw.execute("RELEASE outpost_item")
+                        elif raw.total_changes != changes:
+                            # It wrote, then raised, with no savepoint to undo it:
+                            # committing the batch would keep half of it.
+                            raise TaskContractError(
+                                f"{_task_name(item.fn)} raised after writing, and its type "
+                                "has no savepoint; the whole batch is rolled back"
+                            ) from exc
                         outcomes.append((False, exc))
                     else:
                         if item.savepoint:
@@ -339,6 +351,24 @@ class Store:
             loop.call_soon_threadsafe(fn, *args)
         except RuntimeError:  # that loop is closed: nobody is waiting any more
             logger.debug("event loop closed; dropping a callback")
+
+
+def _writer_work(task: WriteTask[T]) -> tuple[Callable[[Connection], T], bool]:
+    """What the writer calls for ``task``, and whether inside a SAVEPOINT of its own."""
+    if not isinstance(task, WriteTask):  # typed callers cannot; say so to untyped ones
+        raise TypeError(f"the store's writer takes a WriteTask, not {type(task).__name__}")
+    return task.run, type(task).savepoint
+
+
+def _reader_work(task: ReadTask[T]) -> Callable[[Connection], T]:
+    if not isinstance(task, ReadTask):
+        raise TypeError(f"the store's readers take a ReadTask, not {type(task).__name__}")
+    return task.run
+
+
+def _task_name(fn: Callable[..., Any]) -> str:
+    owner = getattr(fn, "__self__", None)
+    return type(owner).__name__ if owner is not None else getattr(fn, "__qualname__", repr(fn))
 
 
 def database_bytes(path: Path) -> int:

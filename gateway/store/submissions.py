@@ -1,14 +1,16 @@
 """Storing one envelope: every rule checked inside the writer's transaction.
 
-Runs in the store's writer thread (``store.async_write``), so the checks and
-the insert see one consistent state and concurrent posts cannot race on
-``seq``. A refusal raises ``ApiError``; its savepoint rolls back and nothing
-else in the batch is affected.
+``StoreEnvelope`` runs in the store's writer thread (``store.async_write``),
+so the checks and the insert see one consistent state and concurrent posts
+cannot race on ``seq``. A refusal raises ``ApiError`` before the first write
+(the task type says so: ``RefusesBeforeWriting``, no SAVEPOINT in the hot
+path), so nothing else in the batch is affected.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
@@ -30,8 +32,34 @@ from gateway.store.schema import (
     envelope_attachments,
     envelopes,
 )
+from gateway.store.tasks import ReadTask, RefusesBeforeWriting
 from outpost.forms import FormDefinition, validate_submission
 from outpost.wire.schemas import EnvelopeBody, WireEnvelope
+
+
+@dataclass(frozen=True, slots=True)
+class StoreEnvelope(RefusesBeforeWriting[tuple[dict[str, Any], bool]]):
+    """Store ``body`` for ``author``; returns ``(answer, replayed)`` (``store_envelope``)."""
+
+    body: EnvelopeBody
+    digest: str
+    author: str
+    received_at: datetime
+
+    def run(self, conn: Connection) -> tuple[dict[str, Any], bool]:
+        return store_envelope(conn, self.body, self.digest, self.author, self.received_at)
+
+
+@dataclass(frozen=True, slots=True)
+class FindEnvelope(ReadTask[Any]):
+    """The stored envelope with this id (its row), or None."""
+
+    envelope_id: str
+
+    def run(self, conn: Connection) -> Any:
+        return conn.execute(
+            select(envelopes).where(envelopes.c.envelope_id == self.envelope_id)
+        ).first()
 
 
 @lru_cache(maxsize=256)
@@ -195,8 +223,9 @@ def store_envelope(
 ) -> tuple[dict[str, Any], bool]:
     """Store ``body`` for ``author``; return ``(answer, replayed)``.
 
-    Every refusal is raised before the first write (the caller relies on it
-    to skip the per-item savepoint).
+    Every refusal is raised before the first write (``StoreEnvelope`` is a
+    ``RefusesBeforeWriting`` task: the writer gives it no savepoint, and
+    checks the promise).
     """
     envelope_id = str(body.envelope_id)
     act = _RAW_ACTIVITY.first(

@@ -20,7 +20,7 @@ from cloud_bridge.config import ReplaySection
 from cloud_bridge.models import LedgerEntry
 from cloud_bridge.service import Bridge
 from gateway.config import GatewayConfig
-from gateway.store.ops import upsert_activity
+from gateway.store.activities import upsert_activity
 from gateway.store.schema import envelopes
 from gateway.store.store import Store, open_store
 from gateway.store.submissions import body_hash, store_envelope
@@ -29,6 +29,7 @@ from outpost.forms import FormDefinition
 from outpost.wire.schemas import ActivityWire, EnvelopeBody
 from tests.cloud_bridge.conftest import FORM, SITES, Seeded, bridge_config
 from tests.support.broker import Broker
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 GATEWAYS = SITES[:6]
 BACKLOG = 30  # envelopes per gateway, queued while the link was down
@@ -63,7 +64,7 @@ async def backlog(store: Store, activity_id: str) -> None:
         responsible="ana",
         version=1,
     )
-    await store.async_write(lambda c: upsert_activity(c, wire, "ana", now))
+    await store.async_write(SqlWrite(lambda c: upsert_activity(c, wire, "ana", now)))
     for seq in range(1, BACKLOG + 1):
         body = EnvelopeBody(
             envelope_id=uuid.uuid4(),
@@ -76,7 +77,7 @@ async def backlog(store: Store, activity_id: str) -> None:
             record={"site_ok": True, "notes": f"seq {seq}"},
         )
         await store.async_write(
-            lambda c, b=body: store_envelope(c, b, body_hash(b), "ana", now)  # type: ignore[misc]
+            SqlWrite(lambda c, b=body: store_envelope(c, b, body_hash(b), "ana", now))  # type: ignore[misc]
         )
 
 
@@ -88,7 +89,7 @@ async def applied(store: Store) -> int:
             ).scalar_one()
         )
 
-    return await store.async_read(count)
+    return await store.async_read(SqlRead(count))
 
 
 async def test_a_fleet_back_from_an_outage_drains_through_busy_answers(

@@ -16,8 +16,8 @@ from sqlalchemy import insert, select
 
 from gateway.api.keys import BACKHAUL_KEY
 from gateway.app import running_gateway
+from gateway.store.activities import upsert_activity
 from gateway.store.blobs import BlobFiles
-from gateway.store.ops import upsert_activity
 from gateway.store.schema import attachments
 from gateway.store.submissions import body_hash, store_envelope
 from gateway.uplink import Uplink
@@ -26,6 +26,7 @@ from outpost.wire.schemas import ActivityWire, EnvelopeBody
 from tests.e2e.conftest import ADMIN_TOKEN, BridgeProcess, Central, Device, gateway_config, wait_for
 from tests.e2e.test_chain import _all_in, _listed, signed_in_device
 from tests.support.broker import Broker
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 
 async def put_blob(device: Device, blob: bytes) -> str:
@@ -164,8 +165,10 @@ async def _resume_with(
         partial.write_bytes(blob[: central_has * chunk])
         believed = gateway_believes * chunk
         await gw.store.async_write(
-            lambda c: c.exec_driver_sql(
-                "UPDATE attachments SET uploaded = ? WHERE sha256 = ?", (believed, sha)
+            SqlWrite(
+                lambda c: c.exec_driver_sql(
+                    "UPDATE attachments SET uploaded = ? WHERE sha256 = ?", (believed, sha)
+                )
             )
         )
         broker.start()
@@ -215,7 +218,7 @@ async def test_a_silent_central_is_retried_with_backoff_then_served(
     async with running_gateway(config) as gw:
         uplink = gw.app[BACKHAUL_KEY]
         assert isinstance(uplink, Uplink)
-        await gw.store.async_write(lambda c: _seed_completed_with(c, config, blob))
+        await gw.store.async_write(SqlWrite(lambda c: _seed_completed_with(c, config, blob)))
         await asyncio.sleep(4.0)
         attempts = uplink.blobs.bytes_sent / (window * chunk * 1.02)
         # At a fixed 0.3 s retry (plus 0.3 s waiting) there would be ~7 by now;
@@ -276,4 +279,4 @@ async def _uploaded_raw(store: Any) -> bool:
         row = conn.execute(select(attachments.c.uploaded_at)).first()
         return row is not None and row[0] is not None
 
-    return bool(await store.async_read(done))
+    return bool(await store.async_read(SqlRead(done)))

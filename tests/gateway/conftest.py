@@ -26,10 +26,12 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app, store_for
 from gateway.config import GatewayConfig
 from gateway.store import Store
-from gateway.store.ops import replace_users, upsert_activity
+from gateway.store.activities import upsert_activity
+from gateway.store.users import replace_users
 from outpost.forms import FormDefinition
 from outpost.passwords import hash_password
 from outpost.wire.schemas import ActivityWire, UserPush, UserWire
+from tests.support.store_tasks import SqlWrite
 
 PASSWORDS = {"alice": "alice-pass-1", "bob": "bob-pass-2", "carol": "carol-pass-3"}
 FORM = FormDefinition.model_validate(
@@ -126,7 +128,7 @@ def seed(store: Store) -> None:
         for act_id, who in (("act-1", "alice"), ("act-2", "alice"), ("act-bob", "bob")):
             upsert_activity(conn, activity(act_id, who), who, DISPATCHED_AT)
 
-    store.write_sync(work)
+    store.write_sync(SqlWrite(work))
 
 
 @pytest.fixture

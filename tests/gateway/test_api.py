@@ -15,8 +15,8 @@ from gateway.api.keys import BACKHAUL_KEY, DISK_KEY
 from gateway.api.openapi import PATH_PARAMETERS
 from gateway.app import create_app
 from gateway.store import Store
-from gateway.store.ops import utcnow
 from gateway.store.schema import REJECTED, envelopes
+from outpost.times import utcnow
 from outpost.wire.schemas import CheckoutAnswer
 from tests.gateway.conftest import (
     ClientFactory,
@@ -26,6 +26,7 @@ from tests.gateway.conftest import (
     sha256_hex,
     sign_in,
 )
+from tests.support.store_tasks import SqlWrite
 
 
 class LinkUp:
@@ -67,10 +68,12 @@ async def test_status_reports_counts_rejections_backhaul_and_disk(
         await client.post("/api/v1/envelopes", json=envelope_body("act-2"), headers=alice)
     ).status == 201
     await seeded_store.async_write(
-        lambda c: c.execute(
-            update(envelopes)
-            .where(envelopes.c.envelope_id == first["envelope_id"])
-            .values(state=REJECTED, code="conflict", reason="edited online", result_at=utcnow())
+        SqlWrite(
+            lambda c: c.execute(
+                update(envelopes)
+                .where(envelopes.c.envelope_id == first["envelope_id"])
+                .values(state=REJECTED, code="conflict", reason="edited online", result_at=utcnow())
+            )
         )
     )
     status = await (await client.get("/api/v1/status", headers=alice)).json()

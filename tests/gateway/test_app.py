@@ -13,6 +13,7 @@ from gateway.api.keys import BACKHAUL_KEY, STORE_KEY
 from gateway.app import running_gateway
 from gateway.backhaul import OfflineBackhaul
 from tests.gateway.conftest import PASSWORDS, envelope_body, make_gateway_config, seed
+from tests.support.store_tasks import SqlWrite
 
 
 async def test_running_gateway_serves_and_runs_background_contexts(tmp_path: Path) -> None:
@@ -28,7 +29,7 @@ async def test_running_gateway_serves_and_runs_background_contexts(tmp_path: Pat
     async with running_gateway(config, extra_cleanup_ctx=[service]) as gw:
         assert events == ["start"]
         assert isinstance(gw.app[BACKHAUL_KEY], OfflineBackhaul)
-        await gw.store.async_write(lambda c: None)
+        await gw.store.async_write(SqlWrite(lambda c: None))
         await asyncio.to_thread(seed, gw.store)
         async with aiohttp.ClientSession(gw.url) as http:
             async with http.get("/healthz") as resp:

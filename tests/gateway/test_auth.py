@@ -13,10 +13,12 @@ from sqlalchemy import select
 from gateway.api.keys import AUTH_KEY
 from gateway.api.openapi import PATH_EXAMPLES, openapi_document, served
 from gateway.app import create_app
-from gateway.auth import expire_sessions, hash_token
+from gateway.auth import hash_token
 from gateway.store import Store
-from gateway.store.ops import replace_users, utcnow
 from gateway.store.schema import sessions, signin_failures
+from gateway.store.sessions import expire_sessions
+from gateway.store.users import replace_users
+from outpost.times import utcnow
 from tests.gateway.conftest import (
     PASSWORDS,
     ClientFactory,
@@ -24,6 +26,7 @@ from tests.gateway.conftest import (
     sign_in,
     user_push,
 )
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 
 async def _error(resp: Any) -> dict[str, Any]:
@@ -47,7 +50,7 @@ async def test_sign_in_returns_token_user_and_expiry(client: TestClient[Any, Any
 async def test_token_is_stored_hashed(client: TestClient[Any, Any], seeded_store: Store) -> None:
     headers = await sign_in(client)
     token = headers["Authorization"].split()[1]
-    rows = await seeded_store.async_read(lambda c: c.execute(select(sessions)).all())
+    rows = await seeded_store.async_read(SqlRead(lambda c: c.execute(select(sessions)).all()))
     assert [r.token_hash for r in rows] == [hash_token(token)]
     assert all(token not in str(tuple(r)) for r in rows)
 
@@ -127,7 +130,7 @@ async def test_expired_token_is_refused(
     client = await aiohttp_client(create_app(gateway_config, seeded_store))
     headers = await sign_in(client)
     past = utcnow() - timedelta(seconds=1)
-    await seeded_store.async_write(lambda c: expire_sessions(c, "alice", past))
+    await seeded_store.async_write(SqlWrite(lambda c: expire_sessions(c, "alice", past)))
     other = await aiohttp_client(create_app(gateway_config, seeded_store))
     resp = await other.get("/api/v1/activities", headers=headers)
     assert resp.status == 401
@@ -147,7 +150,9 @@ async def test_user_push_revokes_sessions_of_users_no_longer_offline(
 ) -> None:
     client = await aiohttp_client(create_app(gateway_config, seeded_store))
     headers = await sign_in(client, "bob")
-    await seeded_store.async_write(lambda c: replace_users(c, user_push("alice", others=("bob",))))
+    await seeded_store.async_write(
+        SqlWrite(lambda c: replace_users(c, user_push("alice", others=("bob",))))
+    )
     other = await aiohttp_client(create_app(gateway_config, seeded_store))
     assert (await other.get("/api/v1/activities", headers=headers)).status == 401
 
@@ -259,9 +264,11 @@ async def test_password_checks_are_bounded_and_the_rest_get_503(
     assert app[AUTH_KEY].gate.peak_running <= 2
     # A refused (never checked) attempt is not held against the user.
     rows = await seeded_store.async_read(
-        lambda c: c.execute(
-            select(signin_failures.c.failures).where(signin_failures.c.key == "user:nobody0")
-        ).all()
+        SqlRead(
+            lambda c: c.execute(
+                select(signin_failures.c.failures).where(signin_failures.c.key == "user:nobody0")
+            ).all()
+        )
     )
     assert all(r.failures <= 1 for r in rows)
 

@@ -18,8 +18,10 @@ import aiohttp
 import pytest
 
 from gateway.store import Store
-from gateway.store.ops import replace_users, upsert_activity
+from gateway.store.activities import upsert_activity
+from gateway.store.users import replace_users
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, envelope_body, user_push
+from tests.support.store_tasks import SqlWrite
 
 WORKERS = 20
 
@@ -61,7 +63,7 @@ def _seed(data_dir: Path) -> None:
             for i in range(WORKERS):
                 upsert_activity(conn, activity(f"dur-{i}", "alice"), "alice", DISPATCHED_AT)
 
-        store.write_sync(work)
+        store.write_sync(SqlWrite(work))
     finally:
         store.close()
 

@@ -13,10 +13,12 @@ from sqlalchemy import select, update
 
 from gateway.app import create_app
 from gateway.store import Store
-from gateway.store.ops import check_in_activity, recall_activity, utcnow
+from gateway.store.activities import check_in_activity, recall_activity
 from gateway.store.schema import REJECTED, envelopes
+from outpost.times import utcnow
 from outpost.wire.schemas import WireEnvelope
 from tests.gateway.conftest import ClientFactory, envelope_body, make_gateway_config, sign_in
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 URL = "/api/v1/envelopes"
 
@@ -37,11 +39,13 @@ async def _error(resp: Any, status: int, code: str) -> dict[str, Any]:
 
 async def _states(store: Store, activity_id: str) -> list[tuple[int, str]]:
     rows = await store.async_read(
-        lambda c: c.execute(
-            select(envelopes.c.seq, envelopes.c.state)
-            .where(envelopes.c.activity_id == activity_id)
-            .order_by(envelopes.c.seq)
-        ).all()
+        SqlRead(
+            lambda c: c.execute(
+                select(envelopes.c.seq, envelopes.c.state)
+                .where(envelopes.c.activity_id == activity_id)
+                .order_by(envelopes.c.seq)
+            ).all()
+        )
     )
     return [(r.seq, r.state) for r in rows]
 
@@ -94,11 +98,13 @@ async def test_activity_is_read_only_after_completed_until_rejected(
     assert detail["status"] == "completed" and detail["read_only"] is True
     # Central rejects the completed one: the crew may send a corrected envelope.
     await seeded_store.async_write(
-        lambda c: c.execute(
-            update(envelopes)
-            .where(envelopes.c.envelope_id == completed["envelope_id"])
-            .values(
-                state=REJECTED, code="validation", reason="meter A1 unknown", result_at=utcnow()
+        SqlWrite(
+            lambda c: c.execute(
+                update(envelopes)
+                .where(envelopes.c.envelope_id == completed["envelope_id"])
+                .values(
+                    state=REJECTED, code="validation", reason="meter A1 unknown", result_at=utcnow()
+                )
             )
         )
     )
@@ -176,12 +182,14 @@ async def test_recalled_and_checked_in_activities_refuse_writes(
     client: TestClient[Any, Any], alice: dict[str, str], seeded_store: Store
 ) -> None:
     now = utcnow()
-    await seeded_store.async_write(lambda c: recall_activity(c, "act-1", "crew reassigned", now))
+    await seeded_store.async_write(
+        SqlWrite(lambda c: recall_activity(c, "act-1", "crew reassigned", now))
+    )
     err = await _error(await _post(client, alice, envelope_body("act-1")), 409, "activity_canceled")
     assert "crew reassigned" in err["message"]
     listed = await (await client.get("/api/v1/activities", headers=alice)).json()
     assert {a["id"]: a["status"] for a in listed["activities"]}["act-1"] == "canceled"
-    await seeded_store.async_write(lambda c: check_in_activity(c, "act-2", now))
+    await seeded_store.async_write(SqlWrite(lambda c: check_in_activity(c, "act-2", now)))
     await _error(await _post(client, alice, envelope_body("act-2")), 409, "activity_checked_in")
     listed = await (await client.get("/api/v1/activities", headers=alice)).json()
     assert "act-2" not in [a["id"] for a in listed["activities"]]  # rule 5

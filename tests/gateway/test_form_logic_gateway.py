@@ -11,9 +11,10 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.store import Store
-from gateway.store.ops import upsert_activity
+from gateway.store.activities import upsert_activity
 from outpost.forms import FormDefinition
 from tests.gateway.conftest import DISPATCHED_AT, activity
+from tests.support.store_tasks import SqlWrite
 
 CASES = json.loads(
     (Path(__file__).parents[1] / "data" / "form_logic_conformance.json").read_text("utf-8")
@@ -50,8 +51,10 @@ async def test_a_completed_envelope_that_breaks_the_logic_is_refused_with_its_me
     client: TestClient[Any, Any], alice: dict[str, str], seeded_store: Store
 ) -> None:
     await seeded_store.async_write(
-        lambda conn: upsert_activity(
-            conn, activity("act-logic", "alice", FORM), "alice", DISPATCHED_AT
+        SqlWrite(
+            lambda conn: upsert_activity(
+                conn, activity("act-logic", "alice", FORM), "alice", DISPATCHED_AT
+            )
         )
     )
     url = "/api/v1/envelopes"

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from sqlalchemy import Connection, select, update
 
-from gateway.blob_upload import next_pending
-from gateway.scheduler import expire_history
 from gateway.store import Store
+from gateway.store.attachments import next_pending
+from gateway.store.maintenance import expire_history
 from gateway.store.schema import (
     APPLIED,
     CHECKED_IN,
@@ -21,6 +21,7 @@ from gateway.store.schema import (
     envelopes,
 )
 from tests.gateway.conftest import envelope_body, sha256_hex
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 LONG_AGO = datetime(2026, 1, 1, tzinfo=UTC)
 NOW = datetime.now(UTC)
@@ -60,32 +61,36 @@ async def test_retention_keeps_what_central_does_not_have_yet(
         assert resp.status == 201, await resp.text()
 
     # The completed activity's file is what the uploader sends next.
-    pending = await store.async_read(next_pending)
+    pending = await store.async_read(SqlRead(next_pending))
     assert pending is not None and pending.sha256 == sha and pending.uploaded == 0
 
     # Still queued: nothing goes, however old.
-    await store.async_write(_finish("act-1", state=QUEUED))
-    assert await store.async_write(lambda c: expire_history(c, NOW)) == 0
+    await store.async_write(SqlWrite(_finish("act-1", state=QUEUED)))
+    assert await store.async_write(SqlWrite(lambda c: expire_history(c, NOW))) == 0
 
     # Applied and checked in: act-1 goes; act-2 waits for its photo to reach central.
-    await store.async_write(_finish("act-1"))
-    await store.async_write(_finish("act-2"))
-    assert await store.async_write(lambda c: expire_history(c, NOW)) == 1
-    assert "act-2" in await store.async_read(_ids)
+    await store.async_write(SqlWrite(_finish("act-1")))
+    await store.async_write(SqlWrite(_finish("act-2")))
+    assert await store.async_write(SqlWrite(lambda c: expire_history(c, NOW))) == 1
+    assert "act-2" in await store.async_read(SqlRead(_ids))
     # ... but not when the cut-off is before the activity finished.
     await store.async_write(
-        lambda c: c.execute(
-            update(attachments).where(attachments.c.sha256 == sha).values(uploaded_at=NOW)
+        SqlWrite(
+            lambda c: c.execute(
+                update(attachments).where(attachments.c.sha256 == sha).values(uploaded_at=NOW)
+            )
         )
     )
-    assert await store.async_write(lambda c: expire_history(c, LONG_AGO)) == 0
-    assert await store.async_write(lambda c: expire_history(c, NOW + timedelta(days=1))) == 1
-    assert not {"act-1", "act-2"} & await store.async_read(_ids)
+    assert await store.async_write(SqlWrite(lambda c: expire_history(c, LONG_AGO))) == 0
+    assert (
+        await store.async_write(SqlWrite(lambda c: expire_history(c, NOW + timedelta(days=1)))) == 1
+    )
+    assert not {"act-1", "act-2"} & await store.async_read(SqlRead(_ids))
     # The links went with the envelopes; the blob's row and file stay.
-    links = await store.async_read(lambda c: c.execute(select(envelope_attachments)).all())
+    links = await store.async_read(SqlRead(lambda c: c.execute(select(envelope_attachments)).all()))
     assert links == []
     row = await store.async_read(
-        lambda c: c.execute(select(attachments).where(attachments.c.sha256 == sha)).one()
+        SqlRead(lambda c: c.execute(select(attachments).where(attachments.c.sha256 == sha)).one())
     )
     assert row.complete and row.uploaded_at is not None
-    assert await store.async_read(next_pending) is None
+    assert await store.async_read(SqlRead(next_pending)) is None

@@ -8,11 +8,12 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient
 
-from gateway import outbox
-from gateway.store.ops import upsert_activity
+from gateway.store import outbox
+from gateway.store.activities import upsert_activity
 from gateway.store.store import Store
 from outpost.wire.schemas import EnvelopeResult, ReviewNote
 from tests.gateway.conftest import DISPATCHED_AT, activity, envelope_body
+from tests.support.store_tasks import SqlWrite
 
 NOTE = "Meter A1 reads 14.2 but the photo shows 41.2; check it."
 
@@ -49,7 +50,7 @@ async def _complete_first_round(
     results = [_applied(sent[0]["envelope_id"], False, at)]
     if check_in:
         results.append(_applied(sent[1]["envelope_id"], True, at))
-    await store.async_write(lambda c: outbox.apply_results(c, results, at))
+    await store.async_write(SqlWrite(lambda c: outbox.apply_results(c, results, at)))
     return sent
 
 
@@ -78,7 +79,7 @@ async def test_sent_back_activity_opens_a_new_round_with_the_note(
     listed = await _get(client, alice, "/api/v1/activities")
     assert "act-1" not in {a["id"] for a in listed["activities"]}  # checked in
 
-    assert await seeded_store.async_write(_sent_back())
+    assert await seeded_store.async_write(SqlWrite(_sent_back()))
     listed = {a["id"]: a for a in (await _get(client, alice, "/api/v1/activities"))["activities"]}
     act = listed["act-1"]
     assert (
@@ -106,7 +107,7 @@ async def test_sent_back_activity_opens_a_new_round_with_the_note(
     assert next(a for a in act if a["id"] == "act-1")["status"] == "completed"
 
     # The same dispatch again (central re-sends on reconnect) changes nothing.
-    assert await seeded_store.async_write(_sent_back())
+    assert await seeded_store.async_write(SqlWrite(_sent_back()))
     act = next(
         a
         for a in (await _get(client, alice, "/api/v1/activities"))["activities"]
@@ -120,9 +121,11 @@ async def test_the_note_before_the_check_in_result_still_opens_the_round(
 ) -> None:
     sent = await _complete_first_round(client, alice, seeded_store, check_in=False)
     # The review dispatch overtakes the first round's check-in result.
-    assert await seeded_store.async_write(_sent_back())
+    assert await seeded_store.async_write(SqlWrite(_sent_back()))
     late = _applied(sent[1]["envelope_id"], True, DISPATCHED_AT + timedelta(hours=1))
-    await seeded_store.async_write(lambda c: outbox.apply_results(c, [late], late.applied_at))
+    await seeded_store.async_write(
+        SqlWrite(lambda c: outbox.apply_results(c, [late], late.applied_at))
+    )
     listed = {a["id"]: a for a in (await _get(client, alice, "/api/v1/activities"))["activities"]}
     assert listed["act-1"]["review"]["note"] == NOTE  # still offline: not checked in by it
     assert listed["act-1"]["read_only"] is False
@@ -134,7 +137,7 @@ async def test_a_late_redelivered_dispatch_does_not_reopen_a_checked_in_activity
     await _complete_first_round(client, alice, seeded_store)
     stale = activity("act-1", "alice")
     taken = await seeded_store.async_write(
-        lambda c: upsert_activity(c, stale, "alice", DISPATCHED_AT, from_dispatch=True)
+        SqlWrite(lambda c: upsert_activity(c, stale, "alice", DISPATCHED_AT, from_dispatch=True))
     )
     assert taken is False
     listed = (await _get(client, alice, "/api/v1/activities"))["activities"]
@@ -147,8 +150,10 @@ async def test_numbering_follows_central_when_the_gateway_forgot_the_last_round(
     # A gateway that never held (or already expired) the earlier envelopes.
     a = activity("act-new", "alice").model_copy(update={"version": 4})
     await seeded_store.async_write(
-        lambda c: upsert_activity(
-            c, a, "alice", datetime.now(UTC), _review(after_seq=7), from_dispatch=True
+        SqlWrite(
+            lambda c: upsert_activity(
+                c, a, "alice", datetime.now(UTC), _review(after_seq=7), from_dispatch=True
+            )
         )
     )
     act = next(

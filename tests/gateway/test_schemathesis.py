@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from gateway.store.ops import replace_users, upsert_activity
+from gateway.store.activities import upsert_activity
+from gateway.store.users import replace_users
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, user_push
 from tests.support.gateway_process import GatewayProcess
 from tests.support.schemathesis import SchemathesisConfig, run_schemathesis

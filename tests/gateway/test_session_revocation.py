@@ -31,6 +31,7 @@ from outpost.wire.codec import encode
 from outpost.wire.schemas import UserPush, UserWire
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, password_hash
 from tests.support.broker import Broker
+from tests.support.store_tasks import SqlRead
 
 GW = "site-rev"
 
@@ -96,9 +97,11 @@ async def _applied(store: Store, message: UserPush) -> None:
     deadline = loop.time() + 20
     while True:
         rows = await store.async_read(
-            lambda c: {
-                (r.username, r.password_hash, bool(r.offline)) for r in c.execute(select(users))
-            }
+            SqlRead(
+                lambda c: {
+                    (r.username, r.password_hash, bool(r.offline)) for r in c.execute(select(users))
+                }
+            )
         )
         if rows == want:
             return

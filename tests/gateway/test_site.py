@@ -14,9 +14,10 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 
 from gateway.api.keys import AUTH_KEY
-from gateway.outbox import apply_results
 from gateway.store import Store
-from gateway.store.ops import recall_activity, replace_users, upsert_activity
+from gateway.store.activities import recall_activity, upsert_activity
+from gateway.store.outbox import apply_results
+from gateway.store.users import replace_users
 from outpost.wire.codec import decode, encode
 from outpost.wire.schemas import EnvelopeResult, UserPush, UserWire
 from tests.gateway.conftest import (
@@ -27,6 +28,7 @@ from tests.gateway.conftest import (
     sign_in,
     user_push,
 )
+from tests.support.store_tasks import SqlWrite
 
 LATER = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 
@@ -47,7 +49,7 @@ async def _reject(store: Store, envelope_id: str, activity_id: str, code: str, r
         reason=reason,
         applied_at=LATER,
     )
-    await store.async_write(lambda c: apply_results(c, [result], LATER))
+    await store.async_write(SqlWrite(lambda c: apply_results(c, [result], LATER)))
 
 
 def test_the_site_lead_flag_is_optional_on_the_wire() -> None:
@@ -85,7 +87,7 @@ async def test_only_the_site_lead_sees_the_whole_gateway(
 
     # Central makes bob site lead: the next push says so, and his session knows at once.
     await seeded_store.async_write(
-        lambda c: replace_users(c, user_push("alice", "bob", leads=("bob",)))
+        SqlWrite(lambda c: replace_users(c, user_push("alice", "bob", leads=("bob",))))
     )
     client.app[AUTH_KEY].forget_cached()  # as the uplink does after every user push
     me = await (await client.get("/api/v1/session", headers=bob)).json()
@@ -112,11 +114,13 @@ async def test_every_rejection_says_who_what_why_and_what_happened_after(
     client: TestClient[Any, Any], seeded_store: Store
 ) -> None:
     await seeded_store.async_write(
-        lambda c: replace_users(c, user_push("alice", "bob", leads=("bob",)))
+        SqlWrite(lambda c: replace_users(c, user_push("alice", "bob", leads=("bob",))))
     )
     for act_id in ("act-3", "act-4"):
         await seeded_store.async_write(
-            lambda c, a=act_id: upsert_activity(c, activity(a, "alice"), "alice", DISPATCHED_AT)
+            SqlWrite(
+                lambda c, a=act_id: upsert_activity(c, activity(a, "alice"), "alice", DISPATCHED_AT)
+            )
         )
     alice = await sign_in(client, "alice")
     bob = await sign_in(client, "bob")
@@ -130,21 +134,23 @@ async def test_every_rejection_says_who_what_why_and_what_happened_after(
     e3 = await _post(client, alice, activity_id="act-3", seq=1, status="completed")
     await _reject(seeded_store, e3, "act-3", "conflict", "edited online")
     await seeded_store.async_write(
-        lambda c: recall_activity(c, "act-3", "work order closed", LATER)
+        SqlWrite(lambda c: recall_activity(c, "act-3", "work order closed", LATER))
     )
     eb = await _post(client, bob, activity_id="act-bob", seq=1, status="completed")
     await seeded_store.async_write(
-        lambda c: apply_results(
-            c,
-            [
-                EnvelopeResult(
-                    envelope_id=uuid.UUID(eb),
-                    activity_id="act-bob",
-                    outcome="applied",
-                    applied_at=LATER,
-                )
-            ],
-            LATER + timedelta(minutes=1),
+        SqlWrite(
+            lambda c: apply_results(
+                c,
+                [
+                    EnvelopeResult(
+                        envelope_id=uuid.UUID(eb),
+                        activity_id="act-bob",
+                        outcome="applied",
+                        applied_at=LATER,
+                    )
+                ],
+                LATER + timedelta(minutes=1),
+            )
         )
     )
 

@@ -18,8 +18,8 @@ from gateway.api.disk import DiskGuard
 from gateway.api.keys import DISK_KEY
 from gateway.app import create_app
 from gateway.store import Store
-from gateway.store.ops import replace_users
 from gateway.store.schema import REJECTED, attachments, envelopes
+from gateway.store.users import replace_users
 from tests.gateway.conftest import (
     ClientFactory,
     envelope_body,
@@ -27,14 +27,17 @@ from tests.gateway.conftest import (
     sign_in,
     user_push,
 )
+from tests.support.store_tasks import SqlWrite
 
 
 async def _reject(store: Store, envelope_id: str, reason: str) -> None:
     await store.async_write(
-        lambda c: c.execute(
-            update(envelopes)
-            .where(envelopes.c.envelope_id == envelope_id)
-            .values(state=REJECTED, code="validation", reason=reason)
+        SqlWrite(
+            lambda c: c.execute(
+                update(envelopes)
+                .where(envelopes.c.envelope_id == envelope_id)
+                .values(state=REJECTED, code="validation", reason=reason)
+            )
         )
     )
 
@@ -53,7 +56,7 @@ async def test_status_lists_only_the_users_own_rejections_and_files(
         resp = await client.put(f"/api/v1/attachments/{sha256_hex(blob)}", data=blob, headers=who)
         assert resp.status == 201
     await seeded_store.async_write(
-        lambda c: c.execute(update(attachments).values(upload_error="central refused it"))
+        SqlWrite(lambda c: c.execute(update(attachments).values(upload_error="central refused it")))
     )
 
     status = await (await client.get("/api/v1/status", headers=alice)).json()
@@ -114,7 +117,7 @@ async def test_a_site_lead_sees_every_crew_members_rejections(
             "users": [u.model_copy(update={"site_lead": u.username == "bob"}) for u in push.users]
         }
     )
-    await seeded_store.async_write(lambda c: replace_users(c, lead))
+    await seeded_store.async_write(SqlWrite(lambda c: replace_users(c, lead)))
     bob = await sign_in(client, "bob")  # a fresh session reads the grant
     status = await (await client.get("/api/v1/status", headers=bob)).json()
     assert {r["envelope_id"] for r in status["rejected"]} == {

@@ -14,8 +14,10 @@ from sqlalchemy import Connection, MetaData, func, insert, select, text
 
 from gateway.store import Store, StoreClosedError, StoreError, migration, schema
 from gateway.store.engine import LoopAccessError
-from gateway.store.ops import get_meta, set_meta, utcnow
+from gateway.store.meta import get_meta, set_meta
 from gateway.store.schema import meta, metadata
+from outpost.times import utcnow
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 
 def _put(key: str, value: str) -> Any:
@@ -39,7 +41,7 @@ async def test_pragmas_on_every_connection(store: Store) -> None:
             )
         }
 
-    read = await store.async_read(pragmas)
+    read = await store.async_read(SqlRead(pragmas))
     assert read == {
         "journal_mode": "wal",
         "synchronous": 2,  # FULL
@@ -47,19 +49,21 @@ async def test_pragmas_on_every_connection(store: Store) -> None:
         "busy_timeout": 10_000,
         "query_only": 1,
     }
-    written = await store.async_write(pragmas)
+    written = await store.async_write(SqlWrite(pragmas))
     assert written["synchronous"] == 2 and written["query_only"] == 0
     assert written["journal_mode"] == "wal"
 
 
 async def test_concurrent_writes_share_commits(store: Store) -> None:
     before = store.batches
-    keys = await asyncio.gather(*(store.async_write(_put(f"k{i}", "v")) for i in range(200)))
+    keys = await asyncio.gather(
+        *(store.async_write(SqlWrite(_put(f"k{i}", "v"))) for i in range(200))
+    )
     assert keys == [f"k{i}" for i in range(200)]
     batches = store.batches - before
     assert batches < 200, "200 concurrent writes should share commits"
     count = await store.async_read(
-        lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one()
+        SqlRead(lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one())
     )
     assert count == 200
 
@@ -72,10 +76,12 @@ async def test_busy_pause_from_config_still_commits_everything(tmp_path: Path) -
     s = await store_for(config).async_open()
     try:
         assert s.busy_pause_s == 0.005
-        keys = await asyncio.gather(*(s.async_write(_put(f"p{i}", "v")) for i in range(100)))
+        keys = await asyncio.gather(
+            *(s.async_write(SqlWrite(_put(f"p{i}", "v"))) for i in range(100))
+        )
         assert len(keys) == 100
         count = await s.async_read(
-            lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one()
+            SqlRead(lambda c: c.execute(select(func.count()).select_from(meta)).scalar_one())
         )
         assert count == 100
     finally:
@@ -88,19 +94,21 @@ async def test_one_failing_item_does_not_poison_its_batch(store: Store) -> None:
         raise ValueError("refused")
 
     results = await asyncio.gather(
-        store.async_write(_put("a", "1")),
-        store.async_write(bad),
-        store.async_write(_put("b", "2")),
+        store.async_write(SqlWrite(_put("a", "1"))),
+        store.async_write(SqlWrite(bad)),
+        store.async_write(SqlWrite(_put("b", "2"))),
         return_exceptions=True,
     )
     assert results[0] == "a" and results[2] == "b"
     assert isinstance(results[1], ValueError)
-    values = await store.async_read(lambda c: {k: get_meta(c, k) for k in ("a", "b", "bad")})
+    values = await store.async_read(
+        SqlRead(lambda c: {k: get_meta(c, k) for k in ("a", "b", "bad")})
+    )
     assert values == {"a": "1", "b": "2", "bad": None}
 
 
 async def test_ack_means_committed_on_disk(store: Store) -> None:
-    await store.async_write(_put("durable", "yes"))
+    await store.async_write(SqlWrite(_put("durable", "yes")))
     # An independent connection (another process would see the same) finds it.
     conn = sqlite3.connect(store.path)
     try:
@@ -119,7 +127,7 @@ async def test_commit_listener_runs_in_the_loop_after_commit(store: Store) -> No
         seen.set()
 
     remove = store.add_commit_listener(listener)
-    await store.async_write(_put("x", "1"))
+    await store.async_write(SqlWrite(_put("x", "1")))
     await asyncio.wait_for(seen.wait(), 5)
     assert loop_thread[0] is threading.current_thread()
     remove()
@@ -134,13 +142,13 @@ async def test_reads_do_not_wait_for_writes(store: Store) -> None:
         started.set()
         release.wait(10)
 
-    await store.async_write(_put("before", "1"))
-    write = asyncio.ensure_future(store.async_write(slow_write))
+    await store.async_write(SqlWrite(_put("before", "1")))
+    write = asyncio.ensure_future(store.async_write(SqlWrite(slow_write)))
     await asyncio.get_running_loop().run_in_executor(None, started.wait, 5)
     # The writer holds an open write transaction; a read still answers at once
     # with the last committed state.
     value = await asyncio.wait_for(
-        store.async_read(lambda c: (get_meta(c, "before"), get_meta(c, "slow"))), 2
+        store.async_read(SqlRead(lambda c: (get_meta(c, "before"), get_meta(c, "slow")))), 2
     )
     assert value == ("1", None)
     release.set()
@@ -152,19 +160,19 @@ async def test_database_access_from_the_loop_fails_loudly(store: Store) -> None:
     with pytest.raises(LoopAccessError), store._reader.connect() as conn:
         conn.execute(text("SELECT 1"))
     with pytest.raises(RuntimeError):
-        store.write_sync(_put("nope", "1"))
+        store.write_sync(SqlWrite(_put("nope", "1")))
 
 
 async def test_closed_store_refuses_work(gateway_config: Any) -> None:
     from gateway.app import store_for
 
     s = await store_for(gateway_config).async_open()
-    await s.async_write(_put("a", "1"))
+    await s.async_write(SqlWrite(_put("a", "1")))
     await s.async_close()
     with pytest.raises(StoreClosedError):
-        await s.async_write(_put("b", "1"))
+        await s.async_write(SqlWrite(_put("b", "1")))
     with pytest.raises(StoreClosedError):
-        await s.async_read(lambda c: get_meta(c, "a"))
+        await s.async_read(SqlRead(lambda c: get_meta(c, "a")))
 
 
 def test_fresh_file_has_latest_schema_and_the_tables_the_code_uses(tmp_path: Path) -> None:
@@ -183,8 +191,8 @@ def test_fresh_file_has_latest_schema_and_the_tables_the_code_uses(tmp_path: Pat
                 for name in names
             }
 
-        found = s.read_sync(shape)
-        version = s.read_sync(lambda c: c.exec_driver_sql("PRAGMA user_version").scalar())
+        found = s.read_sync(SqlRead(shape))
+        version = s.read_sync(SqlRead(lambda c: c.exec_driver_sql("PRAGMA user_version").scalar()))
     finally:
         s.close()
     assert version == migration.LATEST
@@ -230,7 +238,7 @@ def test_migration_backs_up_then_steps(
 ) -> None:
     path = tmp_path / "g.db"
     s = Store(path).open()
-    s.write_sync(_put("keep", "me"))
+    s.write_sync(SqlWrite(_put("keep", "me")))
     s.close()
 
     def step_2(conn: sqlite3.Connection) -> None:
@@ -284,7 +292,7 @@ def test_corrupt_file_is_moved_aside_not_reused(
     path.write_bytes(b"this is not a database" * 100)
     s = Store(path).open()
     try:
-        s.write_sync(_put("fresh", "1"))
+        s.write_sync(SqlWrite(_put("fresh", "1")))
     finally:
         s.close()
     aside = list(tmp_path.glob("g.db.corrupt-*"))
@@ -303,20 +311,6 @@ def test_newer_schema_refuses_to_start(tmp_path: Path) -> None:
         Store(path).open()
 
 
-async def test_items_without_savepoint_share_the_batch(store: Store) -> None:
-    def refuse_before_writing(conn: Connection) -> None:
-        raise ValueError("refused before any write")
-
-    results = await asyncio.gather(
-        store.async_write(_put("x", "1"), savepoint=False),
-        store.async_write(refuse_before_writing, savepoint=False),
-        store.async_write(_put("y", "2"), savepoint=False),
-        return_exceptions=True,
-    )
-    assert results[0] == "x" and results[2] == "y" and isinstance(results[1], ValueError)
-    assert await store.async_read(lambda c: (get_meta(c, "x"), get_meta(c, "y"))) == ("1", "2")
-
-
 class _Fatal(BaseException):
     pass
 
@@ -333,12 +327,12 @@ async def test_a_dead_writer_refuses_work_instead_of_hanging(
             raise _Fatal
 
         with pytest.raises(_Fatal):
-            await asyncio.wait_for(s.async_write(fatal), 10)
+            await asyncio.wait_for(s.async_write(SqlWrite(fatal)), 10)
         assert s._thread is not None
         await asyncio.to_thread(s._thread.join, 10)
         assert not s.is_healthy()
         with pytest.raises(StoreClosedError):
-            await s.async_write(_put("a", "1"))
+            await s.async_write(SqlWrite(_put("a", "1")))
         assert "store writer thread stopped" in caplog.text
     finally:
         await s.async_close()
@@ -347,10 +341,12 @@ async def test_a_dead_writer_refuses_work_instead_of_hanging(
 def test_write_sync_from_a_thread(tmp_path: Path) -> None:
     s = Store(tmp_path / "g.db").open()
     try:
-        assert s.write_sync(lambda c: c.execute(insert(meta).values(key="t", value="1")).rowcount)
+        assert s.write_sync(
+            SqlWrite(lambda c: c.execute(insert(meta).values(key="t", value="1")).rowcount)
+        )
         with pytest.raises(ValueError):
-            s.write_sync(lambda c: (_ for _ in ()).throw(ValueError("x")))
-        assert s.read_sync(lambda c: get_meta(c, "t")) == "1"
+            s.write_sync(SqlWrite(lambda c: (_ for _ in ()).throw(ValueError("x"))))
+        assert s.read_sync(SqlRead(lambda c: get_meta(c, "t"))) == "1"
         assert utcnow().tzinfo is not None
     finally:
         s.close()

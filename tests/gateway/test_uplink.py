@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from gateway.config import GatewayConfig
-from gateway.store.ops import upsert_activity
+from gateway.store.activities import upsert_activity
 from gateway.store.schema import activities, envelopes
 from gateway.store.store import Store, open_store
 from gateway.store.submissions import body_hash, store_envelope
@@ -39,6 +39,7 @@ from outpost.wire.schemas import (
     EnvelopeResults,
 )
 from tests.support.broker import Broker
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 GW = "site-t"
 FORM = FormDefinition.model_validate(
@@ -142,8 +143,8 @@ class FakeCentral:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     s = await asyncio.get_running_loop().run_in_executor(None, open_store, tmp_path / "gw")
-    await s.async_write(lambda c: upsert_activity(c, activity("act-1"), "ana", now()))
-    await s.async_write(lambda c: upsert_activity(c, activity("act-2"), "ana", now()))
+    await s.async_write(SqlWrite(lambda c: upsert_activity(c, activity("act-1"), "ana", now())))
+    await s.async_write(SqlWrite(lambda c: upsert_activity(c, activity("act-2"), "ana", now())))
     yield s
     await s.async_close()
 
@@ -182,7 +183,9 @@ async def submit(store: Store, act: str, seq: int, status: str = "draft") -> str
         created_at=now(),
         record={"site_ok": True},
     )
-    await store.async_write(lambda c: store_envelope(c, body, body_hash(body), "ana", now()))
+    await store.async_write(
+        SqlWrite(lambda c: store_envelope(c, body, body_hash(body), "ana", now()))
+    )
     return str(body.envelope_id)
 
 
@@ -193,7 +196,7 @@ async def states(store: Store) -> dict[str, str]:
             for r in c.execute(select(envelopes.c.envelope_id, envelopes.c.state))
         }
 
-    return await store.async_read(q)
+    return await store.async_read(SqlRead(q))
 
 
 async def test_envelopes_stored_while_dark_flow_when_backhaul_returns(
@@ -218,9 +221,11 @@ async def test_envelopes_stored_while_dark_flow_when_backhaul_returns(
         sent = [e.seq for b in central.batches for e in b.envelopes]
         assert sent == [1, 2, 3]
         state = await store.async_read(
-            lambda c: c.execute(
-                select(activities.c.state).where(activities.c.id == "act-1")
-            ).scalar()
+            SqlRead(
+                lambda c: c.execute(
+                    select(activities.c.state).where(activities.c.id == "act-1")
+                ).scalar()
+            )
         )
         assert state == "checked_in"
         assert uplink.status()["last_sync"] is not None
@@ -300,10 +305,14 @@ async def test_rejection_is_kept_with_code_and_reason(
             created_at=now(),
             record={"site_ok": True},
         )
-        await store.async_write(lambda c: store_envelope(c, body, body_hash(body), "ana", now()))
+        await store.async_write(
+            SqlWrite(lambda c: store_envelope(c, body, body_hash(body), "ana", now()))
+        )
         await wait_for(lambda: states_are(store, [first], "rejected"))
         row = await store.async_read(
-            lambda c: c.execute(select(envelopes).where(envelopes.c.envelope_id == first)).one()
+            SqlRead(
+                lambda c: c.execute(select(envelopes).where(envelopes.c.envelope_id == first)).one()
+            )
         )
         assert (row.code, row.reason) == ("validation", "meter A1 reading is impossible")
         # the crew can send a corrected envelope after a rejected completion
@@ -330,9 +339,11 @@ async def test_dispatch_sent_while_the_gateway_is_away_arrives_on_reconnect(
 
         async def arrived() -> bool:
             return await store.async_read(
-                lambda c: (
-                    c.execute(select(activities.c.id).where(activities.c.id == "act-9")).first()
-                    is not None
+                SqlRead(
+                    lambda c: (
+                        c.execute(select(activities.c.id).where(activities.c.id == "act-9")).first()
+                        is not None
+                    )
                 )
             )
 

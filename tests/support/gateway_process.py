@@ -23,6 +23,7 @@ from typing import Any
 
 from tests.support.broker import free_port
 from tests.support.processes import start_serving
+from tests.support.store_tasks import SqlWrite
 
 
 class GatewayProcess:
@@ -77,7 +78,7 @@ class GatewayProcess:
         def run() -> None:
             store = store_for(load(self.config_path)).open()
             try:
-                store.write_sync(work)
+                store.write_sync(SqlWrite(work))
             finally:
                 store.close()
 

@@ -41,6 +41,8 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
+from tests.support.store_tasks import SqlRead, SqlWrite
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
@@ -78,8 +80,8 @@ def run_central(workdir: Path) -> None:
 async def run_gateway(spec: dict[str, Any]) -> None:
     from bench.drain import FORM, make_bodies
     from gateway.config import GatewayConfig
+    from gateway.store.activities import upsert_activity
     from gateway.store.blobs import BlobFiles
-    from gateway.store.ops import upsert_activity
     from gateway.store.schema import APPLIED, attachments, envelopes
     from gateway.store.store import open_store
     from gateway.store.submissions import body_hash, store_envelope
@@ -102,7 +104,9 @@ async def run_gateway(spec: dict[str, Any]) -> None:
             responsible="crew",
             version=version,
         )
-        await store.async_write(lambda c, a=act: upsert_activity(c, a, "crew", datetime.now(UTC)))
+        await store.async_write(
+            SqlWrite(lambda c, a=act: upsert_activity(c, a, "crew", datetime.now(UTC)))
+        )
     # The photos' own envelopes never go to central (they count as applied):
     # a local activity holds them.
     holder_act = ActivityWire(
@@ -114,7 +118,9 @@ async def run_gateway(spec: dict[str, Any]) -> None:
         responsible="crew",
         version=1,
     )
-    await store.async_write(lambda c: upsert_activity(c, holder_act, "crew", datetime.now(UTC)))
+    await store.async_write(
+        SqlWrite(lambda c: upsert_activity(c, holder_act, "crew", datetime.now(UTC)))
+    )
     config = GatewayConfig.model_validate(
         {
             "gateway": {"id": GW, "data_dir": str(workdir)},
@@ -163,12 +169,14 @@ async def run_gateway(spec: dict[str, Any]) -> None:
             late = singles[round_no - 1].model_copy(
                 update={"status": "completed", "envelope_id": uuid.uuid4(), "seq": 1}
             )
-            before = await store.async_read(count(APPLIED))
+            before = await store.async_read(SqlRead(count(APPLIED)))
             stored_at = time.monotonic()
             await store.async_write(
-                lambda c: store_envelope(c, late, body_hash(late), "crew", datetime.now(UTC))
+                SqlWrite(
+                    lambda c: store_envelope(c, late, body_hash(late), "crew", datetime.now(UTC))
+                )
             )
-            ok = await until(lambda: _ge(store.async_read(count(APPLIED)), before + 1))
+            ok = await until(lambda: _ge(store.async_read(SqlRead(count(APPLIED))), before + 1))
             return time.monotonic() - stored_at if ok else -1.0
 
         if command.get("envelope"):
@@ -176,14 +184,14 @@ async def run_gateway(spec: dict[str, Any]) -> None:
             result["done"] = result["envelope_seconds"] >= 0
         if "envelopes" in command:
             chosen = bodies[: command["envelopes"]]
-            n = len(chosen) + await store.async_read(count(APPLIED))
+            n = len(chosen) + await store.async_read(SqlRead(count(APPLIED)))
 
             def put(c: Any) -> None:
                 for b in chosen:
                     store_envelope(c, b, body_hash(b), "crew", datetime.now(UTC))
 
-            await store.async_write(put)
-            ok = await until(lambda: _ge(store.async_read(count(APPLIED)), n))
+            await store.async_write(SqlWrite(put))
+            ok = await until(lambda: _ge(store.async_read(SqlRead(count(APPLIED))), n))
             result.update(done=ok, seconds=time.monotonic() - start)
         if "photo" in command:
             data = os.urandom(command["photo"])
@@ -226,7 +234,7 @@ async def run_gateway(spec: dict[str, Any]) -> None:
                 )
 
             start = time.monotonic()
-            await store.async_write(put_photo)
+            await store.async_write(SqlWrite(put_photo))
 
             def uploaded(c: Any) -> bool:
                 return bool(
@@ -236,7 +244,7 @@ async def run_gateway(spec: dict[str, Any]) -> None:
                 )
 
             async def photo_done() -> tuple[bool, float]:
-                ok = await until(lambda: store.async_read(uploaded))
+                ok = await until(lambda: store.async_read(SqlRead(uploaded)))
                 return ok, time.monotonic() - start
 
             # Timed on its own: the envelope's wait must not bound the photo's.

@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy import Connection
 
 from gateway.store.store import open_store
+from tests.support.store_tasks import SqlWrite
 
 
 async def test_a_hung_writer_is_unhealthy_until_it_finishes(tmp_path: Path) -> None:
@@ -23,7 +24,7 @@ async def test_a_hung_writer_is_unhealthy_until_it_finishes(tmp_path: Path) -> N
             release.wait(10)
             return 1
 
-        write = asyncio.ensure_future(store.async_write(hang))
+        write = asyncio.ensure_future(store.async_write(SqlWrite(hang)))
         deadline = time.monotonic() + 5
         while store.is_healthy(stuck_after_s=0.2):
             assert time.monotonic() < deadline, "a hung writer still looks healthy"
@@ -49,7 +50,7 @@ async def test_a_failing_item_is_not_unhealthy(tmp_path: Path) -> None:
             raise ValueError("bad item")
 
         with contextlib.suppress(ValueError):
-            await store.async_write(broken)
+            await store.async_write(SqlWrite(broken))
         assert store.is_healthy()
     finally:
         await store.async_close()

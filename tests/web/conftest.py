@@ -33,10 +33,12 @@ from playwright.sync_api import expect
 
 from gateway.app import store_for
 from gateway.config import load as load_gateway_config
-from gateway.store.ops import replace_users, upsert_activity
+from gateway.store.activities import upsert_activity
+from gateway.store.users import replace_users
 from outpost.forms import FormDefinition
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, user_push
 from tests.support.broker import free_port
+from tests.support.store_tasks import SqlWrite
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAN_NAME = "outpost.test"
@@ -160,7 +162,7 @@ class GatewayProcess:
         def seed_store() -> None:
             store = store_for(load_gateway_config(self.config_path)).open()
             try:
-                store.write_sync(work)
+                store.write_sync(SqlWrite(work))
             finally:
                 store.close()
 

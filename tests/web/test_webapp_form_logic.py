@@ -22,9 +22,11 @@ from playwright.sync_api import expect
 
 from gateway.app import store_for
 from gateway.config import load as load_gateway_config
-from gateway.store.ops import replace_users, upsert_activity
+from gateway.store.activities import upsert_activity
+from gateway.store.users import replace_users
 from outpost.forms import FormDefinition
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, user_push
+from tests.support.store_tasks import SqlWrite
 from tests.web.conftest import Crew, GatewayProcess, chromium_missing, new_phone
 from tests.web.steps import confirm, envelopes_at_gateway, head_badge, wait_until
 
@@ -60,7 +62,7 @@ class LogicGateway(GatewayProcess):
         def seed_store() -> None:
             store = store_for(load_gateway_config(self.config_path)).open()
             try:
-                store.write_sync(work)
+                store.write_sync(SqlWrite(work))
             finally:
                 store.close()
 

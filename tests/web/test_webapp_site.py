@@ -17,8 +17,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from sqlalchemy import create_engine, update
 
-from gateway.store.ops import replace_users
 from gateway.store.schema import envelopes
+from gateway.store.users import replace_users
 from tests.gateway.conftest import PASSWORDS, user_push
 from tests.web.conftest import Crew, GatewayProcess, chromium_missing
 from tests.web.steps import wait_until

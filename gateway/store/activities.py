@@ -1,34 +1,58 @@
-"""Writes that arrive from central (dispatch, recall, users) and small shared helpers.
+"""Activities checked out to this gateway: dispatch (or check-out), recall, check-in.
 
-Every function takes a SQLAlchemy ``Connection`` and runs inside the
-caller's transaction: pass them to ``store.async_write`` (for example
-``await store.async_write(lambda c: upsert_activity(c, act, holder, at))``).
-The downlink calls them when Dispatch / Recall / UserPush messages arrive;
-tests and the checkout view use them too.
+The downlink runs these when Dispatch / Recall messages arrive, the
+check-out view when central answers, the outbox when central applied an
+activity's completed upload. Tasks for the store (``gateway/store/tasks.py``)
+and the functions they run (which tests use to seed a database too).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, func, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from gateway.store.form_versions import keep_form_version
-from gateway.store.schema import (
-    CHECKED_IN,
-    OFFLINE,
-    RECALLED,
-    activities,
-    envelopes,
-    meta,
-    offline_types,
-    sessions,
-    users,
-)
-from outpost.times import utcnow as utcnow
-from outpost.wire.schemas import ActivityWire, ReviewNote, UserPush
+from gateway.store.schema import CHECKED_IN, OFFLINE, RECALLED, activities, envelopes
+from gateway.store.tasks import WriteTask
+from outpost.times import utcnow
+from outpost.wire.schemas import ActivityWire, ReviewNote
+
+
+@dataclass(frozen=True, slots=True)
+class UpsertActivity(WriteTask[bool]):
+    """Insert or refresh an activity checked out to this gateway (see ``upsert_activity``)."""
+
+    activity: ActivityWire
+    holder: str
+    dispatched_at: datetime
+    review: ReviewNote | None = None
+    from_dispatch: bool = False
+
+    def run(self, conn: Connection) -> bool:
+        return upsert_activity(
+            conn,
+            self.activity,
+            self.holder,
+            self.dispatched_at,
+            self.review,
+            from_dispatch=self.from_dispatch,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RecallActivity(WriteTask[bool]):
+    """Central took the activity back; True if this gateway held it."""
+
+    activity_id: str
+    reason: str
+    recalled_at: datetime
+
+    def run(self, conn: Connection) -> bool:
+        return recall_activity(conn, self.activity_id, self.reason, self.recalled_at)
 
 
 def upsert_activity(
@@ -132,53 +156,3 @@ def check_in_activity(
         stmt = stmt.where(func.coalesce(seq, activities.c.reopen_seq + 1) > activities.c.reopen_seq)
     result = conn.execute(stmt.values(state=CHECKED_IN, checked_in_at=at, updated_at=utcnow()))
     return result.rowcount > 0
-
-
-def replace_users(conn: Connection, push: UserPush) -> list[str]:
-    """Make users and offline types exactly the pushed snapshot; return whose sessions ended.
-
-    A user's sessions end here when they are gone, may no longer work
-    offline, or their password changed centrally (a new hash): a stolen or
-    shared password stops working on the gateway at the next push.
-    """
-    now = utcnow()
-    before = {
-        r.username: r.password_hash
-        for r in conn.execute(select(users.c.username, users.c.password_hash))
-    }
-    pushed = {u.username: u for u in push.users}
-    conn.execute(delete(users))
-    if push.users:
-        conn.execute(
-            insert(users),
-            [
-                {
-                    "username": u.username,
-                    "password_hash": u.password_hash,
-                    "offline": u.offline,
-                    "display_name": u.display_name,
-                    "updated_at": now,
-                    "site_lead": u.site_lead,
-                }
-                for u in push.users
-            ],
-        )
-    ended: list[str] = []
-    for (username,) in conn.execute(select(sessions.c.username).distinct()).all():
-        user = pushed.get(username)
-        if user is None or not user.offline or user.password_hash != before.get(username):
-            conn.execute(delete(sessions).where(sessions.c.username == username))
-            ended.append(username)
-    conn.execute(delete(offline_types))
-    if push.offline_types:
-        conn.execute(insert(offline_types), [{"name": n} for n in sorted(set(push.offline_types))])
-    return sorted(ended)
-
-
-def set_meta(conn: Connection, key: str, value: str) -> None:
-    stmt = sqlite_insert(meta).values(key=key, value=value)
-    conn.execute(stmt.on_conflict_do_update(index_elements=[meta.c.key], set_={"value": value}))
-
-
-def get_meta(conn: Connection, key: str) -> str | None:
-    return conn.execute(select(meta.c.value).where(meta.c.key == key)).scalar_one_or_none()

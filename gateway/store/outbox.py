@@ -1,7 +1,7 @@
 """The outbox's database side: which envelopes go up next, and what central said.
 
-Plain functions over a SQLAlchemy ``Connection``; the uplink runs them
-through the store (writes on the writer thread, inside its group commit).
+Tasks for the store (``gateway/store/tasks.py``): the uplink hands them to
+``store.async_write`` (the writer thread, inside its group commit).
 
 Life of an envelope here::
 
@@ -22,7 +22,8 @@ from datetime import datetime
 
 from sqlalchemy import Connection, and_, bindparam, select, update
 
-from gateway.store.ops import check_in_activity, set_meta
+from gateway.store.activities import check_in_activity
+from gateway.store.meta import set_meta
 from gateway.store.schema import (
     APPLIED,
     META_LAST_SYNC,
@@ -31,6 +32,7 @@ from gateway.store.schema import (
     SENT,
     envelopes,
 )
+from gateway.store.tasks import WriteTask
 from outpost.wire.schemas import EnvelopeResult
 
 
@@ -39,6 +41,52 @@ class Claimed:
     envelope_id: str
     activity_id: str
     body: str  # canonical WireEnvelope JSON
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimBatch(WriteTask[list[Claimed]]):
+    """Reserve the next queued envelopes for ``batch_id`` (see ``claim_batch``)."""
+
+    batch_id: str
+    max_envelopes: int
+    max_bytes: int
+
+    def run(self, conn: Connection) -> list[Claimed]:
+        return claim_batch(
+            conn, self.batch_id, max_envelopes=self.max_envelopes, max_bytes=self.max_bytes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MarkSent(WriteTask[None]):
+    """The broker has the batch (PUBACK): ``queued → sent``."""
+
+    envelope_ids: tuple[str, ...]
+    at: datetime
+
+    def run(self, conn: Connection) -> None:
+        mark_sent(conn, self.envelope_ids, self.at)
+
+
+@dataclass(frozen=True, slots=True)
+class Requeue(WriteTask[int]):
+    """Put unacknowledged envelopes back in the queue (every one when ``envelope_ids`` is None)."""
+
+    envelope_ids: tuple[str, ...] | None = None
+
+    def run(self, conn: Connection) -> int:
+        return requeue(conn, self.envelope_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResults(WriteTask[int]):
+    """Record central's outcomes (the first stands); returns how many changed."""
+
+    results: tuple[EnvelopeResult, ...]
+    now: datetime
+
+    def run(self, conn: Connection) -> int:
+        return apply_results(conn, self.results, self.now)
 
 
 def claim_batch(
