@@ -26,7 +26,6 @@ import fcntl
 import json
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -49,6 +48,8 @@ from gateway.replication.config import (
     write_config,
 )
 from gateway.replication.lag import meta_dir
+from gateway.store.files import inspect_restored
+from gateway.store.migration import StoreError
 from gateway.store.store import DB_FILENAME
 from outpost.cli import add_version
 from outpost.config import ConfigError
@@ -167,40 +168,10 @@ def _run_litestream_restore(
 
 def _inspect(path: Path, data_dir: Path) -> tuple[dict[str, int], int, list[str]]:
     """Envelope counts by state, activities, and the complete attachments whose blob is missing."""
-    conn = sqlite3.connect(path, isolation_level=None)
     try:
-        check = conn.execute("PRAGMA quick_check").fetchall()
-        if check != [("ok",)]:
-            raise RestoreError(f"the restored database fails its integrity check: {check[0][0]}")
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-        envelopes: dict[str, int] = {}
-        if "envelopes" in tables:
-            envelopes = {
-                str(state): int(n)
-                for state, n in conn.execute("SELECT state, count(*) FROM envelopes GROUP BY state")
-            }
-        activities = 0
-        if "activities" in tables:
-            activities = int(conn.execute("SELECT count(*) FROM activities").fetchone()[0])
-        missing: list[str] = []
-        if "attachments" in tables:
-            for sha, rel in conn.execute(
-                "SELECT sha256, path FROM attachments WHERE complete AND path IS NOT NULL"
-            ):
-                if not (data_dir / str(rel)).is_file():
-                    missing.append(str(sha))
-            if missing:
-                conn.execute("BEGIN IMMEDIATE")
-                conn.executemany(
-                    "UPDATE attachments SET complete = 0, received = 0, path = NULL, "
-                    "completed_at = NULL WHERE sha256 = ?",
-                    [(sha,) for sha in missing],
-                )
-                conn.execute("COMMIT")
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # nothing else has it open yet
-        return envelopes, activities, missing
-    finally:
-        conn.close()
+        return inspect_restored(path, data_dir)
+    except StoreError as exc:
+        raise RestoreError(str(exc)) from None
 
 
 def restore(

@@ -7,22 +7,16 @@ overwritten by an empty database.
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
+
+from gateway.store.files import was_replicated
 
 
 def db_was_replicated(db_path: Path) -> bool | None:
     """True if litestream has managed this database file; None if it does not exist (blocking)."""
     if not db_path.exists():
         return None
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        row = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '_litestream_seq'"
-        ).fetchone()
-    finally:
-        conn.close()
-    return row is not None
+    return was_replicated(db_path)
 
 
 def foreign_replica_message(replica: str, replica_txid: int, db_path: Path) -> str:

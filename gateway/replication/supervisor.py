@@ -28,7 +28,6 @@ import logging
 import os
 import shutil
 import signal
-import sqlite3
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -60,6 +59,7 @@ from gateway.replication.lag import (
 )
 from gateway.replication.logs import MAX_LINE, parse_log_line
 from gateway.replication.pidfile import PIDFILE_NAME, stop_orphan, write_pidfile
+from gateway.store.files import FileCheckError
 from gateway.store.store import DB_FILENAME
 
 logger = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class Replicator:
         while not self._stopping.is_set():
             try:
                 matches = await self._async_replica_matches()
-            except (OSError, sqlite3.Error, ValueError) as exc:
+            except (OSError, FileCheckError, ValueError) as exc:
                 self._set_error(f"cannot check the replica: {exc}")
                 matches = False
             if not matches:
