@@ -1,11 +1,17 @@
 """The code's shape, for docs/architecture.md: lines per module, import circles, long functions.
 
-    .venv/bin/python scripts/structure.py [lines|cycles|long|all]
+    .venv/bin/python scripts/structure.py [lines|cycles|storage|long|all]
 
 Import circles are the strongly connected components of the import graph of
 ``outpost``, ``cloud_bridge`` and ``gateway``, counting function-level
 imports too (imports under ``if TYPE_CHECKING:`` never run and are not
 counted). ``tests/test_structure.py`` keeps the number of circles at zero.
+
+Storage imports: which gateway modules outside ``gateway/store/`` import a
+database library (``sqlalchemy``, ``sqlite3``), at any level, type-only
+imports included. All of the gateway's SQL is in ``gateway/store/`` (typed
+tasks); ``tests/test_structure.py`` holds the few exceptions, each with its
+reason.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("outpost", "cloud_bridge", "gateway")
 LONG = 60
+DATABASE_LIBRARIES = ("sqlalchemy", "sqlite3")
 
 
 def modules(root: Path = ROOT) -> dict[str, Path]:
@@ -107,6 +114,26 @@ def import_cycles(root: Path = ROOT) -> list[list[str]]:
     return found
 
 
+def storage_imports(root: Path = ROOT) -> dict[str, set[str]]:
+    """Gateway modules outside ``gateway/store/`` and the database libraries each imports."""
+    out: dict[str, set[str]] = {}
+    for module, path in modules(root).items():
+        if not module.startswith("gateway.") or module.startswith("gateway.store"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                top = name.partition(".")[0]
+                if top in DATABASE_LIBRARIES:
+                    out.setdefault(module, set()).add(top)
+    return out
+
+
 def long_functions(root: Path = ROOT, limit: int = LONG) -> list[tuple[int, str]]:
     out = []
     for path in modules(root).values():
@@ -132,6 +159,11 @@ def main(what: str = "all") -> None:
         print(f"import circles: {len(cycles)}")
         for c in cycles:
             print(f"  {len(c)}: {' '.join(c)}")
+    if what in ("all", "storage"):
+        outside = storage_imports()
+        print(f"gateway modules outside gateway/store importing a database library: {len(outside)}")
+        for module, libs in sorted(outside.items()):
+            print(f"  {module}: {', '.join(sorted(libs))}")
     if what in ("all", "long"):
         funcs = long_functions()
         print(f"functions over {LONG} lines: {len(funcs)}")

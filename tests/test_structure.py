@@ -1,4 +1,8 @@
-"""The import graph of outpost/, cloud_bridge/ and gateway/ has no circles (scripts/structure.py)."""
+"""The shape of the code (scripts/structure.py).
+
+The import graph of outpost/, cloud_bridge/ and gateway/ has no circles, and
+the gateway's SQL stays in gateway/store/ (typed tasks).
+"""
 
 from __future__ import annotations
 
@@ -28,3 +32,38 @@ def test_a_circle_would_be_found(tmp_path: Path) -> None:
     (tmp_path / "gateway/a.py").write_text("from gateway import b\n")
     (tmp_path / "gateway/b.py").write_text("def f():\n    from gateway.a import x\n")
     assert _structure().import_cycles(tmp_path) == [["gateway.a", "gateway.b"]]
+
+
+# Gateway modules outside gateway/store/ that may import a database library, and why.
+STORAGE_IMPORTS_ALLOWED: dict[str, tuple[set[str], str]] = {
+    "gateway.api.middleware": (
+        {"sqlalchemy"},
+        "the one mapper from exceptions to HTTP errors: a full disk surfaces as "
+        "SQLAlchemy's OperationalError from any store call and becomes a 507",
+    ),
+}
+
+
+def test_gateway_sql_stays_in_the_store() -> None:
+    found = _structure().storage_imports()
+    allowed = {module: libs for module, (libs, _why) in STORAGE_IMPORTS_ALLOWED.items()}
+    unexpected = {m: libs for m, libs in found.items() if not libs <= allowed.get(m, set())}
+    assert unexpected == {}, "write a task in gateway/store/ (or add an entry with its reason)"
+    stale = sorted(set(allowed) - set(found))
+    assert stale == [], "an allowed module no longer imports a database library: drop it"
+
+
+def test_a_storage_import_would_be_found(tmp_path: Path) -> None:
+    for package in ("outpost", "cloud_bridge", "gateway", "gateway/store", "gateway/api"):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+    (tmp_path / "gateway/store/ok.py").write_text("import sqlite3\nfrom sqlalchemy import select\n")
+    (tmp_path / "gateway/api/views.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from sqlalchemy import Row\n"
+    )
+    (tmp_path / "gateway/tool.py").write_text("def f():\n    import sqlite3.dbapi2\n")
+    (tmp_path / "cloud_bridge/db.py").write_text("import sqlalchemy\n")
+    assert _structure().storage_imports(tmp_path) == {
+        "gateway.api.views": {"sqlalchemy"},
+        "gateway.tool": {"sqlite3"},
+    }
