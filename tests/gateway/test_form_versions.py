@@ -21,14 +21,16 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import select, update
 
 from gateway.store import Store
+from gateway.store.activities import upsert_activity
 from gateway.store.form_versions import PruneFormVersions
-from gateway.store.ops import upsert_activity, utcnow
 from gateway.store.queries import activity_detail
 from gateway.store.schema import APPLIED, envelopes, form_versions
 from gateway.store.submissions import body_hash, store_envelope
 from outpost.forms import FormDefinition
+from outpost.times import utcnow
 from outpost.wire.schemas import ActivityWire, EnvelopeBody
 from tests.gateway.conftest import DISPATCHED_AT
+from tests.support.store_tasks import SqlRead, SqlWrite
 
 HEAD5 = Path(__file__).parents[1] / "data" / "gateway-head5.db"
 
@@ -81,7 +83,7 @@ async def _dispatch(store: Store, *acts: ActivityWire) -> None:
         for a in acts:
             upsert_activity(conn, a, "alice", DISPATCHED_AT, from_dispatch=True)
 
-    await store.async_write(work)
+    await store.async_write(SqlWrite(work))
 
 
 def _reading_limit(detail: dict[str, Any]) -> str:
@@ -130,11 +132,13 @@ async def test_a_draft_stays_on_the_version_it_was_begun_on(
     assert "does not have version 7 of the 'meter_check' form (it has 1, 2)" in error["message"]
 
     stored = await seeded_store.async_read(
-        lambda c: c.execute(
-            select(envelopes.c.seq, envelopes.c.form_version, envelopes.c.body)
-            .where(envelopes.c.activity_id == "act-v")
-            .order_by(envelopes.c.seq)
-        ).all()
+        SqlRead(
+            lambda c: c.execute(
+                select(envelopes.c.seq, envelopes.c.form_version, envelopes.c.body)
+                .where(envelopes.c.activity_id == "act-v")
+                .order_by(envelopes.c.seq)
+            ).all()
+        )
     )
     assert [(r.seq, r.form_version, json.loads(r.body)["form_version"]) for r in stored] == [
         (1, 1, 1),
@@ -145,14 +149,16 @@ async def test_a_draft_stays_on_the_version_it_was_begun_on(
 async def test_a_late_older_dispatch_does_not_take_new_drafts_back(seeded_store: Store) -> None:
     await _dispatch(seeded_store, meter_check("act-v", 2))
     await _dispatch(seeded_store, meter_check("act-v", 1))  # a redelivery of the first
-    detail = await seeded_store.async_read(lambda c: activity_detail(c, "alice", "act-v"))
+    detail = await seeded_store.async_read(SqlRead(lambda c: activity_detail(c, "alice", "act-v")))
     assert detail is not None and detail["form_version"] == 2
 
 
 async def test_retention_forgets_a_version_once_nothing_names_it(seeded_store: Store) -> None:
     await _dispatch(seeded_store, meter_check("act-v", 1))
     b = EnvelopeBody.model_validate(body("act-v", 1, "completed", 450, 1))
-    await seeded_store.async_write(lambda c: store_envelope(c, b, body_hash(b), "alice", utcnow()))
+    await seeded_store.async_write(
+        SqlWrite(lambda c: store_envelope(c, b, body_hash(b), "alice", utcnow()))
+    )
     await _dispatch(seeded_store, meter_check("act-v", 2))
 
     def held(conn: Any) -> list[int]:
@@ -165,13 +171,15 @@ async def test_retention_forgets_a_version_once_nothing_names_it(seeded_store: S
         )
 
     prune = PruneFormVersions()
-    assert await seeded_store.async_write(prune.run) == 0  # the queued envelope names 1
-    assert await seeded_store.async_read(held) == [1, 2]
-    await seeded_store.async_write(lambda c: c.execute(update(envelopes).values(state=APPLIED)))
-    assert await seeded_store.async_write(prune.run) == 1
-    assert await seeded_store.async_read(held) == [2]  # act-v names 2 as its newest
+    assert await seeded_store.async_write(prune) == 0  # the queued envelope names 1
+    assert await seeded_store.async_read(SqlRead(held)) == [1, 2]
+    await seeded_store.async_write(
+        SqlWrite(lambda c: c.execute(update(envelopes).values(state=APPLIED)))
+    )
+    assert await seeded_store.async_write(prune) == 1
+    assert await seeded_store.async_read(SqlRead(held)) == [2]  # act-v names 2 as its newest
     # The seeded activities' version of their own type is untouched.
-    assert await seeded_store.async_write(prune.run) == 0
+    assert await seeded_store.async_write(prune) == 0
 
 
 def test_a_schema_5_database_steps_up_with_its_forms(tmp_path: Path) -> None:
@@ -185,11 +193,13 @@ def test_a_schema_5_database_steps_up_with_its_forms(tmp_path: Path) -> None:
     try:
         assert list(tmp_path.glob("gateway.db.v5-*.bak")), "backed up before migrating"
         rows = store.read_sync(
-            lambda c: c.execute(
-                select(
-                    form_versions.c.type, form_versions.c.form_version, form_versions.c.form
-                ).order_by(form_versions.c.type, form_versions.c.form_version)
-            ).all()
+            SqlRead(
+                lambda c: c.execute(
+                    select(
+                        form_versions.c.type, form_versions.c.form_version, form_versions.c.form
+                    ).order_by(form_versions.c.type, form_versions.c.form_version)
+                ).all()
+            )
         )
         assert [(r.type, r.form_version) for r in rows] == [
             ("audit", 4),
@@ -201,12 +211,12 @@ def test_a_schema_5_database_steps_up_with_its_forms(tmp_path: Path) -> None:
         }
         assert limits[("inspection", 1)] == ". >= 0 and . <= 500"
         assert limits[("inspection", 2)] == ". >= 0 and . <= 400"
-        old = store.read_sync(lambda c: activity_detail(c, "ana", "act-old"))
+        old = store.read_sync(SqlRead(lambda c: activity_detail(c, "ana", "act-old")))
         assert old is not None and old["form_version"] == 1 and old["envelopes"] == 1
         # The draft stored at schema 5 completes under its own version's rules.
         b = EnvelopeBody.model_validate(body("act-old", 2, "completed", 450, 1))
         answer, replayed = store.write_sync(
-            lambda c: store_envelope(c, b, body_hash(b), "ana", utcnow())
+            SqlWrite(lambda c: store_envelope(c, b, body_hash(b), "ana", utcnow()))
         )
         assert answer["state"] == "queued" and not replayed
     finally:
