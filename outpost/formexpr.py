@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol
 
+from outpost.jsregex import JsRegexError, compile_js, search_js
+
 MAX_EXPRESSION = 2_000  # characters of one expression
 MAX_NODES = 400  # parsed nodes of one expression
 MAX_DEPTH = 40  # nesting of one expression
@@ -271,7 +273,11 @@ def _check_regex_literals(tree: Node) -> None:
         if tree[1] == "regex" and args[1][0] == "str":  # type: ignore[index]
             pattern = str(args[1][1])  # type: ignore[index]
             try:
-                re.compile(pattern, re.ASCII)
+                compile_js(pattern)
+            except JsRegexError as exc:
+                raise ExpressionError(
+                    f"regex pattern {pattern!r} does not compile as JavaScript reads it: {exc}"
+                ) from None
             except re.error as exc:
                 raise ExpressionError(
                     f"regex pattern {pattern!r} does not compile: {exc}"
@@ -457,11 +463,8 @@ def _tokens_of(text: str) -> list[str]:
 
 
 def _regex(text: str, pattern: str) -> bool:
-    try:
-        # ASCII classes (\d, \w, \b), as JavaScript's RegExp reads them.
-        return re.search(pattern, text, re.ASCII) is not None
-    except re.error:
-        return False
+    # Read as the web app's ``new RegExp(pattern)`` reads it (outpost/jsregex.py).
+    return search_js(pattern, text)
 
 
 def _float_floor(v: float) -> float:

@@ -127,6 +127,8 @@ def test_old_definitions_stay_valid() -> None:
         ({"name": "a", "type": "text", "relevant": "1" + " + 1" * 300}, "too long"),
         ({"name": "a", "type": "text", "relevant": "(" * 60 + "1" + ")" * 60}, "nests deeper"),
         ({"name": "a", "type": "text", "constraint": "regex(., '[a-z')"}, "does not compile"),
+        ({"name": "a", "type": "text", "constraint": "regex(., '(?i)ab')"}, "as JavaScript reads"),
+        ({"name": "a", "type": "text", "constraint": "regex(., '[0-9]++')"}, "as JavaScript reads"),
         ({"name": "a", "type": "text", "constraint": "regex(., '^(a+)+$')"}, "exponential time"),
     ],
 )
