@@ -166,12 +166,14 @@ def applied(bridge: BridgeProcess) -> tuple[float, float, float]:
 
 
 def histograms(bridge: BridgeProcess) -> dict[str, dict[str, float]]:
+    return bridge_histograms(bridge.url, bridge.token)
+
+
+def bridge_histograms(url: str, token: str) -> dict[str, dict[str, float]]:
     """Cumulative buckets, sum and count of the loop-lag and publish histograms."""
     import urllib.request
 
-    req = urllib.request.Request(
-        bridge.url + "/metrics", headers={"Authorization": f"Bearer {bridge.token}"}
-    )
+    req = urllib.request.Request(url + "/metrics", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=30) as r:
         text = r.read().decode()
     out: dict[str, dict[str, float]] = {}

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/fleet_scale.py --gateways 200 --workers 1 [--duration 60]
     .venv/bin/python bench/fleet_scale.py --gateways 200 --outage --backlog 100
+    .venv/bin/python bench/fleet_scale.py --gateways 300 --saturate [--workers 2]
 
 Each simulated gateway is a real MQTT 5 session with its own client id
 (``outpost.mqtt.MqttClient``, the client the gateway runs; persistent
@@ -26,6 +27,11 @@ among them) so the fleet API is measured at that size, then prints:
   throughput (QoS 1, the batch's payload size, paho to paho);
 - the correctness check: every envelope applied exactly once (the ledger),
   every batch answered.
+
+``--saturate``: every gateway keeps a batch of 2 in flight instead (the next
+as soon as the last is answered), so the applied rate is the small-batch
+ceiling; printed against the bulk rate measured at the start of the same run
+(``small_to_bulk``).
 
 ``--outage``: every gateway holds ``--backlog`` envelopes when the run
 starts and all connect at once (a regional outage ending); prints the time
@@ -58,6 +64,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.admin_latency import between, bridge_histograms  # noqa: E402
 from bench.central_ingest import postgres_database  # noqa: E402
 from bench.peers import ADMIN_TOKEN, raw_transfer  # noqa: E402
 from cloud_bridge.db import Database  # noqa: E402
@@ -68,6 +75,7 @@ from tests.support.broker import Broker, free_port, wait_port  # noqa: E402
 from tests.support.fleet_sim import (  # noqa: E402
     BATCH_S,
     PER_BATCH,
+    PROBE_SITE,
     VIEWER_PASSWORD,
     SimGateway,
     Stats,
@@ -76,6 +84,7 @@ from tests.support.fleet_sim import (  # noqa: E402
     seed,
 )
 
+PROBES = 600  # activities to dispatch, one a second at most, while the fleet runs
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
@@ -150,18 +159,28 @@ class BridgeProc:
 
 @contextmanager
 def bridges(
-    broker: Broker, url: str, workdir: Path, workers: int, src: Path | None, extra: str = ""
+    broker: Broker,
+    url: str,
+    workdir: Path,
+    workers: int,
+    src: Path | None,
+    extra: str = "",
+    admin_worker: bool = False,
 ) -> Iterator[list[BridgeProc]]:
+    """``workers`` uplink workers, then (``admin_worker``) one with ``[mqtt] uplink = false``."""
     made: list[BridgeProc] = []
     try:
-        for w in range(workers):
+        for w in range(workers + int(admin_worker)):
             port = free_port()
             cfg = workdir / f"bridge-{w}.toml"
             shared = "true" if workers > 1 else "false"
+            # (only the admin worker names the key: an older --bridge-src may not know it)
+            uplink = "uplink = false\n" if w == workers else ""
             cfg.write_text(
                 f'[central]\ndatabase_url = "{url}"\ndata_dir = "{workdir}/central-{w}"\n'
                 f'[admin]\nport = {port}\ntoken = "{ADMIN_TOKEN}"\n'
                 f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nshared = {shared}\n'
+                + uplink
                 + extra.replace("\\n", "\n")
                 + "\n"
             )
@@ -202,8 +221,30 @@ async def sign_in(http: aiohttp.ClientSession, base: str) -> None:
         await r.read()
 
 
-async def probe_api(base: str, stop: asyncio.Event, out: dict[str, list[float]]) -> None:
-    """Every second: one page of the fleet, the summary, the /fleet page; their latencies."""
+class Dispatches:
+    """The next probe activity to dispatch to the probe site (``probe-<i>``, seeded)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def take(self) -> str:
+        self.next += 1
+        return f"/api/v1/activities/probe-{self.next - 1}/dispatch"
+
+
+async def dispatch_once(http: aiohttp.ClientSession, base: str, probes: Dispatches) -> bool:
+    if probes.next >= PROBES:
+        return False
+    async with http.post(base + probes.take(), json={"gateway_id": PROBE_SITE}) as r:
+        await r.read()
+        return r.status == 200
+
+
+async def probe_api(
+    base: str, stop: asyncio.Event, out: dict[str, list[float]], probes: Dispatches
+) -> None:
+    """Every second: one page of the fleet, the summary, the /fleet page and one dispatch
+    (an admin's write: its transaction and the broker's PUBACK); their latencies."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     jar = aiohttp.CookieJar(unsafe=True)
     timeout = aiohttp.ClientTimeout(total=60)
@@ -227,6 +268,15 @@ async def probe_api(base: str, stop: asyncio.Event, out: dict[str, list[float]])
                         out.setdefault(name, []).append(time.perf_counter() - t)
                     else:
                         out.setdefault(name + "_failed", []).append(1.0)
+                t = time.perf_counter()
+                try:
+                    ok = await dispatch_once(http, base, probes)
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                if ok:
+                    out.setdefault("dispatch", []).append(time.perf_counter() - t)
+                else:
+                    out.setdefault("dispatch_failed", []).append(1.0)
                 with suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -253,7 +303,9 @@ async def sample_cpu(
             await asyncio.wait_for(stop.wait(), 1.0)
 
 
-async def api_cost(base: str, procs: list[BridgeProc], n: int = 20) -> dict[str, Any]:
+async def api_cost(
+    base: str, procs: list[BridgeProc], probes: Dispatches, n: int = 20
+) -> dict[str, Any]:
     """Before any gateway connects: wall time and the bridge's CPU per call, ``n`` calls each."""
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     out: dict[str, Any] = {}
@@ -282,7 +334,36 @@ async def api_cost(base: str, procs: list[BridgeProc], n: int = 20) -> dict[str,
                 "p50_ms": round(pct(walls, 50) * 1000, 1),
                 "max_ms": round(max(walls) * 1000, 1),
             }
+        walls = []
+        cpu0 = procs[0].cpu_s()
+        for _ in range(n):
+            t = time.perf_counter()
+            assert await dispatch_once(http, base, probes)
+            walls.append(time.perf_counter() - t)
+        out["dispatch"] = {
+            "bridge_cpu_ms_per_call": round((procs[0].cpu_s() - cpu0) / n * 1000, 1),
+            "p50_ms": round(pct(walls, 50) * 1000, 1),
+            "max_ms": round(max(walls) * 1000, 1),
+        }
     return out
+
+
+async def bridge_clocks(
+    procs: list[BridgeProc], window: tuple[float, float], out: dict[str, Any]
+) -> None:
+    """Each bridge's own event-loop lag and publish -> PUBACK times over ``window``."""
+
+    def scrape() -> list[dict[str, dict[str, float]]]:
+        return [bridge_histograms(f"http://127.0.0.1:{p.admin_port}", ADMIN_TOKEN) for p in procs]
+
+    await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
+    before = await asyncio.to_thread(scrape)
+    await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
+    after = await asyncio.to_thread(scrape)
+    for key in ("loop_lag", "dispatch_puback", "results_puback"):
+        out[key] = [
+            between(a.get(key, {}), b.get(key, {})) for a, b in zip(before, after, strict=True)
+        ]
 
 
 async def loop_lag(stop: asyncio.Event, out: list[float]) -> None:
@@ -316,7 +397,11 @@ async def steady(
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     base = f"http://127.0.0.1:{procs[0].admin_port}"
-    idle_api = await api_cost(base, procs)
+    probes = Dispatches()
+    idle_api = await api_cost(base, procs, probes)
+    admin_base = f"http://127.0.0.1:{procs[-1].admin_port}" if args.admin_worker else None
+    if admin_base is not None:
+        idle_api["admin_worker"] = await api_cost(admin_base, procs[-1:], probes)
     # the same bridge's bulk rate, first: one gateway's 2,000 envelopes in batches of 200
     bulk = SimGateway(ids[0], port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
     await bulk.start()
@@ -331,15 +416,26 @@ async def steady(
     window = (t0 + args.warmup, t0 + args.warmup + args.duration)
     stop = asyncio.Event()
     api: dict[str, list[float]] = {}
+    admin_api: dict[str, list[float]] = {}
     cpu: dict[str, Any] = {}
     lag: list[float] = []
+    clocks: dict[str, Any] = {}
     sim_cpu0 = time.process_time()
     side = [
-        asyncio.create_task(probe_api(base, stop, api)),
+        asyncio.create_task(probe_api(base, stop, api, probes)),
+        *(
+            [asyncio.create_task(probe_api(admin_base, stop, admin_api, probes))]
+            if admin_base
+            else []
+        ),
         asyncio.create_task(sample_cpu([*procs, broker], stop, cpu, window)),
         asyncio.create_task(loop_lag(stop, lag)),
+        asyncio.create_task(bridge_clocks(procs, window, clocks)),
     ]
-    await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
+    if args.saturate:
+        await asyncio.gather(*(s.run_saturating(window[1]) for s in sims))
+    else:
+        await asyncio.gather(*(s.run_steady(window[1]) for s in sims))
     # what is still unanswered: wait (resending per ack timeout) up to --drain-timeout
     sim_cpu_pct = (time.process_time() - sim_cpu0) / (time.monotonic() - t0) * 100
     end = time.monotonic()
@@ -356,13 +452,14 @@ async def steady(
     in_window = [lat for at, lat in stats.latencies if window[0] <= at - lat <= window[1]]
     applied = sum(1 for at in stats.applied if window[0] <= at <= window[1])
     return {
-        "mode": "steady",
+        "mode": "saturate" if args.saturate else "steady",
         "gateways": args.gateways,
         "workers": args.workers,
         "connect_s": round(connect_s, 1),
-        "offered_env_s": args.gateways * PER_BATCH / BATCH_S,
+        "offered_env_s": "all it takes" if args.saturate else args.gateways * PER_BATCH / BATCH_S,
         "applied_env_s": round(applied / args.duration, 1),
         "bulk_env_s": round(bulk_env_s, 1),
+        "small_to_bulk": round(applied / args.duration / bulk_env_s, 2),
         "ack_p50_ms": round(pct(in_window, 50) * 1000, 1),
         "ack_p99_ms": round(pct(in_window, 99) * 1000, 1),
         "batches": stats.batches,
@@ -377,7 +474,9 @@ async def steady(
         "simulator_cpu_pct": round(sim_cpu_pct, 1),
         "simulator_loop_lag_p99_ms": round(pct(lag, 99) * 1000, 1),
         "api": summarize(api),
+        "api_on_admin_worker": summarize(admin_api),
         "api_idle": idle_api,
+        "bridge_clocks": clocks,
         "stats": stats,
     }
 
@@ -394,7 +493,7 @@ async def outage(
     t0 = time.monotonic()
     base = f"http://127.0.0.1:{procs[0].admin_port}"
     side = [
-        asyncio.create_task(probe_api(base, stop, api)),
+        asyncio.create_task(probe_api(base, stop, api, Dispatches())),
         asyncio.create_task(sample_cpu([*procs, broker], stop, cpu, (t0, t0 + 1e9))),
     ]
     connect_s = await connect_all(sims, at_once=True)
@@ -492,9 +591,11 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         }
         ids = [f"sim-{i:05d}" for i in range(args.gateways)]
         t = time.perf_counter()
-        seed(url, ids, max(args.known, args.gateways))
+        seed(url, ids, max(args.known, args.gateways), probes=PROBES)
         limits["seed_s"] = round(time.perf_counter() - t, 1)
-        procs = stack.enter_context(bridges(broker, url, work, args.workers, src, args.bridge_toml))
+        procs = stack.enter_context(
+            bridges(broker, url, work, args.workers, src, args.bridge_toml, args.admin_worker)
+        )
         run = outage if args.outage else steady
         assert broker.proc is not None
         mosquitto = BridgeProc(broker.proc, broker.port, broker.log)
@@ -520,6 +621,16 @@ def main() -> None:
         "--drain-timeout", type=float, default=180, help="after the window: wait this long"
     )
     parser.add_argument("--outage", action="store_true")
+    parser.add_argument(
+        "--admin-worker",
+        action="store_true",
+        help="one more bridge with [mqtt] uplink = false; the API is probed on it too",
+    )
+    parser.add_argument(
+        "--saturate",
+        action="store_true",
+        help="each gateway keeps a batch of 2 in flight: the small-batch ceiling",
+    )
     parser.add_argument("--backlog", type=int, default=100)
     parser.add_argument("--outage-batch", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1)

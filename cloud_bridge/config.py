@@ -54,6 +54,11 @@ class BridgeMqttSection(MqttSection):
     # the uplink messages it is dealt (see docs/provisioning.md).
     share_group: str = Field(default=BRIDGE_SHARE_GROUP, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     session_expiry_s: int = Field(default=24 * 3600, ge=0)
+    # False: this worker takes none of the gateways' uplink or state; it serves the admin
+    # API and the pages and sends downlink (dispatch, recall, user pushes) only. An admin
+    # worker beside the uplink workers has its own process, event loop and CPU share, so
+    # replay at its limit never slows an admin down (docs/scale.md).
+    uplink: bool = True
 
 
 class ReplaySection(Section):

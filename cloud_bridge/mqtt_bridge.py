@@ -50,14 +50,20 @@ class MqttBridge:
     ) -> None:
         self.handler = handler
         self.client_id = client_id or settings.client_id or default_client_id()
-        subs = topics.bridge_subscriptions(settings.shared, settings.share_group)
+        subs = (
+            topics.bridge_subscriptions(settings.shared, settings.share_group)
+            if settings.uplink
+            else []  # an admin worker: downlink only
+        )
         self.client = MqttClient(
             settings,
             client_id=self.client_id,
             on_message=self._async_on_message,
             subscriptions=[(s, 1) for s in subs],
-            clean_start=False,
-            session_expiry_s=settings.session_expiry_s,
+            # An admin worker keeps no session: one left from when it took uplink would
+            # still hold that subscription at the broker.
+            clean_start=not settings.uplink,
+            session_expiry_s=settings.session_expiry_s if settings.uplink else 0,
             partition=_partition,
         )
 

@@ -105,10 +105,13 @@ class Bridge:
                 history_every_s=cfg.fleet.history_every_s,
             )
             client_id = self._client_id
-            if client_id is None and cfg.mqtt.shared and not cfg.mqtt.client_id:
+            if client_id is None and not cfg.mqtt.client_id:
                 # Workers on one host must not share a client id (the broker would
                 # disconnect one for the other): the admin port tells them apart.
-                client_id = default_client_id(f"-{cfg.admin.port}")
+                if not cfg.mqtt.uplink:
+                    client_id = default_client_id(f"-admin-{cfg.admin.port}")
+                elif cfg.mqtt.shared:
+                    client_id = default_client_id(f"-{cfg.admin.port}")
             self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
             await self.mqtt.async_start()
             self._loop_watch = asyncio.create_task(

@@ -90,14 +90,19 @@ def envelope(aid: str, seq: int) -> WireEnvelope:
     )
 
 
-def seed(url: str, sims: list[str], known: int = 0) -> None:
-    """The user, type, one activity checked out per simulated gateway, ``known`` gateways."""
+PROBE_SITE = "probe-site"  # the gateway the bench dispatches to while the fleet runs
+
+
+def seed(url: str, sims: list[str], known: int = 0, probes: int = 0) -> None:
+    """The user, type, one activity checked out per simulated gateway, ``known`` gateways,
+    and ``probes`` approved activities to dispatch to :data:`PROBE_SITE` (``probe-<i>``)."""
     db = Database.from_url(url)
     try:
         migrate(db.engine)
         with db.session() as s:
             rules.put_user(s, AUTHOR, "pw-ana-bench-0", True, sites=list(sims))
             rules.put_user(s, "vera", VIEWER_PASSWORD, False, role="viewer")
+            rules.put_user(s, "dora", "pw-dora-bench-0", True, sites=[PROBE_SITE])
             rules.put_activity_type(
                 s,
                 ActivityTypeDef.model_validate(
@@ -112,6 +117,10 @@ def seed(url: str, sims: list[str], known: int = 0) -> None:
             with db.session() as s:
                 for gid in sims[chunk : chunk + 200]:
                     rules.check_out(s, f"act-{gid}", gid)
+        with db.session() as s:
+            for i in range(probes):
+                a = rules.create_activity(s, "probe", "inspection", "dora", f"probe-{i}")
+                rules.approve(s, a.id, "dora")
         rng = random.Random(18)
         t = now()
         taken = set(sims)
@@ -340,6 +349,23 @@ class SimGateway:
                 await self.send(self.new_batch(n))
             await self.resend_due()
             await asyncio.sleep(min(next_hb, next_batch, t + 1.0) - t)
+
+    async def run_saturating(
+        self, stop_at: float, heartbeat_s: float = HEARTBEAT_S, per_batch: int = PER_BATCH
+    ) -> None:
+        """A batch of ``per_batch`` always in flight (the next once the last is answered) and
+        a heartbeat every 30 s, until ``stop_at``: what the fleet's small batches cost at
+        the most central can apply."""
+        next_hb = time.monotonic() + random.uniform(0, heartbeat_s)
+        while (t := time.monotonic()) < stop_at:
+            if t >= next_hb:
+                next_hb += heartbeat_s
+                await self.heartbeat()
+            if not self.pending and t >= self.hold_until:
+                await self.send(self.new_batch(per_batch))
+            await self.resend_due()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self.answered.wait(), min(0.5, max(0.01, stop_at - t)))
 
     async def run_backlog(self, backlog: int, per_batch: int) -> None:
         """Send ``backlog`` envelopes, one batch in flight, as a gateway drains after an outage."""
