@@ -332,6 +332,9 @@ async def async_put_activity_type(
     return body, created
 
 
+_SEND_AT_ONCE = 64  # dispatches of a new form version in flight at once
+
+
 async def _async_send_new_version(
     request: web.Request, type_name: str, version: int, dispatches: list[Dispatch]
 ) -> None:
@@ -340,9 +343,10 @@ async def _async_send_new_version(
     One that does not reach the broker now goes when its gateway next comes
     online (``rules.dispatches_held_by``).
     """
-    sent = 0
-    for dispatch in dispatches:
-        sent += bool(await request.app[MQTT_KEY].async_dispatch(dispatch))
+    mqtt, sent = request.app[MQTT_KEY], 0
+    for start in range(0, len(dispatches), _SEND_AT_ONCE):  # PUBACKs awaited together
+        part = dispatches[start : start + _SEND_AT_ONCE]
+        sent += sum(await asyncio.gather(*(mqtt.async_dispatch(d) for d in part)))
     if dispatches:
         logger.info(
             "form version %d of %r sent with %d of %d checked-out activities",

@@ -95,7 +95,7 @@ def upsert_activity(
         return False
     now = utcnow()
     keep_form_version(
-        conn, activity.type, activity.form_version, activity.form.model_dump_json(), now
+        conn, activity.id, activity.form_version, activity.form.model_dump_json(), now
     )
     values: dict[str, Any] = {
         "title": activity.title,

@@ -1,11 +1,14 @@
-"""Every form version this gateway was sent, per activity type (schema step 6).
+"""Every form version this gateway was sent for each activity (schema step 6).
 
 Central numbers the versions of a type's form (each changed definition or
 XLSForm import is the next one, and central keeps them all). A dispatch
 carries an activity with its type's newest version; the gateway keeps every
-``(type, version)`` it was sent, so an envelope is checked against the
+``(activity, version)`` it was sent, so an envelope is checked against the
 version it names: a draft begun on version 1 is still checked against
-version 1 after version 2 arrived, as central checks it at replay.
+version 1 after version 2 arrived, as central checks it at replay. Kept per
+activity, not per type: each activity holds exactly what central sent for
+it, whatever another activity of the type was sent (a central restored from
+an older backup numbers versions again).
 
 *Filled against*: the version an activity is being filled in on, which the
 LAN API gives the crews' app with the activity -- the version of the
@@ -43,25 +46,25 @@ _UNAPPLIED = (STORED, QUEUED, SENT, REJECTED)
 
 
 def keep_form_version(
-    conn: Connection, type_name: str, version: int, form_json: str, at: datetime
+    conn: Connection, activity_id: str, version: int, form_json: str, at: datetime
 ) -> None:
-    """Hold ``version`` of ``type_name``'s form (a version already held is replaced as sent)."""
+    """Hold ``version`` of the activity's form (a version already held is replaced as sent)."""
     stmt = sqlite_insert(form_versions).values(
-        type=type_name, form_version=version, form=form_json, received_at=at
+        activity_id=activity_id, form_version=version, form=form_json, received_at=at
     )
     conn.execute(
         stmt.on_conflict_do_update(
-            index_elements=[form_versions.c.type, form_versions.c.form_version],
+            index_elements=[form_versions.c.activity_id, form_versions.c.form_version],
             set_={"form": form_json, "received_at": at},
         )
     )
 
 
-def held_versions(conn: Connection, type_name: str) -> list[int]:
+def held_versions(conn: Connection, activity_id: str) -> list[int]:
     return list(
         conn.execute(
             select(form_versions.c.form_version)
-            .where(form_versions.c.type == type_name)
+            .where(form_versions.c.activity_id == activity_id)
             .order_by(form_versions.c.form_version)
         ).scalars()
     )
@@ -80,19 +83,19 @@ def filled_against(act: Any = activities) -> ColumnElement[int]:
     fv = form_versions.alias()  # its own name: the expression may sit inside form_text()
     held = (
         select(fv.c.form_version)
-        .where(fv.c.type == act.c.type, fv.c.form_version == latest)
+        .where(fv.c.activity_id == act.c.id, fv.c.form_version == latest)
         .correlate(act)
         .scalar_subquery()
     )
     return func.coalesce(held, act.c.form_version)
 
 
-def form_text(type_column: Any, version: Any) -> ColumnElement[str]:
-    """SQL: the definition (JSON text) of ``version`` of the type, NULL when not held."""
+def form_text(activity_id: Any, version: Any) -> ColumnElement[str]:
+    """SQL: the definition (JSON text) of ``version`` of the activity's form, NULL when not held."""
     fv = form_versions.alias()
     return (
         select(fv.c.form)
-        .where(fv.c.type == type_column, fv.c.form_version == version)
+        .where(fv.c.activity_id == activity_id, fv.c.form_version == version)
         .correlate(activities)
         .scalar_subquery()
     )
@@ -103,16 +106,16 @@ class PruneFormVersions(WriteTask[int]):
     """Forget the versions nothing on this gateway names any more; returns how many went."""
 
     def run(self, conn: Connection) -> int:
+        # (An activity expired by retention names nothing: its versions go too.)
         named_by_activity = exists().where(
-            activities.c.type == form_versions.c.type,
+            activities.c.id == form_versions.c.activity_id,
             activities.c.form_version == form_versions.c.form_version,
         )
         named_by_envelope = exists().where(
             and_(
-                envelopes.c.state.in_(_UNAPPLIED),
+                envelopes.c.activity_id == form_versions.c.activity_id,
                 envelopes.c.form_version == form_versions.c.form_version,
-                activities.c.id == envelopes.c.activity_id,
-                activities.c.type == form_versions.c.type,
+                envelopes.c.state.in_(_UNAPPLIED),
             )
         )
         result = conn.execute(delete(form_versions).where(~named_by_activity, ~named_by_envelope))

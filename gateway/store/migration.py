@@ -168,18 +168,16 @@ def _step_5_review_rounds(conn: sqlite3.Connection) -> None:
 
 
 def _step_6_form_versions(conn: sqlite3.Connection) -> None:
-    # Every form version the gateway received for an activity type, not only
-    # the newest: a draft begun on version 1 is checked against version 1
-    # after version 2 arrived. An activity names the newest it was sent
-    # (``form_version``); its definition lives here only.
+    # Every form version the gateway was sent for an activity, not only the
+    # newest: a draft begun on version 1 is checked against version 1 after
+    # version 2 arrived. An activity names the newest it was sent
+    # (``form_version``); its definitions live here only.
     for statement in (
         "CREATE TABLE form_versions ("
-        " type VARCHAR(64) NOT NULL, form_version INTEGER NOT NULL, form TEXT NOT NULL,"
-        " received_at VARCHAR(32) NOT NULL, PRIMARY KEY (type, form_version))",
-        # Each activity's form was its type's version as sent; of two
-        # activities with the same (type, version), the later-updated wins.
-        "INSERT OR REPLACE INTO form_versions (type, form_version, form, received_at)"
-        " SELECT type, form_version, form, updated_at FROM activities ORDER BY updated_at",
+        " activity_id VARCHAR(64) NOT NULL, form_version INTEGER NOT NULL, form TEXT NOT NULL,"
+        " received_at VARCHAR(32) NOT NULL, PRIMARY KEY (activity_id, form_version))",
+        "INSERT INTO form_versions (activity_id, form_version, form, received_at)"
+        " SELECT id, form_version, form, updated_at FROM activities",
         "ALTER TABLE activities DROP COLUMN form",
     ):
         conn.execute(statement)

@@ -224,7 +224,7 @@ def envelope_view(row: Any, with_body: bool = False) -> dict[str, Any]:
 def activity_detail(conn: Connection, username: str, activity_id: str) -> dict[str, Any] | None:
     row = conn.execute(
         select(
-            activities, _FILLED, form_text(activities.c.type, _FILLED_VERSION).label("form")
+            activities, _FILLED, form_text(activities.c.id, _FILLED_VERSION).label("form")
         ).where(
             activities.c.id == activity_id,
             _mine(username),

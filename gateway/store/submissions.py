@@ -144,7 +144,7 @@ _ACTIVITY = select(
     activities.c.id,
     activities.c.type,
     _NAMED_VERSION.label("form_version"),
-    form_text(activities.c.type, _NAMED_VERSION).label("form"),
+    form_text(activities.c.id, _NAMED_VERSION).label("form"),
     activities.c.responsible,
     activities.c.holder,
     activities.c.state,
@@ -272,12 +272,13 @@ def store_envelope(
             expected_seq=expected,
         )
     if act.form is None:
-        held = ", ".join(map(str, held_versions(conn, act.type))) or "none"
+        held = ", ".join(map(str, held_versions(conn, act.id))) or "none"
         raise ApiError(
             409,
             "form_version",
             f"This gateway does not have version {act.form_version} of the {act.type!r} form "
-            f"(it has {held}); open the activity again to fill it in on a form the gateway has.",
+            f"(it has {held} for this activity); open the activity again to fill it in on a "
+            "form the gateway has.",
             form_version=act.form_version,
         )
     problems = validate_submission(

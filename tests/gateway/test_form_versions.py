@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from gateway.store import Store
 from gateway.store.activities import upsert_activity
 from gateway.store.form_versions import PruneFormVersions
 from gateway.store.queries import activity_detail
-from gateway.store.schema import APPLIED, envelopes, form_versions
+from gateway.store.schema import APPLIED, activities, envelopes, form_versions
 from gateway.store.submissions import body_hash, store_envelope
 from outpost.forms import FormDefinition
 from outpost.times import utcnow
@@ -129,7 +129,15 @@ async def test_a_draft_stays_on_the_version_it_was_begun_on(
     assert resp.status == 409
     error = (await resp.json())["error"]
     assert error["code"] == "form_version" and error["form_version"] == 7
-    assert "does not have version 7 of the 'meter_check' form (it has 1, 2)" in error["message"]
+    assert (
+        "does not have version 7 of the 'meter_check' form (it has 2 for this activity)"
+        in (error["message"])
+    )
+    # Another activity sent another form as its version 1: each keeps what it was sent.
+    other = meter_check("act-x", 1).model_copy(update={"form": form(10)})
+    await _dispatch(seeded_store, other)
+    assert _reading_limit(await detail("act-v")) == ". >= 0 and . <= 500"
+    assert _reading_limit(await detail("act-x")) == ". >= 0 and . <= 10"
 
     stored = await seeded_store.async_read(
         SqlRead(
@@ -165,7 +173,7 @@ async def test_retention_forgets_a_version_once_nothing_names_it(seeded_store: S
         return list(
             conn.execute(
                 select(form_versions.c.form_version)
-                .where(form_versions.c.type == "meter_check")
+                .where(form_versions.c.activity_id == "act-v")
                 .order_by(form_versions.c.form_version)
             ).scalars()
         )
@@ -178,8 +186,12 @@ async def test_retention_forgets_a_version_once_nothing_names_it(seeded_store: S
     )
     assert await seeded_store.async_write(prune) == 1
     assert await seeded_store.async_read(SqlRead(held)) == [2]  # act-v names 2 as its newest
-    # The seeded activities' version of their own type is untouched.
+    # The seeded activities' versions are untouched; an expired activity's go.
     assert await seeded_store.async_write(prune) == 0
+    await seeded_store.async_write(
+        SqlWrite(lambda c: c.execute(delete(activities).where(activities.c.id == "act-2")))
+    )
+    assert await seeded_store.async_write(prune) == 1
 
 
 def test_a_schema_5_database_steps_up_with_its_forms(tmp_path: Path) -> None:
@@ -196,21 +208,21 @@ def test_a_schema_5_database_steps_up_with_its_forms(tmp_path: Path) -> None:
             SqlRead(
                 lambda c: c.execute(
                     select(
-                        form_versions.c.type, form_versions.c.form_version, form_versions.c.form
-                    ).order_by(form_versions.c.type, form_versions.c.form_version)
+                        form_versions.c.activity_id,
+                        form_versions.c.form_version,
+                        form_versions.c.form,
+                    ).order_by(form_versions.c.activity_id)
                 ).all()
             )
         )
-        assert [(r.type, r.form_version) for r in rows] == [
-            ("audit", 4),
-            ("inspection", 1),
-            ("inspection", 2),
+        assert [(r.activity_id, r.form_version) for r in rows] == [
+            ("act-audit", 4),
+            ("act-new", 2),
+            ("act-old", 1),
         ]
-        limits = {
-            (r.type, r.form_version): json.loads(r.form)["fields"][1]["constraint"] for r in rows
-        }
-        assert limits[("inspection", 1)] == ". >= 0 and . <= 500"
-        assert limits[("inspection", 2)] == ". >= 0 and . <= 400"
+        limits = {r.activity_id: json.loads(r.form)["fields"][1]["constraint"] for r in rows}
+        assert limits["act-old"] == ". >= 0 and . <= 500"
+        assert limits["act-new"] == ". >= 0 and . <= 400"
         old = store.read_sync(SqlRead(lambda c: activity_detail(c, "ana", "act-old")))
         assert old is not None and old["form_version"] == 1 and old["envelopes"] == 1
         # The draft stored at schema 5 completes under its own version's rules.
