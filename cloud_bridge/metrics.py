@@ -72,7 +72,12 @@ class BridgeMetrics:
             ["problem"],
             registry=r,
         )
-        # --- replay: the commit groups and the time batches wait for them --------------
+        self._declare_replay(r)
+        self._declare_fleet(r)
+
+    def _declare_replay(self, r: CollectorRegistry) -> None:
+        """Replay (the commit groups and the time batches wait for them), the event loop and
+        the downlink: does admin work wait behind the uplink?"""
         self.replay_wait = Histogram(
             "outpost_bridge_replay_queue_delay_seconds",
             "From a batch's arrival at the bridge to the start of the transaction applying it",
@@ -101,7 +106,6 @@ class BridgeMetrics:
             "Batches answered 'busy, retry later' because the replay queue was full",
             registry=r,
         )
-        # --- the event loop and the downlink: does admin work wait behind the uplink? --
         self.loop_lag = Histogram(
             "outpost_bridge_loop_lag_seconds",
             "How late the event loop ran a timer (sampled 4 times a second): what any "
@@ -116,7 +120,9 @@ class BridgeMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
-        # --- the fleet, refreshed at scrape time -----------------------------------------
+
+    def _declare_fleet(self, r: CollectorRegistry) -> None:
+        """The fleet, refreshed at scrape time (:meth:`set_fleet`)."""
         self.gateways = Gauge(
             "outpost_fleet_gateways", "Gateways by derived health", ["health"], registry=r
         )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, delete, select
@@ -94,39 +95,75 @@ def put_user(
     created = user is None
     before_sites = {} if user is None else sites_of(session, username)
     before_push = user is not None and pushable(user)
-    changed: list[str] = []
     if user is None:
-        if password_hash is None:
-            raise bad_request("A new user needs a password.", "password_required")
-        user = User(
-            username=username,
-            password_hash=password_hash,
-            offline=bool(change.offline),
-            display_name=change.display_name,
-            role=change.role or "crew",
-            disabled=bool(change.disabled),
-            created_at=now,
-            updated_at=now,
-            password_changed_at=now,
-        )
-        session.add(user)
-        session.flush()
-        changed = [
-            f
-            for f in ("offline", "display_name", "role", "disabled")
-            if getattr(change, f) is not None
-        ]
+        user, changed = _create(session, username, change, password_hash, now)
     else:
-        if password_hash is not None:
-            user.password_hash = password_hash
-            user.password_changed_at = now
-            changed.append("password")
-        for name in ("offline", "display_name", "role", "disabled"):
-            value = getattr(change, name)
-            if value is not None and getattr(user, name) != value:
-                setattr(user, name, value)
-                changed.append(name)
-    sites = dict(before_sites)
+        changed = _update(user, change, password_hash, now)
+    sites = _wanted_sites(change, before_sites)
+    if sites != before_sites:
+        changed.extend(_replace_sites(session, username, before_sites, sites))
+    user.updated_at = now
+    session.flush()
+    ended = 0
+    if "password" in changed or (user.disabled and "disabled" in changed):
+        keep = actor.session_hash if actor.username == username else None
+        ended = identity.end_sessions_of(session, username, keep=keep)
+    gateways = _affected(before_sites, before_push, sites, pushable(user), changed)
+    audit.record(
+        session,
+        actor,
+        "user.create" if created else "user.update",
+        "user",
+        username,
+        _summary(username, created, changed, user, sites),
+        **_audit_details(user, changed, sites, ended),
+    )
+    return Changed(user, created, tuple(changed), frozenset(gateways))
+
+
+_FIELDS = ("offline", "display_name", "role", "disabled")
+
+
+def _create(
+    session: Session, username: str, change: UserChange, password_hash: str | None, now: datetime
+) -> tuple[User, list[str]]:
+    """A new user (it needs a password) and the fields the change set."""
+    if password_hash is None:
+        raise bad_request("A new user needs a password.", "password_required")
+    user = User(
+        username=username,
+        password_hash=password_hash,
+        offline=bool(change.offline),
+        display_name=change.display_name,
+        role=change.role or "crew",
+        disabled=bool(change.disabled),
+        created_at=now,
+        updated_at=now,
+        password_changed_at=now,
+    )
+    session.add(user)
+    session.flush()
+    return user, [f for f in _FIELDS if getattr(change, f) is not None]
+
+
+def _update(user: User, change: UserChange, password_hash: str | None, now: datetime) -> list[str]:
+    """Apply the change to an existing user; the fields it really changed."""
+    changed: list[str] = []
+    if password_hash is not None:
+        user.password_hash = password_hash
+        user.password_changed_at = now
+        changed.append("password")
+    for name in _FIELDS:
+        value = getattr(change, name)
+        if value is not None and getattr(user, name) != value:
+            setattr(user, name, value)
+            changed.append(name)
+    return changed
+
+
+def _wanted_sites(change: UserChange, before: dict[str, bool]) -> dict[str, bool]:
+    """gateway id -> site lead, after the change (``sites`` and ``site_lead``, if given)."""
+    sites = dict(before)
     if change.sites is not None:
         wanted = _check_sites(change.sites, "sites")
         sites = {gid: sites.get(gid, False) for gid in wanted}
@@ -140,25 +177,28 @@ def put_user(
                 "site_lead_not_in_sites",
             )
         sites = {gid: gid in lead for gid in sites}
-    if sites != before_sites:
-        session.execute(delete(UserSite).where(UserSite.username == username))
-        session.add_all(
-            UserSite(username=username, gateway_id=gid, site_lead=lead)
-            for gid, lead in sites.items()
-        )
-        if set(sites) != set(before_sites):
-            changed.append("sites")
-        if {g for g, lead in sites.items() if lead} != {
-            g for g, lead in before_sites.items() if lead
-        }:
-            changed.append("site_lead")
-    user.updated_at = now
-    session.flush()
-    ended = 0
-    if "password" in changed or (user.disabled and "disabled" in changed):
-        keep = actor.session_hash if actor.username == username else None
-        ended = identity.end_sessions_of(session, username, keep=keep)
-    gateways = _affected(before_sites, before_push, sites, pushable(user), changed)
+    return sites
+
+
+def _replace_sites(
+    session: Session, username: str, before: dict[str, bool], sites: dict[str, bool]
+) -> list[str]:
+    """Write the user's sites; which of ``sites`` and ``site_lead`` changed."""
+    session.execute(delete(UserSite).where(UserSite.username == username))
+    session.add_all(
+        UserSite(username=username, gateway_id=gid, site_lead=lead) for gid, lead in sites.items()
+    )
+    changed = []
+    if set(sites) != set(before):
+        changed.append("sites")
+    if {g for g, lead in sites.items() if lead} != {g for g, lead in before.items() if lead}:
+        changed.append("site_lead")
+    return changed
+
+
+def _audit_details(
+    user: User, changed: list[str], sites: dict[str, bool], ended: int
+) -> dict[str, Any]:
     details: dict[str, Any] = {"fields": changed}
     for name in ("role", "offline", "disabled"):
         if name in changed:
@@ -168,16 +208,7 @@ def put_user(
         details["site_lead"] = sorted(g for g, lead in sites.items() if lead)
     if ended:
         details["sessions_ended"] = ended
-    audit.record(
-        session,
-        actor,
-        "user.create" if created else "user.update",
-        "user",
-        username,
-        _summary(username, created, changed, user, sites),
-        **details,
-    )
-    return Changed(user, created, tuple(changed), frozenset(gateways))
+    return details
 
 
 def _affected(

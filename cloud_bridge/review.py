@@ -141,6 +141,33 @@ def review(
             400,
         )
     activity = rules.get_activity(session, activity_id, lock=True)
+    record = _reviewable(session, activity)
+    entry = session.get(LedgerEntry, record.envelope_id)
+    row = Review(
+        activity_id=activity_id,
+        round=current_round(session, activity_id),
+        state=state,
+        note=note,
+        reviewer=reviewer,
+        via=via,
+        reviewer_display=reviewer_name,
+        envelope_id=record.envelope_id,
+        reviewed_at=utcnow(),
+    )
+    dispatch: Dispatch | None = None
+    if state == HAS_ISSUES:
+        if entry is None:  # pragma: no cover - a record always has its ledger row
+            raise CentralError(NOT_REVIEWABLE, f"Activity {activity_id!r} has no upload.")
+        activity, dispatch = _send_back(session, activity_id, entry.gateway_id, row)
+    else:
+        session.add(row)
+        session.flush()
+    return Reviewed(review_json(row), activity, dispatch)
+
+
+def _reviewable(session: Session, activity: Activity) -> Record:
+    """The activity's completed upload, applied; a refusal when there is none to review."""
+    activity_id = activity.id
     if activity.state == CANCELED:
         raise CentralError("canceled", f"Activity {activity_id!r} was canceled.")
     if activity.state == OFFLINE:
@@ -156,46 +183,30 @@ def review(
             f"Activity {activity_id!r} has no completed upload applied yet; "
             "only work that came back from the field can be reviewed.",
         )
-    entry = session.get(LedgerEntry, record.envelope_id)
-    round_no = current_round(session, activity_id)
-    now = utcnow()
-    row = Review(
-        activity_id=activity_id,
-        round=round_no,
-        state=state,
-        note=note,
-        reviewer=reviewer,
-        via=via,
-        reviewer_display=reviewer_name,
-        envelope_id=record.envelope_id,
-        reviewed_at=now,
-    )
-    dispatch: Dispatch | None = None
-    if state == HAS_ISSUES:
-        if entry is None:  # pragma: no cover - a record always has its ledger row
-            raise CentralError(NOT_REVIEWABLE, f"Activity {activity_id!r} has no upload.")
-        gateway_id = entry.gateway_id
-        gw = session.get(Gateway, gateway_id)
-        version = parse_version(gw.version if gw else None)
-        if version is not None and version < REVIEW_SINCE:
-            raise CentralError(
-                GATEWAY_TOO_OLD,
-                f"Gateway {gateway_id!r} runs Outpost {gw.version if gw else '?'}, which cannot "
-                "take work back with a note (it needs "
-                f"{'.'.join(map(str, REVIEW_SINCE))} or later); update it, or create a new "
-                "activity for the correction.",
-            )
-        # The rules of check-out apply again (the user may no longer work offline...).
-        activity, _wire = rules.check_out(session, activity_id, gateway_id)
-        row.gateway_id = gateway_id
-        row.checkout_no = activity.checkout_no
-        session.add(row)
-        session.flush()
-        dispatch = rules.dispatch_of(session, activity)
-    else:
-        session.add(row)
-        session.flush()
-    return Reviewed(review_json(row), activity, dispatch)
+    return record
+
+
+def _send_back(
+    session: Session, activity_id: str, gateway_id: str, row: Review
+) -> tuple[Activity, Dispatch]:
+    """has_issues: check the activity out again to the gateway its upload came from."""
+    gw = session.get(Gateway, gateway_id)
+    version = parse_version(gw.version if gw else None)
+    if version is not None and version < REVIEW_SINCE:
+        raise CentralError(
+            GATEWAY_TOO_OLD,
+            f"Gateway {gateway_id!r} runs Outpost {gw.version if gw else '?'}, which cannot "
+            "take work back with a note (it needs "
+            f"{'.'.join(map(str, REVIEW_SINCE))} or later); update it, or create a new "
+            "activity for the correction.",
+        )
+    # The rules of check-out apply again (the user may no longer work offline...).
+    activity, _wire = rules.check_out(session, activity_id, gateway_id)
+    row.gateway_id = gateway_id
+    row.checkout_no = activity.checkout_no
+    session.add(row)
+    session.flush()
+    return activity, rules.dispatch_of(session, activity)
 
 
 def undo_send_back(session: Session, review_id: int, activity_id: str) -> bool:

@@ -18,8 +18,9 @@ from cloud_bridge import audit, rejection_list, review, rules, views
 from cloud_bridge.access import Route
 from cloud_bridge.app_keys import MQTT_KEY, RUNNER_KEY
 from cloud_bridge.errors import CentralError, bad_request, not_found
-from cloud_bridge.permissions import Action, scope
+from cloud_bridge.permissions import Action, Actor, scope
 from cloud_bridge.views import Body, activity_json, read_body
+from outpost.wire.schemas import Dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -80,35 +81,7 @@ async def async_review(
     done: review.Reviewed = await runner.async_tx(work)
     out: dict[str, Any] = {"activity": activity_json(done.activity), "review": done.review}
     if done.dispatch is not None:
-        if not await request.app[MQTT_KEY].async_dispatch(done.dispatch):
-            review_id = done.review["id"]
-
-            def undo(s: Session) -> bool:
-                undone = review.undo_send_back(s, review_id, aid)
-                if undone:
-                    audit.record(
-                        s,
-                        actor,
-                        "activity.review_undone",
-                        "activity",
-                        aid,
-                        f"the review of {aid!r} was undone: the broker could not take it",
-                    )
-                return undone
-
-            undone = await runner.async_tx(undo)
-            logger.warning(
-                "activity %s not sent back to %s: broker unavailable; review %s",
-                aid,
-                done.dispatch.gateway_id,
-                "undone" if undone else "kept",
-            )
-            raise CentralError(
-                "broker_unavailable",
-                "Central cannot reach the MQTT broker, so the activity was not sent back; "
-                + ("nothing changed, try again." if undone else "it will go when it can."),
-                503,
-            )
+        await _async_send_back(request, actor, aid, done.review["id"], done.dispatch)
         logger.info(
             "activity %s sent back to gateway %s for round %s by %s",
             aid,
@@ -120,6 +93,41 @@ async def async_review(
         logger.info("activity %s reviewed %s by %s", aid, state, reviewer)
     out["sent_to_gateway"] = done.dispatch.gateway_id if done.dispatch else None
     return out
+
+
+async def _async_send_back(
+    request: web.Request, actor: Actor, aid: str, review_id: int, dispatch: Dispatch
+) -> None:
+    """Hand the dispatch to the broker; when it cannot take it, undo the review (503)."""
+    if await request.app[MQTT_KEY].async_dispatch(dispatch):
+        return
+
+    def undo(s: Session) -> bool:
+        undone = review.undo_send_back(s, review_id, aid)
+        if undone:
+            audit.record(
+                s,
+                actor,
+                "activity.review_undone",
+                "activity",
+                aid,
+                f"the review of {aid!r} was undone: the broker could not take it",
+            )
+        return undone
+
+    undone = await request.app[RUNNER_KEY].async_tx(undo)
+    logger.warning(
+        "activity %s not sent back to %s: broker unavailable; review %s",
+        aid,
+        dispatch.gateway_id,
+        "undone" if undone else "kept",
+    )
+    raise CentralError(
+        "broker_unavailable",
+        "Central cannot reach the MQTT broker, so the activity was not sent back; "
+        + ("nothing changed, try again." if undone else "it will go when it can."),
+        503,
+    )
 
 
 def own_only(request: web.Request) -> str | None:

@@ -453,6 +453,15 @@ def check_out(
         return activity, activity_wire(session, activity)
     check_rules(session, activity)
     holder = username or activity.responsible
+    _check_holder(session, activity, holder, gateway_id)
+    _take_offline(session, activity, gateway_id, holder)
+    activity = get_activity(session, activity_id)
+    touch_gateway(session, gateway_id)
+    return activity, activity_wire(session, activity)
+
+
+def _check_holder(session: Session, activity: Activity, holder: str, gateway_id: str) -> None:
+    """Only the responsible user takes an activity offline, to a gateway that signs them in."""
     if holder != activity.responsible:
         raise CentralError(
             NOT_RESPONSIBLE,
@@ -466,6 +475,11 @@ def check_out(
             f"User {holder!r} does not work at gateway {gateway_id!r}, so that gateway does not "
             f"hold their sign-in; add {gateway_id!r} to their sites first.",
         )
+
+
+def _take_offline(session: Session, activity: Activity, gateway_id: str, holder: str) -> None:
+    """The check-out itself: one conditional UPDATE, so of two at once exactly one wins."""
+    activity_id = activity.id
     # The gateway numbers an activity's envelopes after the highest seq it holds for it:
     # 1 on a gateway that never had it, onwards on one that had it before.
     last_seq = session.scalar(
@@ -493,20 +507,18 @@ def check_out(
         )
         .execution_options(synchronize_session=False)
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        current = get_activity(session, activity_id)
-        if current.state == OFFLINE:
-            raise CentralError(
-                ALREADY_CHECKED_OUT,
-                f"Activity {activity_id!r} is already checked out to gateway "
-                f"{current.holder_gateway!r}.",
-            )
+    if result.rowcount == 1:  # type: ignore[attr-defined]
+        return
+    current = get_activity(session, activity_id)
+    if current.state == OFFLINE:
         raise CentralError(
-            "changed", f"Activity {activity_id!r} changed while it was being checked out; retry."
+            ALREADY_CHECKED_OUT,
+            f"Activity {activity_id!r} is already checked out to gateway "
+            f"{current.holder_gateway!r}.",
         )
-    activity = get_activity(session, activity_id)
-    touch_gateway(session, gateway_id)
-    return activity, activity_wire(session, activity)
+    raise CentralError(
+        "changed", f"Activity {activity_id!r} changed while it was being checked out; retry."
+    )
 
 
 def undo_check_out(session: Session, activity_id: str, gateway_id: str, checkout_no: int) -> bool:

@@ -86,70 +86,83 @@ class Bridge:
             self.runner = DbRunner(self.db, cfg.admin.db_threads or None, name="central-admin")
             self.uplink_runner = DbRunner(self.db, 2, name="central-uplink")
             self.passwords = PasswordWork(cfg.platform.password_slots, cfg.platform.password_wait_s)
-            self.blobs = blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
-            rp = cfg.replay
-            self.committer = GroupCommitter(
-                Replayer(self.db),
-                threads=rp.threads or (1 if self.db.sqlite else 2),
-                max_envelopes=rp.group_max_envelopes,
-                wait_s=rp.group_wait_ms / 1000,
-                queue_max_envelopes=rp.queue_max_envelopes,
-                retry_after_s=rp.retry_after_s,
-                metrics=self.metrics,
-            )
-            self.handler = UplinkHandler(
-                self.uplink_runner,
-                self.committer,
-                self.metrics,
-                blobs=blobs,
-                history_every_s=cfg.fleet.history_every_s,
-            )
-            client_id = self._client_id
-            if client_id is None and not cfg.mqtt.client_id:
-                # Workers on one host must not share a client id (the broker would
-                # disconnect one for the other): the admin port tells them apart.
-                if not cfg.mqtt.uplink:
-                    client_id = default_client_id(f"-admin-{cfg.admin.port}")
-                elif cfg.mqtt.shared:
-                    client_id = default_client_id(f"-{cfg.admin.port}")
-            self.mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
-            await self.mqtt.async_start()
+            self.blobs = BlobStore(cfg.central.data_dir, cfg.central.max_blob_bytes)
+            mqtt = await self._async_start_uplink(self.uplink_runner, self.blobs)
             self._loop_watch = asyncio.create_task(
                 async_watch_loop(self.metrics.loop_lag), name="bridge-loop-lag"
             )
             self._scheduler = self._start_scheduler(self.runner)
-            app = make_app(
-                self.runner,
-                self.mqtt,
-                self.admin_token,
-                cfg.admin.max_body_bytes,
-                fleet=cfg.fleet,
-                metrics=self.metrics,
-                blobs=blobs,
-                platform=cfg.platform,
-                passwords=self.passwords,
-                trusted_proxies=cfg.admin.trusted_proxies,
-            )
-            self._site_runner = web.AppRunner(app, access_log=None)
-            await self._site_runner.setup()
-            site = web.TCPSite(self._site_runner, cfg.admin.host, cfg.admin.port)
-            await site.start()
+            await self._async_start_admin(self.runner, self.blobs)
         except BaseException:
             await self.async_stop()
             raise
-        port = cfg.admin.port
-        for addr in self._site_runner.addresses:
-            port = int(addr[1])
-            break
-        self.admin_url = f"http://{cfg.admin.host}:{port}"
         mark_loop_thread()
         logger.info(
             "admin API on %s; MQTT broker %s:%s as %s",
             self.admin_url,
             cfg.mqtt.host,
             cfg.mqtt.port,
-            self.mqtt.client_id,
+            mqtt.client_id,
         )
+
+    async def _async_start_uplink(self, uplink_runner: DbRunner, blobs: BlobStore) -> MqttBridge:
+        """The gateways' side: group commit of replays, the handler, the MQTT connection."""
+        cfg = self.config
+        assert self.db is not None
+        rp = cfg.replay
+        self.committer = GroupCommitter(
+            Replayer(self.db),
+            threads=rp.threads or (1 if self.db.sqlite else 2),
+            max_envelopes=rp.group_max_envelopes,
+            wait_s=rp.group_wait_ms / 1000,
+            queue_max_envelopes=rp.queue_max_envelopes,
+            retry_after_s=rp.retry_after_s,
+            metrics=self.metrics,
+        )
+        self.handler = UplinkHandler(
+            uplink_runner,
+            self.committer,
+            self.metrics,
+            blobs=blobs,
+            history_every_s=cfg.fleet.history_every_s,
+        )
+        client_id = self._client_id
+        if client_id is None and not cfg.mqtt.client_id:
+            # Workers on one host must not share a client id (the broker would
+            # disconnect one for the other): the admin port tells them apart.
+            if not cfg.mqtt.uplink:
+                client_id = default_client_id(f"-admin-{cfg.admin.port}")
+            elif cfg.mqtt.shared:
+                client_id = default_client_id(f"-{cfg.admin.port}")
+        self.mqtt = mqtt = MqttBridge(cfg.mqtt, self.handler, client_id)
+        await mqtt.async_start()
+        return mqtt
+
+    async def _async_start_admin(self, runner: DbRunner, blobs: BlobStore) -> None:
+        """The admin port: its app, listening; ``admin_url`` says where."""
+        cfg = self.config
+        assert self.mqtt is not None
+        app = make_app(
+            runner,
+            self.mqtt,
+            self.admin_token,
+            cfg.admin.max_body_bytes,
+            fleet=cfg.fleet,
+            metrics=self.metrics,
+            blobs=blobs,
+            platform=cfg.platform,
+            passwords=self.passwords,
+            trusted_proxies=cfg.admin.trusted_proxies,
+        )
+        self._site_runner = web.AppRunner(app, access_log=None)
+        await self._site_runner.setup()
+        site = web.TCPSite(self._site_runner, cfg.admin.host, cfg.admin.port)
+        await site.start()
+        port = cfg.admin.port
+        for addr in self._site_runner.addresses:
+            port = int(addr[1])
+            break
+        self.admin_url = f"http://{cfg.admin.host}:{port}"
 
     def _start_scheduler(self, runner: DbRunner) -> AsyncIOScheduler:
         """Periodic work, on the scheduler both services share: the fleet's history

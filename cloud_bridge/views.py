@@ -670,61 +670,58 @@ async def async_approve(
                 'With the admin token, name the responsible user: {"approver": "<username>"}.',
                 "approver_required",
             )
-        name = approver
+        name, via = approver, "admin_token"
+        text = f"approved activity {aid!r} on behalf of {name!r} by the admin token"
+        on_behalf: dict[str, str] = {"on_behalf_of": name}
     else:
-        if approver is not None and approver != actor.username:
-            raise bad_request(
-                "You approve as yourself: send your password, not an approver.",
-                "approver_not_allowed",
-            )
-        if not password:
-            raise bad_request("Re-enter your password to approve.", "password_required")
-        assert actor.username is not None
-        name = actor.username
-
-        def whose(s: Session) -> str:
-            return rules.get_activity(s, aid).responsible
-
-        responsible = await _tx(request, whose)
-        if responsible != name:
-            raise CentralError(
-                rules.NOT_RESPONSIBLE,
-                f"Only {responsible!r}, responsible for activity {aid!r}, may approve it.",
-                403,
-            )
-        if await async_check_password(request, name, password) is None:
-            raise CentralError(
-                "bad_password", "That is not your password; the activity is not approved.", 403
-            )
+        name = await _async_approver_in_person(request, actor, aid, password, approver)
+        via, text, on_behalf = (
+            "password",
+            f"{name!r} approved activity {aid!r} with their password",
+            {},
+        )
 
     def work(s: Session) -> Activity:
         a = rules.approve(s, aid, name)
-        a.approved_via = "admin_token" if actor.is_admin_token else "password"
-        if actor.is_admin_token:
-            audit.record(
-                s,
-                actor,
-                "activity.approve",
-                "activity",
-                aid,
-                f"approved activity {aid!r} on behalf of {name!r} by the admin token",
-                on_behalf_of=name,
-                version=a.version,
-            )
-        else:
-            audit.record(
-                s,
-                actor,
-                "activity.approve",
-                "activity",
-                aid,
-                f"{name!r} approved activity {aid!r} with their password",
-                version=a.version,
-            )
+        a.approved_via = via
+        audit.record(
+            s, actor, "activity.approve", "activity", aid, text, **on_behalf, version=a.version
+        )
         return a
 
     activity: Activity = await _tx(request, work)
     return activity
+
+
+async def _async_approver_in_person(
+    request: web.Request, actor: Actor, aid: str, password: str | None, approver: str | None
+) -> str:
+    """A person approving as themselves: the activity's responsible user, password checked."""
+    if approver is not None and approver != actor.username:
+        raise bad_request(
+            "You approve as yourself: send your password, not an approver.",
+            "approver_not_allowed",
+        )
+    if not password:
+        raise bad_request("Re-enter your password to approve.", "password_required")
+    assert actor.username is not None
+    name = actor.username
+
+    def whose(s: Session) -> str:
+        return rules.get_activity(s, aid).responsible
+
+    responsible = await _tx(request, whose)
+    if responsible != name:
+        raise CentralError(
+            rules.NOT_RESPONSIBLE,
+            f"Only {responsible!r}, responsible for activity {aid!r}, may approve it.",
+            403,
+        )
+    if await async_check_password(request, name, password) is None:
+        raise CentralError(
+            "bad_password", "That is not your password; the activity is not approved.", 403
+        )
+    return name
 
 
 async def approve_activity(request: web.Request) -> web.Response:

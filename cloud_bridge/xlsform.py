@@ -757,17 +757,8 @@ class _Mapper:
     ) -> dict[str, Any] | None:
         kind = str(child.get("type", ""))
         bind = child.get("bind") or {}
-        control = child.get("control") or {}
         where = Problem("", "survey", row)
-        outpost = {
-            "select one": "choice",
-            "select all that apply": "multichoice",
-            "photo": "attachment",
-            "dateTime": "datetime",
-            "decimal": "number",
-        }.get(kind, kind)
-        if outpost == "attachment" and "signature" in str(control.get("appearance", "")).split():
-            outpost = "signature"
+        outpost = _outpost_type(kind, child.get("control") or {})
         if outpost not in set(_TYPES.values()) | {"choice", "multichoice", "signature", "datetime"}:
             # _check_survey refused it already, unless pyxform made it from another spelling
             self.problems.append(Problem(f"'{kind}' is not supported", "survey", row, "type"))
@@ -780,29 +771,7 @@ class _Mapper:
         ):
             if value:
                 out[key] = value
-        required = bind.get("required")
-        if required not in (None, ""):
-            yes = _yes(required)
-            if yes is None:
-                out["required"] = str(required)  # required-if
-            elif yes:
-                out["required"] = True
-        for key, source in (
-            ("required_message", "jr:requiredMsg"),
-            ("constraint_message", "jr:constraintMsg"),
-        ):
-            value = lang.label(bind.get(source))
-            if value:
-                out[key] = value
-        for key, source in (
-            ("relevant", "relevant"),
-            ("constraint", "constraint"),
-            ("calculation", "calculate"),
-        ):
-            if bind.get(source) not in (None, ""):
-                out[key] = str(bind[source])
-        if _yes(bind.get("readonly", "")):
-            out["read_only"] = True
+        out.update(_binding(lang, bind))
         if child.get("default") not in (None, ""):
             out["default"] = _default(outpost, child["default"], where)
         if group:
@@ -815,6 +784,49 @@ class _Mapper:
             if labels:
                 out["option_labels"] = labels
         return out
+
+
+def _outpost_type(kind: str, control: Mapping[str, Any]) -> str:
+    """The Outpost field type of an XLSForm question type (a signature is a photo's appearance)."""
+    outpost = {
+        "select one": "choice",
+        "select all that apply": "multichoice",
+        "photo": "attachment",
+        "dateTime": "datetime",
+        "decimal": "number",
+    }.get(kind, kind)
+    if outpost == "attachment" and "signature" in str(control.get("appearance", "")).split():
+        return "signature"
+    return outpost
+
+
+def _binding(lang: _Languages, bind: Mapping[str, Any]) -> dict[str, Any]:
+    """What a question's bind says: required (or required-if), its messages, the expressions."""
+    out: dict[str, Any] = {}
+    required = bind.get("required")
+    if required not in (None, ""):
+        yes = _yes(required)
+        if yes is None:
+            out["required"] = str(required)  # required-if
+        elif yes:
+            out["required"] = True
+    for key, source in (
+        ("required_message", "jr:requiredMsg"),
+        ("constraint_message", "jr:constraintMsg"),
+    ):
+        value = lang.label(bind.get(source))
+        if value:
+            out[key] = value
+    for key, source in (
+        ("relevant", "relevant"),
+        ("constraint", "constraint"),
+        ("calculation", "calculate"),
+    ):
+        if bind.get(source) not in (None, ""):
+            out[key] = str(bind[source])
+    if _yes(bind.get("readonly", "")):
+        out["read_only"] = True
+    return out
 
 
 _COLUMN_OF = {

@@ -28,7 +28,7 @@ from cloud_bridge.models import (
     Gateway,
     LedgerEntry,
 )
-from cloud_bridge.permissions import Action, may, owns
+from cloud_bridge.permissions import Action, Actor, may, owns
 from cloud_bridge.web.render import HEADERS, page
 from outpost.wire.schemas import SHA256_RE
 
@@ -141,30 +141,7 @@ async def activity_page(
     a = data["a"]
     form = data["form"]
     fields = _fields_of(form)
-    kinds = {f.get("name"): f.get("type") for f in fields}
-    tables = {
-        t.get("name"): [label_of(f) for f in t.get("fields", [])]
-        for t in form.get("tables", [])
-        if isinstance(t, dict)
-    }
-    table_fields = {
-        t.get("name"): [f.get("name") for f in t.get("fields", [])]
-        for t in form.get("tables", [])
-        if isinstance(t, dict)
-    }
-    can = {
-        "approve": may(actor, Action.ACTIVITIES_APPROVE)
-        and a.state == ONLINE
-        and owns(actor, a.responsible)
-        and a.approver != a.responsible,
-        "dispatch": may(actor, Action.ACTIVITIES_DISPATCH) and a.state == ONLINE,
-        "recall": may(actor, Action.ACTIVITIES_DISPATCH) and a.state in (ONLINE, OFFLINE),
-    }
-    can_review = (
-        may(actor, Action.ACTIVITIES_REVIEW)
-        and a.state == ONLINE
-        and data["record"].get("status") == "completed"
-    )
+    tables = [t for t in form.get("tables", []) if isinstance(t, dict)]
     missing = _still_missing(a, data["record"], data["type_offline"], data["responsible_sites"])
     return page(
         request,
@@ -173,16 +150,32 @@ async def activity_page(
         title=a.title,
         error=error,
         fields=fields,
-        kinds=kinds,
-        tables=tables,
-        table_fields=table_fields,
+        kinds={f.get("name"): f.get("type") for f in fields},
+        tables={t.get("name"): [label_of(f) for f in t.get("fields", [])] for t in tables},
+        table_fields={t.get("name"): [f.get("name") for f in t.get("fields", [])] for t in tables},
         label_of=label_of,
-        can=can,
-        can_review=can_review,
         missing=missing,
         applied=APPLIED,
+        **_may_do(actor, a, data["record"]),
         **data,
     )
+
+
+def _may_do(actor: Actor, a: Any, record: dict[str, Any]) -> dict[str, Any]:
+    """The page's buttons: ``can`` (approve, dispatch, recall) and ``can_review``."""
+    return {
+        "can": {
+            "approve": may(actor, Action.ACTIVITIES_APPROVE)
+            and a.state == ONLINE
+            and owns(actor, a.responsible)
+            and a.approver != a.responsible,
+            "dispatch": may(actor, Action.ACTIVITIES_DISPATCH) and a.state == ONLINE,
+            "recall": may(actor, Action.ACTIVITIES_DISPATCH) and a.state in (ONLINE, OFFLINE),
+        },
+        "can_review": may(actor, Action.ACTIVITIES_REVIEW)
+        and a.state == ONLINE
+        and record.get("status") == "completed",
+    }
 
 
 def _still_missing(
