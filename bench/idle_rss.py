@@ -9,12 +9,18 @@ floors: a bare ``python -c pass`` of the same interpreter, and the libraries
 the gateway cannot run without, imported alone, in the same run.
 Each figure is repeated ``--repeat`` times (median, min-max).
 
+Outpost's own modules are byte-compiled first, as ``pip install`` leaves
+them on a Pi: a start that compiles its sources (an editable install under
+``PYTHONDONTWRITEBYTECODE``, as this machine's checkouts run) holds ~1.4 MiB
+more, the compiler's memory.
+
     .venv/bin/python bench/idle_rss.py [--repeat 5] [--idle 5] [--markdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import statistics
 import subprocess
@@ -36,6 +42,8 @@ LIBS = (
     "import aiohttp.web, sqlalchemy, sqlalchemy.dialects.sqlite, paho.mqtt.client, pydantic, "
     "zstandard, argon2, prometheus_client, apscheduler.schedulers.asyncio"
 )
+# Pydantic loads its schema builder only when the first model is made: a floor too.
+LIBS_AND_A_MODEL = LIBS + "\nclass M(pydantic.BaseModel):\n    x: int"
 RSS_OF_SELF = (
     "import sys\n"
     "{imports}\n"
@@ -111,10 +119,13 @@ def main() -> None:
     parser.add_argument("--idle", type=float, default=5.0, help="seconds idle before reading")
     parser.add_argument("--markdown", action="store_true")
     args = parser.parse_args()
+    for package in ("outpost", "gateway"):  # as installed: bytecode next to the sources
+        compileall.compile_dir(ROOT / package, quiet=1)
     load = os.getloadavg()
     rows: dict[str, list[int]] = {
         "python -c pass (floor)": [],
         "the libraries a gateway must load (second floor)": [],
+        "the libraries and one pydantic model (third floor)": [],
         "python -c 'import gateway.app'": [],
         "python -c 'import gateway.cli'": [],
         "outpost-gateway run, idle, mDNS off": [],
@@ -125,6 +136,9 @@ def main() -> None:
         for _ in range(args.repeat):
             rows["python -c pass (floor)"].append(import_rss(""))
             rows["the libraries a gateway must load (second floor)"].append(import_rss(LIBS))
+            rows["the libraries and one pydantic model (third floor)"].append(
+                import_rss(LIBS_AND_A_MODEL)
+            )
             rows["python -c 'import gateway.app'"].append(import_rss("import gateway.app"))
             rows["python -c 'import gateway.cli'"].append(import_rss("import gateway.cli"))
             rows["outpost-gateway run, idle, mDNS off"].append(gateway_rss(tmp, False, args.idle))

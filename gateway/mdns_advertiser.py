@@ -32,7 +32,6 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING
 
-import ifaddr
 from aiohttp import web
 
 from outpost import __version__
@@ -123,6 +122,8 @@ def interface_addresses(entries: Sequence[str]) -> list[tuple[str, int]]:
     tells a re-plugged interface (same address, new index: the multicast
     memberships are gone) from an unchanged one.
     """
+    import ifaddr  # with ctypes, ~0.4 MiB: only a gateway that advertises pays it
+
     by_name: dict[str, list[tuple[str, int]]] = {}
     for adapter in ifaddr.get_adapters():
         v4 = [(ip.ip, adapter.index or 0) for ip in adapter.ips if isinstance(ip.ip, str)]

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ifaddr
 from aiohttp import web
 
 from gateway.mdns_advertiser import WEB_APP_PATH, host_name, resolve_interface_addresses
@@ -43,6 +42,8 @@ def _sort_key(ip: str) -> tuple[bool, ipaddress.IPv4Address]:
 
 
 def _all_ipv4() -> list[str]:
+    import ifaddr  # with ctypes, ~0.4 MiB: paid when a QR code is drawn, not at start
+
     return [
         ip.ip for adapter in ifaddr.get_adapters() for ip in adapter.ips if isinstance(ip.ip, str)
     ]
