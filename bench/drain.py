@@ -33,8 +33,6 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from tests.support.store_tasks import SqlRead, SqlWrite
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -48,6 +46,7 @@ from gateway.uplink import Uplink  # noqa: E402
 from outpost.forms import FormDefinition  # noqa: E402
 from outpost.wire.schemas import ActivityWire, EnvelopeBody  # noqa: E402
 from tests.support.broker import Broker  # noqa: E402
+from tests.support.store_tasks import SqlRead, SqlWrite  # noqa: E402
 
 GW = "bench-gw"
 MQTT_OVERRIDES: dict[str, Any] = {}

@@ -35,10 +35,10 @@ from typing import Any
 
 import aiohttp
 
-from tests.support.store_tasks import SqlWrite
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.support.store_tasks import SqlWrite  # noqa: E402
 
 ENVELOPE_BYTES = 2048
 GATEWAY_CMD = [sys.executable, "-m", "gateway", "run"]

@@ -31,12 +31,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.support.store_tasks import SqlWrite
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.gateway_ingest import _cpu_s, _free_port, start, stop  # noqa: E402
+from tests.support.store_tasks import SqlWrite  # noqa: E402
 
 POLL_S = 5.0  # the Site screen's refresh interval (gateway/web/static/js/app.js)
 

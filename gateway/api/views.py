@@ -46,11 +46,10 @@ from gateway.store.queries import (
     ListActivities,
     ListEnvelopes,
     StoreStatus,
-    iso,
 )
 from gateway.store.store import database_bytes
 from gateway.store.submissions import FindEnvelope, StoreEnvelope, answer, body_hash
-from outpost.times import utcnow
+from outpost.times import iso, utcnow
 from outpost.wire.schemas import EnvelopeBody
 
 logger = logging.getLogger(__name__)

@@ -297,7 +297,7 @@ class Store:
                         changes = raw.total_changes
                     try:
                         value = item.fn(conn)
-                    except Exception as exc:
+                    except Exception as exc:  # one bad item fails only its own caller
                         if item.savepoint:
                             raw.execute("ROLLBACK TO outpost_item")
                             raw.execute("RELEASE outpost_item")
@@ -313,7 +313,7 @@ class Store:
                         if item.savepoint:
                             raw.execute("RELEASE outpost_item")
                         outcomes.append((True, value))
-        except Exception as exc:  # the COMMIT itself failed: nobody is acknowledged
+        except Exception as exc:  # the COMMIT failed (or a task broke its promise): nobody is acked
             logger.exception("store commit of %d item(s) failed", len(batch))
             for item in batch:
                 self._call(item, False, exc)

@@ -41,10 +41,10 @@ from typing import Any
 
 from sqlalchemy import func, insert, select
 
-from tests.support.store_tasks import SqlRead, SqlWrite
-
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+
+from tests.support.store_tasks import SqlRead, SqlWrite  # noqa: E402
 
 GW = "bench-gw"
 LAB_PORT = 1883
