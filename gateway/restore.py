@@ -182,29 +182,9 @@ def restore(
     ``config_path``: the file ``config`` came from, for the errors to name.
     """
     settings = config.replication
-    if settings.path is None and settings.s3_url is None:
-        where = str(config_path) if config_path is not None else "the gateway's config"
-        raise RestoreError(
-            f"{where} names no replica: set replication.path or replication.s3_url "
-            "(or OUTPOST_REPLICATION_PATH / OUTPOST_REPLICATION_S3_URL)"
-        )
-    if settings.path is not None and not settings.path.is_dir():
-        raise RestoreError(
-            f"the replica directory {settings.path} does not exist (is the disk mounted?)"
-        )
     data_dir = config.gateway.data_dir.absolute()
     db_path = data_dir / DB_FILENAME
-    wal = Path(f"{db_path}-wal")
-    exists = db_path.exists() or wal.exists()
-    if exists and database_in_use(db_path):
-        raise RestoreError(
-            f"{db_path} is in use by a running process; stop the gateway before restoring"
-        )
-    if exists and not force:
-        raise RestoreError(
-            f"{db_path} already exists; pass --force to replace it "
-            "(the current files are kept beside it)"
-        )
+    exists = _check_may_restore(config, db_path, force, config_path)
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=".restore-", dir=data_dir) as work:
@@ -217,20 +197,7 @@ def restore(
                 settings.path / BLOBS_DIRNAME, data_dir / BLOBS_DIRNAME
             )
         envelopes, activities, missing = _inspect(tmp_db, data_dir)
-        replaced: Path | None = None
-        if exists:
-            replaced = db_path.with_name(f"{db_path.name}.replaced-{_stamp()}")
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(f"{db_path}{suffix}")
-                if src.exists():
-                    src.rename(Path(f"{replaced}{suffix}"))
-        shutil.rmtree(meta_dir(db_path), ignore_errors=True)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
-        for suffix in ("-wal", "-shm"):
-            Path(f"{tmp_db}{suffix}").unlink(missing_ok=True)
-        os.replace(tmp_db, db_path)
-        fsync_dir(data_dir)
+        replaced = _put_in_place(tmp_db, db_path, exists)
     return RestoreReport(
         db_path=db_path,
         replica=replica_description(settings),
@@ -243,6 +210,56 @@ def restore(
         blobs_missing=len(missing),
         replaced=replaced,
     )
+
+
+def _check_may_restore(
+    config: GatewayConfig, db_path: Path, force: bool, config_path: str | Path | None
+) -> bool:
+    """Refuse a restore with no replica, or over a database in use (or without ``force``).
+
+    Whether a database (or its WAL) is there to be replaced.
+    """
+    settings = config.replication
+    if settings.path is None and settings.s3_url is None:
+        where = str(config_path) if config_path is not None else "the gateway's config"
+        raise RestoreError(
+            f"{where} names no replica: set replication.path or replication.s3_url "
+            "(or OUTPOST_REPLICATION_PATH / OUTPOST_REPLICATION_S3_URL)"
+        )
+    if settings.path is not None and not settings.path.is_dir():
+        raise RestoreError(
+            f"the replica directory {settings.path} does not exist (is the disk mounted?)"
+        )
+    exists = db_path.exists() or Path(f"{db_path}-wal").exists()
+    if exists and database_in_use(db_path):
+        raise RestoreError(
+            f"{db_path} is in use by a running process; stop the gateway before restoring"
+        )
+    if exists and not force:
+        raise RestoreError(
+            f"{db_path} already exists; pass --force to replace it "
+            "(the current files are kept beside it)"
+        )
+    return exists
+
+
+def _put_in_place(tmp_db: Path, db_path: Path, exists: bool) -> Path | None:
+    """Move the restored file to ``db_path``, the current one (if any) kept beside it."""
+    replaced: Path | None = None
+    if exists:
+        replaced = db_path.with_name(f"{db_path.name}.replaced-{_stamp()}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{db_path}{suffix}")
+            if src.exists():
+                src.rename(Path(f"{replaced}{suffix}"))
+    shutil.rmtree(meta_dir(db_path), ignore_errors=True)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    for suffix in ("-wal", "-shm"):
+        Path(f"{tmp_db}{suffix}").unlink(missing_ok=True)
+    os.replace(tmp_db, db_path)
+    fsync_dir(db_path.parent)
+    return replaced
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

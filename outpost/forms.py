@@ -337,40 +337,51 @@ def _check_value(field: FormField, value: Any, where: str, complete: bool = Fals
             return f"{label} must be true (acknowledged) or left empty"
     elif kind == "note":
         return f"{label} is a note: it has no answer"
-    elif kind == "date":
-        if not isinstance(value, str):
-            return f"{label} must be a date like 2026-11-23"
-        try:
-            date.fromisoformat(value)
-        except ValueError:
-            return f"{label} must be a date like 2026-11-23"
-    elif kind == "datetime":
-        if not isinstance(value, str):
-            return f"{label} must be a date and time like 2026-11-23T09:00:00Z"
-        try:
-            datetime.fromisoformat(value)
-        except ValueError:
-            return f"{label} must be a date and time like 2026-11-23T09:00:00Z"
-    elif kind == "time":
-        if not isinstance(value, str) or not TIME_RE.fullmatch(value):
-            return f"{label} must be a time like 09:30"
-        time.fromisoformat(value)
-    elif kind == "choice":
-        if value not in (field.options or []):
-            listed = ", ".join(repr(o) for o in field.options or [])
-            return f"{label} must be one of {listed}"
-    elif kind == "multichoice":
-        opts = field.options or []
-        if (
-            not isinstance(value, list)
-            or any(v not in opts for v in value)
-            or len(set(value)) != len(value)
-        ):
-            return f"{label} must be a list of distinct options from " + ", ".join(
-                repr(o) for o in opts
-            )
+    elif kind in ("date", "datetime", "time"):
+        return _moment_problem(kind, value, label)
+    elif kind in ("choice", "multichoice"):
+        return _choice_problem(field, value, label)
     elif kind in BLOB_TYPES and (not isinstance(value, str) or not SHA256_RE.fullmatch(value)):
         return f"{label} must be the SHA-256 (64 hex digits) of an uploaded file"
+    return None
+
+
+_MOMENT_SHAPES = {
+    "date": "a date like 2026-11-23",
+    "datetime": "a date and time like 2026-11-23T09:00:00Z",
+    "time": "a time like 09:30",
+}
+
+
+def _moment_problem(kind: str, value: Any, label: str) -> str | None:
+    """A date, date-time or time answer: ISO 8601 text that Python reads back."""
+    problem = f"{label} must be {_MOMENT_SHAPES[kind]}"
+    if not isinstance(value, str):
+        return problem
+    if kind == "time":
+        if not TIME_RE.fullmatch(value):
+            return problem
+        time.fromisoformat(value)
+        return None
+    try:
+        (date if kind == "date" else datetime).fromisoformat(value)
+    except ValueError:
+        return problem
+    return None
+
+
+def _choice_problem(field: FormField, value: Any, label: str) -> str | None:
+    """One option (``choice``), or a list of distinct options (``multichoice``)."""
+    opts = field.options or []
+    listed = ", ".join(repr(o) for o in opts)
+    if field.type == "choice":
+        return None if value in opts else f"{label} must be one of {listed}"
+    if (
+        not isinstance(value, list)
+        or any(v not in opts for v in value)
+        or len(set(value)) != len(value)
+    ):
+        return f"{label} must be a list of distinct options from {listed}"
     return None
 
 
@@ -735,27 +746,10 @@ def validate_submission(
     blobs: set[str] = set()
     bad: set[str] = set()
     _check_row(form.fields, record, "field ", problems, blobs, bad)
-    shaped = isinstance(record, dict)
     if not isinstance(tables, dict):
         problems.append("tables must be an object of table name to rows")
         tables = {}
-    by_name = {t.name: t for t in form.tables}
-    for name, rows in tables.items():
-        table = by_name.get(name)
-        if table is None:
-            problems.append(f"table {name!r} is not part of this form")
-            continue
-        if not isinstance(rows, list):
-            problems.append(f"table {name!r} must be a list of rows")
-            shaped = False
-            continue
-        if len(rows) > MAX_ROWS:
-            problems.append(f"table {name!r} has more than {MAX_ROWS} rows")
-            shaped = False
-            continue
-        for i, row in enumerate(rows, start=1):
-            shaped = shaped and isinstance(row, dict)
-            _check_row(table.fields, row, f"{name} row {i} field ", problems, blobs, bad)
+    shaped = _check_tables(form, tables, problems, blobs, bad) and isinstance(record, dict)
     if attachments is not None:
         missing = sorted(blobs - set(attachments))
         if missing:
@@ -774,3 +768,32 @@ def validate_submission(
             if not _logic_problems(form, record, tables, complete, other, bad):
                 return problems
     return problems + found
+
+
+def _check_tables(
+    form: FormDefinition,
+    tables: dict[Any, Any],
+    problems: list[str],
+    blobs: set[str],
+    bad: set[str],
+) -> bool:
+    """Check each table's rows (problems, blobs and bad answers added); whether all are rows."""
+    shaped = True
+    by_name = {t.name: t for t in form.tables}
+    for name, rows in tables.items():
+        table = by_name.get(name)
+        if table is None:
+            problems.append(f"table {name!r} is not part of this form")
+            continue
+        if not isinstance(rows, list):
+            problems.append(f"table {name!r} must be a list of rows")
+            shaped = False
+            continue
+        if len(rows) > MAX_ROWS:
+            problems.append(f"table {name!r} has more than {MAX_ROWS} rows")
+            shaped = False
+            continue
+        for i, row in enumerate(rows, start=1):
+            shaped = shaped and isinstance(row, dict)
+            _check_row(table.fields, row, f"{name} row {i} field ", problems, blobs, bad)
+    return shaped

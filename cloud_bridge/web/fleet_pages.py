@@ -191,49 +191,52 @@ async def gateway_page(request: web.Request) -> web.Response:
         }
         for name, label in FIGURE_LABELS.items()
     ]
-    beats = [h for h in reversed(history) if h["kind"] == "heartbeat" and h["data"]]
-    charts = []
-    if beats:
-        stamp = [(fleet.parse_time(h["at"]) or utcnow()).timestamp() for h in beats]
-        backlog = [
-            (s, float(fleet.backlog(h["data"]) or 0)) for s, h in zip(stamp, beats, strict=True)
-        ]
-        disk = [
-            (s, float(h["data"].get("disk_free_bytes", 0)) / fleet.MB)
-            for s, h in zip(stamp, beats, strict=True)
-        ]
-        for label, pts in (("Backlog", backlog), ("Disk free (MiB)", disk)):
-            line = sparkline(pts)
-            if line:
-                charts.append({"label": label, **line})
-    rows = []
-    for h in history[:HISTORY_ROWS]:
-        d = h["data"] or {}
-        rows.append(
-            {
-                "at": h["at"],
-                "kind": h["kind"],
-                "backlog": fleet.backlog(d) if h["kind"] == "heartbeat" else None,
-                "oldest": fmt("oldest_pending_s", d.get("oldest_pending_s")),
-                "disk": fmt("disk_free_bytes", d.get("disk_free_bytes")),
-                "lag": fmt("replica_lag_s", d.get("replica_lag_s")),
-                "devices": d.get("devices"),
-            }
-        )
     return page(
         request,
         "gateway.html",
         title=f"Gateway {v['id']}",
         v=v,
         figures=figures,
-        charts=charts,
-        history=rows,
+        charts=_charts(history),
+        history=[_history_row(h) for h in history[:HISTORY_ROWS]],
         history_days=cfg.history_days,
         refresh_s=cfg.page_refresh_s,
         broker_connected=request.app[MQTT_KEY].connected,
         heard=fleet.duration(v["silent_s"]) + " ago" if v["heartbeat_at"] else "never",
         duration=fleet.duration,
     )
+
+
+def _charts(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sparklines of the backlog and the free disk over the heartbeats, oldest first."""
+    beats = [h for h in reversed(history) if h["kind"] == "heartbeat" and h["data"]]
+    if not beats:
+        return []
+    stamp = [(fleet.parse_time(h["at"]) or utcnow()).timestamp() for h in beats]
+    backlog = [(s, float(fleet.backlog(h["data"]) or 0)) for s, h in zip(stamp, beats, strict=True)]
+    disk = [
+        (s, float(h["data"].get("disk_free_bytes", 0)) / fleet.MB)
+        for s, h in zip(stamp, beats, strict=True)
+    ]
+    charts = []
+    for label, pts in (("Backlog", backlog), ("Disk free (MiB)", disk)):
+        line = sparkline(pts)
+        if line:
+            charts.append({"label": label, **line})
+    return charts
+
+
+def _history_row(h: dict[str, Any]) -> dict[str, Any]:
+    d = h["data"] or {}
+    return {
+        "at": h["at"],
+        "kind": h["kind"],
+        "backlog": fleet.backlog(d) if h["kind"] == "heartbeat" else None,
+        "oldest": fmt("oldest_pending_s", d.get("oldest_pending_s")),
+        "disk": fmt("disk_free_bytes", d.get("disk_free_bytes")),
+        "lag": fmt("replica_lag_s", d.get("replica_lag_s")),
+        "devices": d.get("devices"),
+    }
 
 
 PAGES: list[Route] = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, BinaryIO
 
 from aiohttp import ClientConnectionError, ClientPayloadError, web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -40,6 +40,7 @@ from gateway.api.scope import sees_whole_gateway
 from gateway.replication.service import replication_status
 from gateway.store.activities import UpsertActivity
 from gateway.store.attachments import CompleteUpload, FindAttachment, RecordUpload
+from gateway.store.blobs import BlobFiles
 from gateway.store.queries import (
     ActivityDetail,
     ActivityVisible,
@@ -414,55 +415,13 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
         state = _upload_state(row, sha)
         return web.json_response(state, headers=_offset_headers(state))
     start, end, total = inputs.content_range(request)
-    limit = app[CONFIG_KEY].lan.max_attachment_bytes
-    if total > limit:
-        raise ApiError(
-            413, "attachment_too_large", f"Files may be at most {limit // (1024 * 1024)} MB."
-        )
-    received = row.received if row is not None else 0
-    if row is not None and received > 0 and row.uploaded_by not in (None, user):
-        # Bound to its uploader: another user's PUT must not truncate it.
-        idle = await loop.run_in_executor(None, blobs.partial_idle_s, sha)
-        if idle < UPLOAD_CLAIM_S:
-            raise ApiError(
-                409,
-                "upload_in_progress",
-                "Another crew member is uploading this file right now; "
-                "it will be here once they finish.",
-            )
-    elif row is not None and row.size != total and received > 0:
-        raise ApiError(
-            409,
-            "size_mismatch",
-            f"This upload was started with a total size of {row.size} bytes, not {total}.",
-        )
-    if start > received:
-        state = _upload_state(row, sha)
-        raise ApiError(
-            416,
-            "range_not_satisfiable",
-            f"The upload must continue at byte {received}.",
-            headers=_offset_headers(state),
-            received=received,
-        )
+    await _async_check_continues(request, row, sha, user, start, total)
     await app[DISK_KEY].async_check()
     now = utcnow()
     fh = await loop.run_in_executor(None, blobs.open_at, sha, start)
-    written = start
     stop = end + 1  # the body must be exactly START..END
-    cut: BaseException | None = None
     try:
-        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-            if written + len(chunk) > stop:
-                raise ApiError(
-                    400,
-                    "range_mismatch",
-                    f"The body is longer than Content-Range says ({stop - start} bytes).",
-                )
-            await loop.run_in_executor(None, blobs.write, fh, chunk)
-            written += len(chunk)
-    except (ClientPayloadError, ClientConnectionError, ConnectionResetError) as exc:
-        cut = exc  # keep what arrived: a cut link must not restart a 5 MB photo
+        written, cut = await _async_receive(request, blobs, fh, start, stop)
     finally:
         durable = await asyncio.shield(loop.run_in_executor(None, blobs.finish, fh))
         await asyncio.shield(store.async_write(RecordUpload(sha, total, durable, user, now)))
@@ -495,6 +454,69 @@ async def _upload(request: web.Request, sha: str, user: str) -> web.Response:
     await store.async_write(CompleteUpload(sha, rel))
     state = {"sha256": sha, "size": total, "received": total, "complete": True}
     return web.json_response(state, status=201, headers=_offset_headers(state))
+
+
+async def _async_check_continues(
+    request: web.Request, row: Any, sha: str, user: str, start: int, total: int
+) -> None:
+    """Refuse a part that cannot continue this upload: too large, another's, another size,
+    or not starting where the received bytes end (416 with Upload-Offset)."""
+    limit = request.app[CONFIG_KEY].lan.max_attachment_bytes
+    if total > limit:
+        raise ApiError(
+            413, "attachment_too_large", f"Files may be at most {limit // (1024 * 1024)} MB."
+        )
+    received = row.received if row is not None else 0
+    if row is not None and received > 0 and row.uploaded_by not in (None, user):
+        # Bound to its uploader: another user's PUT must not truncate it.
+        blobs = request.app[BLOBS_KEY]
+        idle = await asyncio.get_running_loop().run_in_executor(None, blobs.partial_idle_s, sha)
+        if idle < UPLOAD_CLAIM_S:
+            raise ApiError(
+                409,
+                "upload_in_progress",
+                "Another crew member is uploading this file right now; "
+                "it will be here once they finish.",
+            )
+    elif row is not None and row.size != total and received > 0:
+        raise ApiError(
+            409,
+            "size_mismatch",
+            f"This upload was started with a total size of {row.size} bytes, not {total}.",
+        )
+    if start > received:
+        state = _upload_state(row, sha)
+        raise ApiError(
+            416,
+            "range_not_satisfiable",
+            f"The upload must continue at byte {received}.",
+            headers=_offset_headers(state),
+            received=received,
+        )
+
+
+async def _async_receive(
+    request: web.Request, blobs: BlobFiles, fh: BinaryIO, start: int, stop: int
+) -> tuple[int, BaseException | None]:
+    """Write the body at ``start`` (never past ``stop``): where it ended, and a cut link if one.
+
+    What arrived before a cut is kept: a cut link must not restart a 5 MB photo.
+    """
+    loop = asyncio.get_running_loop()
+    written = start
+    try:
+        async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+            if written + len(chunk) > stop:
+                raise ApiError(
+                    400,
+                    "range_mismatch",
+                    f"The body is longer than Content-Range says ({stop - start} bytes).",
+                )
+            await loop.run_in_executor(None, blobs.write, fh, chunk)
+            written += len(chunk)
+    except (ClientPayloadError, ClientConnectionError, ConnectionResetError) as exc:
+        return written, exc
+    return written, None
 
 
 # --- status ---------------------------------------------------------------------
