@@ -100,11 +100,16 @@ def test_a_draft_stays_on_its_form_version_in_the_app(
         p.click(f"[data-activity='{typing}']")
         p.get_by_label("Site").fill("South")
         p.get_by_label("Reading").fill("450")
-        wait_until(
-            lambda: any(w.get("activity_id") == typing and w.get("dirty") for w in idb(p, "work")),
-            10,
-            "the typing kept on the phone",
-        )
+
+        def typed() -> bool:  # kept 400 ms after the last keystroke: both answers
+            return any(
+                w.get("activity_id") == typing
+                and w.get("dirty")
+                and str(w["data"]["record"].get("reading")) == "450"
+                for w in idb(p, "work")
+            )
+
+        wait_until(typed, 10, "the typing kept on the phone")
         (work,) = [w for w in idb(p, "work") if w["activity_id"] == typing]
         assert work["form_version"] == 1
 

@@ -312,8 +312,11 @@ function keptForms(prev, detail) {
   const forms = { ...(prev.forms || {}) };
   if (prev.form && prev.form_version && !forms[prev.form_version]) forms[prev.form_version] = prev.form;
   if (detail && detail.form && detail.form_version) forms[detail.form_version] = detail.form;
-  const newest = Object.keys(forms).map(Number).sort((x, y) => y - x).slice(0, KEPT_FORMS);
-  return Object.fromEntries(newest.map((v) => [v, forms[v]]));
+  // The version the gateway gives now stays, with the newest others beside it.
+  const given = Number((detail && detail.form_version) || prev.form_version || 0);
+  const others = Object.keys(forms).map(Number).filter((v) => v !== given).sort((x, y) => y - x);
+  const kept = [given, ...others].filter((v) => forms[v]).slice(0, KEPT_FORMS);
+  return Object.fromEntries(kept.map((v) => [v, forms[v]]));
 }
 
 /**
