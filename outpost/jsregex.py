@@ -118,6 +118,7 @@ def _translate(p: str, groups: _Groups) -> str:
     quantified = False  # the last thing written was a quantifier
     assertion = False  # ... or ^, $, \b, \B, a lookbehind (JavaScript cannot repeat those)
     opened: list[bool] = []  # the groups open, True for a lookbehind
+    not_space, class_at = False, 0  # the open class holds \S; where it starts in ``out``
     while i < n:
         c = p[i]
         was_quantified, quantified = quantified, False
@@ -127,13 +128,20 @@ def _translate(p: str, groups: _Groups) -> str:
                 raise JsRegexError("\\ at end of pattern")
             letter = p[i + 1]
             piece, i = _escape(p, i + 1, in_class, groups)
-            out.append(piece)
+            if in_class and letter == "S":
+                not_space = True  # said when the class closes
+            else:
+                out.append(piece)
             assertion = not in_class and letter in "bB"  # \b, \B: nothing to repeat
             continue
         if in_class:
             if c == "]":
                 in_class = False
                 out.append("]")
+                if not_space:
+                    out[class_at:] = [
+                        _with_not_space(out[class_at], "".join(out[class_at + 1 : -1]))
+                    ]
             elif c in "[&~|":  # literal in JavaScript; re warns of set operations
                 out.append("\\" + c)
             elif c == "-" and (_after_class_escape(p, i) or _class_escape_at(p, i + 1)):
@@ -150,7 +158,7 @@ def _translate(p: str, groups: _Groups) -> str:
                 out.append("(?s:.)")  # any character at all
                 i += 3
             else:
-                in_class = True
+                in_class, not_space, class_at = True, False, len(out)
                 start = 2 if p.startswith("[^", i) else 1
                 out.append(p[i : i + start])
                 i += start
@@ -196,6 +204,15 @@ def _translate(p: str, groups: _Groups) -> str:
     return "".join(out)
 
 
+def _with_not_space(opening: str, members: str) -> str:
+    """A class that holds ``\\S`` (JavaScript's non-space), which ``re`` cannot say inside one."""
+    if members.startswith("^"):
+        members = "\\" + members
+    if opening == "[^":  # neither a member nor a non-space: a space that is not a member
+        return f"(?![{members}])[{_JS_SPACE}]" if members else f"[{_JS_SPACE}]"
+    return f"(?:[{members}]|[^{_JS_SPACE}])" if members else f"[^{_JS_SPACE}]"
+
+
 def _after_class_escape(p: str, i: int) -> bool:
     return i >= 2 and p[i - 2] == "\\" and p[i - 1] in _CLASS_ESCAPES and not _escaped(p, i - 2)
 
@@ -228,9 +245,8 @@ def _escape(p: str, i: int, in_class: bool, groups: _Groups) -> tuple[str, int]:
         return re.escape(chr(int(octal.group(0), 8))), octal.end()  # a legacy octal escape
     if d == "s":
         return (_JS_SPACE if in_class else f"[{_JS_SPACE}]"), i + 1
-    if d == "S":
-        # Inside a class re has no way to say "not JavaScript's space": ASCII's \S.
-        return ("\\S" if in_class else f"[^{_JS_SPACE}]"), i + 1
+    if d == "S":  # inside a class the class is rewritten when it closes (_with_not_space)
+        return ("" if in_class else f"[^{_JS_SPACE}]"), i + 1
     if d == "c":
         if i + 1 < len(p) and p[i + 1].isascii() and p[i + 1].isalpha():
             return re.escape(chr(ord(p[i + 1]) % 32)), i + 2

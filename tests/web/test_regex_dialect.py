@@ -7,7 +7,7 @@ each evaluated as ``regex(${t}, ${p})`` by the app's formexpr.js and by
 outpost/formexpr.py (which reads the pattern through outpost/jsregex.py).
 Without the translation about 2.4 % of them differ (measured when it was
 written: 314 of these 12,000). Left out on purpose, as docs/forms.md
-says: ``\\S`` inside a class, and a lookbehind of variable width.
+says: a lookbehind of variable width (Python's ``re`` cannot).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ PIECES = [
     *["[^", "(?:", "(?=", "(?!", "(?<=a)", "(?<!b)", "{2}", "{1,}", "{,2}", "&&", " "],
     *["\\s", "\\S", "\\d", "\\w", "\\b", "\\B", "\\Z", "\\A", "\\1", "\\2", "\\8", "\\0"],
     *["\\cJ", "\\cB", "\\x41", "\\u00a0", "\\k<n>", "(?<n>", "\\-", "\\]", "\\.", "\\e", "\\p"],
-    *["\\t", "[\\s]", "[\\b]", "[\\B]", "(?i)", "(?P<n>", "a++", "$*", "\n", "\u00a0", "😀"],
+    *["\\t", "[\\s]", "[\\S]", "[^\\S]", "[a\\S]", "[\\b]", "[\\B]", "(?i)", "(?P<n>", "a++", "$*", "\n", "\u00a0", "😀"],
 ]
 LETTERS = [*"ab1A -][{,2}Z\t", "\n", "\r", "\u00a0", "\u2028", "\u3000", "😀", "\x00"]
 
