@@ -134,6 +134,8 @@ def test_a_draft_stays_on_its_form_version_in_the_app(
         expect(p.locator("[data-field='reading'] .field-error")).to_have_text(
             "A reading is between 0 and 400."
         )
+        expect(p.locator(".activity-meta")).to_contain_text("form 2")
+        phone.screenshot("42-form-version-2-refuses")
 
         # 4. The typing goes on, on version 1: 450 is no problem, and its save names version 1.
         p.goto(f"{gateway.lan_url}/#/activity/{typing}")
@@ -149,6 +151,8 @@ def test_a_draft_stays_on_its_form_version_in_the_app(
         p.goto(f"{gateway.lan_url}/#/activity/{saved}")
         expect(p.get_by_label("Reading")).to_have_value("450")
         expect(p.locator("[data-field='reading'] .field-error")).to_have_text("")
+        expect(p.locator(".activity-meta")).to_contain_text("form 1")
+        phone.screenshot("43-form-version-1-draft")
         p.get_by_role("button", name="Mark completed").click()
         confirm(p, "Mark completed")
         expect(head_badge(p)).to_contain_text("Applied", timeout=30_000)

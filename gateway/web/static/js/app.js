@@ -684,7 +684,13 @@ function screenActivity(id) {
     const b = badgeOf(activity, latest);
     const parts = [
       el("h1", { text: activity.title || activity.id }),
-      el("p", { class: "activity-meta" }, `${humanize(activity.type || "")} · ${t("activity.version", { version: activity.version ?? "?" })} `, badge(b)),
+      el(
+        "p",
+        { class: "activity-meta" },
+        // The form version on screen: a draft stays on the one it was begun on.
+        `${humanize(activity.type || "")} · ${t("activity.version", { version: activity.version ?? "?" })}${shownVersion ? ` · ${t("activity.form_version", { version: shownVersion })}` : ""} `,
+        badge(b),
+      ),
     ];
     if (b.detail && b.key !== "sent_back") parts.push(el("p", { class: "status-line", text: b.detail }));
     const note = reviewNote(activity, latest);

@@ -68,6 +68,7 @@ export default {
   "activity.back_to_list": "Back to activities",
   "activity.back": "‹ All activities",
   "activity.version": "version {version}",
+  "activity.form_version": "form {version}",
   "activity.save_draft": "Save draft",
   "activity.complete": "Mark completed",
   "activity.complete_ask": "Mark completed?",

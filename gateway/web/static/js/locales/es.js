@@ -67,6 +67,7 @@ export default {
   "activity.back_to_list": "Volver a las actividades",
   "activity.back": "‹ Todas las actividades",
   "activity.version": "versión {version}",
+  "activity.form_version": "formulario {version}",
   "activity.save_draft": "Guardar borrador",
   "activity.complete": "Marcar como completada",
   "activity.complete_ask": "¿Marcar como completada?",

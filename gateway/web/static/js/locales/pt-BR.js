@@ -67,6 +67,7 @@ export default {
   "activity.back_to_list": "Voltar às atividades",
   "activity.back": "‹ Todas as atividades",
   "activity.version": "versão {version}",
+  "activity.form_version": "formulário {version}",
   "activity.save_draft": "Salvar rascunho",
   "activity.complete": "Marcar como concluída",
   "activity.complete_ask": "Marcar como concluída?",
