@@ -39,7 +39,8 @@ MIB = 1024 * 1024
 # What `outpost-gateway run` cannot do without: HTTP, the store, MQTT, the
 # contract's models, the scheduler, metrics, password hashing.
 LIBS = (
-    "import aiohttp.web, sqlalchemy, sqlalchemy.dialects.sqlite, paho.mqtt.client, pydantic, "
+    "import aiohttp.web, sqlalchemy, sqlalchemy.dialects.sqlite, sqlite3, paho.mqtt.client, "
+    "pydantic, "
     "zstandard, argon2, prometheus_client, apscheduler.schedulers.asyncio"
 )
 # Pydantic loads its schema builder only when the first model is made: a floor too.

@@ -8,9 +8,10 @@ import sys
 
 CENTRAL_ONLY = ("alembic", "psycopg", "jinja2", "aiohttp_jinja2", "pyxform")
 GATEWAY_ONLY = ("zeroconf", "segno", "ifaddr")
-# Loaded only when used: mDNS advertising or browsing, a QR code, TLS certificates,
-# PostgreSQL (central's sign-in lockout).
-ON_USE = ("zeroconf", "segno", "cryptography", "sqlalchemy.dialects.postgresql")
+# Loaded only when used: mDNS advertising or browsing, a QR code (segno; ifaddr for
+# the addresses, which mDNS uses too), TLS certificates, PostgreSQL (central's
+# sign-in lockout).
+ON_USE = ("zeroconf", "segno", "ifaddr", "cryptography", "sqlalchemy.dialects.postgresql")
 
 
 def _loaded(imports: str, names: tuple[str, ...]) -> list[str]:
