@@ -27,7 +27,7 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -65,9 +65,15 @@ class Route:
     action: Action
     body: type[BaseModel] | None = None
     page: bool = False
-    # Answers beyond every operation's own (200; 400, 404, 409; 401, 403 unless
-    # public; 413 with a body), for the OpenAPI document: status -> why.
+    # For the OpenAPI document (cloud_bridge.openapi), which has no table of its own:
+    # answers beyond every operation's own (200; 400, 404, 409; 401, 403 unless
+    # public; 413 with a body), status -> why; the 200 answer when it has a
+    # documented shape (an OpenAPI response object); query parameters; and
+    # whether the body may be left out.
     statuses: Mapping[str, str] = field(default_factory=dict, compare=False)
+    answer: Mapping[str, Any] | None = field(default=None, compare=False)
+    params: tuple[Mapping[str, Any], ...] = field(default=(), compare=False)
+    body_optional: bool = False
 
     @property
     def public(self) -> bool:

@@ -13,7 +13,6 @@ from typing import Any
 from pydantic import BaseModel
 
 import outpost
-from cloud_bridge import fleet_query
 from cloud_bridge.access import Route
 from cloud_bridge.fleet import FIGURE_SCHEMA, GATEWAY_SCHEMA
 from outpost.openapi import ERROR_SCHEMA, component, path_parameters, schema_of
@@ -69,69 +68,53 @@ def document(routes: tuple[Route, ...]) -> dict[str, Any]:
         model: type[BaseModel] | None = route.body
         if model is not None:
             op["requestBody"] = {
-                "required": route.method != "POST" or not route.path.endswith("/cancel"),
+                "required": not route.body_optional,
                 "content": {"application/json": {"schema": component(model, schemas)}},
             }
             op["responses"]["413"] = _error("the body is larger than admin.max_body_bytes")
+        if route.answer is not None:
+            op["responses"]["200"] = dict(route.answer)
+        if route.params:
+            op.setdefault("parameters", []).extend(dict(p) for p in route.params)
         for status, why in route.statuses.items():
             if status.startswith("2"):
                 op["responses"][status] = {"description": why}
             else:
                 op["responses"][status] = _error(why)
         paths.setdefault(route.path, {})[route.method.lower()] = op
-    _fleet_responses(paths)
     _xlsform_upload(paths, schemas)
     _no_control_characters_in_queries(paths)
-    attachment = paths.get("/api/v1/attachments/{sha256}", {}).get("get")
-    if attachment is not None:
-        attachment["responses"]["200"] = {
-            "description": "The attachment's bytes, exactly as the device stored them",
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
     return frame("Outpost central admin API", outpost.__version__, paths, schemas)
 
 
-def _fleet_responses(paths: dict[str, dict[str, Any]]) -> None:
-    """The fleet's answers have a documented shape (cloud_bridge.fleet)."""
-    gateway = {"$ref": "#/components/schemas/Gateway"}
-    shapes = {
-        "/api/v1/gateways": {
-            "type": "object",
-            "required": ["gateways", "total", "next_cursor", "as_of", "broker_connected"],
-            "properties": {
-                "gateways": {"type": "array", "items": gateway},
-                "total": {"type": "integer", "description": "gateways matching the filters"},
-                "next_cursor": {
-                    "type": ["string", "null"],
-                    "description": "give it as cursor for the next page; null on the last",
-                },
-                "as_of": {
-                    "type": "string",
-                    "format": "date-time",
-                    "description": "the time health is judged at (that of a walk's first page)",
-                },
-                "broker_connected": {"type": "boolean"},
-            },
+def json_answer(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    """A 200 answer with a documented JSON shape, for a ``Route``'s ``answer``."""
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+GATEWAY_REF = {"$ref": "#/components/schemas/Gateway"}
+GATEWAY_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["gateways", "total", "next_cursor", "as_of", "broker_connected"],
+    "properties": {
+        "gateways": {"type": "array", "items": GATEWAY_REF},
+        "total": {"type": "integer", "description": "gateways matching the filters"},
+        "next_cursor": {
+            "type": ["string", "null"],
+            "description": "give it as cursor for the next page; null on the last",
         },
-        "/api/v1/fleet/summary": fleet_query.SUMMARY_SCHEMA,
-        "/api/v1/gateways/{gateway_id}": gateway,
-    }
-    for path, names in (
-        ("/api/v1/gateways", fleet_query.PARAMS),
-        ("/api/v1/fleet/summary", fleet_query.SUMMARY_PARAMETERS),
-    ):
-        op = paths.get(path, {}).get("get")
-        if op is not None:
-            op.setdefault("parameters", []).extend(fleet_query.openapi_parameters(names))
-    for path, schema in shapes.items():
-        op = paths.get(path, {}).get("get")
-        if op is not None:
-            op["responses"]["200"] = {
-                "description": "OK",
-                "content": {"application/json": {"schema": schema}},
-            }
+        "as_of": {
+            "type": "string",
+            "format": "date-time",
+            "description": "the time health is judged at (that of a walk's first page)",
+        },
+        "broker_connected": {"type": "boolean"},
+    },
+}
+BYTES_ANSWER: dict[str, Any] = {
+    "description": "The attachment's bytes, exactly as the device stored them",
+    "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+}
 
 
 # What app.input_middleware refuses in every query value (400 invalid_query), said

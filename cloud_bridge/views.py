@@ -34,7 +34,7 @@ from cloud_bridge.models import (
     User,
     utcnow,
 )
-from cloud_bridge.openapi import document
+from cloud_bridge.openapi import BYTES_ANSWER, GATEWAY_PAGE, GATEWAY_REF, document, json_answer
 from cloud_bridge.permissions import ROLES, Action, Actor, owns, scope
 from outpost.forms import ActivityTypeDef
 from outpost.http import body as body_reader
@@ -1130,6 +1130,7 @@ ROUTES: list[Route] = [
         "Cancel an activity; recalls it from its gateway",
         A.ACTIVITIES_DISPATCH,
         CancelBody,
+        body_optional=True,
     ),
     Route(
         "GET",
@@ -1154,6 +1155,7 @@ ROUTES: list[Route] = [
         get_attachment,
         "An attachment's bytes (photo, signature), by SHA-256; 404 until a gateway sent it",
         A.ACTIVITIES_READ,
+        answer=BYTES_ANSWER,
     ),
     Route(
         "GET",
@@ -1162,6 +1164,8 @@ ROUTES: list[Route] = [
         "One page of the fleet (?limit=&cursor=&health=&state=&q=&version=&heard_within="
         "&silent_for=&sort=&order=): each gateway's figures, health and reasons",
         A.FLEET_READ,
+        answer=json_answer(GATEWAY_PAGE),
+        params=tuple(fleet_query.openapi_parameters(fleet_query.PARAMS)),
     ),
     Route(
         "GET",
@@ -1169,6 +1173,8 @@ ROUTES: list[Route] = [
         fleet_summary,
         "Counts of gateways by health, state and reason (the list's filters), listing none",
         A.FLEET_READ,
+        answer=json_answer(fleet_query.SUMMARY_SCHEMA),
+        params=tuple(fleet_query.openapi_parameters(fleet_query.SUMMARY_PARAMETERS)),
     ),
     Route(
         "GET",
@@ -1176,6 +1182,7 @@ ROUTES: list[Route] = [
         get_gateway,
         "One gateway: figures, health (ok, warn, critical) and reasons",
         A.FLEET_READ,
+        answer=json_answer(GATEWAY_REF),
     ),
     Route(
         "GET",

@@ -215,8 +215,10 @@ def test_each_operations_statuses_are_its_routes_declaration() -> None:
     """An operation's answers are the common ones plus what its Route declares: no other table.
 
     A status declared on a route and missing from the document, or documented
-    for a route that does not declare it, fails here (schemathesis then checks
-    the answers the running API gives against the document).
+    for a route that does not declare it, fails here; so does a 200 shape, a
+    query parameter or a body's being optional that is not the Route's
+    (schemathesis then checks the answers the running API gives against the
+    document).
     """
     from cloud_bridge.openapi import document
 
@@ -232,6 +234,12 @@ def test_each_operations_statuses_are_its_routes_declaration() -> None:
         for status, why in route.statuses.items():
             assert op["responses"][status]["description"] == why, (route.path, status)
         assert (op.get("security") == []) is route.public, (route.method, route.path)
+        if route.answer is not None:
+            assert op["responses"]["200"] == route.answer, route.path
+        for param in route.params:
+            assert param["name"] in {p["name"] for p in op["parameters"]}, route.path
+        if "requestBody" in op:
+            assert op["requestBody"]["required"] is not route.body_optional, route.path
 
 
 async def test_the_document_says_which_operations_need_a_token(
