@@ -281,6 +281,13 @@ async def probe_api(
                     await asyncio.wait_for(stop.wait(), 1.0)
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores so far (/proc/stat): is the machine the limit?"""
+    fields = [float(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
 async def sample_cpu(
     procs: list[BridgeProc], stop: asyncio.Event, out: dict[str, Any], window: tuple[float, float]
 ) -> None:
@@ -292,11 +299,14 @@ async def sample_cpu(
         if start_cpu is None and t >= window[0]:
             start_cpu = [p.cpu_s() for p in procs]
             out["cpu_t0"] = t
+            machine0 = machine_cpu()
         if start_cpu is not None and t <= window[1]:
             out["cpu"] = [
                 (p.cpu_s() - c) / max(t - out["cpu_t0"], 1e-9) * 100
                 for p, c in zip(procs, start_cpu, strict=True)
             ]
+            busy, total = (b - a for a, b in zip(machine0, machine_cpu(), strict=True))
+            out["machine_busy_pct"] = busy / max(total, 1e-9) * 100
         peak = [max(a, p.rss_mb()) for a, p in zip(peak, procs, strict=True)]
         out["rss_mb"] = peak
         with suppress(TimeoutError):
@@ -366,6 +376,40 @@ async def bridge_clocks(
         ]
 
 
+async def pg_waits(url: str, stop: asyncio.Event, out: dict[str, Any]) -> None:
+    """Twice a second: what this database's active backends wait on (pg_stat_activity).
+
+    Row locks between workers would show as ``Lock`` waits (``transactionid``,
+    ``tuple``); commits as ``IO``/``LWLock`` (WAL) waits."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    conn = await psycopg.AsyncConnection.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=True
+    )
+    counts: dict[str, int] = {}
+    samples = 0
+    try:
+        while not stop.is_set():
+            cur = await conn.execute(
+                "SELECT state || ' ' || coalesce(wait_event_type || ':' || wait_event, 'cpu'), "
+                "count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND state <> 'idle' AND pid <> pg_backend_pid() GROUP BY 1"
+            )
+            for what, n in await cur.fetchall():
+                counts[what] = counts.get(what, 0) + n
+            samples += 1
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        await conn.close()
+    # mean number of backends in each state over the samples
+    out.update(
+        {k: round(v / max(samples, 1), 2) for k, v in sorted(counts.items(), key=lambda kv: -kv[1])}
+    )
+
+
 async def loop_lag(stop: asyncio.Event, out: list[float]) -> None:
     """How late this (simulator) process's event loop wakes: is the simulator keeping up?"""
     while not stop.is_set():
@@ -420,6 +464,7 @@ async def steady(
     cpu: dict[str, Any] = {}
     lag: list[float] = []
     clocks: dict[str, Any] = {}
+    waits: dict[str, Any] = {}
     sim_cpu0 = time.process_time()
     side = [
         asyncio.create_task(probe_api(base, stop, api, probes)),
@@ -431,6 +476,7 @@ async def steady(
         asyncio.create_task(sample_cpu([*procs, broker], stop, cpu, window)),
         asyncio.create_task(loop_lag(stop, lag)),
         asyncio.create_task(bridge_clocks(procs, window, clocks)),
+        asyncio.create_task(pg_waits(args.url, stop, waits)),
     ]
     if args.saturate:
         await asyncio.gather(*(s.run_saturating(window[1]) for s in sims))
@@ -472,11 +518,13 @@ async def steady(
         "bridge_rss_mb": [round(r, 1) for r in cpu.get("rss_mb", [])[:-1]],
         "broker_cpu_pct": round(cpu.get("cpu", [float("nan")])[-1], 1),
         "simulator_cpu_pct": round(sim_cpu_pct, 1),
+        "machine_busy_pct": round(cpu.get("machine_busy_pct", float("nan")), 1),
         "simulator_loop_lag_p99_ms": round(pct(lag, 99) * 1000, 1),
         "api": summarize(api),
         "api_on_admin_worker": summarize(admin_api),
         "api_idle": idle_api,
         "bridge_clocks": clocks,
+        "pg_backends_waiting_on": waits,
         "stats": stats,
     }
 
@@ -596,6 +644,7 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         procs = stack.enter_context(
             bridges(broker, url, work, args.workers, src, args.bridge_toml, args.admin_worker)
         )
+        args.url = url
         run = outage if args.outage else steady
         assert broker.proc is not None
         mosquitto = BridgeProc(broker.proc, broker.port, broker.log)
