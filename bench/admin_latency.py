@@ -182,6 +182,8 @@ def bridge_histograms(url: str, token: str) -> dict[str, dict[str, float]]:
             ("outpost_bridge_loop_lag_seconds", "loop_lag"),
             ('outpost_bridge_publish_seconds{leaf="down/dispatch"', "dispatch_puback"),
             ('outpost_bridge_publish_seconds{leaf="down/results"', "results_puback"),
+            ("outpost_bridge_heartbeat_group_size", "heartbeat_groups"),
+            ("outpost_bridge_replay_group_batches", "replay_groups"),
         ):
             base = name.split("{")[0]
             if not line.startswith(base) or (("{" in name) and name.split("{")[1] not in line):
@@ -198,12 +200,15 @@ def bridge_histograms(url: str, token: str) -> dict[str, dict[str, float]]:
     return out
 
 
-def between(a: dict[str, float], b: dict[str, float]) -> str:
-    """Mean and the bucket bound holding the 99th percentile of what was observed from a to b."""
+def between(a: dict[str, float], b: dict[str, float], unit: str = "ms") -> str:
+    """Mean and the bucket bound holding the 99th percentile of what was observed from a to b
+    (``unit`` "ms" for seconds shown in ms, "" for a count)."""
     n = b.get("count", 0) - a.get("count", 0)
     if n <= 0:
         return "none"
     mean = (b.get("sum", 0) - a.get("sum", 0)) / n
+    if not unit:
+        return f"mean {mean:.1f} ({n:.0f})"
     p99 = "inf"
     for le in sorted((k for k in b if k not in ("sum", "count", "+Inf")), key=float):
         if b[le] - a.get(le, 0) >= 0.99 * n:

@@ -370,9 +370,16 @@ async def bridge_clocks(
     before = await asyncio.to_thread(scrape)
     await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
     after = await asyncio.to_thread(scrape)
-    for key in ("loop_lag", "dispatch_puback", "results_puback"):
+    for key, unit in (
+        ("loop_lag", "ms"),
+        ("dispatch_puback", "ms"),
+        ("results_puback", "ms"),
+        ("heartbeat_groups", ""),  # heartbeats per transaction
+        ("replay_groups", ""),  # batches per commit group
+    ):
         out[key] = [
-            between(a.get(key, {}), b.get(key, {})) for a, b in zip(before, after, strict=True)
+            between(a.get(key, {}), b.get(key, {}), unit)
+            for a, b in zip(before, after, strict=True)
         ]
 
 

@@ -108,6 +108,7 @@ class HeartbeatCommitter:
                 self._waiting[: self.max_batch],
                 self._waiting[self.max_batch :],
             )
+            self.metrics.heartbeat_groups.observe(len(group))
             try:
                 failed = await self.runner.async_call(self._commit, group)
             except Exception as exc:  # noqa: BLE001 - handed to every waiter

@@ -96,6 +96,12 @@ class BridgeMetrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
             registry=r,
         )
+        self.heartbeat_groups = Histogram(
+            "outpost_bridge_heartbeat_group_size",
+            "Heartbeats recorded together in one transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=r,
+        )
         self.replay_queue = Gauge(
             "outpost_bridge_replay_queued_envelopes",
             "Envelopes in batches waiting for a commit group",
