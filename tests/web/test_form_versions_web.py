@@ -149,6 +149,8 @@ def test_a_draft_stays_on_its_form_version_in_the_app(
         assert [e["form_version"] for e in envelopes_at_gateway(gateway, token, typing)] == [1]
 
         # 5. The saved draft is shown on version 1 and completes; central applies it as version 1.
+        # Central checks it in once applied: the app's next refresh of it answers 404.
+        phone.may_happen.append(f"404 (Not Found) ({gateway.lan_url}/api/v1/activities/{saved})")
         p.goto(f"{gateway.lan_url}/#/activity/{saved}")
         expect(p.get_by_label("Reading")).to_have_value("450")
         expect(p.locator("[data-field='reading'] .field-error")).to_have_text("")
