@@ -4,6 +4,9 @@ Migrations are numbered files in ``cloud_bridge/migrations/versions``. They
 run programmatically (no ``alembic.ini``), on SQLite and PostgreSQL alike.
 Before an SQLite file that already holds data is migrated, it is copied
 aside with SQLite's backup API, so a failed migration never costs data.
+On PostgreSQL, where several bridge workers may start together on one
+database, the upgrade runs under a transaction-scoped advisory lock: one
+worker migrates, the others wait and then find the schema current.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, text
 
 logger = logging.getLogger(__name__)
 
 SCRIPT_LOCATION = str(Path(__file__).with_name("migrations"))
+# pg_advisory_xact_lock key: any constant of our own ("outpost" in ASCII).
+MIGRATION_LOCK_KEY = 0x6F7574706F7374
 
 
 def _alembic_config() -> Config:
@@ -70,10 +75,25 @@ def migrate(engine: Engine) -> str | None:
         backup = _backup_sqlite(engine, current)
         if backup is not None:
             logger.info("backed up the central database to %s before migrating", backup)
-    logger.info("migrating the central database from revision %s to %s", current, head)
     cfg = _alembic_config()
     with engine.begin() as conn:
+        if not _hold_migration_lock(conn, head):
+            logger.info("another worker migrated the central database to revision %s", head)
+            return head
+        logger.info("migrating the central database from revision %s to %s", current, head)
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     logger.info("central database schema is at revision %s", head)
     return head
+
+
+def _hold_migration_lock(conn: Connection, head: str | None) -> bool:
+    """Take the migration lock (PostgreSQL; held to the end of ``conn``'s transaction).
+
+    False when the schema was brought to ``head`` by another worker while this
+    one waited: there is nothing left to do.
+    """
+    if conn.dialect.name != "postgresql":
+        return True  # SQLite: one bridge per file, and its writes are serialised anyway
+    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
+    return MigrationContext.configure(conn).get_current_revision() != head

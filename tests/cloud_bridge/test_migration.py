@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -12,6 +15,7 @@ from sqlalchemy import inspect
 from cloud_bridge.db import Database
 from cloud_bridge.migration import _alembic_config, current_revision, head_revision, migrate
 from cloud_bridge.models import Base
+from tests.support.postgres import fresh_database
 
 
 def test_migrate_creates_schema_and_is_idempotent(central_db_url: str) -> None:
@@ -62,3 +66,40 @@ def test_sqlite_file_is_backed_up_before_an_upgrade(tmp_path: Path) -> None:
         assert len(backups) == 1 and backups[0].stat().st_size > 0
     finally:
         db.dispose()
+
+
+_START_A_WORKER = """
+import sys
+from cloud_bridge.db import Database
+from cloud_bridge.migration import migrate
+db = Database.from_url(sys.argv[1])
+try:
+    print(migrate(db.engine))
+finally:
+    db.dispose()
+"""
+
+
+@pytest.mark.postgres
+def test_workers_starting_together_on_an_empty_database_migrate_it_once() -> None:
+    """Several bridge workers started at once on a new PostgreSQL database (docs/scale.md)
+    each migrate at start: one builds the schema, the others wait and find it done."""
+    with fresh_database() as url:
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", _START_A_WORKER, url],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        answers = [w.communicate(timeout=120) for w in workers]
+        for w, (out, err) in zip(workers, answers, strict=True):
+            assert w.returncode == 0, err[-2000:]
+            assert out.split() == [head_revision()]
+        db = Database.from_url(url)
+        try:
+            assert current_revision(db.engine) == head_revision()
+        finally:
+            db.dispose()
