@@ -118,7 +118,7 @@ async def test_avahi_browse_resolves_the_gateway_and_sees_its_goodbye(
     )
     gateway: PeerProcess | None = None
     try:
-        await avahi.expect(event="ready", timeout=10)
+        await avahi.expect(event="ready")
         config = {
             "gateway": {"id": gateway_id, "site": "Quarry 7"},
             "lan": {"host": "127.0.0.1", "port": 0},

@@ -42,6 +42,13 @@ THIRD_PARTY_BROWSER = textwrap.dedent(
 )
 
 
+# How long a peer may take to say something. Generous: a peer is a fresh Python
+# (zeroconf, aiohttp, pydantic to import) and mDNS probing, and on a loaded
+# machine its start alone took more than 8 s. A peer that never says it still
+# fails the test, only later.
+PEER_TIMEOUT_S = 30.0
+
+
 class PeerProcess:
     """A peer subprocess speaking JSON lines: ``await expect(event=...)`` waits for one."""
 
@@ -65,7 +72,7 @@ class PeerProcess:
 
     async def expect(
         self,
-        timeout: float = 8.0,
+        timeout: float = PEER_TIMEOUT_S,
         where: Callable[[dict[str, Any]], bool] | None = None,
         **fields: object,
     ) -> dict[str, Any]:
@@ -104,7 +111,8 @@ class PeerProcess:
             assert self.proc.stdin is not None
             self.proc.stdin.close()
             try:
-                await asyncio.wait_for(self.proc.wait(), 5)
+                # an advertiser says goodbye on the way out: give it time to
+                await asyncio.wait_for(self.proc.wait(), PEER_TIMEOUT_S)
             except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
@@ -139,7 +147,7 @@ ADVERTISER = textwrap.dedent(
         port = runner.addresses[0][1]
         await async_announce(app, port)
         advertiser = app[DISCOVERY_KEY]
-        await advertiser.async_wait_announced(10)
+        await advertiser.async_wait_announced(30)
         say(event="announced", port=port, names=list(advertiser.service_names),
             addresses=list(advertiser.addresses))
         loop = asyncio.get_running_loop()
