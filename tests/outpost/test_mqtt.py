@@ -30,7 +30,10 @@ async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> N
     try:
         await sub.async_wait_connected(5)
         await pub.async_wait_connected(5)
-        await asyncio.sleep(0.1)  # let the SUBACK land before publishing
+        # The subscription is in place once the broker answered a SUBSCRIBE sent after
+        # the one on connect (a client's packets are handled in order); a fixed
+        # 0.1 s sleep here raced the broker on a loaded machine.
+        await sub.async_subscribe([("t/#", 1)])
         await pub.async_publish(
             "t/a",
             b"hello",
@@ -85,7 +88,7 @@ async def test_persistent_session_gets_messages_queued_while_away(broker: Broker
     gw = make()
     await gw.async_start()
     await gw.async_wait_connected(5)
-    await asyncio.sleep(0.1)
+    await gw.async_subscribe([("down/#", 1)])  # the session's subscription is in place
     await gw.async_stop()
 
     central = MqttClient(_settings(broker), client_id="central")
@@ -131,7 +134,7 @@ async def test_unacked_message_is_redelivered(broker: Broker) -> None:
     try:
         await sub.async_wait_connected(5)
         await pub.async_wait_connected(5)
-        await asyncio.sleep(0.1)
+        await sub.async_subscribe([("jobs", 1)])  # the subscription is in place
         await pub.async_publish("jobs", b"job-1")
         await asyncio.wait_for(started.wait(), 5)
         await sub.async_stop()
