@@ -191,10 +191,16 @@ async def test_a_busy_bridge_answers_batch_deferred(
         c = await asyncio.to_thread(seed.ready, "site-b", "b-1")
         gw_a, gw_b = await gateways("site-a"), await gateways("site-b")
         await gw_a.publish(topics.UP_ENVELOPES, gw_a.batch([envelope(a, 1)]))
-        await asyncio.sleep(0.3)
+        # site-a's batch is in the queue, waiting out the group wait (a fixed 0.3 s
+        # sleep here did not make sure of that on a loaded machine)
+        committer = b.committer
+        assert committer is not None
+        async with asyncio.timeout(10):
+            while committer.queued_envelopes != 1:
+                await asyncio.sleep(0.01)
         deferred_batch = gw_b.batch([envelope(c, 1), envelope(c, 2)])
         await gw_b.publish(topics.UP_ENVELOPES, deferred_batch)
-        answer = await gw_b.expect(topics.DOWN_RESULTS, timeout=5)
+        answer = await gw_b.expect(topics.DOWN_RESULTS, timeout=15)
         assert isinstance(answer, BatchDeferred)
         assert (answer.batch_id, answer.retry_after_s) == (deferred_batch.batch_id, 7)
         (res,) = (await gw_a.results(1)).values()
