@@ -219,6 +219,8 @@ async def test_a_silent_central_is_retried_with_backoff_then_served(
         uplink = gw.app[BACKHAUL_KEY]
         assert isinstance(uplink, Uplink)
         await gw.store.async_write(SqlWrite(lambda c: _seed_completed_with(c, config, blob)))
+        # Count from the first window on (a loaded machine may be slow to send it).
+        await wait_for(lambda: uplink.blobs.bytes_sent > 0, 30, "the first window")
         await asyncio.sleep(4.0)
         attempts = uplink.blobs.bytes_sent / (window * chunk * 1.02)
         # At a fixed 0.3 s retry (plus 0.3 s waiting) there would be ~7 by now;

@@ -180,7 +180,7 @@ class GatewayProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60  # a process start, beside a browser, on 2 cores
         while True:
             try:
                 with urllib.request.urlopen(f"{self.local_url}/healthz", timeout=1) as r:
