@@ -184,16 +184,20 @@ class MqttClient:
     async def async_stop(self) -> None:
         """Disconnect cleanly (no last will) and stop reconnecting."""
         self._stopping = True
-        if self._client is not None and self._connected.is_set():
-            self._client.disconnect()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._disconnected.wait(), 2)
+        await self._async_disconnect()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        # A connect that completed while we stopped (see _async_run) is closed too,
+        # and one still waiting for its CONNACK is not left open for the GC to find.
+        await self._async_disconnect()
         self._teardown_socket()
+        if self._client is not None and not self._connected.is_set():
+            sock = self._client.socket()
+            if sock is not None:
+                sock.close()
         for _queue, task in self._workers.values():
             task.cancel()
         for _queue, task in list(self._workers.values()):
@@ -203,6 +207,12 @@ class MqttClient:
         for t in list(self._background):
             t.cancel()
         self._fail_pending(NotConnected("client stopped"))
+
+    async def _async_disconnect(self) -> None:
+        if self._client is not None and self._connected.is_set():
+            self._client.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._disconnected.wait(), 2)
 
     async def async_publish(
         self,
@@ -362,6 +372,12 @@ class MqttClient:
                 )
                 self._teardown_socket()
                 self._mark_disconnected()
+            if self._stopping:
+                # async_stop came while we connected. Its cancellation does not always
+                # arrive: Python 3.11's wait_for swallows it when the awaited step
+                # finished at that moment. Waiting for a disconnect here would then
+                # wait for ever; async_stop closes what we opened.
+                break
             if self._connected.is_set():
                 delay = self._settings.backoff_initial
                 await self._disconnected.wait()

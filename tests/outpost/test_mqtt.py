@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import pytest
 
@@ -153,3 +155,42 @@ async def test_unacked_message_is_redelivered(broker: Broker) -> None:
     finally:
         await sub.async_stop()
         await pub.async_stop()
+
+
+async def test_stop_as_the_connect_completes_returns_and_leaves_no_connection(
+    broker: Broker,
+) -> None:
+    """``async_stop`` while the blocking connect is finishing in its thread.
+
+    Python 3.11's ``wait_for`` swallows the stop's cancellation when the awaited
+    step finished in the same moment; the connection loop then went on to the
+    CONNACK and waited for a disconnect nobody would ask for: the stop hung
+    (seen as a test teardown that never ended, the bridge stopped right after its
+    start). Here the moment is made exact: the connect is let go and finishes
+    while the loop is blocked, and the stop is scheduled behind its completion.
+    """
+    client = MqttClient(_settings(broker), client_id="stop-while-connecting")
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    connect = client._connect_blocking
+
+    def slow_connect(paho_client: Any) -> None:
+        started.set()
+        release.wait(10)
+        connect(paho_client)
+        finished.set()
+
+    client._connect_blocking = slow_connect  # type: ignore[method-assign]
+    await client.async_start()
+    assert await asyncio.to_thread(started.wait, 10)
+    release.set()
+    # Blocking the loop on purpose: the connect's completion is queued before the stop.
+    assert finished.wait(10)
+    paho_client = client._client
+    assert paho_client is not None
+    sock = paho_client.socket()
+    assert sock is not None  # connected at the TCP level, the CONNACK still to come
+    stop = asyncio.ensure_future(client.async_stop())
+    await asyncio.wait_for(stop, 10)
+    assert stop.done() and not stop.cancelled()
+    assert not client.is_connected
+    assert sock.fileno() == -1  # closed, not left open
