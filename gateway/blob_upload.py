@@ -118,8 +118,12 @@ class BlobUploader:
                     delay = min(base * 2**self._misses, MAX_RETRY_S)
                     self._misses += 1
                     self._link_up.clear()
+                    # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows
+                    # the stop's cancellation when the link comes up at that moment,
+                    # and this loop would then wait for ever, holding up the stop.
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._link_up.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._link_up.wait()
 
     async def _async_record(self, receipt: BlobReceipt) -> None:
         now = datetime.now(UTC)

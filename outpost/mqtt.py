@@ -357,15 +357,13 @@ class MqttClient:
             self._disconnected.clear()
             self.keepalive_s = self._keepalive(self.meter)
             try:
-                await asyncio.wait_for(
-                    self._loop.run_in_executor(None, self._connect_blocking, client),
-                    self._settings.connect_timeout,
-                )
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a
+                # cancellation (async_stop's) that comes as the awaited step finishes.
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await self._loop.run_in_executor(None, self._connect_blocking, client)
                 # CONNACK arrives through the reader; wait for it or for a drop.
-                await asyncio.wait_for(
-                    self._wait_any(self._connected, self._disconnected),
-                    self._settings.connect_timeout,
-                )
+                async with asyncio.timeout(self._settings.connect_timeout):
+                    await self._wait_any(self._connected, self._disconnected)
             except (OSError, TimeoutError, ssl.SSLError) as exc:
                 self._note_error(
                     f"cannot reach broker {self._settings.host}:{self._settings.port}: {exc or type(exc).__name__}"
@@ -373,10 +371,9 @@ class MqttClient:
                 self._teardown_socket()
                 self._mark_disconnected()
             if self._stopping:
-                # async_stop came while we connected. Its cancellation does not always
-                # arrive: Python 3.11's wait_for swallows it when the awaited step
-                # finished at that moment. Waiting for a disconnect here would then
-                # wait for ever; async_stop closes what we opened.
+                # async_stop came while we connected (and its cancellation was lost
+                # somewhere): waiting for a disconnect here would wait for ever;
+                # async_stop closes what we opened.
                 break
             if self._connected.is_set():
                 delay = self._settings.backoff_initial
