@@ -5,7 +5,10 @@ litestream replicates SQLite only; photos and signatures live as files under
 blob is immutable and named by its hash, so mirroring is "copy what the
 replica lacks": to ``<replica>/blobs/<aa>/<sha256>`` through a temporary
 file, fsync, rename, fsync the directory. Partial uploads are not copied.
-A directory is rescanned only when its mtime changed.
+A directory is rescanned only when its mtime changed, and always while its
+mtime is recent: file timestamps are coarse (one kernel tick on many
+kernels and filesystems), so a blob renamed in right after a scan may leave
+the directory's mtime as it was (git's "racy" index entries, the same cure).
 
 All functions block: call them from a thread.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 BLOBS_DIRNAME = "blobs"
 SKIP_DIRS = frozenset({"partial"})
+# A directory whose mtime is younger than this at the scan may change again
+# without its mtime moving: it is scanned again next time.
+RACY_NS = 2_000_000_000
 
 
 def _is_blob_name(name: str) -> bool:
@@ -48,6 +55,7 @@ class BlobMirror:
 
     def run_once(self) -> MirrorResult:
         result = MirrorResult()
+        started_ns = time.time_ns()
         try:
             shards = [e for e in os.scandir(self.source) if e.is_dir() and e.name not in SKIP_DIRS]
         except FileNotFoundError:
@@ -76,7 +84,7 @@ class BlobMirror:
                     continue
                 result.copied += 1
                 result.bytes += size
-            if ok:
+            if ok and mtime < started_ns - RACY_NS:
                 self._dir_mtimes[shard.name] = mtime
         if result.copied:
             self.mirrored += result.copied
