@@ -161,7 +161,8 @@ async def test_checkout_through_the_gateway(
         code, data = await device.call("POST", f"/api/v1/activities/{other['id']}/checkout")
         assert code == 503, data
         assert data["error"]["code"] == "backhaul_down"
-        assert time.monotonic() - started < 0.5
+        # at once, not after the 10 s checkout timeout (room for a loaded machine's stall)
+        assert time.monotonic() - started < 2
 
 
 @pytest.mark.soak
