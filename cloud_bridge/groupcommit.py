@@ -24,6 +24,7 @@ and apply it as one group (:meth:`cloud_bridge.replay.Replayer.apply_group`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -49,7 +50,9 @@ class Busy(Exception):
 @dataclass
 class _Item:
     part: Part
-    future: Future[Part]
+    future: Future[Part] | None = None  # submit(): resolved from the replay thread
+    # async_apply(): resolved in its loop, one wakeup for all of a group's batches there
+    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[Part]] | None = None
     queued: float = field(default_factory=time.monotonic)
 
 
@@ -92,6 +95,21 @@ class GroupCommitter:
     def submit(self, part: Part) -> Future[Part]:
         """Queue one batch; the future resolves after its group committed (or fails)."""
         future: Future[Part] = Future()
+        self._enqueue(_Item(part, future=future))
+        return future
+
+    async def async_apply(self, part: Part) -> Results:
+        """Apply one batch with whatever else is queued; its results, once durable."""
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Part] = loop.create_future()
+        self._enqueue(_Item(part, waiter=(loop, waiter)))
+        done = await waiter
+        if done.error is not None:
+            raise done.error
+        return done.results
+
+    def _enqueue(self, item: _Item) -> None:
+        part = item.part
         size = len(part.envelopes)
         with self._cond:
             if self._stopping:
@@ -100,18 +118,10 @@ class GroupCommitter:
             if self._queue and self._queued_envelopes + size > self.queue_max_envelopes:
                 self.metrics.replay_busy.inc()
                 raise Busy(self.retry_after_s, self._queued_envelopes)
-            self._queue.append(_Item(part, future))
+            self._queue.append(item)
             self._queued_envelopes += size
             self.metrics.replay_queue.set(self._queued_envelopes)
             self._cond.notify()
-        return future
-
-    async def async_apply(self, part: Part) -> Results:
-        """Apply one batch with whatever else is queued; its results, once durable."""
-        done = await asyncio.wrap_future(self.submit(part))
-        if done.error is not None:
-            raise done.error
-        return done.results
 
     def shutdown(self) -> None:
         """Apply what is queued, then stop the threads (blocking)."""
@@ -170,6 +180,10 @@ class GroupCommitter:
             self._cond.notify_all()
 
     def _run(self) -> None:
+        with self.replayer.holding_connection():
+            self._apply_groups()
+
+    def _apply_groups(self) -> None:
         while (group := self._take()) is not None:
             started = time.time()
             parts = [i.part for i in group]
@@ -183,8 +197,36 @@ class GroupCommitter:
             self.metrics.commit_groups.observe(len(parts))
             self.metrics.commit_seconds.observe(time.time() - started)
             self._release(group)
-            for item in group:
-                if error is not None:
-                    item.future.set_exception(error)
-                else:
-                    item.future.set_result(item.part)
+            _resolve(group, error)
+
+
+def _resolve(group: list[_Item], error: Exception | None) -> None:
+    """Hand each batch of a committed (or failed) group to whoever waits for it.
+
+    The waiters of one event loop are woken with one callback for the whole
+    group, not one thread-safe wakeup per batch: at a fleet's rate of small
+    batches those wakeups were a measurable share of the loop's time.
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Part], Part]]] = {}
+    for item in group:
+        if item.future is not None:
+            if error is not None:
+                item.future.set_exception(error)
+            else:
+                item.future.set_result(item.part)
+        if item.waiter is not None:
+            loop, waiter = item.waiter
+            by_loop.setdefault(loop, []).append((waiter, item.part))
+    for loop, waiters in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(_wake, waiters, error)
+
+
+def _wake(waiters: list[tuple[asyncio.Future[Part], Part]], error: Exception | None) -> None:
+    for waiter, part in waiters:
+        if waiter.done():  # its caller was cancelled
+            continue
+        if error is not None:
+            waiter.set_exception(error)
+        else:
+            waiter.set_result(part)

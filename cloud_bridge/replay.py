@@ -29,14 +29,17 @@ Everything here blocks; the bridge runs it in its DB threads.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TypeVar
 
+from sqlalchemy import Connection
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError, StatementError
 
 from cloud_bridge import rejections
@@ -80,6 +83,26 @@ class Replayer:
 
     def __init__(self, db: Database) -> None:
         self.db = db
+        self._held = threading.local()
+
+    @contextlib.contextmanager
+    def holding_connection(self) -> Iterator[None]:
+        """While inside, this thread reuses one connection for its transactions.
+
+        A replay thread commits group after group: checking a connection out
+        of the pool for each cost a round trip (the pool's ping) and a
+        checkout's Python work per group. After any failure the connection is
+        closed and the next transaction takes a fresh (pinged) one.
+        """
+        self._held.on = True
+        try:
+            yield
+        finally:
+            conn: Connection | None = getattr(self._held, "conn", None)
+            self._held.conn = None
+            self._held.on = False
+            if conn is not None:
+                conn.close()
 
     def apply_batch(
         self,
@@ -131,8 +154,19 @@ class Replayer:
         return self.apply_batch(gateway_id, batch)
 
     def _commit(self, parts: list[Part]) -> list[Part]:
-        with self.db.engine.begin() as conn:
-            return BulkBatch(conn, parts, utcnow()).run()
+        if not getattr(self._held, "on", False):
+            with self.db.engine.begin() as conn:
+                return BulkBatch(conn, parts, utcnow()).run()
+        held: Connection | None = getattr(self._held, "conn", None)
+        if held is None or held.closed or held.invalidated:
+            held = self._held.conn = self.db.engine.connect()
+        try:
+            with held.begin():
+                return BulkBatch(held, parts, utcnow()).run()
+        except BaseException:
+            self._held.conn = None
+            held.close()
+            raise
 
     def _one(self, part: Part) -> Results:
         (done,) = self._commit([part])

@@ -153,6 +153,32 @@ async def test_a_batch_that_cannot_be_applied_fails_alone(
         assert rules.get_activity(s, broken).last_seq == 0
 
 
+async def test_a_replay_thread_whose_connection_died_reconnects(
+    db: Database, seed: Seeded, committer: GroupCommitter
+) -> None:
+    """A replay thread keeps its connection between groups; when the database drops it
+    (a restart, an idle timeout), the next batch is applied on a fresh one, once."""
+    if db.sqlite:
+        pytest.skip("a file has no server to drop the connection")
+    aid = seed.ready("site-a")
+    first = make_part("site-a", batch("site-a", [envelope(aid, 1)]))
+    assert [r.outcome for _, r in await committer.async_apply(first)] == ["applied"]
+    with db.engine.begin() as conn:
+        killed = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).scalar()
+    assert killed  # the replay threads' kept connections were there to kill
+    second = make_part("site-a", batch("site-a", [envelope(aid, 2), envelope(aid, 3)]))
+    results = await committer.async_apply(second)
+    assert [(r.outcome, r.envelope_id) for _, r in results] == [
+        ("applied", e.envelope_id) for e in second.envelopes
+    ]
+    with db.session() as s:
+        assert s.scalar(select(func.count()).select_from(LedgerEntry)) == 3
+        assert rules.get_activity(s, aid).last_seq == 3
+
+
 async def test_a_full_queue_answers_busy(db: Database, seed: Seeded) -> None:
     aid = seed.ready("site-a")
     # A long wait keeps the first batch queued while the next ones arrive.
