@@ -59,6 +59,12 @@ class BridgeMqttSection(MqttSection):
     # worker beside the uplink workers has its own process, event loop and CPU share, so
     # replay at its limit never slows an admin down (docs/scale.md).
     uplink: bool = True
+    # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker hands
+    # this worker at once. A message is acknowledged only after its group's commit and
+    # its answers' PUBACKs, so with a fleet's small batches this window, not the CPU,
+    # capped a worker (100: ~50 batches per commit, 1,200 env/s here; docs/benchmarks.md).
+    # What it admits is still bounded by [replay] queue_max_envelopes.
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
 
 
 class ReplaySection(Section):

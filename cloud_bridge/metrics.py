@@ -40,6 +40,10 @@ class BridgeMetrics:
             ["outcome"],
             registry=r,
         )
+        # The children a fleet's every batch touches, looked up once (labels() takes a
+        # lock and builds a key each call).
+        self.applied_envelopes = self.envelopes.labels("applied")
+        self.rejected_envelopes = self.envelopes.labels("rejected")
         self.dropped = Counter(
             "outpost_bridge_dropped_messages",
             "Uplink messages dropped: undecodable, on a wrong topic or naming another gateway",
@@ -126,6 +130,14 @@ class BridgeMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self._publish_by_leaf: dict[str, Histogram] = {}
+
+    def publish_took(self, leaf: str) -> Histogram:
+        """The ``publish_seconds`` child of one topic leaf (looked up once per leaf)."""
+        child = self._publish_by_leaf.get(leaf)
+        if child is None:
+            child = self._publish_by_leaf[leaf] = self.publish_seconds.labels(leaf)
+        return child
 
     def _declare_fleet(self, r: CollectorRegistry) -> None:
         """The fleet, refreshed at scrape time (:meth:`set_fleet`)."""

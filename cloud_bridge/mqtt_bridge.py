@@ -65,6 +65,7 @@ class MqttBridge:
             clean_start=not settings.uplink,
             session_expiry_s=settings.session_expiry_s if settings.uplink else 0,
             partition=_partition,
+            receive_maximum=settings.receive_maximum,
         )
 
     async def async_start(self) -> None:
@@ -95,7 +96,7 @@ class MqttBridge:
         """Publish one answer (QoS 1, waiting for PUBACK); False when the broker is away."""
         payload = encode(out.message)
         parsed = topics.parse(out.topic)
-        took = self.handler.metrics.publish_seconds.labels(parsed[1] if parsed else "other")
+        took = self.handler.metrics.publish_took(parsed[1] if parsed else "other")
         for attempt in range(1, PUBLISH_RETRIES + 1):
             try:
                 started = time.monotonic()

@@ -61,7 +61,7 @@ from outpost.mqtt_config import MqttSection
 _LOGGER = logging.getLogger(__name__)
 
 MISC_INTERVAL = 1.0
-RECEIVE_MAXIMUM = 100  # unacked QoS 1 messages the broker may send us at once
+RECEIVE_MAXIMUM = 100  # default: unacked QoS 1 messages the broker may send us at once
 HANDLER_QUEUE = 1000
 
 
@@ -127,8 +127,10 @@ class MqttClient:
         partition: Callable[[str], str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
         keepalive: Callable[[LinkMeter], int] | None = None,
+        receive_maximum: int = RECEIVE_MAXIMUM,
     ) -> None:
         self._settings = settings
+        self._receive_maximum = receive_maximum
         # Chooses the keepalive of the next connection (default: the setting).
         self._keepalive = keepalive or (lambda _meter: settings.keepalive)
         self.meter = LinkMeter()
@@ -339,7 +341,7 @@ class MqttClient:
     def _connect_blocking(self, client: paho.Client) -> None:
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self._session_expiry_s
-        props.ReceiveMaximum = RECEIVE_MAXIMUM
+        props.ReceiveMaximum = self._receive_maximum
         client.connect(
             self._settings.host,
             self._settings.port,
