@@ -61,10 +61,11 @@ class BridgeMqttSection(MqttSection):
     uplink: bool = True
     # MQTT 5 Receive Maximum: how many unacknowledged QoS 1 messages the broker hands
     # this worker at once. A message is acknowledged only after its group's commit and
-    # its answers' PUBACKs, so with a fleet's small batches this window, not the CPU,
-    # capped a worker (100: ~50 batches per commit, 1,200 env/s here; docs/benchmarks.md).
-    # What it admits is still bounded by [replay] queue_max_envelopes.
-    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    # its answers' PUBACKs, so this window bounds how many batches can share a commit.
+    # 100 and 1,000 made no difference to the saturated ceiling here (the worker's CPU
+    # is the limit: docs/benchmarks.md, "Fleet scale"). What it admits is still bounded
+    # by [replay] queue_max_envelopes.
+    receive_maximum: int = Field(default=100, ge=1, le=65535)
 
 
 class ReplaySection(Section):
@@ -79,7 +80,7 @@ class ReplaySection(Section):
     # Beyond this many queued envelopes a batch is answered "busy, retry after" (a
     # BatchDeferred): cheap answers keep the broker's queue for the bridge short, where
     # silence would have the fleet time out and resend into it. The broker hands the
-    # bridge at most 100 unacknowledged messages (Receive Maximum), so this bounds
+    # bridge at most [mqtt] receive_maximum unacknowledged messages, so this bounds
     # memory too: ~2 s of one worker's commits.
     queue_max_envelopes: int = Field(default=5000, ge=1)
     retry_after_s: float = Field(default=10.0, gt=0, le=3600)  # gateways add ±50 % jitter
