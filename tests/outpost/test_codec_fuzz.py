@@ -20,7 +20,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cloud_bridge.intake import placeholder, read_batch
-from outpost.wire.codec import MAX_BYTES, DecodeError, decode, encode_json, encode_json_zstd
+from outpost.wire.codec import (
+    MAX_BYTES,
+    DecodeError,
+    _body,
+    decode,
+    encode_json,
+    encode_json_zstd,
+    validate_document,
+)
 from outpost.wire.schemas import Heartbeat
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -193,3 +201,89 @@ def test_a_lone_surrogate_in_one_envelope_refuses_only_that_one() -> None:
     assert len(intake.batch.envelopes) == 2
     ((code, reason),) = intake.refused.values()
     assert code == "invalid_envelope" and "surrogate" in reason
+
+
+# --- the one-pass reading (pydantic from the bytes) against the reference -------------
+
+
+def reading(read: Any, *args: Any) -> tuple[str, str]:
+    """What a reader made of a payload: the message (by its repr: types and floats too) or the error."""
+    try:
+        return "message", repr(read(*args))
+    except DecodeError as exc:
+        return "refused", str(exc)
+
+
+def same_reading(payload: bytes, max_bytes: int = MAX_BYTES["envelope_batch"]) -> None:
+    try:
+        body = _body(payload, max_bytes)
+    except DecodeError:
+        return  # refused before either reader runs
+    assert reading(decode, payload, max_bytes) == reading(validate_document, body)
+
+
+@FUZZ
+@given(st.sampled_from(["heartbeat", "envelope_batch"]), st.data())
+def test_one_pass_reads_a_changed_message_as_the_reference_does(
+    kind: str, data: st.DataObject
+) -> None:
+    document = heartbeat() if kind == "heartbeat" else envelope_batch()
+    target = document if kind == "heartbeat" else document["envelopes"][0]
+    key = data.draw(st.sampled_from(sorted(target)))
+    target[key] = data.draw(json_values)
+    same_reading(frame(json.dumps(document), data.draw(st.booleans())), MAX_BYTES[kind])
+
+
+@FUZZ
+@given(json_values, st.binary(max_size=8), st.integers(min_value=0, max_value=400))
+def test_one_pass_reads_spliced_bytes_as_the_reference_does(
+    value: Any, junk: bytes, at: int
+) -> None:
+    document = envelope_batch()
+    document["envelopes"][0]["record"] = {"v": value}
+    body = json.dumps(document).encode("utf-8", "surrogatepass")
+    at = min(at, len(body))
+    same_reading(encode_json(body[:at] + junk + body[at:], False))
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        ('"gateway_id": "site-a"', '"gateway_id": "site-a", "gateway_id": "site-b"'),
+        ('"kind": "envelope_batch"', '"kind": "heartbeat", "kind": "envelope_batch"'),
+        ('"site_ok": true', '"site_ok": true, "site_ok": false'),
+        ('"seq": 1', '"seq": 1.0'),
+        ('"seq": 1', '"seq": "1"'),
+        ('"site_ok": true', '"site_ok": -0.0, "n": 1e400, "m": 123456789012345678901234567890'),
+        ('"site_ok": true', '"site_ok": "\\u00e9\\t\\/"'),
+        ('"site_ok": true', '"site_ok": "\\udc80"'),
+        ('"site_ok": true', '"site_ok": Infinity'),
+        ('"site_ok": true', '"site_ok": ' + "9" * 4300),
+        ('"site_ok": true', '"site_ok": [' * 300 + "]" * 300),
+    ],
+    ids=[
+        "twice-gateway",
+        "twice-kind",
+        "twice-in-record",
+        "whole-float",
+        "int-as-text",
+        "numbers",
+        "escapes",
+        "lone-surrogate",
+        "infinity",
+        "4300-digits",
+        "deep",
+    ],
+)
+def test_one_pass_reads_an_edge_as_the_reference_does(change: tuple[str, str]) -> None:
+    text = json.dumps(envelope_batch())
+    assert change[0] in text
+    edited = text.replace(change[0], change[1], 1)
+    same_reading(encode_json(edited.encode(), False))
+    same_reading(encode_json(edited.encode("utf-16"), False))  # json.loads detects UTF-16
+
+
+def test_one_pass_takes_a_valid_batch() -> None:
+    payload = encode_json(json.dumps(envelope_batch()).encode(), False)
+    assert reading(decode, payload)[0] == "message"
+    same_reading(payload)
