@@ -2,6 +2,7 @@ import hashlib
 import json
 import uuid
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -154,6 +155,21 @@ def test_codec_3_uses_the_frozen_dictionary_where_it_is_smaller() -> None:
     big = encode_for_peer(many.model_dump_json().encode(), CODEC_DICT)
     assert big[:2] == bytes((CODEC_ZSTD, 2))
     assert decode(big) == many
+
+
+def test_a_reused_zstd_decompressor_reads_after_a_corrupt_frame_and_in_threads() -> None:
+    # Each thread keeps its decompressors: one frame's failure must not leak into the next.
+    state = GatewayState(gateway_id="site-a", state="online", at=datetime.now(UTC))
+    doc = state.model_dump_json().encode()
+    good = [encode_json_zstd(doc), encode_json_zstd(doc, dictionary=True)]
+    for frame in good:
+        with pytest.raises(DecodeError, match="corrupt"):
+            decode(frame[:-4] + b"\xff\xff\xff\xff")
+        with pytest.raises(DecodeError, match="inflates past"):
+            decode(frame, max_bytes=len(doc) - 1)
+        assert decode(frame) == state
+    with ThreadPoolExecutor(4) as pool:
+        assert all(m == state for m in pool.map(decode, good * 200))
 
 
 def test_batch_deferred_is_a_wire_message_and_the_contract_names_its_fields() -> None:
