@@ -68,6 +68,9 @@ DECODE_THREADS = 2
 # thread wakeups (profiled under a saturated fleet, docs/benchmarks.md). Larger ones
 # still go to the decode threads, so a big batch never holds up the loop.
 INLINE_DECODE_MAX = 2048
+# ... and what it may inflate to and still be read there: 2 KiB of zstd can hold
+# megabytes of JSON (a hostile gateway's); those go to the decode threads too.
+INLINE_INFLATED_MAX = 64 * 1024
 SUMMARY_S = 60.0  # replay's summary line in the log
 
 # Which message kind each uplink leaf carries.
@@ -189,9 +192,8 @@ class UplinkHandler:
                 gateway_id, msg.topic, f"unknown topic leaf {leaf!r}", "unknown_leaf"
             )
         limit = MAX_BYTES[expected.model_fields["kind"].default]
-        if len(msg.payload) <= INLINE_DECODE_MAX:
-            read = read_payload(msg.payload, limit, leaf, arrived)
-        else:
+        read = read_inline(msg.payload, limit)
+        if read is None:
             # Inflating and validating a large payload: in threads of its own, not on the
             # event loop the admin API and every gateway's answers share.
             loop = asyncio.get_running_loop()
@@ -389,6 +391,21 @@ class UplinkHandler:
         if msg.response_topic and msg.response_topic.startswith(own_down):
             reply_to = msg.response_topic
         return [Outgoing(reply_to, answer, msg.correlation_data)]
+
+
+def read_inline(payload: bytes, limit: int) -> Any | None:
+    """A small payload's message, read on the event loop at a bounded cost.
+
+    None when it must go to the decode threads: it is large, inflates past
+    ``INLINE_INFLATED_MAX``, or is refused (the threads read it again in full,
+    with its batch-mates' rescue and its error, :func:`read_payload`).
+    """
+    if len(payload) > INLINE_DECODE_MAX:
+        return None
+    try:
+        return decode(payload, min(limit, INLINE_INFLATED_MAX))
+    except DecodeError:
+        return None
 
 
 def read_payload(
