@@ -28,7 +28,6 @@ import contextlib
 import logging
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from cloud_bridge.bulk import Part
@@ -50,14 +49,14 @@ class Busy(Exception):
 @dataclass
 class _Item:
     part: Part
-    future: Future[Part] | None = None  # submit(): resolved from the replay thread
-    # async_apply(): resolved in its loop, one wakeup for all of a group's batches there
-    waiter: tuple[asyncio.AbstractEventLoop, asyncio.Future[Part]] | None = None
+    # Resolved in its caller's loop: one wakeup for all of a group's batches there.
+    loop: asyncio.AbstractEventLoop
+    waiter: asyncio.Future[Part]
     queued: float = field(default_factory=time.monotonic)
 
 
 class GroupCommitter:
-    """Replay threads that apply queued batches in groups; thread-safe ``submit``."""
+    """Replay threads that apply queued batches in groups (``async_apply``, from any loop)."""
 
     def __init__(
         self,
@@ -92,17 +91,11 @@ class GroupCommitter:
     def queued_envelopes(self) -> int:
         return self._queued_envelopes
 
-    def submit(self, part: Part) -> Future[Part]:
-        """Queue one batch; the future resolves after its group committed (or fails)."""
-        future: Future[Part] = Future()
-        self._enqueue(_Item(part, future=future))
-        return future
-
     async def async_apply(self, part: Part) -> Results:
         """Apply one batch with whatever else is queued; its results, once durable."""
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Part] = loop.create_future()
-        self._enqueue(_Item(part, waiter=(loop, waiter)))
+        self._enqueue(_Item(part, loop, waiter))
         done = await waiter
         if done.error is not None:
             raise done.error
@@ -209,14 +202,7 @@ def _resolve(group: list[_Item], error: Exception | None) -> None:
     """
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Part], Part]]] = {}
     for item in group:
-        if item.future is not None:
-            if error is not None:
-                item.future.set_exception(error)
-            else:
-                item.future.set_result(item.part)
-        if item.waiter is not None:
-            loop, waiter = item.waiter
-            by_loop.setdefault(loop, []).append((waiter, item.part))
+        by_loop.setdefault(item.loop, []).append((item.waiter, item.part))
     for loop, waiters in by_loop.items():
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
             loop.call_soon_threadsafe(_wake, waiters, error)

@@ -190,7 +190,7 @@ async def test_a_full_queue_answers_busy(db: Database, seed: Seeded) -> None:
         await asyncio.sleep(0)
         second = make_part("site-b", batch("site-b", [envelope(aid, 1), envelope(aid, 2)]))
         with pytest.raises(Busy) as raised:
-            committer.submit(second)
+            await committer.async_apply(second)
         assert raised.value.retry_after_s > 0 and raised.value.queued == 1
         assert [r.outcome for _, r in await first] == ["applied"]
     finally:
