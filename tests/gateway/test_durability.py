@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -21,15 +20,10 @@ from gateway.store import Store
 from gateway.store.activities import upsert_activity
 from gateway.store.users import replace_users
 from tests.gateway.conftest import DISPATCHED_AT, PASSWORDS, activity, envelope_body, user_push
+from tests.support.broker import free_port
 from tests.support.store_tasks import SqlWrite
 
 WORKERS = 20
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _write_config(tmp_path: Path, port: int) -> Path:
@@ -97,7 +91,7 @@ class GatewayProcess:
 
 @pytest.fixture
 def gateway_process(tmp_path: Path) -> Iterator[tuple[GatewayProcess, str, Path]]:
-    port = _free_port()
+    port = free_port()
     cfg = _write_config(tmp_path, port)
     _seed(tmp_path / "gw")
     gw = GatewayProcess(cfg, tmp_path / "gateway.log")

@@ -7,18 +7,62 @@ rather than rely on one the machine may not run).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import random
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
+# Ports handed out by free_port(): below the kernel's ephemeral range
+# (32768-60999 here), so no outgoing connection takes one meanwhile.
+PORT_LOW, PORT_HIGH = 10_000, 32_000
+_PORT_COUNTER = Path(tempfile.gettempdir()) / f"outpost-test-ports-{os.getuid()}"
+
 
 def free_port() -> int:
+    """A port nothing listens on, not handed out recently to any process here.
+
+    ``bind(("127.0.0.1", 0))`` then close leaves a window until the caller's
+    server binds (a gateway process imports for a second or more); another
+    process — a parallel test worker, a child the test started — could be
+    handed the same port by the kernel in it. Instead one counter, in a file
+    every process on this machine shares under ``flock``, walks
+    ``PORT_LOW..PORT_HIGH``: a port comes round again only after some 22,000
+    others, and one that is still bound is skipped.
+    """
+    span = PORT_HIGH - PORT_LOW
+    fd = os.open(_PORT_COUNTER, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        raw = os.pread(fd, 32, 0).strip()
+        n = int(raw) if raw.isdigit() else random.randrange(span)
+        for _ in range(span):
+            port = PORT_LOW + n % span
+            n += 1
+            if _bindable(port):
+                break
+        else:
+            raise RuntimeError(f"no free port in {PORT_LOW}..{PORT_HIGH}")
+        data = str(n % span).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        return port
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _bindable(port: int) -> bool:
+    """Nothing holds ``port`` on any address (no SO_REUSEADDR: a TIME_WAIT counts too)."""
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
 
 
 def wait_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
