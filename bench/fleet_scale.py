@@ -462,10 +462,13 @@ async def steady(
     bulk = SimGateway(ids[0], port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
     await bulk.start()
     bulk_rounds: list[float] = []
+    bulk_cpu: list[float] = []  # the uplink worker's CPU per envelope, ms, each round
     for _ in range(args.bulk_rounds):
         t_bulk = time.monotonic()
+        cpu_bulk = procs[0].cpu_s()
         await bulk.run_backlog(args.bulk_envelopes, 200)
         bulk_rounds.append(args.bulk_envelopes / (time.monotonic() - t_bulk))
+        bulk_cpu.append((procs[0].cpu_s() - cpu_bulk) / args.bulk_envelopes * 1000)
     bulk_env_s = statistics.median(bulk_rounds)
     await bulk.stop()
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
@@ -523,6 +526,12 @@ async def steady(
         "bulk_env_s_rounds": [round(b, 1) for b in bulk_rounds],
         "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
         "small_to_bulk": round(applied / args.duration / bulk_env_s, 2),
+        # CPU, not rate: a bulk round keeps one batch in flight, so it may wait on its
+        # round trips with the worker's core idle; the small batches' window is CPU-bound
+        "bulk_cpu_ms_per_env": round(statistics.median(bulk_cpu), 3),
+        "small_cpu_ms_per_env": round(
+            cpu.get("cpu", [0.0])[0] / 100 / max(applied / args.duration, 1e-9) * 1000, 3
+        ),
         # against the fastest and the slowest round: how much of the ratio is the bulk's spread
         "small_to_bulk_range": [
             round(applied / args.duration / max(bulk_rounds), 2),

@@ -46,9 +46,23 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from sqlalchemy import Connection, RowMapping, Table, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    RowMapping,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
 
-from cloud_bridge import rejections
+from cloud_bridge import pg_arrays, rejections
 from cloud_bridge.ledger import clip
 from cloud_bridge.models import (
     APPLIED,
@@ -183,6 +197,37 @@ def _form_of(row: RowMapping) -> FormDefinition:
 _old_forms: dict[tuple[str, int], FormDefinition] = {}
 
 
+def _among(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values`` for a text column; on PostgreSQL ``= ANY(text[])``.
+
+    One SQL text for any number of values, so it is compiled once and psycopg
+    prepares it (an IN list is a new statement for each length). The array is
+    ``text[]``, not the column's ``varchar(n)[]``: in a prepared statement's
+    generic plan PostgreSQL coerces a ``varchar(n)[]`` parameter again for
+    every row it scans (a fresh ledger, before its first ANALYZE, is scanned:
+    that cost 30-80 ms per lookup at 10,000 rows, issue 18's sixth round).
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Text)))
+    return column.in_(values)
+
+
+def _ledger_rows(conn: Connection, keys: list[str]) -> Any:
+    """The ledger rows of these envelope ids, each found through the primary key.
+
+    On PostgreSQL one index probe per id (a LATERAL subquery that the planner
+    cannot flatten, ``OFFSET 0``): as a plain ``= ANY`` the planner scanned a
+    ledger it had no statistics for yet, which grew with every envelope
+    replayed, 17-30 ms per lookup at 12,000 rows (issue 18's sixth round).
+    """
+    if conn.dialect.name != "postgresql":
+        return select(_ledger).where(_ledger.c.envelope_id.in_(keys))
+    keys_param = bindparam(None, keys, type_=ARRAY(Text))
+    wanted = func.unnest(keys_param).table_valued("id").render_derived(name="k")
+    row = select(_ledger).where(_ledger.c.envelope_id == wanted.c.id).offset(0).lateral("l")
+    return select(row).select_from(wanted).join(row, true())
+
+
 def _holder_refusal(act: _Act, gateway_id: str) -> Refusal | None:
     if act.state == CANCELED:
         return rejections.CANCELED, f"Activity {act.id!r} was canceled by central."
@@ -225,7 +270,11 @@ class BulkBatch:
         conn = self.conn
         envelopes = [e for part in self.parts for e in part.envelopes]
         ids = sorted({e.activity_id for e in envelopes})
-        stmt = select(_activities).where(_activities.c.id.in_(ids)).order_by(_activities.c.id)
+        stmt = (
+            select(_activities)
+            .where(_among(conn, _activities.c.id, ids))
+            .order_by(_activities.c.id)
+        )
         if conn.dialect.name != "sqlite":
             stmt = stmt.with_for_update()  # in id order: concurrent workers never deadlock
         for r in conn.execute(stmt).mappings():
@@ -242,13 +291,12 @@ class BulkBatch:
             )
         keys = sorted({str(e.envelope_id) for e in envelopes})
         existing = {
-            r["envelope_id"]: dict(r)
-            for r in conn.execute(select(_ledger).where(_ledger.c.envelope_id.in_(keys))).mappings()
+            r["envelope_id"]: dict(r) for r in conn.execute(_ledger_rows(conn, keys)).mappings()
         }
         if self.acts:
             held = conn.execute(
                 select(_ledger).where(
-                    _ledger.c.activity_id.in_(list(self.acts)), _ledger.c.outcome == HELD
+                    _among(conn, _ledger.c.activity_id, list(self.acts)), _ledger.c.outcome == HELD
                 )
             ).mappings()
             for r in held:
@@ -451,41 +499,57 @@ class BulkBatch:
 
     def write(self) -> None:
         conn = self.conn
+        pg = conn.dialect.name == "postgresql"
         if self.inserts:
-            conn.execute(insert(_ledger), list(self.inserts.values()))
+            if pg:
+                pg_arrays.insert_rows(conn, _ledger, list(self.inserts.values()))
+            else:
+                conn.execute(insert(_ledger), list(self.inserts.values()))
         if self.updates:
-            conn.execute(
-                update(_ledger)
-                .where(_ledger.c.envelope_id == bindparam("k_envelope_id"))
-                .values(**{k: bindparam(f"k_{k}") for k in _UPDATED_LEDGER}, payload=None),
-                [{f"k_{k}": u[k] for k in ("envelope_id", *_UPDATED_LEDGER)} for u in self.updates],
-            )
+            if pg:
+                pg_arrays.update_rows(
+                    conn,
+                    _ledger,
+                    "envelope_id",
+                    [
+                        {"envelope_id": u["envelope_id"], **{k: u[k] for k in _UPDATED_LEDGER}}
+                        | {"payload": None}
+                        for u in self.updates
+                    ],
+                )
+            else:
+                conn.execute(
+                    update(_ledger)
+                    .where(_ledger.c.envelope_id == bindparam("k_envelope_id"))
+                    .values(**{k: bindparam(f"k_{k}") for k in _UPDATED_LEDGER}, payload=None),
+                    [
+                        {f"k_{k}": u[k] for k in ("envelope_id", *_UPDATED_LEDGER)}
+                        for u in self.updates
+                    ],
+                )
         dirty = [a for a in self.acts.values() if a.dirty]
         if dirty:
-            conn.execute(
-                update(_activities)
-                .where(_activities.c.id == bindparam("k_id"))
-                .values(
-                    state=bindparam("k_state"),
-                    holder_gateway=bindparam("k_holder_gateway"),
-                    holder_user=bindparam("k_holder_user"),
-                    last_seq=bindparam("k_last_seq"),
-                    version=bindparam("k_version"),
-                    updated_at=bindparam("k_updated_at"),
-                ),
-                [
-                    {
-                        "k_id": a.id,
-                        "k_state": a.state,
-                        "k_holder_gateway": a.holder_gateway,
-                        "k_holder_user": a.holder_user,
-                        "k_last_seq": a.last_seq,
-                        "k_version": a.version,
-                        "k_updated_at": self.now,
-                    }
-                    for a in dirty
-                ],
-            )
+            changed = [
+                {
+                    "id": a.id,
+                    "state": a.state,
+                    "holder_gateway": a.holder_gateway,
+                    "holder_user": a.holder_user,
+                    "last_seq": a.last_seq,
+                    "version": a.version,
+                    "updated_at": self.now,
+                }
+                for a in dirty
+            ]
+            if pg:
+                pg_arrays.update_rows(conn, _activities, "id", changed)
+            else:
+                conn.execute(
+                    update(_activities)
+                    .where(_activities.c.id == bindparam("k_id"))
+                    .values(**{k: bindparam(f"k_{k}") for k in changed[0] if k != "id"}),
+                    [{f"k_{k}": v for k, v in c.items()} for c in changed],
+                )
         self._write_records()
         self._touch_gateway()
 
@@ -495,8 +559,8 @@ class BulkBatch:
             return
         conn = self.conn
         ids = [a.id for a in applied]
-        conn.execute(delete(_rows).where(_rows.c.activity_id.in_(ids)))
-        conn.execute(delete(_records).where(_records.c.activity_id.in_(ids)))
+        conn.execute(delete(_rows).where(_among(conn, _rows.c.activity_id, ids)))
+        conn.execute(delete(_records).where(_among(conn, _records.c.activity_id, ids)))
         records = []
         rows = []
         for a in applied:
@@ -519,6 +583,10 @@ class BulkBatch:
                 for name, table_rows in env.tables.items()
                 for i, row in enumerate(table_rows)
             ]
+        if conn.dialect.name == "postgresql":
+            pg_arrays.insert_rows(conn, _records, records)
+            pg_arrays.insert_rows(conn, _rows, rows)
+            return
         conn.execute(insert(_records), records)
         if rows:
             conn.execute(insert(_rows), rows)
@@ -527,7 +595,9 @@ class BulkBatch:
         """Last, after every activity lock, in id order: the fleet view's "last seen"."""
         conn = self.conn
         ids = sorted({part.gateway_id for part in self.parts})
-        stmt = select(_gateways.c.id).where(_gateways.c.id.in_(ids)).order_by(_gateways.c.id)
+        stmt = (
+            select(_gateways.c.id).where(_among(conn, _gateways.c.id, ids)).order_by(_gateways.c.id)
+        )
         if conn.dialect.name == "postgresql":
             # Locked here in id order, as the heartbeats' groups lock them
             # (cloud_bridge/heartbeats.py): the UPDATE's own order is the plan's.
@@ -539,6 +609,8 @@ class BulkBatch:
         if found:
             conn.execute(
                 update(_gateways)
-                .where(_gateways.c.id.in_(sorted(found)), _gateways.c.last_seen < self.now)
+                .where(
+                    _among(conn, _gateways.c.id, sorted(found)), _gateways.c.last_seen < self.now
+                )
                 .values(last_seen=self.now)
             )

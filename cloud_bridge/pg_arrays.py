@@ -1,0 +1,110 @@
+"""A commit group's many rows in one PostgreSQL statement each: columns as arrays.
+
+A fleet's commit group writes a few hundred small rows (ledger, activities,
+records, child rows) from many gateways. As one ``executemany`` per table
+each row cost SQLAlchemy's parameter work, a pipelined statement of its own
+and an executor start in PostgreSQL; here each table gets one statement
+whose parameters are one array per column, turned back into rows by
+``unnest`` (bench/fleet_scale.py, docs/benchmarks.md: issue 18's sixth
+round). The SQL text is the same for every group, so psycopg prepares it.
+
+The values are what SQLAlchemy's column types would bind: JSON as
+``json.dumps`` text, times timezone-aware (a naive one is refused as
+:class:`cloud_bridge.models.UTCDateTime` refuses it). What PostgreSQL
+refuses (a NUL in text, an integer out of range) raises the same
+SQLAlchemy errors as before, so poison isolation (:mod:`cloud_bridge.replay`)
+is unchanged.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Column, Connection, Integer, String, Table, Text
+from sqlalchemy.exc import StatementError
+
+from cloud_bridge.models import UTCDateTime
+
+Row = Mapping[str, Any]
+
+
+def _array_type(column: Column[Any]) -> str:
+    kind = column.type
+    if isinstance(kind, UTCDateTime):
+        return "timestamptz[]"
+    if isinstance(kind, JSON):
+        return "text[]"  # cast to json per element in the select list
+    if isinstance(kind, Boolean):
+        return "boolean[]"
+    if isinstance(kind, Integer):
+        return "integer[]"
+    if isinstance(kind, String | Text):
+        return "text[]"
+    raise TypeError(f"no array form for column {column.name} of type {kind!r}")
+
+
+def _select_item(column: Column[Any]) -> str:
+    return f"u.{column.name}::json" if isinstance(column.type, JSON) else f"u.{column.name}"
+
+
+@functools.cache
+def _insert_sql(table: Table, names: tuple[str, ...]) -> str:
+    columns = [table.c[n] for n in names]
+    arrays = ", ".join(f"%s::{_array_type(c)}" for c in columns)
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) "
+        f"SELECT {', '.join(_select_item(c) for c in columns)} "
+        f"FROM unnest({arrays}) AS u({', '.join(names)})"
+    )
+
+
+@functools.cache
+def _update_sql(table: Table, key: str, names: tuple[str, ...]) -> str:
+    columns = [table.c[n] for n in (key, *names)]
+    arrays = ", ".join(f"%s::{_array_type(c)}" for c in columns)
+    sets = ", ".join(f"{n} = {_select_item(table.c[n])}" for n in names)
+    return (
+        f"UPDATE {table.name} SET {sets} "
+        f"FROM unnest({arrays}) AS u({key}, {', '.join(names)}) "
+        f"WHERE {table.name}.{key} = u.{key}"
+    )
+
+
+def _values(column: Column[Any], values: list[Any]) -> list[Any]:
+    kind = column.type
+    if isinstance(kind, JSON):
+        return [None if v is None else json.dumps(v) for v in values]
+    if isinstance(kind, UTCDateTime):
+        for v in values:
+            if isinstance(v, datetime) and v.tzinfo is None:
+                raise StatementError(
+                    "naive datetime given to a UTC column",
+                    column.name,
+                    None,
+                    ValueError("naive datetime given to a UTC column"),
+                )
+    return values
+
+
+def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> tuple[list[Any], ...]:
+    return tuple(_values(table.c[n], [r[n] for r in rows]) for n in names)
+
+
+def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
+    """INSERT ``rows`` (dicts with the same keys) in one statement."""
+    if not rows:
+        return
+    names = tuple(rows[0])
+    conn.exec_driver_sql(_insert_sql(table, names), _arrays(table, names, rows))
+
+
+def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -> None:
+    """UPDATE each row (matched on ``key``) to its values, in one statement."""
+    if not rows:
+        return
+    names = tuple(n for n in rows[0] if n != key)
+    conn.exec_driver_sql(_update_sql(table, key, names), _arrays(table, (key, *names), rows))
