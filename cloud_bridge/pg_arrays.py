@@ -21,15 +21,16 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Column, Connection, Integer, String, Table, Text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import StatementError
 
 from cloud_bridge.models import UTCDateTime
 
 Row = Mapping[str, Any]
+_PG = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 def _array_type(column: Column[Any]) -> str:
@@ -79,14 +80,13 @@ def _values(column: Column[Any], values: list[Any]) -> list[Any]:
     if isinstance(kind, JSON):
         return [None if v is None else json.dumps(v) for v in values]
     if isinstance(kind, UTCDateTime):
-        for v in values:
-            if isinstance(v, datetime) and v.tzinfo is None:
-                raise StatementError(
-                    "naive datetime given to a UTC column",
-                    column.name,
-                    None,
-                    ValueError("naive datetime given to a UTC column"),
-                )
+        # The column type's own conversion (to UTC; a naive time refused), raising as
+        # SQLAlchemy does when a bind fails, so poison isolation sees the same error:
+        # a time whose UTC instant falls outside Python's years must not be stored.
+        try:
+            return [kind.process_bind_param(v, _PG) for v in values]
+        except (ValueError, OverflowError) as exc:
+            raise StatementError(str(exc), column.name, None, exc) from exc
     return values
 
 
