@@ -78,7 +78,10 @@ def _update_sql(table: Table, key: str, names: tuple[str, ...]) -> str:
 def _values(column: Column[Any], values: list[Any]) -> list[Any]:
     kind = column.type
     if isinstance(kind, JSON):
-        return [None if v is None else json.dumps(v) for v in values]
+        try:
+            return [None if v is None else json.dumps(v) for v in values]
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise StatementError(str(exc), column.name, None, exc) from exc
     if isinstance(kind, UTCDateTime):
         # The column type's own conversion (to UTC; a naive time refused), raising as
         # SQLAlchemy does when a bind fails, so poison isolation sees the same error:
