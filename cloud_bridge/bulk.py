@@ -52,17 +52,15 @@ from sqlalchemy import (
     RowMapping,
     Table,
     Text,
-    any_,
     bindparam,
     delete,
     func,
-    insert,
     select,
     true,
     update,
 )
 
-from cloud_bridge import pg_arrays, rejections
+from cloud_bridge import group_sql, rejections
 from cloud_bridge.ledger import clip
 from cloud_bridge.models import (
     APPLIED,
@@ -197,21 +195,6 @@ def _form_of(row: RowMapping) -> FormDefinition:
 _old_forms: dict[tuple[str, int], FormDefinition] = {}
 
 
-def _among(conn: Connection, column: Any, values: list[str]) -> Any:
-    """``column IN values`` for a text column; on PostgreSQL ``= ANY(text[])``.
-
-    One SQL text for any number of values, so it is compiled once and psycopg
-    prepares it (an IN list is a new statement for each length). The array is
-    ``text[]``, not the column's ``varchar(n)[]``: in a prepared statement's
-    generic plan PostgreSQL coerces a ``varchar(n)[]`` parameter again for
-    every row it scans (a fresh ledger, before its first ANALYZE, is scanned:
-    that cost 30-80 ms per lookup at 10,000 rows, issue 18's sixth round).
-    """
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(Text)))
-    return column.in_(values)
-
-
 def _ledger_rows(conn: Connection, keys: list[str]) -> Any:
     """The ledger rows of these envelope ids, each found through the primary key.
 
@@ -272,7 +255,7 @@ class BulkBatch:
         ids = sorted({e.activity_id for e in envelopes})
         stmt = (
             select(_activities)
-            .where(_among(conn, _activities.c.id, ids))
+            .where(group_sql.among(conn, _activities.c.id, ids))
             .order_by(_activities.c.id)
         )
         if conn.dialect.name != "sqlite":
@@ -296,7 +279,8 @@ class BulkBatch:
         if self.acts:
             held = conn.execute(
                 select(_ledger).where(
-                    _among(conn, _ledger.c.activity_id, list(self.acts)), _ledger.c.outcome == HELD
+                    group_sql.among(conn, _ledger.c.activity_id, list(self.acts)),
+                    _ledger.c.outcome == HELD,
                 )
             ).mappings()
             for r in held:
@@ -499,37 +483,22 @@ class BulkBatch:
 
     def write(self) -> None:
         conn = self.conn
-        pg = conn.dialect.name == "postgresql"
-        if self.inserts:
-            if pg:
-                pg_arrays.insert_rows(conn, _ledger, list(self.inserts.values()))
-            else:
-                conn.execute(insert(_ledger), list(self.inserts.values()))
-        if self.updates:
-            if pg:
-                pg_arrays.update_rows(
-                    conn,
-                    _ledger,
-                    "envelope_id",
-                    [
-                        {"envelope_id": u["envelope_id"], **{k: u[k] for k in _UPDATED_LEDGER}}
-                        | {"payload": None}
-                        for u in self.updates
-                    ],
-                )
-            else:
-                conn.execute(
-                    update(_ledger)
-                    .where(_ledger.c.envelope_id == bindparam("k_envelope_id"))
-                    .values(**{k: bindparam(f"k_{k}") for k in _UPDATED_LEDGER}, payload=None),
-                    [
-                        {f"k_{k}": u[k] for k in ("envelope_id", *_UPDATED_LEDGER)}
-                        for u in self.updates
-                    ],
-                )
-        dirty = [a for a in self.acts.values() if a.dirty]
-        if dirty:
-            changed = [
+        group_sql.insert_rows(conn, _ledger, list(self.inserts.values()))
+        group_sql.update_rows(
+            conn,
+            _ledger,
+            "envelope_id",
+            [
+                {"envelope_id": u["envelope_id"], **{k: u[k] for k in _UPDATED_LEDGER}}
+                | {"payload": None}
+                for u in self.updates
+            ],
+        )
+        group_sql.update_rows(
+            conn,
+            _activities,
+            "id",
+            [
                 {
                     "id": a.id,
                     "state": a.state,
@@ -539,17 +508,10 @@ class BulkBatch:
                     "version": a.version,
                     "updated_at": self.now,
                 }
-                for a in dirty
-            ]
-            if pg:
-                pg_arrays.update_rows(conn, _activities, "id", changed)
-            else:
-                conn.execute(
-                    update(_activities)
-                    .where(_activities.c.id == bindparam("k_id"))
-                    .values(**{k: bindparam(f"k_{k}") for k in changed[0] if k != "id"}),
-                    [{f"k_{k}": v for k, v in c.items()} for c in changed],
-                )
+                for a in self.acts.values()
+                if a.dirty
+            ],
+        )
         self._write_records()
         self._touch_gateway()
 
@@ -559,8 +521,8 @@ class BulkBatch:
             return
         conn = self.conn
         ids = [a.id for a in applied]
-        conn.execute(delete(_rows).where(_among(conn, _rows.c.activity_id, ids)))
-        conn.execute(delete(_records).where(_among(conn, _records.c.activity_id, ids)))
+        conn.execute(delete(_rows).where(group_sql.among(conn, _rows.c.activity_id, ids)))
+        conn.execute(delete(_records).where(group_sql.among(conn, _records.c.activity_id, ids)))
         records = []
         rows = []
         for a in applied:
@@ -583,20 +545,17 @@ class BulkBatch:
                 for name, table_rows in env.tables.items()
                 for i, row in enumerate(table_rows)
             ]
-        if conn.dialect.name == "postgresql":
-            pg_arrays.insert_rows(conn, _records, records)
-            pg_arrays.insert_rows(conn, _rows, rows)
-            return
-        conn.execute(insert(_records), records)
-        if rows:
-            conn.execute(insert(_rows), rows)
+        group_sql.insert_rows(conn, _records, records)
+        group_sql.insert_rows(conn, _rows, rows)
 
     def _touch_gateway(self) -> None:
         """Last, after every activity lock, in id order: the fleet view's "last seen"."""
         conn = self.conn
         ids = sorted({part.gateway_id for part in self.parts})
         stmt = (
-            select(_gateways.c.id).where(_among(conn, _gateways.c.id, ids)).order_by(_gateways.c.id)
+            select(_gateways.c.id)
+            .where(group_sql.among(conn, _gateways.c.id, ids))
+            .order_by(_gateways.c.id)
         )
         if conn.dialect.name == "postgresql":
             # Locked here in id order, as the heartbeats' groups lock them
@@ -610,7 +569,8 @@ class BulkBatch:
             conn.execute(
                 update(_gateways)
                 .where(
-                    _among(conn, _gateways.c.id, sorted(found)), _gateways.c.last_seen < self.now
+                    group_sql.among(conn, _gateways.c.id, sorted(found)),
+                    _gateways.c.last_seen < self.now,
                 )
                 .values(last_seen=self.now)
             )

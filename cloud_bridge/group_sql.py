@@ -1,4 +1,8 @@
-"""A commit group's many rows in one PostgreSQL statement each: columns as arrays.
+"""A commit group's statements over many rows: one statement per table.
+
+On PostgreSQL the rows go as one array per column (below); elsewhere as
+SQLAlchemy's ``executemany``. :func:`among` is ``column IN values`` in the
+form each database plans well.
 
 A fleet's commit group writes a few hundred small rows (ledger, activities,
 records, child rows) from many gateways. As one ``executemany`` per table
@@ -23,7 +27,21 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Connection, Integer, String, Table, Text
+from sqlalchemy import (
+    ARRAY,
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    insert,
+    update,
+)
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import StatementError
 
@@ -97,17 +115,42 @@ def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> tuple[li
     return tuple(_values(table.c[n], [r[n] for r in rows]) for n in names)
 
 
+def among(conn: Connection, column: Any, values: list[str]) -> Any:
+    """``column IN values`` for a text column; on PostgreSQL ``= ANY(text[])``.
+
+    One SQL text for any number of values, so it is compiled once and psycopg
+    prepares it (an IN list is a new statement for each length). The array is
+    ``text[]``, not the column's ``varchar(n)[]``: in a prepared statement's
+    generic plan PostgreSQL coerces a ``varchar(n)[]`` parameter again for
+    every row it scans (docs/benchmarks.md, issue 18's sixth round).
+    """
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Text)))
+    return column.in_(values)
+
+
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:
     """INSERT ``rows`` (dicts with the same keys) in one statement."""
     if not rows:
+        return
+    if conn.dialect.name != "postgresql":
+        conn.execute(insert(table), list(rows))
         return
     names = tuple(rows[0])
     conn.exec_driver_sql(_insert_sql(table, names), _arrays(table, names, rows))
 
 
 def update_rows(conn: Connection, table: Table, key: str, rows: Sequence[Row]) -> None:
-    """UPDATE each row (matched on ``key``) to its values, in one statement."""
+    """UPDATE each row (matched on ``key``) to its values (dicts with the same keys)."""
     if not rows:
         return
     names = tuple(n for n in rows[0] if n != key)
+    if conn.dialect.name != "postgresql":
+        conn.execute(
+            update(table)
+            .where(table.c[key] == bindparam(f"k_{key}"))
+            .values(**{n: bindparam(f"k_{n}") for n in names}),
+            [{f"k_{k}": v for k, v in r.items()} for r in rows],
+        )
+        return
     conn.exec_driver_sql(_update_sql(table, key, names), _arrays(table, (key, *names), rows))
