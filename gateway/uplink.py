@@ -147,6 +147,9 @@ class Uplink:
         self._hold_until = 0.0
         self._misses = 0
         self._connects = 0
+        # The client reports "connected" before this connection's handler has run;
+        # a batch claimed in between would be requeued by that handler and sent twice.
+        self._drain_ready = False
         self._checkouts: dict[uuid.UUID, asyncio.Future[CheckoutAnswer]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._remove_listener: Callable[[], None] | None = None
@@ -278,6 +281,7 @@ class Uplink:
     # --- connection events ------------------------------------------------------
 
     async def _async_on_connect(self, session_present: bool) -> None:
+        self._drain_ready = False
         self._up_since = _now()
         _LOGGER.info(
             "backhaul up (%s, session %s)",
@@ -289,6 +293,7 @@ class Uplink:
         self._forget_in_flight()
         self.central_codec = CODEC_VERSION  # until central says more on this connection
         await self._store.async_write(Requeue())
+        self._drain_ready = True
         spread = self._mqtt_cfg.reconnect_spread_s
         if self._connects > 0 and spread > 0:
             # A reconnect after an outage: the whole fleet is coming back now. Start
@@ -302,6 +307,7 @@ class Uplink:
         await self.async_send_heartbeat()
 
     async def _async_on_disconnect(self) -> None:
+        self._drain_ready = False
         self._down_since = _now()
         if not self._stopping:
             _LOGGER.warning("backhaul down; envelopes wait on disk until it returns")
@@ -346,7 +352,9 @@ class Uplink:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self.is_up and not self._window_full() and not self._holding():
+            while (
+                self.is_up and self._drain_ready and not self._window_full() and not self._holding()
+            ):
                 batch_id = str(uuid.uuid4())
                 max_bytes = linkplan.batch_max_bytes(self.meter, self._mqtt_cfg, self._ratio)
                 claimed = await self._store.async_write(

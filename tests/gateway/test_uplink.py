@@ -84,6 +84,7 @@ class FakeCentral:
         self.ignore_batches = 0
         self.defer_batches = 0  # answered "busy, retry after" (BatchDeferred)
         self.batch_times: list[float] = []
+        self.answer_delay_s = 0.0
         self.reject: set[str] = set()
         self.client = MqttClient(
             MqttSection(host=broker.host, port=broker.port, backoff_initial=0.05, backoff_max=0.3),
@@ -107,6 +108,7 @@ class FakeCentral:
             if self.ignore_batches:
                 self.ignore_batches -= 1
                 return
+            await asyncio.sleep(self.answer_delay_s)
             if self.defer_batches:
                 self.defer_batches -= 1
                 busy = BatchDeferred(gateway_id=gw, batch_id=message.batch_id, retry_after_s=1.0)
@@ -251,6 +253,33 @@ async def test_a_batch_without_an_answer_is_sent_again(
         await wait_for(lambda: states_are(store, [eid], "applied"), timeout=30)
         assert len(central.batches) == 2  # the ignored one, then the resend
         assert (await states(store))[eid] == "applied"
+    finally:
+        await uplink.async_stop()
+
+
+async def test_a_batch_is_sent_once_when_the_connect_handler_runs_late(
+    broker: Broker, central: FakeCentral, store: Store, tmp_path: Path
+) -> None:
+    """The client says "connected" before the uplink's handler has requeued what was
+    in flight; on a loaded loop a commit can wake the drain in between (CI saw it).
+    A batch claimed then was requeued by the handler and sent a second time."""
+    central.answer_delay_s = 0.5  # the batch is still in flight when the handler runs
+    eid = await submit(store, "act-1", 1, "completed")
+    uplink = Uplink(gateway_config(broker, tmp_path), store)
+    handler = uplink._client._on_connect_cb
+    assert handler is not None
+
+    async def late_handler(session_present: bool) -> None:
+        uplink._wake.set()  # as the commit listener does
+        await asyncio.sleep(0.2)  # the loop is busy elsewhere
+        await handler(session_present)
+
+    uplink._client._on_connect_cb = late_handler
+    await uplink.async_start()
+    try:
+        await wait_for(lambda: states_are(store, [eid], "applied"))
+        await asyncio.sleep(0.3)  # a second send would have reached central by now
+        assert len(central.batches) == 1
     finally:
         await uplink.async_stop()
 
