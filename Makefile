@@ -21,9 +21,13 @@ $(STAMP): requirements.lock pyproject.toml
 deps:
 	@bash scripts/ensure-system-deps.sh
 
+# One run on TEST_WORKERS pytest-xdist workers, a module at a time (module fixtures
+# start once); the soak/fault tests bounded by OUTPOST_SOAK_SCALE. TEST_WORKERS=0
+# runs in this process.
+TEST_WORKERS ?= 3
 test: setup
-	$(BIN)/python -m pytest -q -m "not soak" $(PYTEST_ARGS)
-	OUTPOST_SOAK_SCALE=$${OUTPOST_SOAK_SCALE:-0.2} $(BIN)/python -m pytest -q -m soak $(PYTEST_ARGS)
+	OUTPOST_SOAK_SCALE=$${OUTPOST_SOAK_SCALE:-0.2} $(BIN)/python -m pytest -q \
+	  -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-soak: setup
 	OUTPOST_SOAK_SCALE=1 $(BIN)/python -m pytest -q -m soak $(PYTEST_ARGS)

@@ -13,14 +13,39 @@ from tests.support.postgres import fresh_database
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that drive the session's Chromium run last.
+    """The longest modules first, and in each module the browser tests last.
 
-    Playwright's sync API keeps its event loop running in the main thread from
-    the first browser test to the end of the session, and pytest-asyncio cannot
-    start a loop for an async test while it runs ("Runner.run() cannot be
-    called from a running event loop"). The sort is stable: order is otherwise kept.
+    The suite runs on pytest-xdist workers a module at a time (``--dist loadfile``),
+    handed out in this order: long modules started first finish with the rest
+    instead of after them. Within a module, tests that drive Chromium run after the
+    others, because Playwright's sync API keeps an event loop running in the main
+    thread while its browser is open, and pytest-asyncio cannot start one for an
+    async test meanwhile (the browser closes with its module). Sorts are stable.
     """
-    items.sort(key=lambda item: "chromium_browser" in getattr(item, "fixturenames", ()))
+    modules: dict[str, int] = {}
+    weight: dict[str, int] = {}
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        modules.setdefault(module, len(modules))
+        weight[module] = max(weight.get(module, 0), _weight(item))
+    items.sort(
+        key=lambda item: (
+            -weight[item.nodeid.split("::", 1)[0]],
+            modules[item.nodeid.split("::", 1)[0]],
+            "chromium_browser" in getattr(item, "fixturenames", ()),
+        )
+    )
+
+
+def _weight(item: pytest.Item) -> int:
+    """How long a module runs, roughly: soak and fault runs, then the browser stories
+    and the API fuzzing, then the rest."""
+    if item.get_closest_marker("soak") is not None:
+        return 2
+    fixtures = getattr(item, "fixturenames", ())
+    if "chromium_browser" in fixtures or "schemathesis" in item.nodeid:
+        return 1
+    return 0
 
 
 @pytest.fixture

@@ -252,7 +252,11 @@ def gateway(shared_gateway: GatewayProcess) -> GatewayProcess:
 # --- the browser -----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+# Per module, not per session: Playwright's sync API keeps its event loop running in
+# the main thread while a browser is open, and pytest-asyncio cannot start a loop for
+# an async test meanwhile. Under pytest-xdist a worker runs other modules after a
+# browser module, so the browser (and that loop) must end with its module.
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
     if reason := chromium_missing():
         pytest.skip(reason)
