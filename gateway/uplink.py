@@ -292,8 +292,12 @@ class Uplink:
         # their first outcome.
         self._forget_in_flight()
         self.central_codec = CODEC_VERSION  # until central says more on this connection
-        await self._store.async_write(Requeue())
-        self._drain_ready = True
+        try:
+            await self._store.async_write(Requeue())
+        finally:
+            # A failed requeue is logged by the client; the drain must not stay shut
+            # until the next reconnect because of it.
+            self._drain_ready = True
         spread = self._mqtt_cfg.reconnect_spread_s
         if self._connects > 0 and spread > 0:
             # A reconnect after an outage: the whole fleet is coming back now. Start
