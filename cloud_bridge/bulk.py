@@ -40,6 +40,7 @@ states would be overwritten inside the same transaction anyway.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -195,20 +196,65 @@ def _form_of(row: RowMapping) -> FormDefinition:
 _old_forms: dict[tuple[str, int], FormDefinition] = {}
 
 
-def _ledger_rows(conn: Connection, keys: list[str]) -> Any:
-    """The ledger rows of these envelope ids, each found through the primary key.
+@dataclass(frozen=True)
+class _Statements:
+    """A group's queries, built once per database kind, their values bound at execution."""
 
-    On PostgreSQL one index probe per id (a LATERAL subquery that the planner
-    cannot flatten, ``OFFSET 0``): as a plain ``= ANY`` the planner scanned a
-    ledger it had no statistics for yet, which grew with every envelope
-    replayed, 17-30 ms per lookup at 12,000 rows (issue 18's sixth round).
+    activities: Any  # lock and read the group's activities (:ids)
+    ledger_rows: Any  # the ledger rows of these envelope ids (:keys)
+    held: Any  # the held envelopes of these activities (:ids)
+    types: Any  # the activity types (:names)
+    delete_rows: Any  # the child rows of these activities' records (:ids)
+    delete_records: Any  # these activities' records (:ids)
+    gateways: Any  # lock the sending gateways' rows (:ids)
+    touch_gateways: Any  # their "last seen" (:ids, :now)
+
+
+@functools.cache
+def _statements(dialect: str) -> _Statements:
+    """Built once: building a SELECT cost more of the worker's Python than running it.
+
+    The ledger rows are found through the primary key, on PostgreSQL one index
+    probe per id (a LATERAL subquery that the planner cannot flatten, ``OFFSET
+    0``): as a plain ``= ANY`` the planner scanned a ledger it had no statistics
+    for yet, which grew with every envelope replayed, 17-30 ms per lookup at
+    12,000 rows (issue 18's sixth round).
     """
-    if conn.dialect.name != "postgresql":
-        return select(_ledger).where(_ledger.c.envelope_id.in_(keys))
-    keys_param = bindparam(None, keys, type_=ARRAY(Text))
-    wanted = func.unnest(keys_param).table_valued("id").render_derived(name="k")
-    row = select(_ledger).where(_ledger.c.envelope_id == wanted.c.id).offset(0).lateral("l")
-    return select(row).select_from(wanted).join(row, true())
+
+    def among(column: Any, name: str) -> Any:
+        return group_sql.among_param(dialect, column, name)
+
+    activities = select(_activities).where(among(_activities.c.id, "ids"))
+    activities = activities.order_by(_activities.c.id)
+    gateways = select(_gateways.c.id).where(among(_gateways.c.id, "ids")).order_by(_gateways.c.id)
+    if dialect != "sqlite":
+        activities = activities.with_for_update()  # in id order: concurrent workers never deadlock
+    if dialect == "postgresql":
+        # Locked in id order, as the heartbeats' groups lock them
+        # (cloud_bridge/heartbeats.py): the UPDATE's own order is the plan's.
+        gateways = gateways.with_for_update()
+        wanted = (
+            func.unnest(bindparam("keys", type_=ARRAY(Text)))
+            .table_valued("id")
+            .render_derived(name="k")
+        )
+        row = select(_ledger).where(_ledger.c.envelope_id == wanted.c.id).offset(0).lateral("l")
+        ledger_rows = select(row).select_from(wanted).join(row, true())
+    else:
+        ledger_rows = select(_ledger).where(among(_ledger.c.envelope_id, "keys"))
+    now = bindparam("now", type_=_gateways.c.last_seen.type)
+    return _Statements(
+        activities=activities,
+        ledger_rows=ledger_rows,
+        held=select(_ledger).where(among(_ledger.c.activity_id, "ids"), _ledger.c.outcome == HELD),
+        types=select(_types).where(among(_types.c.name, "names")),
+        delete_rows=delete(_rows).where(among(_rows.c.activity_id, "ids")),
+        delete_records=delete(_records).where(among(_records.c.activity_id, "ids")),
+        gateways=gateways,
+        touch_gateways=update(_gateways)
+        .where(among(_gateways.c.id, "ids"), _gateways.c.last_seen < now)
+        .values(last_seen=now),
+    )
 
 
 def _holder_refusal(act: _Act, gateway_id: str) -> Refusal | None:
@@ -251,16 +297,10 @@ class BulkBatch:
     def load(self) -> dict[str, Entry]:
         """Lock and read the group's activities; the ledger rows its envelope ids have."""
         conn = self.conn
+        sql = _statements(conn.dialect.name)
         envelopes = [e for part in self.parts for e in part.envelopes]
         ids = sorted({e.activity_id for e in envelopes})
-        stmt = (
-            select(_activities)
-            .where(group_sql.among(conn, _activities.c.id, ids))
-            .order_by(_activities.c.id)
-        )
-        if conn.dialect.name != "sqlite":
-            stmt = stmt.with_for_update()  # in id order: concurrent workers never deadlock
-        for r in conn.execute(stmt).mappings():
+        for r in conn.execute(sql.activities, {"ids": ids}).mappings():
             self.acts[r["id"]] = _Act(
                 id=r["id"],
                 type=r["type"],
@@ -274,15 +314,11 @@ class BulkBatch:
             )
         keys = sorted({str(e.envelope_id) for e in envelopes})
         existing = {
-            r["envelope_id"]: dict(r) for r in conn.execute(_ledger_rows(conn, keys)).mappings()
+            r["envelope_id"]: dict(r)
+            for r in conn.execute(sql.ledger_rows, {"keys": keys}).mappings()
         }
         if self.acts:
-            held = conn.execute(
-                select(_ledger).where(
-                    group_sql.among(conn, _ledger.c.activity_id, list(self.acts)),
-                    _ledger.c.outcome == HELD,
-                )
-            ).mappings()
+            held = conn.execute(sql.held, {"ids": list(self.acts)}).mappings()
             for r in held:
                 act = self.acts[r["activity_id"]]
                 if r["checkout_no"] != act.checkout_no:
@@ -294,7 +330,7 @@ class BulkBatch:
                     refusal = (r["code"], r["reason"] or "")
                     act.held[r["seq"]] = _Held(dict(r), None, stored=True, refusal=refusal)
             type_names = sorted({a.type for a in self.acts.values()})
-            for t in conn.execute(select(_types).where(_types.c.name.in_(type_names))).mappings():
+            for t in conn.execute(sql.types, {"names": type_names}).mappings():
                 self.forms[t["name"]] = (_form_of(t), t["form_version"])
         return existing
 
@@ -521,8 +557,9 @@ class BulkBatch:
             return
         conn = self.conn
         ids = [a.id for a in applied]
-        conn.execute(delete(_rows).where(group_sql.among(conn, _rows.c.activity_id, ids)))
-        conn.execute(delete(_records).where(group_sql.among(conn, _records.c.activity_id, ids)))
+        sql = _statements(conn.dialect.name)
+        conn.execute(sql.delete_rows, {"ids": ids})
+        conn.execute(sql.delete_records, {"ids": ids})
         records = []
         rows = []
         for a in applied:
@@ -552,25 +589,10 @@ class BulkBatch:
         """Last, after every activity lock, in id order: the fleet view's "last seen"."""
         conn = self.conn
         ids = sorted({part.gateway_id for part in self.parts})
-        stmt = (
-            select(_gateways.c.id)
-            .where(group_sql.among(conn, _gateways.c.id, ids))
-            .order_by(_gateways.c.id)
-        )
-        if conn.dialect.name == "postgresql":
-            # Locked here in id order, as the heartbeats' groups lock them
-            # (cloud_bridge/heartbeats.py): the UPDATE's own order is the plan's.
-            stmt = stmt.with_for_update()
-        found = {r[0] for r in conn.execute(stmt)}
+        sql = _statements(conn.dialect.name)
+        found = {r[0] for r in conn.execute(sql.gateways, {"ids": ids})}
         for gateway_id in ids:
             if gateway_id not in found:
                 conn.execute(new_gateway_row(conn.dialect.name, gateway_id, self.now))
         if found:
-            conn.execute(
-                update(_gateways)
-                .where(
-                    group_sql.among(conn, _gateways.c.id, sorted(found)),
-                    _gateways.c.last_seen < self.now,
-                )
-                .values(last_seen=self.now)
-            )
+            conn.execute(sql.touch_gateways, {"ids": sorted(found), "now": self.now})

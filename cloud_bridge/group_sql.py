@@ -127,6 +127,19 @@ def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> tuple[li
     return tuple(_values(table.c[n], [r[n] for r in rows]) for n in names)
 
 
+def among_param(dialect: str, column: Any, name: str) -> Any:
+    """:func:`among` with its values bound at execution as ``name`` (a list of text).
+
+    For a statement built once and executed many times: building a SELECT and
+    its column collections cost more Python than running it (issue 18's
+    seventh round), and SQLAlchemy adapts a cached compilation's result
+    columns to each new statement object it is given.
+    """
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Text)))
+    return column.in_(bindparam(name, expanding=True))
+
+
 def among(conn: Connection, column: Any, values: list[str]) -> Any:
     """``column IN values`` for a text column; on PostgreSQL ``= ANY(text[])``.
 
