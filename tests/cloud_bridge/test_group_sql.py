@@ -11,7 +11,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import pytest
 from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, Text, select
+from sqlalchemy.exc import DBAPIError
 
 from cloud_bridge.db import Database
 from cloud_bridge.group_sql import among, insert_rows, update_rows
@@ -97,5 +99,26 @@ def test_updated_values_come_back_as_given_and_among_finds_them(central_db_url: 
                 select(things.c.id).where(among(conn, things.c.note, AWKWARD[:4]))
             ).scalars()
             assert sorted(found) == ["id-0", "id-1", "id-2", "id-3"]
+    finally:
+        db.dispose()
+
+
+def test_a_column_of_nulls_only_and_large_numbers_go_in(central_db_url: str) -> None:
+    """A group whose rows all leave a column NULL (a ledger's ``code`` when nothing is
+    refused) is the common case; a number past the column's range fails as before."""
+    db = Database.from_url(central_db_url)
+    meta.create_all(db.engine)
+    blank = {"note": None, "body": None, "flag": None, "n": None, "at": None}
+    try:
+        with db.engine.begin() as conn:
+            insert_rows(conn, things, [{"id": f"blank-{i}", **blank} for i in range(3)])
+            update_rows(conn, things, "id", [{"id": "blank-1", **blank}])
+        got = stored(db)
+        assert [got[f"blank-{i}"] for i in range(3)] == [
+            {"id": f"blank-{i}", **blank} for i in range(3)
+        ]
+        if db.engine.dialect.name == "postgresql":  # SQLite's INTEGER holds 64 bits
+            with pytest.raises(DBAPIError, match="out of range"), db.engine.begin() as conn:
+                insert_rows(conn, things, [{"id": "big", **blank, "n": 2**40}])
     finally:
         db.dispose()
