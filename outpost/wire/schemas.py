@@ -70,11 +70,8 @@ def _no_nul(value: str) -> str:
 
 def _in_time_range(value: datetime) -> datetime:
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    try:
-        utc = aware.astimezone(UTC)
-    except OverflowError:
-        raise ValueError(_TIME_RANGE) from None
-    if not MIN_TIME <= utc <= MAX_TIME:
+    # Aware times compare as UTC instants (no conversion, which could overflow).
+    if not MIN_TIME <= aware <= MAX_TIME:
         raise ValueError(_TIME_RANGE)
     return value
 
@@ -82,10 +79,61 @@ def _in_time_range(value: datetime) -> datetime:
 _TIME_RANGE = (
     f"time must be between {MIN_TIME.date().isoformat()} and {MAX_TIME.date().isoformat()} in UTC"
 )
+_INT64_MIN = -INT64_MAX - 1
 
 
 def _bounded_json(value: Any, depth: int = 0) -> Any:
-    """Refuse what a database (or a JSON reader on the other side) cannot hold."""
+    """Refuse what a database (or a JSON reader on the other side) cannot hold.
+
+    Every envelope's record and tables pass through here, so a container's
+    scalars (what JSON parses: exactly ``str``, ``int``, ``float``, ``bool``,
+    ``None``) are checked in its own loop rather than by a call each; anything
+    else (a nested container, another type) by :func:`_bounded_value`.
+    """
+    if type(value) is dict:
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
+        for key, item in value.items():
+            if type(key) is str:
+                if len(key) > MAX_JSON_KEY or "\x00" in key:
+                    _bounded_key(key)
+            else:
+                _bounded_key(key)
+            _bounded_item(item, depth + 1)
+        return value
+    if type(value) is list:
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
+        for item in value:
+            _bounded_item(item, depth + 1)
+        return value
+    return _bounded_value(value, depth)
+
+
+def _bounded_item(item: Any, depth: int) -> None:
+    kind = type(item)
+    if kind is str:
+        if len(item) > MAX_JSON_TEXT or "\x00" in item:
+            _bounded_value(item, depth)
+    elif kind is int:
+        if not _INT64_MIN <= item <= INT64_MAX:
+            _bounded_value(item, depth)
+    elif kind is float:
+        if not math.isfinite(item):
+            _bounded_value(item, depth)
+    elif kind is not bool and item is not None:
+        _bounded_json(item, depth)
+
+
+def _bounded_key(key: Any) -> None:
+    if isinstance(key, str):
+        if len(key) > MAX_JSON_KEY:
+            raise ValueError(f"a name is longer than {MAX_JSON_KEY} characters")
+        _no_nul(key)
+
+
+def _bounded_value(value: Any, depth: int) -> Any:
+    """The reference checks, for any one value (a container's items through ``_bounded_json``)."""
     if isinstance(value, str):
         if len(value) > MAX_JSON_TEXT:
             raise ValueError(f"a text value is longer than {MAX_JSON_TEXT} characters")
@@ -93,7 +141,7 @@ def _bounded_json(value: Any, depth: int = 0) -> Any:
     elif isinstance(value, bool) or value is None:
         pass
     elif isinstance(value, int):
-        if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        if not _INT64_MIN <= value <= INT64_MAX:
             raise ValueError("a whole number is outside the 64-bit range")
     elif isinstance(value, float):
         if not math.isfinite(value):
@@ -103,11 +151,8 @@ def _bounded_json(value: Any, depth: int = 0) -> Any:
             raise ValueError(f"values are nested deeper than {MAX_JSON_DEPTH} levels")
         items = value.items() if isinstance(value, dict) else enumerate(value)
         for key, item in items:
-            if isinstance(key, str):
-                if len(key) > MAX_JSON_KEY:
-                    raise ValueError(f"a name is longer than {MAX_JSON_KEY} characters")
-                _no_nul(key)
-            _bounded_json(item, depth + 1)
+            _bounded_key(key)
+            _bounded_value(item, depth + 1)
     else:
         raise ValueError(f"{type(value).__name__} is not a JSON value")
     return value

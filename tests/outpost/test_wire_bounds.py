@@ -224,3 +224,40 @@ def test_any_record_either_is_refused_or_survives_a_round_trip(record: dict[str,
     again = json.loads(body.model_dump_json())  # what central's reader sees
     assert again["record"] == json.loads(text)["record"]
     assert datetime.fromisoformat(again["created_at"]) == body.created_at
+
+
+_hostile_scalars = (
+    _json_scalars
+    | st.sampled_from(["a\x00b", "x" * (MAX_JSON_TEXT + 1), float("inf"), float("nan")])
+    | st.sampled_from([INT64_MAX, INT64_MAX + 1, -INT64_MAX - 1, -INT64_MAX - 2])
+)
+_hostile_keys = st.text(max_size=10) | st.sampled_from(["k\x00", "k" * 129, "k" * 128])
+_hostile = st.recursive(
+    _hostile_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_hostile_keys, inner, max_size=4),
+    max_leaves=40,
+)
+
+
+def _verdict(check: Any, value: Any) -> str:
+    try:
+        check(value)
+    except ValueError as exc:
+        return str(exc)
+    return "ok"
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=_hostile)
+def test_the_fast_record_check_refuses_what_the_reference_refuses_in_its_words(
+    value: Any,
+) -> None:
+    """Every envelope's body goes through the fast loop; its verdict must be the
+    reference's, nesting (depth) included, for any value a device can send."""
+    from outpost.wire.schemas import _bounded_json, _bounded_value
+
+    assert _verdict(_bounded_json, value) == _verdict(lambda v: _bounded_value(v, 0), value)
+    deep: Any = value
+    for _ in range(MAX_JSON_DEPTH - 1):
+        deep = [deep]
+    assert _verdict(_bounded_json, deep) == _verdict(lambda v: _bounded_value(v, 0), deep)
