@@ -373,16 +373,22 @@ def _moment_problem(kind: str, value: Any, label: str) -> str | None:
 def _choice_problem(field: FormField, value: Any, label: str) -> str | None:
     """One option (``choice``), or a list of distinct options (``multichoice``)."""
     opts = field.options or []
-    listed = ", ".join(repr(o) for o in opts)
     if field.type == "choice":
-        return None if value in opts else f"{label} must be one of {listed}"
+        if value in opts:
+            return None
+        return f"{label} must be one of {_listed(opts)}"
     if (
         not isinstance(value, list)
         or any(v not in opts for v in value)
         or len(set(value)) != len(value)
     ):
-        return f"{label} must be a list of distinct options from {listed}"
+        return f"{label} must be a list of distinct options from {_listed(opts)}"
     return None
+
+
+def _listed(opts: list[Any]) -> str:
+    # Only for a problem's text: replay checks every answer of every envelope.
+    return ", ".join(repr(o) for o in opts)
 
 
 def instance_value(field: FormField, value: Any) -> str:
