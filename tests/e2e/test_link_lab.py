@@ -60,7 +60,7 @@ def test_a_photo_still_crosses_9_6_kbit(lab: LabGateway) -> None:
 
 @pytest.mark.parametrize("lab", [64], indirect=True)
 def test_envelopes_then_one_ahead_of_a_photo_at_64_kbit(lab: LabGateway) -> None:
-    n = max(40, int(200 * SCALE))
+    n = max(80, int(200 * SCALE))
     bulk = lab.run({"envelopes": n})
     assert bulk["done"] and bulk["reconnects"] == 0, bulk
     # The drain benchmark's envelopes: zstd over whole batches, headers included.
