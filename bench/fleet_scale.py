@@ -36,6 +36,12 @@ ceiling; printed against the bulk rate measured at the start of the same run
 each round's rate and the ratio against the fastest and slowest round printed
 beside it.
 
+``--pin``: each uplink worker gets a core of its own (and every one of its
+threads), the simulator, its raw-limit probes and Mosquitto the cores left;
+PostgreSQL is the machine's and floats. Both the small batches and the bulk
+rounds then run on the same split, so their ratio is the worker's, not the
+ratio of what a shared machine left it.
+
 ``--outage``: every gateway holds ``--backlog`` envelopes when the run
 starts and all connect at once (a regional outage ending); prints the time
 to drain, the resends and the deferrals. ``--bridge-src DIR`` runs the
@@ -158,6 +164,24 @@ class BridgeProc:
         except OSError:
             pass
         return float("nan")
+
+
+def pin(pid: int, cores: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cores`` (affinity is per thread on Linux)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with suppress(ProcessLookupError):
+            os.sched_setaffinity(int(task.name), cores)
+
+
+_CORES = sorted(os.sched_getaffinity(0))  # before a --pin run narrows this process's
+
+
+def split_cores(workers: int) -> tuple[list[set[int]], set[int]]:
+    """A core for each worker, the rest for everything else (``--pin``)."""
+    cores = _CORES
+    if len(cores) <= workers:
+        raise SystemExit(f"--pin needs more than {workers} cores; this process has {len(cores)}")
+    return [{c} for c in cores[:workers]], set(cores[workers:])
 
 
 @contextmanager
@@ -654,6 +678,9 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         url = stack.enter_context(postgres_database(args.pg))
         if url is None:
             raise SystemExit("PostgreSQL is needed (--pg)")
+        if args.pin:
+            worker_cores, rest = split_cores(args.workers)
+            pin(os.getpid(), rest)  # the simulator and the raw limits' probes
         sample = encode(
             EnvelopeBatch(
                 gateway_id="sim-00000",
@@ -679,8 +706,19 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
         run = outage if args.outage else steady
         assert broker.proc is not None
         mosquitto = BridgeProc(broker.proc, broker.port, broker.log)
+        if args.pin:
+            pin(broker.proc.pid, rest)
+            for proc, cores in zip(procs, worker_cores, strict=False):
+                pin(proc.proc.pid, cores)
+            for extra in procs[len(worker_cores) :]:  # an admin worker
+                pin(extra.proc.pid, rest)
         result = asyncio.run(run(args, broker.port, procs, mosquitto))
         result["load_after"] = loadavg()
+        result["pinned"] = (
+            {"workers": [sorted(c) for c in worker_cores], "rest": sorted(rest)}
+            if args.pin
+            else None
+        )
         result["limits"] = limits
         result["check"] = check_exactly_once(url, result.pop("stats"))
         if args.keep_logs:
@@ -725,6 +763,11 @@ def main() -> None:
         help="more bridge.toml, e.g. '[replay]\\ngroup_max_envelopes = 1' (\\n for newlines)",
     )
     parser.add_argument("--keep-logs", action="store_true")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="a core for each uplink worker, the rest for the simulator and the broker",
+    )
     parser.add_argument("--json", type=Path, default=None, help="append results here")
     parser.add_argument(
         "--pg",
