@@ -222,7 +222,7 @@ def _statements(dialect: str) -> _Statements:
     """
 
     def among(column: Any, name: str) -> Any:
-        return group_sql.among_param(dialect, column, name)
+        return group_sql.among(dialect, column, name)
 
     activities = select(_activities).where(among(_activities.c.id, "ids"))
     activities = activities.order_by(_activities.c.id)

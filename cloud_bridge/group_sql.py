@@ -128,31 +128,22 @@ def _arrays(table: Table, names: Sequence[str], rows: Sequence[Row]) -> tuple[li
     return tuple(_values(table.c[n], [r[n] for r in rows]) for n in names)
 
 
-def among_param(dialect: str, column: Any, name: str) -> Any:
-    """:func:`among` with its values bound at execution as ``name`` (a list of text).
+def among(dialect: str, column: Any, name: str) -> Any:
+    """``column IN :name`` for a text column, its values bound at execution (a list).
 
     For a statement built once and executed many times: building a SELECT and
     its column collections cost more Python than running it (issue 18's
     seventh round), and SQLAlchemy adapts a cached compilation's result
-    columns to each new statement object it is given.
-    """
-    if dialect == "postgresql":
-        return column == any_(bindparam(name, type_=ARRAY(Text)))
-    return column.in_(bindparam(name, expanding=True))
-
-
-def among(conn: Connection, column: Any, values: list[str]) -> Any:
-    """``column IN values`` for a text column; on PostgreSQL ``= ANY(text[])``.
-
-    One SQL text for any number of values, so it is compiled once and psycopg
+    columns to each new statement object it is given. On PostgreSQL it is
+    ``= ANY(text[])``: one SQL text for any number of values, so psycopg
     prepares it (an IN list is a new statement for each length). The array is
     ``text[]``, not the column's ``varchar(n)[]``: in a prepared statement's
     generic plan PostgreSQL coerces a ``varchar(n)[]`` parameter again for
     every row it scans (docs/benchmarks.md, issue 18's sixth round).
     """
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(Text)))
-    return column.in_(values)
+    if dialect == "postgresql":
+        return column == any_(bindparam(name, type_=ARRAY(Text)))
+    return column.in_(bindparam(name, expanding=True))
 
 
 def insert_rows(conn: Connection, table: Table, rows: Sequence[Row]) -> None:

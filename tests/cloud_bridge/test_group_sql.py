@@ -96,7 +96,8 @@ def test_updated_values_come_back_as_given_and_among_finds_them(central_db_url: 
             assert (got[row["id"]]["note"], got[row["id"]]["body"]) == (row["note"], row["body"])
         with db.engine.connect() as conn:
             found = conn.execute(
-                select(things.c.id).where(among(conn, things.c.note, AWKWARD[:4]))
+                select(things.c.id).where(among(conn.dialect.name, things.c.note, "notes")),
+                {"notes": AWKWARD[:4]},
             ).scalars()
             assert sorted(found) == ["id-0", "id-1", "id-2", "id-3"]
     finally:
