@@ -77,8 +77,10 @@ def _placeholder(column: Column[Any]) -> str:
     over every envelope body: 1.4 ms of the worker's CPU for 80 bodies, against
     54 us in binary, measured here); times, integers and booleans cost the same
     per element. Binary times are aware (UTC, as ``_values`` makes them); the
-    cast turns psycopg's choice of element type (``int8`` for a large number,
-    ``text`` for a column of NULLs only) into the column's.
+    cast turns psycopg's choice of element type (``int2`` to ``int8`` by the
+    largest number) into the column's. A column of NULLs only has no element
+    to choose by: psycopg sends it as an untyped text array, and the cast
+    types that too.
     """
     return f"%b::{_array_type(column)}"
 

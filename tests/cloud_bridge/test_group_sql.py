@@ -104,7 +104,9 @@ def test_updated_values_come_back_as_given_and_among_finds_them(central_db_url: 
         db.dispose()
 
 
-def test_a_column_of_nulls_only_and_large_numbers_go_in(central_db_url: str) -> None:
+def test_a_column_of_nulls_only_goes_in_and_a_number_past_its_column_fails(
+    central_db_url: str,
+) -> None:
     """A group whose rows all leave a column NULL (a ledger's ``code`` when nothing is
     refused) is the common case; a number past the column's range fails as before."""
     db = Database.from_url(central_db_url)
