@@ -226,6 +226,9 @@ async def test_address_change_is_reannounced_and_stop_says_goodbye(netns_pair: N
         # the re-announcement reaches the browser at once; its cache-flush bit
         # retires the old address within 1 s (RFC 6762 10.2)
         await browser.expect(event="updated", name=name, where=lambda e: new_addr in e["addresses"])
+        # A poll between the add and the delete announces both first; ask afresh
+        # once the gateway has announced the new address alone.
+        await gateway.expect(event="addresses", where=lambda e: e["addresses"] == [new_addr])
         rc, out, err = await run_in(
             pair, pair.ns_b, sys.executable, "-m", "gateway.mdns_browser",
             "--timeout", "3", "--interface", pair.addr_b, "--json",

@@ -150,8 +150,19 @@ ADVERTISER = textwrap.dedent(
         await advertiser.async_wait_announced(30)
         say(event="announced", port=port, names=list(advertiser.service_names),
             addresses=list(advertiser.addresses))
+
+        async def watch():  # each re-announcement done, with what it announced
+            seen = advertiser.addresses
+            while True:
+                await asyncio.sleep(0.05)
+                if advertiser.addresses != seen:
+                    seen = advertiser.addresses
+                    say(event="addresses", addresses=list(seen))
+
+        watching = asyncio.create_task(watch())
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sys.stdin.read)
+        watching.cancel()
         await runner.cleanup()
         say(event="stopped")
 
