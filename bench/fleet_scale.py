@@ -3,6 +3,7 @@
     .venv/bin/python bench/fleet_scale.py --gateways 200 --workers 1 [--duration 60]
     .venv/bin/python bench/fleet_scale.py --gateways 200 --outage --backlog 100
     .venv/bin/python bench/fleet_scale.py --gateways 300 --saturate [--workers 2]
+    .venv/bin/python bench/fleet_scale.py --gateways 1000 --queued [--queued-batches 4]
 
 Each simulated gateway is a real MQTT 5 session with its own client id
 (``outpost.mqtt.MqttClient``, the client the gateway runs; persistent
@@ -42,6 +43,16 @@ PostgreSQL is the machine's and floats. Both the small batches and the bulk
 rounds then run on the same split, so their ratio is the worker's, not the
 ratio of what a shared machine left it.
 
+``--queued``: the small-batch ceiling of the worker alone. Once every
+gateway is connected and its "online" state applied, the uplink worker(s)
+are paused (SIGSTOP, well inside their 30 s keepalive), each gateway
+publishes ``--queued-batches`` (1) batches of 2 and the broker holds them;
+then the workers go on and drain the queue while the simulator only takes
+the answers and sends the fleet's heartbeats on their 30 s beat. The drain's
+rate is printed against the bulk rounds of the same run, as with
+``--saturate``. With ``--saturate`` the simulator makes every batch while
+the worker applies it, on the same two cores; here it made them before.
+
 ``--outage``: every gateway holds ``--backlog`` envelopes when the run
 starts and all connect at once (a regional outage ending); prints the time
 to drain, the resends and the deferrals. ``--bridge-src DIR`` runs the
@@ -55,7 +66,9 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -78,11 +91,13 @@ from bench.central_ingest import postgres_database  # noqa: E402
 from bench.peers import ADMIN_TOKEN, raw_transfer  # noqa: E402
 from cloud_bridge.db import Database  # noqa: E402
 from cloud_bridge.models import Gateway, LedgerEntry  # noqa: E402
+from outpost.wire import topics  # noqa: E402
 from outpost.wire.codec import encode  # noqa: E402
 from outpost.wire.schemas import EnvelopeBatch  # noqa: E402
 from tests.support.broker import Broker, free_port, wait_port  # noqa: E402
 from tests.support.fleet_sim import (  # noqa: E402
     BATCH_S,
+    HEARTBEAT_S,
     PER_BATCH,
     PROBE_SITE,
     VIEWER_PASSWORD,
@@ -469,6 +484,37 @@ async def connect_all(sims: list[SimGateway], at_once: bool) -> float:
     return time.perf_counter() - t
 
 
+@dataclass
+class Bulk:
+    rounds: list[float]  # env/s of each round
+    cpu_ms: list[float]  # the uplink worker's CPU per envelope, ms, each round
+    seq: int  # the bulk gateway's last seq: its activity goes on from there
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.rounds)
+
+
+async def bulk_rate(
+    args: argparse.Namespace, port: int, procs: list[BridgeProc], stats: Stats, gid: str
+) -> Bulk:
+    """The same bridge's bulk rate: one gateway's backlog in batches of 200, in
+    --bulk-rounds rounds of --bulk-envelopes each; ratios are taken against their median
+    (one round of 2,000 lasted < 1 s and swung 2,300-4,400 env/s with the machine's load)."""
+    bulk = SimGateway(gid, port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
+    await bulk.start()
+    rounds: list[float] = []
+    cpu: list[float] = []
+    for _ in range(args.bulk_rounds):
+        t_bulk = time.monotonic()
+        cpu_bulk = procs[0].cpu_s()
+        await bulk.run_backlog(args.bulk_envelopes, 200)
+        rounds.append(args.bulk_envelopes / (time.monotonic() - t_bulk))
+        cpu.append((procs[0].cpu_s() - cpu_bulk) / args.bulk_envelopes * 1000)
+    await bulk.stop()
+    return Bulk(rounds, cpu, bulk.seq)
+
+
 async def steady(
     args: argparse.Namespace, port: int, procs: list[BridgeProc], broker: BridgeProc
 ) -> dict[str, Any]:
@@ -480,21 +526,8 @@ async def steady(
     admin_base = f"http://127.0.0.1:{procs[-1].admin_port}" if args.admin_worker else None
     if admin_base is not None:
         idle_api["admin_worker"] = await api_cost(admin_base, procs[-1:], probes)
-    # the same bridge's bulk rate, first: one gateway's backlog in batches of 200, in
-    # --bulk-rounds rounds of --bulk-envelopes each; the ratio is taken against their median
-    # (one round of 2,000 lasted < 1 s and swung 2,300-4,400 env/s with the machine's load)
-    bulk = SimGateway(ids[0], port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
-    await bulk.start()
-    bulk_rounds: list[float] = []
-    bulk_cpu: list[float] = []  # the uplink worker's CPU per envelope, ms, each round
-    for _ in range(args.bulk_rounds):
-        t_bulk = time.monotonic()
-        cpu_bulk = procs[0].cpu_s()
-        await bulk.run_backlog(args.bulk_envelopes, 200)
-        bulk_rounds.append(args.bulk_envelopes / (time.monotonic() - t_bulk))
-        bulk_cpu.append((procs[0].cpu_s() - cpu_bulk) / args.bulk_envelopes * 1000)
-    bulk_env_s = statistics.median(bulk_rounds)
-    await bulk.stop()
+    bulk = await bulk_rate(args, port, procs, stats, ids[0])
+    bulk_rounds, bulk_cpu, bulk_env_s = bulk.rounds, bulk.cpu_ms, bulk.median
     sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
     sims[0].seq = bulk.seq  # its activity goes on from there
     connect_s = await connect_all(sims, at_once=False)
@@ -580,6 +613,112 @@ async def steady(
         "api_idle": idle_api,
         "bridge_clocks": clocks,
         "pg_backends_waiting_on": waits,
+        "stats": stats,
+    }
+
+
+async def settle(procs: list[BridgeProc], idle_pct: float = 5.0, limit_s: float = 120) -> float:
+    """Wait until every process in ``procs`` uses under ``idle_pct`` of a core over 0.5 s."""
+    t0 = time.monotonic()
+    while time.monotonic() < t0 + limit_s:
+        before = [p.cpu_s() for p in procs]
+        await asyncio.sleep(0.5)
+        if all((p.cpu_s() - b) / 0.5 * 100 < idle_pct for p, b in zip(procs, before, strict=True)):
+            break
+    return time.monotonic() - t0
+
+
+async def queued(
+    args: argparse.Namespace, port: int, procs: list[BridgeProc], broker: BridgeProc
+) -> dict[str, Any]:
+    """``--queued``: the fleet's small batches wait at the broker, then the worker(s) drain
+    them with the simulator idle, so the ceiling is the worker's, not what the simulator
+    could offer on the cores it shares with it (as after an outage: every gateway's
+    batches are there at once)."""
+    stats = Stats()
+    ids = [f"sim-{i:05d}" for i in range(args.gateways)]
+    bulk = await bulk_rate(args, port, procs, stats, ids[0])
+    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    sims[0].seq = bulk.seq
+    connect_s = await connect_all(sims, at_once=False)
+    uplink = procs[: args.workers]
+    settle_s = await settle(uplink)  # each gateway's retained "online" state applied first
+    for b in uplink:  # still connected, keepalive 30 s: the broker holds what comes
+        os.kill(b.proc.pid, signal.SIGSTOP)
+    try:
+        t_queue = time.monotonic()
+
+        async def fill(s: SimGateway) -> None:
+            # (no heartbeat here: the fleet's come on their 30 s beat while it drains)
+            for _ in range(args.queued_batches):
+                p = s.new_batch(PER_BATCH)
+                stats.batches += 1
+                await s.client.async_publish(
+                    topics.topic(s.gid, topics.UP_ENVELOPES), p.payload, qos=1
+                )  # waits for the broker's PUBACK: it holds the batch
+
+        for i in range(0, len(sims), 100):
+            await asyncio.gather(*(fill(s) for s in sims[i : i + 100]))
+        queue_s = time.monotonic() - t_queue
+        if queue_s > 25:
+            raise SystemExit(f"queueing took {queue_s:.0f} s: the paused worker's keepalive ends")
+    finally:
+        for b in uplink:
+            os.kill(b.proc.pid, signal.SIGCONT)
+    t0 = time.monotonic()
+    cpu0 = [b.cpu_s() for b in uplink]
+    machine0 = machine_cpu()
+    for s in sims:  # the ack timeout counts from here, not from the pause
+        for p in s.pending.values():
+            p.first_sent = p.sent = t0
+    envelopes = args.gateways * args.queued_batches * PER_BATCH
+    beats = sorted((t0 + random.uniform(0, HEARTBEAT_S), i) for i in range(len(sims)))
+    heartbeats = 0
+    while any(s.pending for s in sims) and time.monotonic() < t0 + args.drain_timeout:
+        while heartbeats < len(beats) and beats[heartbeats][0] <= time.monotonic():
+            await sims[beats[heartbeats][1]].heartbeat()
+            heartbeats += 1
+        for s in sims:
+            await s.resend_due()
+        await asyncio.sleep(0.02)
+    cpu = [(b.cpu_s() - c) for b, c in zip(uplink, cpu0, strict=True)]
+    busy, total = (b - a for a, b in zip(machine0, machine_cpu(), strict=True))
+    unanswered = sum(len(s.pending) for s in sims)
+    done = max((at for at, _ in stats.latencies if at >= t0), default=time.monotonic())
+    drain_s = done - t0
+    await asyncio.gather(*(s.stop() for s in sims))
+    rate = envelopes / drain_s
+    return {
+        "mode": "queued",
+        "gateways": args.gateways,
+        "workers": args.workers,
+        "queued_batches_per_gateway": args.queued_batches,
+        "queued_envelopes": envelopes,
+        "heartbeats_in_drain": heartbeats,
+        "connect_s": round(connect_s, 1),
+        "settle_s": round(settle_s, 1),
+        "queue_s": round(queue_s, 1),
+        "drain_s": round(drain_s, 2),
+        "applied_env_s": round(rate, 1),
+        "bulk_env_s": round(bulk.median, 1),
+        "bulk_env_s_rounds": [round(b, 1) for b in bulk.rounds],
+        "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
+        "small_to_bulk": round(rate / bulk.median, 2),
+        "small_to_bulk_range": [
+            round(rate / max(bulk.rounds), 2),
+            round(rate / min(bulk.rounds), 2),
+        ],
+        "bulk_cpu_ms_per_env": round(statistics.median(bulk.cpu_ms), 3),
+        "small_cpu_ms_per_env": round(sum(cpu) / envelopes * 1000, 3),
+        "bridge_cpu_pct": [round(c / drain_s * 100, 1) for c in cpu],
+        "machine_busy_pct": round(busy / max(total, 1e-9) * 100, 1),
+        "ack_p50_ms": round(pct([lat for at, lat in stats.latencies if at >= t0], 50) * 1000, 1),
+        "ack_p99_ms": round(pct([lat for at, lat in stats.latencies if at >= t0], 99) * 1000, 1),
+        "batches": stats.batches,
+        "resends": stats.resends,
+        "deferred": stats.deferred,
+        "answered_elsewhere": stats.answered_elsewhere,
+        "unanswered_batches": unanswered,
         "stats": stats,
     }
 
@@ -703,7 +842,7 @@ def one_run(args: argparse.Namespace, src: Path | None) -> dict[str, Any]:
             bridges(broker, url, work, args.workers, src, args.bridge_toml, args.admin_worker)
         )
         args.url = url
-        run = outage if args.outage else steady
+        run = outage if args.outage else queued if args.queued else steady
         assert broker.proc is not None
         mosquitto = BridgeProc(broker.proc, broker.port, broker.log)
         if args.pin:
@@ -753,6 +892,17 @@ def main() -> None:
         "--bulk-rounds", type=int, default=5, help="rounds of the bulk replay (median taken)"
     )
     parser.add_argument("--bulk-envelopes", type=int, default=4000, help="envelopes per bulk round")
+    parser.add_argument(
+        "--queued",
+        action="store_true",
+        help="the fleet's small batches wait at the broker, then the worker drains them alone",
+    )
+    parser.add_argument(
+        "--queued-batches",
+        type=int,
+        default=1,
+        help="batches of 2 each gateway has waiting (a gateway keeps up to 8 in flight)",
+    )
     parser.add_argument("--backlog", type=int, default=100)
     parser.add_argument("--outage-batch", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=1)
