@@ -68,7 +68,15 @@ def _no_nul(value: str) -> str:
     return value
 
 
+# Years whose every time, at any offset (always under a day), is inside the range.
+_SAFE_YEARS = range(MIN_TIME.year + 2, MAX_TIME.year - 1)
+
+
 def _in_time_range(value: datetime) -> datetime:
+    # The year alone settles almost every time: an aware comparison asks each
+    # side's tzinfo for its offset, which cost more than the rest of the check.
+    if value.year in _SAFE_YEARS:
+        return value
     aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
     # Aware times compare as UTC instants (no conversion, which could overflow).
     if not MIN_TIME <= aware <= MAX_TIME:

@@ -8,7 +8,7 @@ into SQLite and PostgreSQL); one that does not is refused at the edge.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -261,3 +261,28 @@ def test_the_fast_record_check_refuses_what_the_reference_refuses_in_its_words(
     for _ in range(MAX_JSON_DEPTH - 1):
         deep = [deep]
     assert _verdict(_bounded_json, deep) == _verdict(lambda v: _bounded_value(v, 0), deep)
+
+
+_offsets = st.integers(min_value=-(24 * 60 - 1), max_value=24 * 60 - 1).map(
+    lambda m: timezone(timedelta(minutes=m))
+)
+_near_edges = st.one_of(
+    st.datetimes(max_value=datetime(4, 1, 1)),
+    st.datetimes(min_value=datetime(9996, 12, 31)),
+    st.datetimes(),
+)
+
+
+@settings(max_examples=1000, deadline=None)
+@given(local=_near_edges, tz=st.one_of(st.none(), _offsets))
+def test_the_time_range_check_by_year_agrees_with_comparing_instants(
+    local: datetime, tz: timezone | None
+) -> None:
+    """Most times are settled by their year alone; at any offset a device can send, that
+    verdict must be the comparison of UTC instants (naive times read as UTC)."""
+    from outpost.wire.schemas import _in_time_range
+
+    value = local.replace(tzinfo=tz)
+    aware = value if tz is not None else value.replace(tzinfo=UTC)
+    expected = "ok" if MIN_TIME <= aware <= MAX_TIME else "time must be between"
+    assert _verdict(_in_time_range, value)[: len(expected)] == expected
