@@ -35,7 +35,9 @@ ceiling; printed against the bulk rate measured at the start of the same run
 (``small_to_bulk``): the median of ``--bulk-rounds`` (5) rounds of
 ``--bulk-envelopes`` (4,000) envelopes from one gateway in batches of 200,
 each round's rate and the ratio against the fastest and slowest round printed
-beside it.
+beside it. A bulk round keeps ``--bulk-window`` (1) batches in flight: with
+one it waits on each answer, so it measures the worker's latency as much as
+its work; the gateway's own drain keeps up to 8 (``[mqtt] inflight_batches``).
 
 ``--pin``: each uplink worker gets a core of its own (and every one of its
 threads), the simulator, its raw-limit probes and Mosquitto the cores left;
@@ -103,6 +105,7 @@ from tests.support.fleet_sim import (  # noqa: E402
     VIEWER_PASSWORD,
     SimGateway,
     Stats,
+    authors,
     envelope,
     now,
     seed,
@@ -501,14 +504,14 @@ async def bulk_rate(
     """The same bridge's bulk rate: one gateway's backlog in batches of 200, in
     --bulk-rounds rounds of --bulk-envelopes each; ratios are taken against their median
     (one round of 2,000 lasted < 1 s and swung 2,300-4,400 env/s with the machine's load)."""
-    bulk = SimGateway(gid, port, stats, args.ack_timeout)  # (a user has <= 1,000 sites)
+    bulk = SimGateway(gid, port, stats, args.ack_timeout)  # (ana's, the first gateway)
     await bulk.start()
     rounds: list[float] = []
     cpu: list[float] = []
     for _ in range(args.bulk_rounds):
         t_bulk = time.monotonic()
         cpu_bulk = procs[0].cpu_s()
-        await bulk.run_backlog(args.bulk_envelopes, 200)
+        await bulk.run_backlog(args.bulk_envelopes, 200, args.bulk_window)
         rounds.append(args.bulk_envelopes / (time.monotonic() - t_bulk))
         cpu.append((procs[0].cpu_s() - cpu_bulk) / args.bulk_envelopes * 1000)
     await bulk.stop()
@@ -528,7 +531,8 @@ async def steady(
         idle_api["admin_worker"] = await api_cost(admin_base, procs[-1:], probes)
     bulk = await bulk_rate(args, port, procs, stats, ids[0])
     bulk_rounds, bulk_cpu, bulk_env_s = bulk.rounds, bulk.cpu_ms, bulk.median
-    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    crew = authors(ids)
+    sims = [SimGateway(g, port, stats, args.ack_timeout, crew[g]) for g in ids]
     sims[0].seq = bulk.seq  # its activity goes on from there
     connect_s = await connect_all(sims, at_once=False)
     t0 = time.monotonic()
@@ -582,6 +586,7 @@ async def steady(
         "bulk_env_s": round(bulk_env_s, 1),  # the median of the rounds
         "bulk_env_s_rounds": [round(b, 1) for b in bulk_rounds],
         "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
+        "bulk_window": args.bulk_window,
         "small_to_bulk": round(applied / args.duration / bulk_env_s, 2),
         # CPU, not rate: a bulk round keeps one batch in flight, so it may wait on its
         # round trips with the worker's core idle; the small batches' window is CPU-bound
@@ -638,7 +643,8 @@ async def queued(
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     bulk = await bulk_rate(args, port, procs, stats, ids[0])
-    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    crew = authors(ids)
+    sims = [SimGateway(g, port, stats, args.ack_timeout, crew[g]) for g in ids]
     sims[0].seq = bulk.seq
     connect_s = await connect_all(sims, at_once=False)
     uplink = procs[: args.workers]
@@ -703,6 +709,7 @@ async def queued(
         "bulk_env_s": round(bulk.median, 1),
         "bulk_env_s_rounds": [round(b, 1) for b in bulk.rounds],
         "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
+        "bulk_window": args.bulk_window,
         "small_to_bulk": round(rate / bulk.median, 2),
         "small_to_bulk_range": [
             round(rate / max(bulk.rounds), 2),
@@ -728,7 +735,8 @@ async def outage(
 ) -> dict[str, Any]:
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
-    sims = [SimGateway(g, port, stats, args.ack_timeout) for g in ids]
+    crew = authors(ids)
+    sims = [SimGateway(g, port, stats, args.ack_timeout, crew[g]) for g in ids]
     stop = asyncio.Event()
     api: dict[str, list[float]] = {}
     cpu: dict[str, Any] = {}
@@ -892,6 +900,12 @@ def main() -> None:
         "--bulk-rounds", type=int, default=5, help="rounds of the bulk replay (median taken)"
     )
     parser.add_argument("--bulk-envelopes", type=int, default=4000, help="envelopes per bulk round")
+    parser.add_argument(
+        "--bulk-window",
+        type=int,
+        default=1,
+        help="bulk batches in flight (a gateway's [mqtt] inflight_batches is 8)",
+    )
     parser.add_argument(
         "--queued",
         action="store_true",

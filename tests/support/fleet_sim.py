@@ -23,6 +23,7 @@ from cloud_bridge import fleet, rules
 from cloud_bridge.db import Database
 from cloud_bridge.migration import migrate
 from cloud_bridge.models import Gateway
+from cloud_bridge.people import MAX_SITES
 from outpost.forms import ActivityTypeDef
 from outpost.mqtt import MqttClient, Received, Will
 from outpost.mqtt_config import MqttSection
@@ -67,7 +68,15 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def envelope(aid: str, seq: int) -> WireEnvelope:
+def authors(sims: list[str]) -> dict[str, str]:
+    """Each simulated gateway's crew member: a user holds at most MAX_SITES sites, so
+    every MAX_SITES gateways have their own (``ana``, then ``ana-1``, ...)."""
+    return {
+        g: AUTHOR if i < MAX_SITES else f"{AUTHOR}-{i // MAX_SITES}" for i, g in enumerate(sims)
+    }
+
+
+def envelope(aid: str, seq: int, author: str = AUTHOR) -> WireEnvelope:
     t = now()
     return WireEnvelope(
         envelope_id=uuid.uuid4(),
@@ -77,7 +86,7 @@ def envelope(aid: str, seq: int) -> WireEnvelope:
         status="draft",
         created_at=t,
         received_at=t,
-        author=AUTHOR,
+        author=author,
         form_version=1,
         record={
             "site_ok": True,
@@ -94,13 +103,16 @@ PROBE_SITE = "probe-site"  # the gateway the bench dispatches to while the fleet
 
 
 def seed(url: str, sims: list[str], known: int = 0, probes: int = 0) -> None:
-    """The user, type, one activity checked out per simulated gateway, ``known`` gateways,
+    """The crew (:func:`authors`), type, one activity checked out per simulated gateway, ``known`` gateways,
     and ``probes`` approved activities to dispatch to :data:`PROBE_SITE` (``probe-<i>``)."""
     db = Database.from_url(url)
     try:
         migrate(db.engine)
         with db.session() as s:
-            rules.put_user(s, AUTHOR, "pw-ana-bench-0", True, sites=list(sims))
+            crew = authors(sims)
+            for name in dict.fromkeys(crew.values()):
+                sites = [g for g, a in crew.items() if a == name]
+                rules.put_user(s, name, "pw-ana-bench-0", True, sites=sites)
             rules.put_user(s, "vera", VIEWER_PASSWORD, False, role="viewer")
             rules.put_user(s, "dora", "pw-dora-bench-0", True, sites=[PROBE_SITE])
             rules.put_activity_type(
@@ -112,8 +124,8 @@ def seed(url: str, sims: list[str], known: int = 0, probes: int = 0) -> None:
         for chunk in range(0, len(sims), 200):
             with db.session() as s:
                 for gid in sims[chunk : chunk + 200]:
-                    a = rules.create_activity(s, "bench", "inspection", AUTHOR, f"act-{gid}")
-                    rules.approve(s, a.id, AUTHOR)
+                    a = rules.create_activity(s, "bench", "inspection", crew[gid], f"act-{gid}")
+                    rules.approve(s, a.id, crew[gid])
             with db.session() as s:
                 for gid in sims[chunk : chunk + 200]:
                     rules.check_out(s, f"act-{gid}", gid)
@@ -174,8 +186,11 @@ class Stats:
 
 
 class SimGateway:
-    def __init__(self, gid: str, port: int, stats: Stats, ack_timeout_s: float) -> None:
+    def __init__(
+        self, gid: str, port: int, stats: Stats, ack_timeout_s: float, author: str = AUTHOR
+    ) -> None:
         self.gid = gid
+        self.author = author
         self.stats = stats
         self.aid = f"act-{gid}"
         self.seq = 0
@@ -186,7 +201,8 @@ class SimGateway:
         self.misses = 0  # ack timeouts in a row
         self.owed = 0  # envelopes made while held back, sent in the next batch
         self.started = time.monotonic()
-        self.answered = asyncio.Event()
+        self.answered = asyncio.Event()  # nothing pending any more
+        self.progress = asyncio.Event()  # a pending batch was answered
         self.client = MqttClient(
             MqttSection(
                 host="127.0.0.1", port=port, keepalive=60, backoff_initial=0.5, backoff_max=5
@@ -241,6 +257,7 @@ class SimGateway:
                 p.unanswered.discard(eid)
                 if not p.unanswered:
                     del self.pending[owner]  # type: ignore[arg-type]
+                    self.progress.set()
                     self.stats.latencies.append((t, t - p.first_sent))
                     self.stats.max_sends = max(self.stats.max_sends, p.sends)
                     if owner != str(doc.batch_id):
@@ -260,7 +277,7 @@ class SimGateway:
         envs = []
         for _ in range(n):
             self.seq += 1
-            envs.append(envelope(self.aid, self.seq))
+            envs.append(envelope(self.aid, self.seq, self.author))
         batch = EnvelopeBatch(
             gateway_id=self.gid, batch_id=uuid.uuid4(), sent_at=now(), envelopes=envs
         )
@@ -367,16 +384,18 @@ class SimGateway:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.answered.wait(), min(0.5, max(0.01, stop_at - t)))
 
-    async def run_backlog(self, backlog: int, per_batch: int) -> None:
-        """Send ``backlog`` envelopes, one batch in flight, as a gateway drains after an outage."""
+    async def run_backlog(self, backlog: int, per_batch: int, window: int = 1) -> None:
+        """Send ``backlog`` envelopes, ``window`` batches in flight, as a gateway drains after
+        an outage (its ``[mqtt] inflight_batches``, 8 by default)."""
         left = backlog
         await self.heartbeat()
         while left or self.pending:
             t = time.monotonic()
-            if not self.pending and left and t >= self.hold_until:
+            while len(self.pending) < window and left and t >= self.hold_until:
                 n = min(per_batch, left)
                 left -= n
                 await self.send(self.new_batch(n))
             await self.resend_due()
+            self.progress.clear()
             with suppress(TimeoutError):
-                await asyncio.wait_for(self.answered.wait(), 0.5)
+                await asyncio.wait_for(self.progress.wait(), 0.5)
