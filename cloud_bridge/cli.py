@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from cloud_bridge import config as bridge_config
+from cloud_bridge import heap
 from outpost.cli import add_version, service_parser
 from outpost.config import ConfigError
 from outpost.logs import setup_logging
@@ -42,7 +43,7 @@ async def _async_main(config: bridge_config.BridgeConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await run_bridge(config, stop)
+    await run_bridge(config, stop, on_started=heap.settle)
 
 
 def _check_database_url(url: str) -> None:

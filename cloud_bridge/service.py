@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,10 +228,19 @@ class Bridge:
             self.db = None
 
 
-async def run_bridge(config: BridgeConfig, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (or the task is cancelled), then shut down cleanly."""
+async def run_bridge(
+    config: BridgeConfig,
+    stop: asyncio.Event | None = None,
+    on_started: Callable[[], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or the task is cancelled), then shut down cleanly.
+
+    ``on_started`` runs once the bridge is up, before it reports ready.
+    """
     bridge = Bridge(config)
     await bridge.async_start()
+    if on_started is not None:
+        on_started()
     # systemd (Type=notify): READY once the database is migrated and the admin
     # API listens; WATCHDOG pings while the event loop turns.
     notifier = Notifier.from_env()
