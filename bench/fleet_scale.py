@@ -76,6 +76,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -202,6 +203,20 @@ def split_cores(workers: int) -> tuple[list[set[int]], set[int]]:
     return [{c} for c in cores[:workers]], set(cores[workers:])
 
 
+def wait_mqtt(admin_port: int, timeout: float) -> None:
+    """Until the bridge's ``/healthz`` says it is connected to the broker: its admin API
+    listens first, and a batch published before it subscribes is lost to it on a fresh
+    broker (the gateway would send it again after its ack timeout)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        url = f"http://127.0.0.1:{admin_port}/healthz"
+        with suppress(OSError, ValueError), urllib.request.urlopen(url, timeout=5) as r:
+            if json.load(r).get("mqtt"):
+                return
+        time.sleep(0.1)
+    raise SystemExit(f"the bridge on admin port {admin_port} did not reach the broker")
+
+
 @contextmanager
 def bridges(
     broker: Broker,
@@ -244,6 +259,7 @@ def bridges(
             made.append(BridgeProc(proc, port, log))
         for b in made:
             wait_port(b.admin_port, 60)
+            wait_mqtt(b.admin_port, 60)
         yield made
     finally:
         for b in made:
