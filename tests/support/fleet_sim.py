@@ -103,8 +103,9 @@ PROBE_SITE = "probe-site"  # the gateway the bench dispatches to while the fleet
 
 
 def seed(url: str, sims: list[str], known: int = 0, probes: int = 0) -> None:
-    """The crew (:func:`authors`), type, one activity checked out per simulated gateway, ``known`` gateways,
-    and ``probes`` approved activities to dispatch to :data:`PROBE_SITE` (``probe-<i>``)."""
+    """The crew (:func:`authors`), the type, one activity checked out per simulated
+    gateway, ``known`` gateways, and ``probes`` approved activities to dispatch to
+    :data:`PROBE_SITE` (``probe-<i>``)."""
     db = Database.from_url(url)
     try:
         migrate(db.engine)
@@ -390,12 +391,12 @@ class SimGateway:
         left = backlog
         await self.heartbeat()
         while left or self.pending:
+            self.progress.clear()  # before sending: an answer while it sends wakes the wait
             t = time.monotonic()
             while len(self.pending) < window and left and t >= self.hold_until:
                 n = min(per_batch, left)
                 left -= n
                 await self.send(self.new_batch(n))
             await self.resend_due()
-            self.progress.clear()
             with suppress(TimeoutError):
                 await asyncio.wait_for(self.progress.wait(), 0.5)
