@@ -514,6 +514,24 @@ class Bulk:
     def median(self) -> float:
         return statistics.median(self.rounds)
 
+    def figures(self, args: argparse.Namespace, small_env_s: float) -> dict[str, Any]:
+        """The bulk rounds' figures and the small batches' rate against them."""
+        return {
+            "bulk_env_s": round(self.median, 1),
+            "bulk_env_s_rounds": [round(b, 1) for b in self.rounds],
+            "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
+            "bulk_window": args.bulk_window,
+            "small_to_bulk": round(small_env_s / self.median, 2),
+            # against the fastest and the slowest round: how much of the ratio is their spread
+            "small_to_bulk_range": [
+                round(small_env_s / max(self.rounds), 2),
+                round(small_env_s / min(self.rounds), 2),
+            ],
+            # CPU, not rate: a bulk round's batches of one activity apply one group after
+            # another, so it may wait on commits with the worker's core idle
+            "bulk_cpu_ms_per_env": round(statistics.median(self.cpu_ms), 3),
+        }
+
 
 async def bulk_rate(
     args: argparse.Namespace, port: int, procs: list[BridgeProc], stats: Stats, gid: str
@@ -547,7 +565,6 @@ async def steady(
     if admin_base is not None:
         idle_api["admin_worker"] = await api_cost(admin_base, procs[-1:], probes)
     bulk = await bulk_rate(args, port, procs, stats, ids[0])
-    bulk_rounds, bulk_cpu, bulk_env_s = bulk.rounds, bulk.cpu_ms, bulk.median
     crew = authors(ids)
     sims = [SimGateway(g, port, stats, args.ack_timeout, crew[g]) for g in ids]
     sims[0].seq = bulk.seq  # its activity goes on from there
@@ -600,22 +617,10 @@ async def steady(
         "connect_s": round(connect_s, 1),
         "offered_env_s": "all it takes" if args.saturate else args.gateways * PER_BATCH / BATCH_S,
         "applied_env_s": round(applied / args.duration, 1),
-        "bulk_env_s": round(bulk_env_s, 1),  # the median of the rounds
-        "bulk_env_s_rounds": [round(b, 1) for b in bulk_rounds],
-        "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
-        "bulk_window": args.bulk_window,
-        "small_to_bulk": round(applied / args.duration / bulk_env_s, 2),
-        # CPU, not rate: a bulk round's batches of one activity apply one group after
-        # another, so it may wait on commits with the worker's core idle
-        "bulk_cpu_ms_per_env": round(statistics.median(bulk_cpu), 3),
+        **bulk.figures(args, applied / args.duration),
         "small_cpu_ms_per_env": round(
             cpu.get("cpu", [0.0])[0] / 100 / max(applied / args.duration, 1e-9) * 1000, 3
         ),
-        # against the fastest and the slowest round: how much of the ratio is the bulk's spread
-        "small_to_bulk_range": [
-            round(applied / args.duration / max(bulk_rounds), 2),
-            round(applied / args.duration / min(bulk_rounds), 2),
-        ],
         "ack_p50_ms": round(pct(in_window, 50) * 1000, 1),
         "ack_p99_ms": round(pct(in_window, 99) * 1000, 1),
         "batches": stats.batches,
@@ -723,16 +728,7 @@ async def queued(
         "queue_s": round(queue_s, 1),
         "drain_s": round(drain_s, 2),
         "applied_env_s": round(rate, 1),
-        "bulk_env_s": round(bulk.median, 1),
-        "bulk_env_s_rounds": [round(b, 1) for b in bulk.rounds],
-        "bulk_envelopes": args.bulk_rounds * args.bulk_envelopes,
-        "bulk_window": args.bulk_window,
-        "small_to_bulk": round(rate / bulk.median, 2),
-        "small_to_bulk_range": [
-            round(rate / max(bulk.rounds), 2),
-            round(rate / min(bulk.rounds), 2),
-        ],
-        "bulk_cpu_ms_per_env": round(statistics.median(bulk.cpu_ms), 3),
+        **bulk.figures(args, rate),
         "small_cpu_ms_per_env": round(sum(cpu) / envelopes * 1000, 3),
         "bridge_cpu_pct": [round(c / drain_s * 100, 1) for c in cpu],
         "machine_busy_pct": round(busy / max(total, 1e-9) * 100, 1),
