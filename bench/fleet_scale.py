@@ -55,6 +55,12 @@ the answers and sends the fleet's heartbeats on their 30 s beat. The drain's
 rate is printed against the bulk rounds of the same run, as with
 ``--saturate``. With ``--saturate`` the simulator makes every batch while
 the worker applies it, on the same two cores; here it made them before.
+With ``--sim-idle`` the simulator does nothing at all while the worker
+drains (its event loop is held; the answers wait in its sockets and at the
+broker, and are checked after), the heartbeats a drain at half the bulk rate
+would see are queued with the batches, and the drain ends when the ledger
+holds every queued envelope: taking the fleet's answers cost the simulator
+~40 % of a core here, on the cores the worker and PostgreSQL share.
 
 ``--outage``: every gateway holds ``--backlog`` envelopes when the run
 starts and all connect at once (a regional outage ending); prints the time
@@ -68,6 +74,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import re
@@ -79,7 +86,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -662,6 +669,13 @@ async def queued(
     them with the simulator idle, so the ceiling is the worker's, not what the simulator
     could offer on the cores it shares with it (as after an outage: every gateway's
     batches are there at once)."""
+    with ledger_counter(args.url) as decided:
+        return await _queued(args, port, procs, decided)
+
+
+async def _queued(
+    args: argparse.Namespace, port: int, procs: list[BridgeProc], decided: Callable[[], int]
+) -> dict[str, Any]:
     stats = Stats()
     ids = [f"sim-{i:05d}" for i in range(args.gateways)]
     bulk = await bulk_rate(args, port, procs, stats, ids[0])
@@ -671,6 +685,8 @@ async def queued(
     connect_s = await connect_all(sims, at_once=False)
     uplink = procs[: args.workers]
     settle_s = await wait_idle(uplink)  # each gateway's retained "online" state applied
+    envelopes = args.gateways * args.queued_batches * PER_BATCH
+    beats_before, heartbeats, before = stats.heartbeats, 0, 0
     for b in uplink:  # still connected, keepalive 30 s: the broker holds what comes
         os.kill(b.proc.pid, signal.SIGSTOP)
     try:
@@ -687,6 +703,14 @@ async def queued(
 
         for i in range(0, len(sims), 100):
             await asyncio.gather(*(fill(s) for s in sims[i : i + 100]))
+        if args.sim_idle:
+            # The heartbeats a drain at half the bulk rate would see, queued with the
+            # batches: the simulator sends none while it is idle.
+            expect_s = envelopes / (bulk.median * 0.5)
+            for s in sims[: min(len(sims), math.ceil(len(sims) * expect_s / HEARTBEAT_S))]:
+                await s.heartbeat()
+            heartbeats = stats.heartbeats - beats_before
+            before = decided()
         queue_s = time.monotonic() - t_queue
         if queue_s > 25:
             raise SystemExit(f"queueing took {queue_s:.0f} s: the paused worker's keepalive ends")
@@ -699,9 +723,21 @@ async def queued(
     for s in sims:  # the ack timeout counts from here, not from the pause
         for p in s.pending.values():
             p.first_sent = p.sent = t0
-    envelopes = args.gateways * args.queued_batches * PER_BATCH
     beats = sorted((t0 + random.uniform(0, HEARTBEAT_S), i) for i in range(len(sims)))
-    heartbeats = 0
+    done: float | None = None
+    if args.sim_idle:
+        # The event loop is held on purpose: the fleet's answers wait in the sockets and
+        # at the broker, and the simulator's CPU (~40 % of a core) stays off the worker's
+        # machine. The drain ends when the ledger holds every queued envelope (polled
+        # every 0.1 s: a drain measured up to 0.1 s long, never short).
+        while time.monotonic() < t0 + args.drain_timeout:
+            if decided() >= before + envelopes:
+                done = time.monotonic()
+                break
+            time.sleep(0.1)
+        cpu_end = [b.cpu_s() for b in uplink]
+        machine_end = machine_cpu()
+        beats = []  # sent with the batches
     while any(s.pending for s in sims) and time.monotonic() < t0 + args.drain_timeout:
         while heartbeats < len(beats) and beats[heartbeats][0] <= time.monotonic():
             await sims[beats[heartbeats][1]].heartbeat()
@@ -709,11 +745,16 @@ async def queued(
         for s in sims:
             await s.resend_due()
         await asyncio.sleep(0.02)
-    cpu = [(b.cpu_s() - c) for b, c in zip(uplink, cpu0, strict=True)]
-    busy, total = (b - a for a, b in zip(machine0, machine_cpu(), strict=True))
+    if not args.sim_idle:
+        cpu_end = [b.cpu_s() for b in uplink]
+        machine_end = machine_cpu()
+        done = max((at for at, _ in stats.latencies if at >= t0), default=time.monotonic())
+    cpu = [(e - c) for e, c in zip(cpu_end, cpu0, strict=True)]
+    busy, total = (b - a for a, b in zip(machine0, machine_end, strict=True))
     unanswered = sum(len(s.pending) for s in sims)
-    done = max((at for at, _ in stats.latencies if at >= t0), default=time.monotonic())
-    drain_s = done - t0
+    drain_s = (done or time.monotonic()) - t0
+    # Idle, the simulator read its answers only after the drain: their latency is its own.
+    latencies = [] if args.sim_idle else [lat for at, lat in stats.latencies if at >= t0]
     await asyncio.gather(*(s.stop() for s in sims))
     rate = envelopes / drain_s
     return {
@@ -732,8 +773,9 @@ async def queued(
         "small_cpu_ms_per_env": round(sum(cpu) / envelopes * 1000, 3),
         "bridge_cpu_pct": [round(c / drain_s * 100, 1) for c in cpu],
         "machine_busy_pct": round(busy / max(total, 1e-9) * 100, 1),
-        "ack_p50_ms": round(pct([lat for at, lat in stats.latencies if at >= t0], 50) * 1000, 1),
-        "ack_p99_ms": round(pct([lat for at, lat in stats.latencies if at >= t0], 99) * 1000, 1),
+        "sim_idle": args.sim_idle,
+        "ack_p50_ms": round(pct(latencies, 50) * 1000, 1),
+        "ack_p99_ms": round(pct(latencies, 99) * 1000, 1),
         "batches": stats.batches,
         "resends": stats.resends,
         "deferred": stats.deferred,
@@ -800,6 +842,27 @@ def summarize(api: dict[str, list[float]]) -> dict[str, Any]:
                 "p99_ms": round(pct(values, 99) * 1000, 1),
             }
     return out
+
+
+@contextmanager
+def ledger_counter(url: str) -> Iterator[Callable[[], int]]:
+    """How many envelopes central has decided, asked on one connection (blocking, on
+    purpose: see ``--sim-idle``)."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    with psycopg.connect(
+        host=u.host, port=u.port or 5432, user=u.username, dbname=u.database, autocommit=True
+    ) as conn:
+
+        def count() -> int:
+            row = conn.execute(
+                f"SELECT count(*) FROM {LedgerEntry.__tablename__} WHERE applied_at IS NOT NULL"
+            ).fetchone()
+            return int(row[0]) if row else 0
+
+        yield count
 
 
 def check_exactly_once(url: str, stats: Stats) -> dict[str, Any]:
@@ -929,6 +992,12 @@ def main() -> None:
         type=int,
         default=1,
         help="batches of 2 each gateway has waiting (a gateway keeps up to 8 in flight)",
+    )
+    parser.add_argument(
+        "--sim-idle",
+        action="store_true",
+        help="with --queued: the simulator does nothing while the worker drains (the drain's "
+        "end read from the ledger), so its CPU does not compete with the worker's",
     )
     parser.add_argument("--backlog", type=int, default=100)
     parser.add_argument("--outage-batch", type=int, default=50)
