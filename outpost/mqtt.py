@@ -95,6 +95,22 @@ class Received:
     received_at: float = field(default_factory=time.time)  # wall clock, as it came off the socket
 
 
+class PackedProperties(Properties):
+    """PUBLISH properties that are packed once.
+
+    paho packs a message's properties again on every send (walking all its
+    property names: ~10 us), though a cached set never changes after it is
+    first sent.
+    """
+
+    def pack(self) -> bytes:
+        packed: bytes | None = self.__dict__.get("_packed")
+        if packed is None:
+            packed = super().pack()  # type: ignore[no-untyped-call]
+            object.__setattr__(self, "_packed", packed)  # (paho's __setattr__ checks names)
+        return packed
+
+
 MessageHandler = Callable[[Received], Awaitable[None]]
 ConnectHandler = Callable[[bool], Awaitable[None]]
 DisconnectHandler = Callable[[], Awaitable[None]]
@@ -273,7 +289,7 @@ class MqttClient:
             # building paho's Properties was 8 % of the bridge's event loop.
             props = self._props_cache.get(user_props)
             if props is None:
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props = PackedProperties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
                 props.UserProperty = list(user_props)
                 if len(self._props_cache) < 16:
                     self._props_cache[user_props] = props

@@ -54,6 +54,36 @@ async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> N
         await sub.async_stop()
 
 
+async def test_cached_user_properties_go_with_each_message(broker: Broker) -> None:
+    """User properties alone are packed once and reused (the bridge's codec advert):
+    every message still carries its own set, and two sets never mix."""
+    got: asyncio.Queue[Received] = asyncio.Queue()
+
+    async def handler(msg: Received) -> None:
+        await got.put(msg)
+
+    sub = MqttClient(
+        _settings(broker), client_id="sub-props", on_message=handler, subscriptions=[("p/#", 1)]
+    )
+    pub = MqttClient(_settings(broker), client_id="pub-props")
+    await sub.async_start()
+    await pub.async_start()
+    try:
+        await sub.async_wait_connected(5)
+        await pub.async_wait_connected(5)
+        await sub.async_subscribe([("p/#", 1)])
+        sets = [[("codec", "2")], [("codec", "1"), ("x", "y")]]
+        for i in range(6):
+            await pub.async_publish(f"p/{i}", b"%d" % i, qos=1, user_properties=sets[i % 2])
+        for i in range(6):
+            msg = await asyncio.wait_for(got.get(), 5)
+            assert msg.topic == f"p/{i}"
+            assert msg.user_properties == dict(sets[i % 2])
+    finally:
+        await pub.async_stop()
+        await sub.async_stop()
+
+
 async def test_publish_while_down_fails_fast_and_reconnect_resumes(broker: Broker) -> None:
     client = MqttClient(_settings(broker), client_id="flappy")
     await client.async_start()
