@@ -462,7 +462,7 @@ def record_heartbeat(
 ) -> None:
     """Keep ``hb`` on its gateway's row (and history); ``now``: when central received it."""
     now = now or utcnow()
-    gw = rules.touch_gateway(session, hb.gateway_id, now)
+    gw = rules.touch_gateway(session, hb.gateway_id, now, flush=False)
     if gw.state != "online":
         # A heartbeat proves the gateway is up even if its state message was missed.
         fleet.note_state(

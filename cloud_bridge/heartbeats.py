@@ -130,9 +130,14 @@ class HeartbeatCommitter:
         ordered = sorted(group, key=lambda w: w.heartbeat.gateway_id)
         try:
             with self.runner.db.session() as session:
-                lock_rows(session, sorted({w.heartbeat.gateway_id for w in ordered}))
+                # Held until the commit: the session keeps loaded rows only while they are
+                # referenced, and without them each heartbeat's row was selected again
+                # and its change flushed alone (two queries per heartbeat, not one
+                # UPDATE for the group).
+                rows = lock_rows(session, sorted({w.heartbeat.gateway_id for w in ordered}))
                 for w in ordered:
                     self.record(session, w.heartbeat, self.history_every_s, w.arrived)
+                del rows
             return {}
         except Exception as exc:  # noqa: BLE001 - each alone says which one it was
             if len(ordered) == 1:
@@ -152,9 +157,10 @@ class HeartbeatCommitter:
         return failed
 
 
-def lock_rows(session: Session, gateway_ids: list[str]) -> None:
-    """Lock (PostgreSQL) and load these gateways' rows, in id order."""
+def lock_rows(session: Session, gateway_ids: list[str]) -> list[Gateway]:
+    """Lock (PostgreSQL) and load these gateways' rows, in id order; keep the list while
+    the session uses them."""
     stmt = select(Gateway).where(Gateway.id.in_(gateway_ids)).order_by(Gateway.id)
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update()
-    list(session.scalars(stmt))
+    return list(session.scalars(stmt))

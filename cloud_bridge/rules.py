@@ -649,7 +649,12 @@ def new_gateway_row(dialect: str, gateway_id: str, now: datetime) -> Executable:
     return sqlite_insert(table).values(values).on_conflict_do_nothing(index_elements=["id"])
 
 
-def touch_gateway(session: Session, gateway_id: str, now: datetime | None = None) -> Gateway:
+def touch_gateway(
+    session: Session, gateway_id: str, now: datetime | None = None, *, flush: bool = True
+) -> Gateway:
+    """The gateway's row (made if new), seen at ``now``; ``flush=False`` leaves the change
+    to the session's next flush (a group of heartbeats: one UPDATE per gateway each
+    was most of a heartbeat's cost)."""
     now = now or utcnow()
     gw = session.get(Gateway, gateway_id)
     if gw is None:
@@ -658,7 +663,8 @@ def touch_gateway(session: Session, gateway_id: str, now: datetime | None = None
         assert gw is not None
     if gw.last_seen < now:
         gw.last_seen = now
-    session.flush()
+    if flush:
+        session.flush()
     return gw
 
 
