@@ -3,7 +3,7 @@
     .venv/bin/python bench/fleet_scale.py --gateways 200 --workers 1 [--duration 60]
     .venv/bin/python bench/fleet_scale.py --gateways 200 --outage --backlog 100
     .venv/bin/python bench/fleet_scale.py --gateways 300 --saturate [--workers 2]
-    .venv/bin/python bench/fleet_scale.py --gateways 1000 --queued [--queued-batches 4]
+    .venv/bin/python bench/fleet_scale.py --gateways 2000 --queued [--queued-batches 4] [--sim-idle]
 
 Each simulated gateway is a real MQTT 5 session with its own client id
 (``outpost.mqtt.MqttClient``, the client the gateway runs; persistent
