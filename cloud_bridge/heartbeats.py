@@ -130,14 +130,13 @@ class HeartbeatCommitter:
         ordered = sorted(group, key=lambda w: w.heartbeat.gateway_id)
         try:
             with self.runner.db.session() as session:
-                # Held until the commit: the session keeps loaded rows only while they are
+                # Kept until the commit: the session keeps a loaded row only while it is
                 # referenced, and without them each heartbeat's row was selected again
                 # and its change flushed alone (two queries per heartbeat, not one
                 # UPDATE for the group).
-                rows = lock_rows(session, sorted({w.heartbeat.gateway_id for w in ordered}))
+                _held = lock_rows(session, sorted({w.heartbeat.gateway_id for w in ordered}))
                 for w in ordered:
                     self.record(session, w.heartbeat, self.history_every_s, w.arrived)
-                del rows
             return {}
         except Exception as exc:  # noqa: BLE001 - each alone says which one it was
             if len(ordered) == 1:
