@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
@@ -17,16 +19,20 @@ def _settings(broker: Broker) -> MqttSection:
     return MqttSection(host=broker.host, port=broker.port, backoff_initial=0.05, backoff_max=0.5)
 
 
-async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> None:
+@asynccontextmanager
+async def pub_sub(
+    broker: Broker, topics: str, name: str
+) -> AsyncIterator[tuple[MqttClient, asyncio.Queue[Received]]]:
+    """A publisher, and a subscriber to ``topics`` whose messages go to the queue."""
     got: asyncio.Queue[Received] = asyncio.Queue()
 
     async def handler(msg: Received) -> None:
         await got.put(msg)
 
     sub = MqttClient(
-        _settings(broker), client_id="sub", on_message=handler, subscriptions=[("t/#", 1)]
+        _settings(broker), client_id=f"sub{name}", on_message=handler, subscriptions=[(topics, 1)]
     )
-    pub = MqttClient(_settings(broker), client_id="pub")
+    pub = MqttClient(_settings(broker), client_id=f"pub{name}")
     await sub.async_start()
     await pub.async_start()
     try:
@@ -35,7 +41,15 @@ async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> N
         # The subscription is in place once the broker answered a SUBSCRIBE sent after
         # the one on connect (a client's packets are handled in order); a fixed
         # 0.1 s sleep here raced the broker on a loaded machine.
-        await sub.async_subscribe([("t/#", 1)])
+        await sub.async_subscribe([(topics, 1)])
+        yield pub, got
+    finally:
+        await pub.async_stop()
+        await sub.async_stop()
+
+
+async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> None:
+    async with pub_sub(broker, "t/#", "") as (pub, got):
         await pub.async_publish(
             "t/a",
             b"hello",
@@ -49,29 +63,12 @@ async def test_publish_waits_for_puback_and_messages_arrive(broker: Broker) -> N
         assert msg.user_properties == {"envelope-ids": "x,y"}
         assert msg.response_topic == "t/reply"
         assert msg.correlation_data == b"c1"
-    finally:
-        await pub.async_stop()
-        await sub.async_stop()
 
 
 async def test_cached_user_properties_go_with_each_message(broker: Broker) -> None:
     """User properties alone are packed once and reused (the bridge's codec advert):
     every message still carries its own set, and two sets never mix."""
-    got: asyncio.Queue[Received] = asyncio.Queue()
-
-    async def handler(msg: Received) -> None:
-        await got.put(msg)
-
-    sub = MqttClient(
-        _settings(broker), client_id="sub-props", on_message=handler, subscriptions=[("p/#", 1)]
-    )
-    pub = MqttClient(_settings(broker), client_id="pub-props")
-    await sub.async_start()
-    await pub.async_start()
-    try:
-        await sub.async_wait_connected(5)
-        await pub.async_wait_connected(5)
-        await sub.async_subscribe([("p/#", 1)])
+    async with pub_sub(broker, "p/#", "-props") as (pub, got):
         sets = [[("codec", "2")], [("codec", "1"), ("x", "y")]]
         for i in range(6):
             await pub.async_publish(f"p/{i}", b"%d" % i, qos=1, user_properties=sets[i % 2])
@@ -79,9 +76,6 @@ async def test_cached_user_properties_go_with_each_message(broker: Broker) -> No
             msg = await asyncio.wait_for(got.get(), 5)
             assert msg.topic == f"p/{i}"
             assert msg.user_properties == dict(sets[i % 2])
-    finally:
-        await pub.async_stop()
-        await sub.async_stop()
 
 
 async def test_publish_while_down_fails_fast_and_reconnect_resumes(broker: Broker) -> None:
